@@ -1,0 +1,89 @@
+# isa — PGXS build of the extension plus the developer commands of the README.
+#
+#   make run     install what is missing, build, start PostgreSQL + NATS under ./.isa/run
+#   make test    the same on private ports under ./.isa/test, then every test
+#   make bench   benchmarks, each printing one comparable line
+#   make stop    stop the `make run` stack;  make psql  open a shell on it
+#   make deps    apt-get the Debian packages isa builds and runs with
+
+EXTENSION  = isa
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" isa.control)
+
+MODULE_big = isa
+OBJS = \
+	extension/isa.o \
+	extension/uuid_v7.o \
+	extension/wakeup.o \
+	extension/publish.o
+
+# The install script is the service SQL files in dependency order: core first,
+# the service registry before anything that names a service, grants last.
+SQL_SOURCES = \
+	sql/core.sql \
+	sql/outbox.sql \
+	sql/subscriptions.sql \
+	sql/jobs.sql \
+	sql/services.sql \
+	sql/grants.sql
+
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/extension
+# -Wextra minus the two warnings PostgreSQL's own headers and fmgr style trigger.
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifeq ($(PGXS),)
+$(error pg_config not found: run 'make deps' first (Debian package postgresql-server-dev-15))
+endif
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) isa.control Makefile
+	@{ echo "-- generated from sql/*.sql by make; edit those files"; \
+	   printf '%s\n' '\echo Use "CREATE EXTENSION isa" to load this file. \quit'; \
+	   for f in $(SQL_SOURCES); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
+
+# ---------------------------------------------------------------- developer commands
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+DEBIAN_PACKAGES = \
+	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
+	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
+	libsodium-dev pkg-config curl procps
+
+.PHONY: deps run stop psql status test bench
+
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "make deps: installing" $$missing; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all packages present"; fi
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
+	@tools/stack.sh run start
+
+stop:
+	@tools/stack.sh run stop
+
+status:
+	@tools/stack.sh run status
+
+psql:
+	@tools/stack.sh run psql
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
+	@test/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
+	@bench/run.sh

@@ -1,0 +1,138 @@
+/*
+ * isa.c — module entry: GUCs, shared memory and the hooks that need them.
+ *
+ * Works preloaded (shared memory, commit-time wake-up of the bridge) and not
+ * preloaded (publishing still writes the outbox; there is just nobody to wake).
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "isa.h"
+
+PG_MODULE_MAGIC;
+
+char	   *isa_database = NULL;
+char	   *isa_nats_url = NULL;
+char	   *isa_stream = NULL;
+int			isa_outbox_retention = 7 * 24 * 3600;
+int			isa_inbox_retention = 7 * 24 * 3600;
+int			isa_cron_history_retention = 7 * 24 * 3600;
+
+IsaSharedState *isa_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+static void
+isa_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(IsaSharedState)));
+}
+
+static void
+isa_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	isa_shared = ShmemInitStruct("isa", sizeof(IsaSharedState), &found);
+	if (!found)
+	{
+		pg_atomic_init_u32(&isa_shared->outbox_pending, 0);
+		pg_atomic_init_u32(&isa_shared->subscriptions_changed, 0);
+		pg_atomic_init_u32(&isa_shared->bridge_procno, ISA_INVALID_PROCNO);
+		pg_atomic_init_u32(&isa_shared->bridge_pid, 0);
+		pg_atomic_init_u64(&isa_shared->wakeups_signalled, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+isa_define_gucs(void)
+{
+	DefineCustomStringVariable("isa.database",
+							   "Database the isa bridge worker connects to.",
+							   "The database where CREATE EXTENSION isa was run. Requires a restart.",
+							   &isa_database, "isa",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("isa.nats_url",
+							   "NATS server URL(s) for the bridge, comma-separated.",
+							   "For example nats://127.0.0.1:4222,nats://127.0.0.1:4223.",
+							   &isa_nats_url, "nats://127.0.0.1:4222",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("isa.stream",
+							   "JetStream stream that carries isa's events.",
+							   NULL,
+							   &isa_stream, "ISA_EVENTS",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("isa.outbox_retention",
+							"How long published outbox rows are kept before isa.purge_retention() deletes them.",
+							NULL,
+							&isa_outbox_retention, 7 * 24 * 3600, 60, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("isa.inbox_retention",
+							"How long inbox (already-processed) rows are kept for deduplication.",
+							"Must exceed the longest time a message can wait for redelivery.",
+							&isa_inbox_retention, 7 * 24 * 3600, 60, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("isa.cron_history_retention",
+							"How long rows of cron.job_run_details are kept.",
+							NULL,
+							&isa_cron_history_retention, 7 * 24 * 3600, 60, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("isa");
+}
+
+void
+_PG_init(void)
+{
+	isa_define_gucs();
+	isa_wakeup_init();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = isa_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = isa_shmem_startup;
+}
+
+/* isa.retention(target text): the retention GUC for outbox, inbox or cron_history. */
+PG_FUNCTION_INFO_V1(isa_retention);
+Datum
+isa_retention(PG_FUNCTION_ARGS)
+{
+	char	   *target = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			seconds;
+	Interval   *result = palloc0(sizeof(Interval));
+
+	if (strcmp(target, "outbox") == 0)
+		seconds = isa_outbox_retention;
+	else if (strcmp(target, "inbox") == 0)
+		seconds = isa_inbox_retention;
+	else if (strcmp(target, "cron_history") == 0)
+		seconds = isa_cron_history_retention;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown retention target \"%s\"", target),
+				 errhint("Use outbox, inbox or cron_history.")));
+	result->time = (int64) seconds * USECS_PER_SEC;
+	PG_RETURN_INTERVAL_P(result);
+}

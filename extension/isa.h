@@ -1,0 +1,52 @@
+/*
+ * isa.h — what the parts of isa.so share: GUC values, the shared-memory
+ * state and the helpers that cross files.
+ */
+#ifndef ISA_H
+#define ISA_H
+
+#include "postgres.h"
+
+#include "port/atomics.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* GUCs (extension/isa.c) */
+extern char *isa_database;
+extern char *isa_nats_url;
+extern char *isa_stream;
+extern int	isa_outbox_retention;	/* seconds */
+extern int	isa_inbox_retention;	/* seconds */
+extern int	isa_cron_history_retention; /* seconds */
+
+#define ISA_INVALID_PROCNO PG_UINT32_MAX
+
+/*
+ * State in shared memory.  Only plain values and atomics: a pointer or a file
+ * descriptor means nothing in another process (pg_net issue #276).
+ */
+typedef struct IsaSharedState
+{
+	/* A commit wrote outbox rows since the bridge last cleared this. */
+	pg_atomic_uint32 outbox_pending;
+	/* A commit changed isa.subscriptions since the bridge last cleared this. */
+	pg_atomic_uint32 subscriptions_changed;
+	/* The bridge worker's PGPROC number and pid, ISA_INVALID_PROCNO if none. */
+	pg_atomic_uint32 bridge_procno;
+	pg_atomic_uint32 bridge_pid;
+	/* Commits that raised a wake-up: lets tests count "once per commit". */
+	pg_atomic_uint64 wakeups_signalled;
+} IsaSharedState;
+
+/* NULL when isa.so is not in shared_preload_libraries. */
+extern IsaSharedState *isa_shared;
+
+/* extension/wakeup.c */
+extern void isa_wakeup_init(void);
+extern void isa_note_outbox_write(void);
+extern void isa_note_subscriptions_change(void);
+
+/* extension/uuid_v7.c */
+extern void isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
+
+#endif							/* ISA_H */

@@ -1,0 +1,130 @@
+/*
+ * wakeup.c — commit-time wake-up of the bridge.
+ *
+ * A transaction that wrote outbox rows (or changed isa.subscriptions) only
+ * notes it in a backend-local flag.  At commit the flag becomes an atomic in
+ * shared memory and one SetLatch on the bridge worker, whatever the number of
+ * rows: one wake-up per commit, none for a rollback, and nothing at all when
+ * the library is not preloaded or no bridge is running.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+
+#include "isa.h"
+
+PG_FUNCTION_INFO_V1(isa_wakeup_state);
+
+static bool outbox_written = false;
+static bool subscriptions_changed = false;
+
+static void
+isa_wake_bridge(void)
+{
+	uint32		procno = pg_atomic_read_u32(&isa_shared->bridge_procno);
+	uint32		pid = pg_atomic_read_u32(&isa_shared->bridge_pid);
+
+	if (procno == ISA_INVALID_PROCNO || procno >= ProcGlobal->allProcCount)
+		return;
+	/* The slot may have been reused since the bridge registered: check its pid. */
+	if ((uint32) ProcGlobal->allProcs[procno].pid == pid)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+static void
+isa_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if ((outbox_written || subscriptions_changed) && isa_shared != NULL)
+			{
+				if (outbox_written)
+					pg_atomic_write_u32(&isa_shared->outbox_pending, 1);
+				if (subscriptions_changed)
+					pg_atomic_write_u32(&isa_shared->subscriptions_changed, 1);
+				pg_atomic_fetch_add_u64(&isa_shared->wakeups_signalled, 1);
+				isa_wake_bridge();
+			}
+			outbox_written = subscriptions_changed = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* A prepared transaction commits elsewhere: the bridge's timer finds it. */
+			outbox_written = subscriptions_changed = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+isa_wakeup_init(void)
+{
+	RegisterXactCallback(isa_xact_callback, NULL);
+}
+
+void
+isa_note_outbox_write(void)
+{
+	outbox_written = true;
+}
+
+void
+isa_note_subscriptions_change(void)
+{
+	subscriptions_changed = true;
+}
+
+/* isa.subscriptions trigger: the bridge re-reads its consumers after commit. */
+PG_FUNCTION_INFO_V1(isa_subscriptions_changed_trigger);
+Datum
+isa_subscriptions_changed_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("isa_subscriptions_changed_trigger must be called as a trigger")));
+	isa_note_subscriptions_change();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * isa.wakeup_state(): whether shared memory exists (library preloaded), the
+ * pending flags, the number of commits that signalled, and the bridge's pid.
+ */
+Datum
+isa_wakeup_state(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	values[0] = BoolGetDatum(isa_shared != NULL);
+	if (isa_shared != NULL)
+	{
+		uint32		pid = pg_atomic_read_u32(&isa_shared->bridge_pid);
+
+		values[1] = BoolGetDatum(pg_atomic_read_u32(&isa_shared->outbox_pending) != 0);
+		values[2] = BoolGetDatum(pg_atomic_read_u32(&isa_shared->subscriptions_changed) != 0);
+		values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&isa_shared->wakeups_signalled));
+		values[4] = Int32GetDatum((int32) pid);
+		nulls[4] = (pg_atomic_read_u32(&isa_shared->bridge_procno) == ISA_INVALID_PROCNO);
+	}
+	else
+		nulls[1] = nulls[2] = nulls[3] = nulls[4] = true;
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

@@ -1,0 +1,273 @@
+-- core.sql — schema isa: roles, the service registry, the event envelope and
+-- the event type catalogue.  Schema isa itself is created by CREATE EXTENSION
+-- (isa.control: schema = isa).
+
+-- Roles (DESIGN.md §8).  Roles are cluster-wide, so they are created only when
+-- absent and survive DROP EXTENSION.
+DO $roles$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['isa_admin', 'isa_app', 'isa_bridge'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$roles$;
+
+-- ---------------------------------------------------------------- services
+CREATE TABLE isa.services (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]*$'),
+    schema_name name UNIQUE,          -- NULL: no outbox (events come from NATS clients)
+    source      text NOT NULL UNIQUE CHECK (source ~ '^[a-z][a-z0-9_]*$'),
+    description text NOT NULL
+);
+COMMENT ON TABLE isa.services IS
+    'The services of this isa installation: name, owning schema and the event source (subject prefix) it publishes as.';
+
+-- ---------------------------------------------------------------- identifiers
+CREATE FUNCTION isa.uuid_v7() RETURNS uuid
+    AS 'MODULE_PATHNAME', 'isa_uuid_v7' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION isa.uuid_v7() IS
+    'A new time-ordered UUID (RFC 9562 version 7), monotonic within a session.';
+
+CREATE FUNCTION isa.uuid_v7_time(id uuid) RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'isa_uuid_v7_time' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION isa.uuid_v7_time(uuid) IS
+    'The millisecond timestamp carried by a version 7 UUID; 22023 for other UUIDs.';
+
+-- ---------------------------------------------------------------- the envelope
+CREATE TYPE isa.event AS (
+    id          uuid,
+    event_type  text,
+    source      text,
+    version     text,
+    "timestamp" timestamptz,
+    data        jsonb,
+    metadata    jsonb
+);
+COMMENT ON TYPE isa.event IS
+    'The event envelope (DESIGN.md §3); its JSON form is isa.event_to_json / isa.event_from_json.';
+
+CREATE FUNCTION isa.is_valid_event_type(event_type text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN event_type ~ '^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$' AND length(event_type) <= 200;
+COMMENT ON FUNCTION isa.is_valid_event_type(text) IS
+    'Whether a text is a dotted lower-case event type such as wallet.tokens.deducted.';
+
+CREATE FUNCTION isa.is_valid_version(version text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN version ~ '^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$';
+COMMENT ON FUNCTION isa.is_valid_version(text) IS
+    'Whether a text is an event schema version MAJOR.MINOR.PATCH.';
+
+-- Raises 22023 naming the first field that is missing or malformed.
+CREATE FUNCTION isa._check_envelope(e isa.event) RETURNS isa.event
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF e.id IS NULL THEN
+        RAISE EXCEPTION 'event field "id" is missing' USING ERRCODE = '22023';
+    END IF;
+    IF e.event_type IS NULL THEN
+        RAISE EXCEPTION 'event field "event_type" is missing' USING ERRCODE = '22023';
+    ELSIF NOT isa.is_valid_event_type(e.event_type) THEN
+        RAISE EXCEPTION 'event field "event_type" is malformed: %', e.event_type USING ERRCODE = '22023',
+            HINT = 'An event type is dotted lower-case tokens, e.g. wallet.tokens.deducted.';
+    END IF;
+    IF e.source IS NULL THEN
+        RAISE EXCEPTION 'event field "source" is missing' USING ERRCODE = '22023';
+    ELSIF e.source !~ '^[a-z][a-z0-9_]*$' THEN
+        RAISE EXCEPTION 'event field "source" is malformed: %', e.source USING ERRCODE = '22023',
+            HINT = 'A source is one lower-case token, e.g. wallet_service or external.';
+    END IF;
+    IF e.version IS NULL THEN
+        RAISE EXCEPTION 'event field "version" is missing' USING ERRCODE = '22023';
+    ELSIF NOT isa.is_valid_version(e.version) THEN
+        RAISE EXCEPTION 'event field "version" is malformed: %', e.version USING ERRCODE = '22023',
+            HINT = 'A version is MAJOR.MINOR.PATCH, e.g. 1.0.0.';
+    END IF;
+    IF e."timestamp" IS NULL THEN
+        RAISE EXCEPTION 'event field "timestamp" is missing' USING ERRCODE = '22023';
+    ELSIF NOT isfinite(e."timestamp") THEN
+        RAISE EXCEPTION 'event field "timestamp" must be finite' USING ERRCODE = '22023';
+    END IF;
+    IF e.data IS NULL THEN
+        RAISE EXCEPTION 'event field "data" is missing' USING ERRCODE = '22023';
+    ELSIF jsonb_typeof(e.data) <> 'object' THEN
+        RAISE EXCEPTION 'event field "data" must be a JSON object, not %', jsonb_typeof(e.data)
+            USING ERRCODE = '22023';
+    END IF;
+    IF e.metadata IS NOT NULL AND jsonb_typeof(e.metadata) <> 'object' THEN
+        RAISE EXCEPTION 'event field "metadata" must be a JSON object, not %', jsonb_typeof(e.metadata)
+            USING ERRCODE = '22023';
+    END IF;
+    e.metadata := coalesce(e.metadata, '{}');
+    RETURN e;
+END
+$$;
+
+CREATE FUNCTION isa.event_to_json(e isa.event) RETURNS jsonb
+    LANGUAGE plpgsql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v isa.event := isa._check_envelope(e);
+BEGIN
+    RETURN jsonb_build_object(
+        'id', v.id,
+        'event_type', v.event_type,
+        'source', v.source,
+        'version', v.version,
+        'timestamp', to_char(v."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'data', v.data,
+        'metadata', v.metadata);
+END
+$$;
+COMMENT ON FUNCTION isa.event_to_json(isa.event) IS
+    'The wire (JSON) form of an event; 22023 naming the field if the event is incomplete or malformed.';
+
+CREATE FUNCTION isa.event_from_json(j jsonb) RETURNS isa.event
+    LANGUAGE plpgsql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e isa.event;
+    f text;
+BEGIN
+    IF jsonb_typeof(j) <> 'object' THEN
+        RAISE EXCEPTION 'an event must be a JSON object, not %', jsonb_typeof(j) USING ERRCODE = '22023';
+    END IF;
+    -- Fields that are present must be strings (data and metadata: objects,
+    -- checked with the rest of the envelope).
+    FOREACH f IN ARRAY ARRAY['id', 'event_type', 'source', 'version', 'timestamp'] LOOP
+        IF j ? f AND jsonb_typeof(j -> f) <> 'string' THEN
+            RAISE EXCEPTION 'event field "%" must be a string, not %', f, jsonb_typeof(j -> f)
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+
+    IF j ? 'id' THEN
+        BEGIN
+            e.id := (j ->> 'id')::uuid;
+        EXCEPTION WHEN invalid_text_representation THEN
+            RAISE EXCEPTION 'event field "id" is not a UUID: %', j ->> 'id' USING ERRCODE = '22023';
+        END;
+    END IF;
+    e.event_type := j ->> 'event_type';
+    e.source := j ->> 'source';
+    e.version := coalesce(j ->> 'version', '1.0.0');
+    IF j ? 'timestamp' THEN
+        IF (j ->> 'timestamp') !~ '^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$' THEN
+            RAISE EXCEPTION 'event field "timestamp" is not an RFC 3339 date-time: %', j ->> 'timestamp'
+                USING ERRCODE = '22023', HINT = 'Use e.g. 2026-11-27T08:32:56.123456Z.';
+        END IF;
+        BEGIN
+            e."timestamp" := (j ->> 'timestamp')::timestamptz;
+        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+            RAISE EXCEPTION 'event field "timestamp" is not a valid date-time: %', j ->> 'timestamp'
+                USING ERRCODE = '22023';
+        END;
+    END IF;
+    IF j -> 'data' <> 'null' THEN
+        e.data := j -> 'data';
+    END IF;
+    IF j -> 'metadata' <> 'null' THEN
+        e.metadata := j -> 'metadata';
+    END IF;
+    RETURN isa._check_envelope(e);
+END
+$$;
+COMMENT ON FUNCTION isa.event_from_json(jsonb) IS
+    'Parses and validates a wire event: 22023 naming the field that is missing or malformed. version defaults to 1.0.0, metadata to {}.';
+
+-- ---------------------------------------------------------------- catalogue
+CREATE TABLE isa.event_types (
+    source      text NOT NULL REFERENCES isa.services (source),
+    event_type  text NOT NULL CHECK (isa.is_valid_event_type(event_type)),
+    version     text NOT NULL DEFAULT '1.0.0' CHECK (isa.is_valid_version(version)),
+    version_key int[] GENERATED ALWAYS AS (string_to_array(version, '.')::int[]) STORED,
+    description text NOT NULL CHECK (description <> ''),
+    data_fields jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(data_fields) = 'object'),
+    PRIMARY KEY (source, event_type, version)
+);
+COMMENT ON TABLE isa.event_types IS
+    'Every event type a source publishes, per schema version, with its data fields. isa.publish_event publishes the newest version.';
+
+CREATE FUNCTION isa.register_event_type(
+    event_type  text,
+    source      text,
+    version     text,
+    description text,
+    data_fields jsonb DEFAULT '{}')
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    field text;
+    spec  jsonb;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM isa.services s WHERE s.source = register_event_type.source) THEN
+        RAISE EXCEPTION 'unknown event source "%"', source USING ERRCODE = '22023',
+            HINT = 'Sources are listed in isa.services.';
+    END IF;
+    IF event_type IS NULL OR NOT isa.is_valid_event_type(event_type) THEN
+        RAISE EXCEPTION 'malformed event type "%"', event_type USING ERRCODE = '22023',
+            HINT = 'An event type is dotted lower-case tokens, e.g. wallet.tokens.deducted.';
+    END IF;
+    IF version IS NULL OR NOT isa.is_valid_version(version) THEN
+        RAISE EXCEPTION 'malformed version "%"', version USING ERRCODE = '22023',
+            HINT = 'A version is MAJOR.MINOR.PATCH, e.g. 1.0.0.';
+    END IF;
+    IF coalesce(description, '') = '' THEN
+        RAISE EXCEPTION 'event type "%" needs a description', event_type USING ERRCODE = '22023';
+    END IF;
+    IF data_fields IS NULL OR jsonb_typeof(data_fields) <> 'object' THEN
+        RAISE EXCEPTION 'data_fields must be a JSON object of field name -> {type, description, required}'
+            USING ERRCODE = '22023';
+    END IF;
+    FOR field, spec IN SELECT * FROM jsonb_each(data_fields) LOOP
+        IF jsonb_typeof(spec) <> 'object'
+           OR NOT (spec ->> 'type') = ANY (ARRAY['string', 'integer', 'number', 'boolean', 'object',
+                                                  'array', 'uuid', 'timestamp', 'decimal'])
+           OR (spec ? 'required' AND jsonb_typeof(spec -> 'required') <> 'boolean') THEN
+            RAISE EXCEPTION 'data field "%" of event type "%" is malformed: %', field, event_type, spec
+                USING ERRCODE = '22023',
+                HINT = 'Each field is {"type": string|integer|number|decimal|boolean|object|array|uuid|timestamp, "required": bool, "description": text}.';
+        END IF;
+    END LOOP;
+
+    INSERT INTO isa.event_types AS t (source, event_type, version, description, data_fields)
+    VALUES (source, event_type, version, description, data_fields)
+    ON CONFLICT ON CONSTRAINT event_types_pkey
+    DO UPDATE SET description = excluded.description, data_fields = excluded.data_fields;
+END
+$$;
+COMMENT ON FUNCTION isa.register_event_type(text, text, text, text, jsonb) IS
+    'Registers (or updates) an event type of a source at a schema version, with its data fields.';
+
+-- The catalogue as Markdown: docs/events.md is checked against this by the tests.
+CREATE FUNCTION isa.event_catalogue_markdown() RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce(string_agg(section, E'\n' ORDER BY source, event_type, version_key), '')
+      FROM (SELECT t.source, t.event_type, t.version_key,
+                   format(E'### `%s.%s` (%s)\n\n%s\n\n', t.source, t.event_type, t.version, t.description)
+                   || CASE WHEN t.data_fields = '{}' THEN E'No data fields.\n'
+                      ELSE E'| field | type | required | description |\n|---|---|---|---|\n'
+                           || (SELECT string_agg(format(E'| `%s` | %s | %s | %s |', f.key,
+                                                        f.value ->> 'type',
+                                                        CASE WHEN coalesce((f.value ->> 'required')::boolean, true)
+                                                             THEN 'yes' ELSE 'no' END,
+                                                        coalesce(f.value ->> 'description', '')),
+                                                 E'\n' ORDER BY f.key)
+                                 FROM jsonb_each(t.data_fields) f) || E'\n'
+                      END AS section
+              FROM isa.event_types t) s;
+END;
+COMMENT ON FUNCTION isa.event_catalogue_markdown() IS
+    'The event catalogue (isa.event_types) as the Markdown of docs/events.md.';

@@ -1,0 +1,24 @@
+-- grants.sql — privileges (DESIGN.md §8), last so that they cover every object
+-- above.  isa_app may execute the API and read the catalogue, never touch an
+-- outbox or inbox; isa_bridge moves events; isa_admin owns the operations.
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA isa FROM PUBLIC;
+GRANT USAGE ON SCHEMA isa TO isa_app, isa_bridge, isa_admin;
+
+GRANT EXECUTE ON FUNCTION
+    isa.uuid_v7(), isa.uuid_v7_time(uuid),
+    isa.publish_event(text, text, jsonb, jsonb),
+    isa.event_to_json(isa.event), isa.event_from_json(jsonb), isa._check_envelope(isa.event),
+    isa.is_valid_event_type(text), isa.is_valid_version(text), isa.is_valid_subject_filter(text),
+    isa.event_catalogue_markdown()
+TO isa_app, isa_bridge;
+GRANT SELECT ON isa.services, isa.event_types TO isa_app, isa_bridge;
+
+GRANT SELECT, UPDATE, DELETE ON isa.outbox TO isa_bridge;
+GRANT SELECT, INSERT, DELETE ON isa.inbox TO isa_bridge;
+GRANT SELECT ON isa.subscriptions TO isa_bridge;
+GRANT SELECT, INSERT, UPDATE ON isa.dead_letters TO isa_bridge;
+GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
+
+GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;

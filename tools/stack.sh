@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# tools/stack.sh NAME COMMAND — a private PostgreSQL cluster + nats-server (JetStream)
+# on loopback, kept under ./.isa/NAME/.  `make run` uses NAME=run, `make test`
+# NAME=test; each NAME has its own ports, so a test run never touches the
+# stack a developer is using.
+#
+#   start [--fresh]   start what is not running (--fresh: recreate database isa)
+#   stop              stop both servers
+#   status            exit 0 if both run
+#   psql [ARGS]       psql on database isa
+#   env               shell exports for clients (PGHOST, PGPORT, ISA_NATS_URL …)
+#
+# Ports (override with the environment): run: PG 55432, NATS 54222/monitor 58222;
+# test: PG 55442, NATS 54232/58232; any other NAME must set ISA_PG_PORT,
+# ISA_NATS_PORT and ISA_NATS_MONITOR_PORT.
+#
+# PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres`
+# user of Debian's package and its files are theirs.
+set -euo pipefail
+
+NAME=${1:?usage: tools/stack.sh NAME start|stop|status|psql|env}
+CMD=${2:?usage: tools/stack.sh NAME start|stop|status|psql|env}
+shift 2
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+case "$NAME" in
+  run)  def_pg=55432; def_nats=54222; def_mon=58222 ;;
+  test) def_pg=55442; def_nats=54232; def_mon=58232 ;;
+  *)    def_pg=; def_nats=; def_mon= ;;
+esac
+PG_PORT=${ISA_PG_PORT:-$def_pg}
+NATS_PORT=${ISA_NATS_PORT:-$def_nats}
+NATS_MON_PORT=${ISA_NATS_MONITOR_PORT:-$def_mon}
+[ -n "$PG_PORT" ] && [ -n "$NATS_PORT" ] && [ -n "$NATS_MON_PORT" ] ||
+  { echo "stack $NAME: set ISA_PG_PORT, ISA_NATS_PORT and ISA_NATS_MONITOR_PORT" >&2; exit 2; }
+DB=isa
+
+PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+STACK=$ROOT/.isa/$NAME
+PGDIR=$STACK/pg
+NATSDIR=$STACK/nats
+
+# As root, the cluster belongs to `postgres`, who must be able to reach it.
+# When the checkout lives where `postgres` cannot enter (e.g. under /root),
+# the cluster lives under /var/tmp and .isa/NAME/pg links to it.
+if [ "$(id -u)" = 0 ]; then
+  AS_PG=(runuser -u postgres --)
+else
+  AS_PG=()
+fi
+
+pg() { "${AS_PG[@]}" "$@"; }
+
+prepare_pgdir() {
+  mkdir -p "$STACK"
+  [ -e "$PGDIR" ] && return 0
+  if [ ${#AS_PG[@]} -gt 0 ] && ! runuser -u postgres -- test -x "$STACK"; then
+    local away
+    away=/var/tmp/isa-$(printf '%s' "$STACK" | md5sum | cut -c1-12)
+    mkdir -p "$away"
+    ln -s "$away" "$PGDIR"
+  else
+    mkdir -p "$PGDIR"
+  fi
+  [ ${#AS_PG[@]} -gt 0 ] && chown postgres: "$(readlink -f "$PGDIR")"
+  return 0
+}
+
+pg_running() { [ -f "$PGDIR/data/postmaster.pid" ] && pg "$PGBIN/pg_ctl" -D "$PGDIR/data" status >/dev/null 2>&1; }
+nats_pid() { [ -f "$NATSDIR/nats.pid" ] && cat "$NATSDIR/nats.pid"; }
+nats_running() { local p; p=$(nats_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+psql_db() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+
+wait_port() { # host port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start_pg() {
+  prepare_pgdir
+  if [ ! -f "$PGDIR/data/PG_VERSION" ]; then
+    pg "$PGBIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$STACK/initdb.log" 2>&1 ||
+      { cat "$STACK/initdb.log" >&2; exit 1; }
+    echo "include_if_exists = 'isa-stack.conf'" | pg tee -a "$PGDIR/data/postgresql.conf" >/dev/null
+  fi
+  pg mkdir -p "$PGDIR/socket"
+  # Rewritten at every start so a changed port or setting takes effect.
+  pg tee "$PGDIR/data/isa-stack.conf" >/dev/null <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$(readlink -f "$PGDIR")/socket'
+shared_preload_libraries = 'pg_cron,isa'
+cron.database_name = '$DB'
+isa.database = '$DB'
+isa.nats_url = 'nats://127.0.0.1:$NATS_PORT'
+max_connections = 100
+log_line_prefix = '%m [%p] %q%u@%d '
+CONF
+  pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgresql.log" -w -t 60 start >/dev/null ||
+    { tail -n 30 "$PGDIR/postgresql.log" >&2; exit 1; }
+}
+
+start_nats() {
+  mkdir -p "$NATSDIR/jetstream"
+  command -v nats-server >/dev/null || { echo "nats-server not found: run 'make deps'" >&2; exit 1; }
+  nohup nats-server -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON_PORT" -js -sd "$NATSDIR/jetstream" \
+    -l "$NATSDIR/nats.log" -P "$NATSDIR/nats.pid" >/dev/null 2>&1 &
+  wait_port 127.0.0.1 "$NATS_PORT" 20 || { echo "nats-server did not start; see $NATSDIR/nats.log" >&2; exit 1; }
+}
+
+create_db() {
+  local fresh=$1
+  if [ "$fresh" = 1 ]; then
+    psql_db -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+  fi
+  if [ -z "$(psql_db -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]; then
+    psql_db -d postgres -c "CREATE DATABASE $DB"
+  fi
+  psql_db -d "$DB" <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS isa CASCADE;
+CREATE EXTENSION IF NOT EXISTS pg_cron;
+SELECT count(*) FROM isa.schedule_jobs();
+SQL
+}
+
+print_info() {
+  cat <<INFO
+isa stack '$NAME' is running (files in .isa/$NAME):
+  PostgreSQL  psql "postgresql://postgres@127.0.0.1:$PG_PORT/$DB"    (or: make psql)
+  NATS        nats://127.0.0.1:$NATS_PORT  (JetStream; monitoring http://127.0.0.1:$NATS_MON_PORT)
+  logs        .isa/$NAME/pg/postgresql.log, .isa/$NAME/nats/nats.log
+  stop        make stop
+INFO
+}
+
+case "$CMD" in
+  start)
+    fresh=0
+    [ "${1:-}" = --fresh ] && fresh=1
+    if pg_running && nats_running && [ "$fresh" = 0 ]; then
+      echo "isa stack '$NAME' is already running; nothing to do."
+      create_db 0 >/dev/null
+      print_info
+      exit 0
+    fi
+    pg_running || start_pg
+    nats_running || start_nats
+    create_db "$fresh"
+    print_info
+    ;;
+  stop)
+    stopped=0
+    if pg_running; then pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null; stopped=1; fi
+    if nats_running; then
+      p=$(nats_pid)
+      kill "$p"
+      for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$p" 2>/dev/null || true
+      stopped=1
+    fi
+    [ "$stopped" = 1 ] && echo "isa stack '$NAME' stopped." || echo "isa stack '$NAME' was not running."
+    ;;
+  status)
+    pg_running && echo "postgresql: running on 127.0.0.1:$PG_PORT" || echo "postgresql: stopped"
+    nats_running && echo "nats-server: running on 127.0.0.1:$NATS_PORT" || echo "nats-server: stopped"
+    pg_running && nats_running
+    ;;
+  psql)
+    exec "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$DB" "$@"
+    ;;
+  env)
+    cat <<ENV
+export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres PGDATABASE=$DB
+export ISA_STACK_DIR='$STACK' ISA_PGDATA='$PGDIR/data' ISA_PGBIN='$PGBIN'
+export ISA_NATS_URL=nats://127.0.0.1:$NATS_PORT ISA_NATS_MONITOR=http://127.0.0.1:$NATS_MON_PORT
+ENV
+    ;;
+  *)
+    echo "unknown command '$CMD'" >&2
+    exit 2
+    ;;
+esac
