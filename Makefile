@@ -51,7 +51,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES = \
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
 	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
-	libsodium-dev pkg-config curl procps
+	libsodium-dev pkg-config curl procps bc gcc
 
 .PHONY: deps run stop psql status test bench
 

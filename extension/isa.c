@@ -65,11 +65,17 @@ isa_shmem_startup(void)
 static void
 isa_define_gucs(void)
 {
+	/*
+	 * PostgreSQL allows PGC_POSTMASTER variables only while preloading (a
+	 * later definition is FATAL).  Without preload there is no bridge to read
+	 * isa.database, so it is then an ordinary reloadable setting.
+	 */
 	DefineCustomStringVariable("isa.database",
 							   "Database the isa bridge worker connects to.",
 							   "The database where CREATE EXTENSION isa was run. Requires a restart.",
 							   &isa_database, "isa",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0, NULL, NULL, NULL);
 	DefineCustomStringVariable("isa.nats_url",
 							   "NATS server URL(s) for the bridge, comma-separated.",
 							   "For example nats://127.0.0.1:4222,nats://127.0.0.1:4223.",

@@ -47,6 +47,6 @@ extern void isa_note_outbox_write(void);
 extern void isa_note_subscriptions_change(void);
 
 /* extension/uuid_v7.c */
-extern void isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
+extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
 
 #endif							/* ISA_H */

@@ -2,48 +2,133 @@
  * publish.c — isa.publish_event(): the one way an event enters an outbox.
  *
  * The row is inserted in the caller's transaction, so the event exists if and
- * only if the domain write commits.  The happy path is one saved INSERT … SELECT
- * that both checks the catalogue and writes; the reasons for "nothing
- * inserted" are only looked up when it happens.
+ * only if the domain write commits.  Two saved plans: a catalogue lookup
+ * (source → outbox schema, event type → newest version) and an INSERT into
+ * that schema's outbox partition.
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "isa.h"
 
 PG_FUNCTION_INFO_V1(isa_publish_event);
-
-static SPIPlanPtr insert_plan = NULL;
-static SPIPlanPtr diagnose_plan = NULL;
+PG_FUNCTION_INFO_V1(isa_catalogue_changed_trigger);
 
 /*
- * $1 id, $2 event_type, $3 source, $4 occurred_at, $5 data, $6 metadata.
- * The newest registered version of the type is the one published.
+ * Looking up the source and the type, then inserting straight into the
+ * source's partition, costs about half of one INSERT … SELECT through the
+ * partitioned parent (measured with PREPARE in psql: 12 µs against 19.5 µs).
+ * $1 source, $2 event_type → schema of the outbox (NULL: external source),
+ * newest registered version (NULL: unknown type); no row: unknown source.
  */
-static const char *insert_sql =
-"INSERT INTO isa.outbox (id, source, event_type, version, occurred_at, data, metadata) "
-"SELECT $1, $3, $2, t.version, $4, $5, "
-"       CASE WHEN $6 ? 'correlation_id' THEN $6 "
-"            ELSE $6 || pg_catalog.jsonb_build_object('correlation_id', $1) END "
-"  FROM isa.event_types t JOIN isa.services s ON s.source = t.source "
-" WHERE t.source = $3 AND t.event_type = $2 AND s.schema_name IS NOT NULL "
-" ORDER BY t.version_key DESC LIMIT 1";
+static const char *lookup_sql =
+"SELECT s.schema_name::pg_catalog.text, "
+"       (SELECT t.version FROM isa.event_types t "
+"         WHERE t.source OPERATOR(pg_catalog.=) s.source AND t.event_type OPERATOR(pg_catalog.=) $2 "
+"         ORDER BY t.version_key DESC LIMIT 1) "
+"  FROM isa.services s WHERE s.source OPERATOR(pg_catalog.=) $1";
 
-/* Why nothing was inserted: unknown source, a source with no outbox, or an unknown type. */
-static const char *diagnose_sql =
-"SELECT s.source, s.schema_name IS NOT NULL, "
-"       pg_catalog.string_agg(s2.source, ', ' ORDER BY s2.source) "
-"  FROM (SELECT 1) one "
-"  LEFT JOIN isa.services s ON s.source = $1 "
-"  LEFT JOIN isa.services s2 ON s2.schema_name IS NOT NULL "
-" GROUP BY s.source, s.schema_name";
+/* $1 id, $2 source, $3 event_type, $4 version, $5 occurred_at, $6 data, $7 metadata */
+static const char *insert_sql_fmt =
+"INSERT INTO %s.outbox (id, source, event_type, version, occurred_at, data, metadata) "
+"VALUES ($1, $2, $3, $4, $5, $6, "
+"        CASE WHEN $7 OPERATOR(pg_catalog.?) 'correlation_id' THEN $7 "
+"             ELSE $7 OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('correlation_id', $1) END)";
+
+static SPIPlanPtr lookup_plan = NULL;
+
+/* search path while publishing: pg_catalog, and never pg_temp */
+static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
+
+/* One saved insert plan per outbox partition, found by schema name. */
+typedef struct OutboxInsertPlan
+{
+	char		schema[NAMEDATALEN];
+	SPIPlanPtr	plan;
+} OutboxInsertPlan;
+
+#define MAX_OUTBOX_PLANS 64
+static OutboxInsertPlan outbox_plans[MAX_OUTBOX_PLANS];
+static int	n_outbox_plans = 0;
+
+/*
+ * Backend-local cache of the catalogue lookup, keyed by "source event_type":
+ * the hot path is then one hash probe and one INSERT.  A statement trigger on
+ * isa.services and isa.event_types invalidates the tables' relcache entries
+ * (as pg_cron does for cron.job); our relcache callback then drops the cache,
+ * in every backend at commit and in this one at command end or abort.
+ */
+#define EVENT_KEY_LEN (NAMEDATALEN + 202)
+
+typedef struct EventTypeEntry
+{
+	char		key[EVENT_KEY_LEN];
+	char		schema[NAMEDATALEN];
+	char		version[24];
+} EventTypeEntry;
+
+static HTAB *event_type_cache = NULL;
+static bool event_type_cache_valid = false;
+static bool callback_registered = false;
+static Oid	services_relid = InvalidOid;
+static Oid	event_types_relid = InvalidOid;
+
+static void
+catalogue_invalidated(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == services_relid || relid == event_types_relid)
+		event_type_cache_valid = false;
+}
+
+static void
+reset_event_type_cache(void)
+{
+	HASHCTL		ctl;
+	Oid			nsp = get_namespace_oid("isa", false);
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(catalogue_invalidated, (Datum) 0);
+		callback_registered = true;
+	}
+	if (event_type_cache != NULL)
+		hash_destroy(event_type_cache);
+	ctl.keysize = EVENT_KEY_LEN;
+	ctl.entrysize = sizeof(EventTypeEntry);
+	ctl.hcxt = TopMemoryContext;
+	event_type_cache = hash_create("isa event types", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	services_relid = get_relname_relid("services", nsp);
+	event_types_relid = get_relname_relid("event_types", nsp);
+	event_type_cache_valid = true;
+}
+
+/* isa.services / isa.event_types statement trigger: drop every backend's cache. */
+Datum
+isa_catalogue_changed_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("isa_catalogue_changed_trigger must be called as a trigger")));
+	CacheInvalidateRelcache(((TriggerData *) fcinfo->context)->tg_relation);
+	return PointerGetDatum(NULL);
+}
 
 static void
 check_object(Jsonb *j, const char *field)
@@ -92,41 +177,119 @@ prepare_saved(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-static void
-report_not_published(text *event_type, text *source)
+static SPIPlanPtr
+outbox_insert_plan(const char *schema)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1] = {PointerGetDatum(source)};
-	bool		isnull;
-	bool		has_outbox;
-	Datum		known;
-	char	   *type_str = text_to_cstring(event_type);
-	char	   *source_str = text_to_cstring(source);
+	Oid			argtypes[7] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, JSONBOID};
+	SPIPlanPtr	plan;
+	char	   *sql;
 
-	if (diagnose_plan == NULL)
-		diagnose_plan = prepare_saved(diagnose_sql, 1, argtypes);
-	if (SPI_execute_plan(diagnose_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	for (int i = 0; i < n_outbox_plans; i++)
+		if (strcmp(outbox_plans[i].schema, schema) == 0)
+			return outbox_plans[i].plan;
+
+	sql = psprintf(insert_sql_fmt, quote_identifier(schema));
+	if (n_outbox_plans == MAX_OUTBOX_PLANS)
+	{
+		/* more outboxes than slots: a plan freed by SPI_finish */
+		plan = SPI_prepare(sql, 7, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		return plan;
+	}
+	plan = prepare_saved(sql, 7, argtypes);
+	strlcpy(outbox_plans[n_outbox_plans].schema, schema, NAMEDATALEN);
+	outbox_plans[n_outbox_plans++].plan = plan;
+	return plan;
+}
+
+/*
+ * The outbox schema and newest version of (source, event_type), or a 22023
+ * error saying which of the two is unknown.
+ */
+static EventTypeEntry *
+lookup_event_type(text *event_type, text *source)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2] = {PointerGetDatum(source), PointerGetDatum(event_type)};
+	bool		isnull;
+	bool		found;
+	Datum		d;
+	char		key[EVENT_KEY_LEN];
+	int			slen = VARSIZE_ANY_EXHDR(source);
+	int			tlen = VARSIZE_ANY_EXHDR(event_type);
+	EventTypeEntry *entry;
+	char	   *schema;
+	char	   *version;
+
+	/* see catalogue changes committed since this transaction started */
+	AcceptInvalidationMessages();
+	if (!event_type_cache_valid)
+		reset_event_type_cache();
+	if (slen + 1 + tlen < EVENT_KEY_LEN)
+	{
+		memcpy(key, VARDATA_ANY(source), slen);
+		key[slen] = ' ';
+		memcpy(key + slen + 1, VARDATA_ANY(event_type), tlen);
+		key[slen + 1 + tlen] = '\0';
+		entry = hash_search(event_type_cache, key, HASH_FIND, NULL);
+		if (entry != NULL)
+			return entry;
+	}
+	else
+		key[0] = '\0';			/* too long to be registered: the lookup fails */
+
+	if (lookup_plan == NULL)
+		lookup_plan = prepare_saved(lookup_sql, 2, argtypes);
+	if (SPI_execute_plan(lookup_plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read isa.services");
 
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown event source \"%s\"", text_to_cstring(source)),
+				 errhint("The sources are listed in isa.services.")));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
-	{
-		known = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown event source \"%s\"", source_str),
-				 errhint("Known sources: %s.", isnull ? "none" : TextDatumGetCString(known))));
-	}
-	has_outbox = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (!has_outbox)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("source \"%s\" has no outbox", source_str),
+				 errmsg("source \"%s\" has no outbox", text_to_cstring(source)),
 				 errdetail("Events of this source are published by NATS clients, not by isa.")));
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown event type \"%s\" for source \"%s\"", type_str, source_str),
-			 errhint("Register it with isa.register_event_type(); see isa.event_types.")));
+	schema = TextDatumGetCString(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown event type \"%s\" for source \"%s\"",
+						text_to_cstring(event_type), text_to_cstring(source)),
+				 errhint("Register it with isa.register_event_type(); see isa.event_types.")));
+	version = TextDatumGetCString(d);
+	if (key[0] == '\0' || strlen(schema) >= NAMEDATALEN || strlen(version) >= sizeof(entry->version))
+		elog(ERROR, "event type catalogue entry too long");
+
+	entry = hash_search(event_type_cache, key, HASH_ENTER, &found);
+	strlcpy(entry->schema, schema, NAMEDATALEN);
+	strlcpy(entry->version, version, sizeof(entry->version));
+	return entry;
+}
+
+/* The owner of the called function (the extension's owner), cached per call site. */
+static Oid
+function_owner(FunctionCallInfo fcinfo)
+{
+	if (fcinfo->flinfo->fn_extra == NULL)
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+		Oid		   *owner;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+		owner = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
+		*owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		ReleaseSysCache(tup);
+		fcinfo->flinfo->fn_extra = owner;
+	}
+	return *(Oid *) fcinfo->flinfo->fn_extra;
 }
 
 /*
@@ -140,9 +303,11 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 	Jsonb	   *data;
 	Jsonb	   *metadata;
-	Datum		args[6];
-	Oid			argtypes[6] = {UUIDOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, JSONBOID};
+	Datum		args[7];
+	EventTypeEntry *entry;
 	int			rc;
+	Oid			save_userid;
+	int			save_sec_context;
 
 	check_text(fcinfo, 0, "event_type");
 	check_text(fcinfo, 1, "source");
@@ -161,23 +326,39 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	check_metadata_id(metadata, "correlation_id");
 	check_metadata_id(metadata, "causation_id");
 
-	isa_uuid_v7_at(now, id);
-	args[0] = UUIDPGetDatum(id);
-	args[1] = PG_GETARG_DATUM(0);
-	args[2] = PG_GETARG_DATUM(1);
-	args[3] = TimestampTzGetDatum(now);
-	args[4] = JsonbPGetDatum(data);
-	args[5] = JsonbPGetDatum(metadata);
+	now = isa_uuid_v7_at(now, id);
 
+	/*
+	 * Resolve names with only pg_catalog in the path: the function runs as its
+	 * owner, so a caller's search_path (or pg_temp) must not pick its types,
+	 * operators or casts.  An override costs nothing like a function SET
+	 * clause, and keeps the saved plans valid.  Abort pops it.
+	 */
+	PushOverrideSearchPath(&catalog_only_path);
+
+	/*
+	 * Write as the function's owner, so isa_app can publish into outboxes it
+	 * may not touch.  Switching here rather than declaring SECURITY DEFINER
+	 * keeps the caller's search path cache intact (a definer's user change
+	 * makes PostgreSQL recompute it twice per call).  Abort restores the user.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(function_owner(fcinfo), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	SPI_connect();
-	if (insert_plan == NULL)
-		insert_plan = prepare_saved(insert_sql, 6, argtypes);
-	rc = SPI_execute_plan(insert_plan, args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
+	entry = lookup_event_type(PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
+	args[3] = CStringGetTextDatum(entry->version);
+	args[0] = UUIDPGetDatum(id);
+	args[1] = PG_GETARG_DATUM(1);
+	args[2] = PG_GETARG_DATUM(0);
+	args[4] = TimestampTzGetDatum(now);
+	args[5] = JsonbPGetDatum(data);
+	args[6] = JsonbPGetDatum(metadata);
+	rc = SPI_execute_plan(outbox_insert_plan(entry->schema), args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT || SPI_processed != 1)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed != 1)
-		report_not_published(PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
 	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	PopOverrideSearchPath();
 
 	isa_note_outbox_write();
 	PG_RETURN_UUID_P(id);

@@ -27,7 +27,11 @@ PG_FUNCTION_INFO_V1(isa_uuid_v7_time);
 static int64 last_ms = -1;
 static uint32 last_counter = 0;
 
-void
+/*
+ * Makes a UUIDv7 for time ts and returns the time it carries: ts itself, or a
+ * later millisecond when the counter or a clock step moved past ts.
+ */
+TimestampTz
 isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out)
 {
 	int64		ms = ts / 1000 + UNIX_TO_PG_EPOCH_MS;
@@ -65,6 +69,10 @@ isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out)
 	out->data[7] = (uint8) counter;
 	out->data[8] = 0x80 | (rnd[2] & 0x3F);
 	memcpy(&out->data[9], &rnd[3], 7);
+
+	if (ms != ts / 1000 + UNIX_TO_PG_EPOCH_MS)
+		return (ms - UNIX_TO_PG_EPOCH_MS) * 1000;
+	return ts;
 }
 
 Datum

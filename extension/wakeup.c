@@ -22,8 +22,44 @@
 
 PG_FUNCTION_INFO_V1(isa_wakeup_state);
 
-static bool outbox_written = false;
-static bool subscriptions_changed = false;
+/*
+ * The lowest transaction nesting level at which a write that is still alive
+ * happened (0: none).  A rolled-back savepoint forgets the writes made inside
+ * it, so a commit whose only publish was rolled back wakes nobody.
+ */
+static int	outbox_written = 0;
+static int	subscriptions_changed = 0;
+
+static void
+note_at_current_level(int *level)
+{
+	int			current = GetCurrentTransactionNestLevel();
+
+	if (*level == 0 || current < *level)
+		*level = current;
+}
+
+static void
+isa_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					 SubTransactionId parentSubid, void *arg)
+{
+	int			current = GetCurrentTransactionNestLevel();
+
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		if (outbox_written == current)
+			outbox_written = current - 1;
+		if (subscriptions_changed == current)
+			subscriptions_changed = current - 1;
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		if (outbox_written >= current)
+			outbox_written = 0;
+		if (subscriptions_changed >= current)
+			subscriptions_changed = 0;
+	}
+}
 
 static void
 isa_wake_bridge(void)
@@ -54,13 +90,13 @@ isa_xact_callback(XactEvent event, void *arg)
 				pg_atomic_fetch_add_u64(&isa_shared->wakeups_signalled, 1);
 				isa_wake_bridge();
 			}
-			outbox_written = subscriptions_changed = false;
+			outbox_written = subscriptions_changed = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* A prepared transaction commits elsewhere: the bridge's timer finds it. */
-			outbox_written = subscriptions_changed = false;
+			outbox_written = subscriptions_changed = 0;
 			break;
 		default:
 			break;
@@ -71,18 +107,19 @@ void
 isa_wakeup_init(void)
 {
 	RegisterXactCallback(isa_xact_callback, NULL);
+	RegisterSubXactCallback(isa_subxact_callback, NULL);
 }
 
 void
 isa_note_outbox_write(void)
 {
-	outbox_written = true;
+	note_at_current_level(&outbox_written);
 }
 
 void
 isa_note_subscriptions_change(void)
 {
-	subscriptions_changed = true;
+	note_at_current_level(&subscriptions_changed);
 }
 
 /* isa.subscriptions trigger: the bridge re-reads its consumers after commit. */

@@ -166,7 +166,8 @@ BEGIN
         END IF;
         BEGIN
             e."timestamp" := (j ->> 'timestamp')::timestamptz;
-        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format
+                    OR invalid_time_zone_displacement_value THEN
             RAISE EXCEPTION 'event field "timestamp" is not a valid date-time: %', j ->> 'timestamp'
                 USING ERRCODE = '22023';
         END;
@@ -196,11 +197,22 @@ CREATE TABLE isa.event_types (
 COMMENT ON TABLE isa.event_types IS
     'Every event type a source publishes, per schema version, with its data fields. isa.publish_event publishes the newest version.';
 
+-- publish_event caches the catalogue per backend; a change to it (or to
+-- isa.services) invalidates every backend's cache at commit.
+CREATE FUNCTION isa._catalogue_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'isa_catalogue_changed_trigger' LANGUAGE C;
+CREATE TRIGGER event_types_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON isa.event_types
+    FOR EACH STATEMENT EXECUTE FUNCTION isa._catalogue_changed();
+CREATE TRIGGER services_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON isa.services
+    FOR EACH STATEMENT EXECUTE FUNCTION isa._catalogue_changed();
+
 CREATE FUNCTION isa.register_event_type(
     event_type  text,
     source      text,
-    version     text,
-    description text,
+    version     text DEFAULT '1.0.0',
+    description text DEFAULT NULL,
     data_fields jsonb DEFAULT '{}')
 RETURNS void
     LANGUAGE plpgsql
@@ -231,7 +243,7 @@ BEGIN
     END IF;
     FOR field, spec IN SELECT * FROM jsonb_each(data_fields) LOOP
         IF jsonb_typeof(spec) <> 'object'
-           OR NOT (spec ->> 'type') = ANY (ARRAY['string', 'integer', 'number', 'boolean', 'object',
+           OR NOT coalesce(spec ->> 'type', '') = ANY (ARRAY['string', 'integer', 'number', 'boolean', 'object',
                                                   'array', 'uuid', 'timestamp', 'decimal'])
            OR (spec ? 'required' AND jsonb_typeof(spec -> 'required') <> 'boolean') THEN
             RAISE EXCEPTION 'data field "%" of event type "%" is malformed: %', field, event_type, spec

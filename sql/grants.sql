@@ -22,3 +22,30 @@ GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
 
 GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
+
+-- pg_dump keeps the rows of these tables (extension tables are otherwise
+-- skipped): pending events, what was handled, subscriptions, dead letters.
+-- One call per statement: each updates the pg_extension row.
+DO $dump$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT format('%I.%I', s.schema_name, n.name)::regclass
+               FROM isa.services s, (VALUES ('outbox'), ('inbox')) AS n (name)
+              WHERE s.schema_name IS NOT NULL
+             UNION ALL VALUES ('isa.subscriptions'::regclass), ('isa.dead_letters'::regclass) LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(t, '');
+    END LOOP;
+END
+$dump$;
+
+-- Functions of the service schemas are not for PUBLIC either.
+DO $revoke$
+DECLARE
+    nsp name;
+BEGIN
+    FOR nsp IN SELECT schema_name FROM isa.services WHERE schema_name IS NOT NULL LOOP
+        EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA %I FROM PUBLIC', nsp);
+    END LOOP;
+END
+$revoke$;

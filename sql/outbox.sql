@@ -38,8 +38,10 @@ CREATE FUNCTION isa.publish_event(
     metadata   jsonb DEFAULT '{}')
 RETURNS uuid
     AS 'MODULE_PATHNAME', 'isa_publish_event'
-    LANGUAGE C VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp;
+    -- Writes as its owner and with pg_catalog as the only search path, both
+    -- set in C (extension/publish.c): a SECURITY DEFINER ... SET search_path
+    -- declaration does the same at about twice the cost per call.
+    LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION isa.publish_event(text, text, jsonb, jsonb) IS
     'Writes an event to the outbox of its source service in the caller''s transaction and returns its id (UUIDv7). metadata.correlation_id defaults to the event id.';
 

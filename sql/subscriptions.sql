@@ -56,7 +56,7 @@ BEGIN
         WHEN 'versions' THEN
             IF jsonb_typeof(v) <> 'array' OR jsonb_array_length(v) = 0
                OR EXISTS (SELECT 1 FROM jsonb_array_elements(v) e
-                           WHERE jsonb_typeof(e) <> 'number' OR e::text !~ '^[1-9][0-9]{0,5}$') THEN
+                           WHERE jsonb_typeof(e) <> 'number' OR e::text !~ '^(0|[1-9][0-9]{0,5})$') THEN
                 RAISE EXCEPTION 'subscription option "versions" must be a non-empty array of major versions, not %', v
                     USING ERRCODE = '22023', HINT = 'For example {"versions": [1, 2]}.';
             END IF;
@@ -110,7 +110,7 @@ BEGIN
     END IF;
     IF fn.prokind <> 'f' OR fn.proretset OR fn.pronargs <> 1 OR fn.proargtypes[0] <> 'isa.event'::regtype THEN
         RAISE EXCEPTION 'handler % must be a function taking one isa.event', handler USING ERRCODE = '22023',
-            HINT = 'Declare it as CREATE FUNCTION ...(e isa.event) RETURNS void.';
+            HINT = 'Declare it as CREATE FUNCTION ...(e isa.event) RETURNS void; its result is ignored.';
     END IF;
     options := isa._check_subscription_options(coalesce(options, '{}'));
 
@@ -123,12 +123,11 @@ BEGIN
         RETURN sub_id;
     END IF;
 
-    -- Durable name: service and handler; a second filter for the same handler
-    -- gets a suffix from the filter so both consumers can exist.
-    durable := regexp_replace(service || '_' || fn.proname, '[^A-Za-z0-9_-]', '_', 'g');
-    IF EXISTS (SELECT 1 FROM isa.subscriptions s WHERE s.durable_name = durable) THEN
-        durable := durable || '_' || left(md5(subject_filter), 8);
-    END IF;
+    -- Durable name: readable service and handler, plus a digest of (qualified
+    -- handler, filter), so the same subscription always gets the same
+    -- consumer (and inbox key), whatever was subscribed before.
+    durable := regexp_replace(service || '_' || fn.proname, '[^A-Za-z0-9_-]', '_', 'g')
+               || '_' || left(md5(handler::text || ' ' || subject_filter), 8);
     INSERT INTO isa.subscriptions (service, subject_filter, handler, durable_name, options)
     VALUES (service, subject_filter, handler, durable, options)
     RETURNING id INTO sub_id;

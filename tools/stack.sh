@@ -116,16 +116,16 @@ start_nats() {
 create_db() {
   local fresh=$1
   if [ "$fresh" = 1 ]; then
-    psql_db -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+    psql_db -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
   fi
   if [ -z "$(psql_db -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]; then
     psql_db -d postgres -c "CREATE DATABASE $DB"
   fi
-  psql_db -d "$DB" <<'SQL'
+  psql_db -d "$DB" -o /dev/null <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS isa CASCADE;
 CREATE EXTENSION IF NOT EXISTS pg_cron;
-SELECT count(*) FROM isa.schedule_jobs();
+SELECT FROM isa.schedule_jobs();
 SQL
 }
 

@@ -1,0 +1,2 @@
+\set wallet random(1, 1000)
+SELECT bench.deduct(:wallet, 1);

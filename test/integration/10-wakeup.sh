@@ -1,0 +1,67 @@
+# Commit-time wake-up: one signal per committing transaction that wrote the
+# outbox, whatever the number of rows; none for a rollback or a transaction
+# that published nothing.  Needs the preloaded test cluster, so it cannot live
+# in pgTAP (which rolls every file back).
+source "$(dirname "$0")/lib.sh"
+
+sql "SELECT isa.register_event_type('wallet.balance.low', 'wallet_service', '1.0.0', 'integration test type')"
+wakeups() { sql "SELECT wakeups_signalled FROM isa.wakeup_state()"; }
+rows() { sql "SELECT count(*) FROM wallet.outbox"; }
+
+is "$(sql "SELECT preloaded FROM isa.wakeup_state()")" t "the test cluster has isa preloaded (shared memory exists)"
+
+w0=$(wakeups); r0=$(rows)
+sql "BEGIN;
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 1}');
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 2}');
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 3}');
+     COMMIT;" >/dev/null
+is "$(wakeups)" "$((w0 + 1))" "a commit with three published events signals the bridge exactly once"
+is "$(rows)" "$((r0 + 3))" "the three committed events are in wallet.outbox"
+is "$(sql "SELECT outbox_pending FROM isa.wakeup_state()")" t "the commit left outbox_pending set for the bridge"
+
+w1=$(wakeups)
+sql "BEGIN;
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 4}');
+     ROLLBACK;" >/dev/null
+is "$(wakeups)" "$w1" "a rolled-back transaction signals nothing"
+is "$(rows)" "$((r0 + 3))" "a rolled-back publish leaves no outbox row"
+
+sql "BEGIN; SELECT 1; COMMIT;" >/dev/null
+is "$(wakeups)" "$w1" "a commit that published nothing signals nothing"
+
+sql "SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 5}')" >/dev/null
+is "$(wakeups)" "$((w1 + 1))" "an autocommit publish signals once"
+
+sql "BEGIN;
+     SAVEPOINT s;
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 6}');
+     ROLLBACK TO SAVEPOINT s;
+     COMMIT;" >/dev/null
+is "$(rows)" "$((r0 + 4))" "a publish in a rolled-back savepoint leaves no row even though its transaction commits"
+is "$(wakeups)" "$((w1 + 1))" "and, having nothing left to publish, that commit wakes nobody"
+
+sql "BEGIN;
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 7}');
+     SAVEPOINT s;
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 8}');
+     ROLLBACK TO SAVEPOINT s;
+     SAVEPOINT t;
+     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 9}');
+     RELEASE SAVEPOINT t;
+     COMMIT;" >/dev/null
+is "$(rows)" "$((r0 + 6))" "events before a rolled-back savepoint and in a released one commit"
+is "$(wakeups)" "$((w1 + 2))" "and their commit signals once"
+
+sql "CREATE OR REPLACE FUNCTION public.it_handler(e isa.event) RETURNS void LANGUAGE sql AS ''"
+w2=$(wakeups)
+sql "SELECT isa.subscribe_to_events('audit', 'wallet_service.>', 'public.it_handler(isa.event)')" >/dev/null
+is "$(wakeups)" "$((w2 + 1))" "a committed subscription change signals the bridge once"
+is "$(sql "SELECT subscriptions_changed FROM isa.wakeup_state()")" t "and sets subscriptions_changed"
+sql "SELECT isa.unsubscribe_from_events('audit', 'wallet_service.>', 'public.it_handler(isa.event)')" >/dev/null
+sql "DROP FUNCTION public.it_handler(isa.event)"
+# leave the catalogue as the extension made it (40-events-doc compares it)
+sql "DELETE FROM isa.outbox WHERE event_type = 'wallet.balance.low';
+     DELETE FROM isa.event_types WHERE event_type = 'wallet.balance.low'"
+
+done_testing

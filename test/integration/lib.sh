@@ -1,0 +1,51 @@
+# test/integration/lib.sh — TAP helpers for integration tests (bash).
+# A test file sources this, makes assertions, and calls `done_testing`.
+# The environment of the test stack (tools/stack.sh test env) is set by run.
+
+_n=0
+_failed=0
+
+_report() { # status description [diagnostics]
+  _n=$((_n + 1))
+  if [ "$1" = ok ]; then
+    echo "ok $_n - $2"
+  else
+    _failed=$((_failed + 1))
+    echo "not ok $_n - $2"
+    [ -n "${3:-}" ] && printf '%s\n' "$3" | sed 's/^/#   /'
+  fi
+  return 0
+}
+
+# is GOT WANT DESCRIPTION
+is() {
+  if [ "$1" = "$2" ]; then _report ok "$3"; else _report fail "$3" "got:  '$1'
+want: '$2'"; fi
+}
+
+# ok DESCRIPTION COMMAND... : passes when the command succeeds
+ok() {
+  local d=$1; shift
+  local out
+  if out=$("$@" 2>&1); then _report ok "$d"; else _report fail "$d" "$out"; fi
+}
+
+# like GOT REGEX DESCRIPTION
+like() {
+  if [[ $1 =~ $2 ]]; then _report ok "$3"; else _report fail "$3" "got:  '$1'
+want match: '$2'"; fi
+}
+
+# sql QUERY [psql args]: one value per line, unaligned; stops on the first error
+sql() { psql -X -A -t -q -v ON_ERROR_STOP=1 -c "$@"; }
+
+# sqlstate QUERY: the SQLSTATE the query fails with (empty if it succeeds)
+sqlstate() {
+  psql -X -A -t -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c '\set VERBOSITY verbose' -c "$1" 2>&1 >/dev/null |
+    sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -n 1
+}
+
+done_testing() {
+  echo "1..$_n"
+  [ "$_failed" = 0 ]
+}

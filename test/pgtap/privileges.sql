@@ -1,0 +1,143 @@
+-- privileges.sql — the roles of DESIGN.md §8.  isa_app (applications) may
+-- execute the API and read the catalogue but never touch an outbox, an inbox,
+-- the subscriptions or the dead letters; it publishes only through
+-- isa.publish_event (which writes as its owner).  isa_bridge reads and marks the
+-- outbox.  isa_admin operates everything.
+BEGIN;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+SELECT plan(47);
+
+SELECT has_role('isa_admin',  'role isa_admin exists');
+SELECT has_role('isa_app',    'role isa_app exists');
+SELECT has_role('isa_bridge', 'role isa_bridge exists');
+
+-- ---------------------------------------------------------------- function privileges (catalogue view)
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text)
+             FROM pg_proc p
+            WHERE p.pronamespace = 'isa'::regnamespace
+              AND (p.proacl IS NULL
+                   OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
+                               WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))),
+          NULL,
+          'no function of schema isa is executable by PUBLIC');
+SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'isa'::regnamespace
+                   AND has_function_privilege('isa_app', p.oid, 'EXECUTE')$$,
+              ARRAY['isa.uuid_v7()', 'isa.uuid_v7_time(uuid)',
+                    'isa.publish_event(text,text,jsonb,jsonb)',
+                    'isa.event_to_json(isa.event)', 'isa.event_from_json(jsonb)', 'isa._check_envelope(isa.event)',
+                    'isa.is_valid_event_type(text)', 'isa.is_valid_version(text)',
+                    'isa.is_valid_subject_filter(text)', 'isa.event_catalogue_markdown()'],
+              'isa_app may execute exactly the envelope, id and publish functions');
+SELECT ok(has_function_privilege('isa_admin', 'isa.subscribe_to_events(text,text,regprocedure,jsonb)', 'EXECUTE')
+          AND has_function_privilege('isa_admin', 'isa.register_event_type(text,text,text,text,jsonb)', 'EXECUTE')
+          AND has_function_privilege('isa_admin', 'isa.purge_retention()', 'EXECUTE'),
+          'isa_admin may subscribe, register event types and purge');
+SELECT is((SELECT proowner::regrole::text FROM pg_proc WHERE oid = 'isa.publish_event(text,text,jsonb,jsonb)'::regprocedure),
+          (SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'isa'),
+          'isa.publish_event belongs to the extension owner, as whom it writes the outbox');
+SELECT isa.register_event_type('wallet.tokens.deducted', 'wallet_service', '1.0.0', 'Tokens left a wallet.');
+
+-- ---------------------------------------------------------------- as isa_app
+SET LOCAL ROLE isa_app;
+SELECT is(current_user, 'isa_app', 'the following statements run as isa_app');
+
+-- publish_event runs as its owner (a superuser).  Whatever names isa_app can
+-- shadow in its session must not reach it: here a temporary type named
+-- "text" with a cast from name, whose function would then run as the owner.
+-- This must be the session's first publish (publish_event saves its plans).
+CREATE TYPE pg_temp.text AS (x int);
+CREATE FUNCTION pg_temp.hijack(n name) RETURNS pg_temp.text LANGUAGE plpgsql
+    AS $$BEGIN RAISE EXCEPTION 'hijack cast ran as %', current_user; END$$;
+CREATE CAST (name AS pg_temp.text) WITH FUNCTION pg_temp.hijack(name);
+DO $$
+BEGIN
+    PERFORM isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"marker": "hijack probe"}');
+EXCEPTION WHEN OTHERS THEN
+    PERFORM pg_catalog.set_config('isa_test.hijack_probe', SQLERRM, true);
+END
+$$;
+DROP CAST (name AS pg_temp.text);
+DROP FUNCTION pg_temp.hijack(name);
+DROP TYPE pg_temp.text;
+SELECT is(coalesce(current_setting('isa_test.hijack_probe', true), ''), '',
+          'isa.publish_event does not run code isa_app attached to its own temporary types (pinned search_path)');
+
+SELECT lives_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"marker": "by isa_app"}')$$,
+                'isa_app can publish an event through isa.publish_event');
+SELECT is((SELECT count(*) FROM isa.event_types WHERE event_type = 'wallet.tokens.deducted'), 1::bigint,
+          'isa_app can read the event catalogue (isa.event_types)');
+SELECT is((SELECT count(*) FROM isa.services), 17::bigint,
+          'isa_app can read the service registry (isa.services)');
+SELECT lives_ok($$SELECT isa.event_from_json(isa.event_to_json(ROW(isa.uuid_v7(), 'a.b', 'x', '1.0.0', now(), '{}', '{}')::isa.event))$$,
+                'isa_app can build and parse envelopes');
+
+SELECT throws_ok($$SELECT 1 FROM isa.outbox$$,              '42501', NULL, 'isa_app cannot SELECT isa.outbox');
+SELECT throws_ok($$INSERT INTO isa.outbox DEFAULT VALUES$$, '42501', NULL, 'isa_app cannot INSERT into isa.outbox');
+SELECT throws_ok($$UPDATE isa.outbox SET published_at = now()$$, '42501', NULL, 'isa_app cannot UPDATE isa.outbox');
+SELECT throws_ok($$DELETE FROM isa.outbox$$,                '42501', NULL, 'isa_app cannot DELETE from isa.outbox');
+
+SELECT throws_ok($$SELECT 1 FROM wallet.outbox$$,              '42501', NULL, 'isa_app cannot SELECT a service outbox partition (wallet.outbox)');
+SELECT throws_ok($$INSERT INTO wallet.outbox DEFAULT VALUES$$, '42501', NULL, 'isa_app cannot INSERT into wallet.outbox');
+SELECT throws_ok($$UPDATE wallet.outbox SET published_at = now()$$, '42501', NULL, 'isa_app cannot UPDATE wallet.outbox');
+SELECT throws_ok($$DELETE FROM wallet.outbox$$,                '42501', NULL, 'isa_app cannot DELETE from wallet.outbox');
+
+SELECT throws_ok($$SELECT 1 FROM isa.inbox$$,              '42501', NULL, 'isa_app cannot SELECT isa.inbox');
+SELECT throws_ok($$INSERT INTO isa.inbox DEFAULT VALUES$$, '42501', NULL, 'isa_app cannot INSERT into isa.inbox');
+SELECT throws_ok($$UPDATE isa.inbox SET processed_at = now()$$, '42501', NULL, 'isa_app cannot UPDATE isa.inbox');
+SELECT throws_ok($$DELETE FROM isa.inbox$$,                '42501', NULL, 'isa_app cannot DELETE from isa.inbox');
+
+SELECT throws_ok($$SELECT 1 FROM isa.subscriptions$$,              '42501', NULL, 'isa_app cannot SELECT isa.subscriptions');
+SELECT throws_ok($$INSERT INTO isa.subscriptions DEFAULT VALUES$$, '42501', NULL, 'isa_app cannot INSERT into isa.subscriptions');
+SELECT throws_ok($$UPDATE isa.subscriptions SET options = '{}'$$,  '42501', NULL, 'isa_app cannot UPDATE isa.subscriptions');
+SELECT throws_ok($$DELETE FROM isa.subscriptions$$,                '42501', NULL, 'isa_app cannot DELETE from isa.subscriptions');
+
+SELECT throws_ok($$SELECT 1 FROM isa.dead_letters$$,              '42501', NULL, 'isa_app cannot SELECT isa.dead_letters');
+SELECT throws_ok($$INSERT INTO isa.dead_letters DEFAULT VALUES$$, '42501', NULL, 'isa_app cannot INSERT into isa.dead_letters');
+SELECT throws_ok($$UPDATE isa.dead_letters SET replay_count = 1$$, '42501', NULL, 'isa_app cannot UPDATE isa.dead_letters');
+SELECT throws_ok($$DELETE FROM isa.dead_letters$$,                '42501', NULL, 'isa_app cannot DELETE from isa.dead_letters');
+
+SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'isa.event_to_json(isa.event)')$$,
+                 '42501', 'permission denied for function subscribe_to_events',
+                 'isa_app cannot execute isa.subscribe_to_events');
+SELECT throws_ok($$SELECT isa.register_event_type('wallet.tokens.minted', 'wallet_service', '1.0.0', 'x')$$,
+                 '42501', 'permission denied for function register_event_type',
+                 'isa_app cannot execute isa.register_event_type');
+SELECT throws_ok($$SELECT * FROM isa.purge_retention()$$,
+                 '42501', 'permission denied for function purge_retention',
+                 'isa_app cannot execute isa.purge_retention');
+SELECT throws_ok($$SELECT isa.register_service('rogue', 'rogue', 'rogue_service', 'x')$$,
+                 '42501', 'permission denied for function register_service',
+                 'isa_app cannot register a service');
+SELECT throws_ok($$INSERT INTO isa.event_types (source, event_type, description) VALUES ('wallet_service', 'wallet.x.y', 'x')$$,
+                 '42501', NULL,
+                 'isa_app cannot write the event catalogue directly');
+RESET ROLE;
+
+SELECT is((SELECT count(*) FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_app'), 1::bigint,
+          'the event isa_app published is in wallet.outbox');
+SELECT is((SELECT metadata ? 'correlation_id' FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_app'), true,
+          'the event isa_app published got its default correlation_id');
+
+-- ---------------------------------------------------------------- as isa_bridge
+SET LOCAL ROLE isa_bridge;
+SELECT is(current_user, 'isa_bridge', 'the following statements run as isa_bridge');
+SELECT is((SELECT count(*) FROM isa.outbox WHERE published_at IS NULL AND data ->> 'marker' = 'by isa_app'), 1::bigint,
+          'isa_bridge can SELECT isa.outbox and sees the unpublished event');
+SELECT lives_ok($$UPDATE isa.outbox SET published_at = now() WHERE published_at IS NULL AND data ->> 'marker' = 'by isa_app'$$,
+                'isa_bridge can mark outbox rows published');
+SELECT throws_ok($$INSERT INTO isa.outbox (id, source, event_type, version, occurred_at, data, metadata)
+                   VALUES (isa.uuid_v7(), 'wallet_service', 'wallet.tokens.deducted', '1.0.0', now(), '{}', '{}')$$,
+                 '42501', NULL,
+                 'isa_bridge cannot insert outbox rows behind isa.publish_event');
+SELECT lives_ok($$SELECT count(*) FROM isa.subscriptions$$,
+                'isa_bridge can read isa.subscriptions');
+SELECT throws_ok($$DELETE FROM isa.subscriptions$$, '42501', NULL,
+                 'isa_bridge cannot change isa.subscriptions');
+RESET ROLE;
+
+SELECT isnt((SELECT published_at FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_app'), NULL,
+            'the row isa_bridge marked is published');
+
+SELECT * FROM finish();
+ROLLBACK;

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# test/run.sh — every test of isa on a private stack (.isa/test, its own ports):
+# the pgTAP suite (test/pgtap/) through pg_prove, then the integration tests
+# (test/integration/).  Prints both summaries and a total; exits non-zero on
+# any failure.  The stack is stopped at the end whatever happens.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+tools/stack.sh test stop >/dev/null 2>&1 || true
+trap 'tools/stack.sh test stop >/dev/null 2>&1 || true' EXIT
+tools/stack.sh test start --fresh || { echo "test stack did not start"; exit 1; }
+eval "$(tools/stack.sh test env)"
+
+psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pgtap' || exit 1
+
+echo
+echo "== pgTAP (test/pgtap)"
+out=$(mktemp)
+PGOPTIONS='-c client_min_messages=warning' pg_prove --failures --ext .sql test/pgtap/*.sql 2>&1 | tee "$out"
+prove_rc=${PIPESTATUS[0]}
+tap_total=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\).*/\1/p' "$out" | tail -n 1)
+tap_failed=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$out" | awk '{split($2, a, "/"); s += a[1]} END {print s + 0}')
+rm -f "$out"
+tap_total=${tap_total:-0}
+if [ "$prove_rc" != 0 ] && [ "$tap_failed" = 0 ]; then tap_failed=1; fi   # a file that died counts
+
+echo
+echo "== integration (test/integration)"
+test/integration/run
+int_rc=$?
+int_counts=$(cat "$ISA_STACK_DIR/integration.counts" 2>/dev/null || echo "0 1")
+int_passed=${int_counts% *}
+int_failed=${int_counts#* }
+
+passed=$((tap_total - tap_failed + int_passed))
+failed=$((tap_failed + int_failed))
+echo
+echo "total: $passed passed, $failed failed"
+[ "$prove_rc" = 0 ] && [ "$int_rc" = 0 ] && [ "$failed" = 0 ]
