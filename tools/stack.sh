@@ -49,7 +49,8 @@ else
   AS_PG=()
 fi
 
-pg() { "${AS_PG[@]}" "$@"; }
+# run as the cluster's owner, from / (postgres may not enter the checkout)
+pg() { (cd / && "${AS_PG[@]}" "$@"); }
 
 prepare_pgdir() {
   mkdir -p "$STACK"
@@ -63,8 +64,11 @@ prepare_pgdir() {
     mkdir -p "$PGDIR"
   fi
   [ ${#AS_PG[@]} -gt 0 ] && chown postgres: "$(readlink -f "$PGDIR")"
+  PGDIR=$(readlink -f "$PGDIR")
   return 0
 }
+# postgres must never be handed a path through the link
+[ -L "$PGDIR" ] && PGDIR=$(readlink -f "$PGDIR")
 
 pg_running() { [ -f "$PGDIR/data/postmaster.pid" ] && pg "$PGBIN/pg_ctl" -D "$PGDIR/data" status >/dev/null 2>&1; }
 nats_pid() { [ -f "$NATSDIR/nats.pid" ] && cat "$NATSDIR/nats.pid"; }
@@ -93,7 +97,7 @@ start_pg() {
   pg tee "$PGDIR/data/isa-stack.conf" >/dev/null <<CONF
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
-unix_socket_directories = '$(readlink -f "$PGDIR")/socket'
+unix_socket_directories = '$PGDIR/socket'
 shared_preload_libraries = 'pg_cron,isa'
 cron.database_name = '$DB'
 isa.database = '$DB'
