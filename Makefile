@@ -35,10 +35,17 @@ PG_CPPFLAGS = -I$(srcdir)/extension
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
-ifeq ($(PGXS),)
-$(error pg_config not found: run 'make deps' first (Debian package postgresql-server-dev-15))
-endif
+ifneq ($(PGXS),)
 include $(PGXS)
+else
+# On a fresh machine pg_config (postgresql-server-dev-15) is not there yet:
+# install the packages, then make the same goal again, now with PGXS.
+.DEFAULT_GOAL := all
+all install run test bench:
+	@$(MAKE) --no-print-directory deps
+	@command -v $(PG_CONFIG) >/dev/null || { echo "$(PG_CONFIG) not found after make deps" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $@
+endif
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) isa.control Makefile
 	@{ echo "-- generated from sql/*.sql by make; edit those files"; \
@@ -64,11 +71,6 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all packages present"; fi
 
-run: deps
-	@$(MAKE) --no-print-directory all
-	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
-	@tools/stack.sh run start
-
 stop:
 	@tools/stack.sh run stop
 
@@ -77,6 +79,12 @@ status:
 
 psql:
 	@tools/stack.sh run psql
+
+ifneq ($(PGXS),)
+run: deps
+	@$(MAKE) --no-print-directory all
+	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
+	@tools/stack.sh run start
 
 test: deps
 	@$(MAKE) --no-print-directory all
@@ -87,3 +95,4 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
 	@bench/run.sh
+endif

@@ -4,7 +4,7 @@
 # in pgTAP (which rolls every file back).
 source "$(dirname "$0")/lib.sh"
 
-sql "SELECT isa.register_event_type('wallet.balance.low', 'wallet_service', '1.0.0', 'integration test type')"
+sql "SELECT isa.register_event_type('wallet.balance.low', 'wallet_service', '1.0.0', 'integration test type')" >/dev/null
 wakeups() { sql "SELECT wakeups_signalled FROM isa.wakeup_state()"; }
 rows() { sql "SELECT count(*) FROM wallet.outbox"; }
 

@@ -8,6 +8,7 @@ dir=$(mktemp -d /tmp/isa-nopreload.XXXXXX)
 chmod 755 "$dir"
 as_pg=()
 [ "$(id -u)" = 0 ] && { chown postgres: "$dir"; as_pg=(runuser -u postgres --); }
+cd /   # postgres may not be allowed into the checkout
 cleanup() { "${as_pg[@]}" "$ISA_PGBIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$dir"; }
 trap cleanup EXIT
 
