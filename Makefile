@@ -81,18 +81,18 @@ psql:
 	@tools/stack.sh run psql
 
 ifneq ($(PGXS),)
-run: deps
+# Built and installed into the local PostgreSQL: what run, test and bench start from.
+.PHONY: installed
+installed: deps
 	@$(MAKE) --no-print-directory all
 	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
+
+run: installed
 	@tools/stack.sh run start
 
-test: deps
-	@$(MAKE) --no-print-directory all
-	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
+test: installed
 	@test/run.sh
 
-bench: deps
-	@$(MAKE) --no-print-directory all
-	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
+bench: installed
 	@bench/run.sh
 endif

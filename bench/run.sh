@@ -4,7 +4,6 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-export ISA_PG_PORT=55472 ISA_NATS_PORT=54262 ISA_NATS_MONITOR_PORT=58262
 tools/stack.sh bench stop >/dev/null 2>&1 || true
 trap 'tools/stack.sh bench stop >/dev/null 2>&1 || true' EXIT
 tools/stack.sh bench start --fresh >/dev/null || { echo "bench stack did not start"; exit 1; }

@@ -132,37 +132,38 @@ check_object(Jsonb *j, const char *field)
 				 errmsg("event %s must be a JSON object", field)));
 }
 
-/* Tracing ids in metadata, when given, are non-empty strings. */
-static void
-check_metadata_id(Jsonb *metadata, const char *key)
+/* The value of a top-level key of a JSON object, or NULL. */
+static JsonbValue *
+object_field(Jsonb *object, const char *key)
 {
 	JsonbValue	k;
-	JsonbValue *v;
 
 	k.type = jbvString;
 	k.val.string.val = (char *) key;
 	k.val.string.len = strlen(key);
-	v = findJsonbValueFromContainer(&metadata->root, JB_FOBJECT, &k);
+	return findJsonbValueFromContainer(&object->root, JB_FOBJECT, &k);
+}
+
+/* A tracing id in metadata, when given, is a non-empty string; true if given. */
+static bool
+check_metadata_id(Jsonb *metadata, const char *key)
+{
+	JsonbValue *v = object_field(metadata, key);
+
 	if (v != NULL && (v->type != jbvString || v->val.string.len == 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("event metadata.%s must be a non-empty string", key)));
+	return v != NULL;
 }
 
-/* metadata, with correlation_id = the event id unless it has one */
+/* metadata plus correlation_id = the event id */
 static Jsonb *
-with_correlation_id(Jsonb *metadata, pg_uuid_t *id)
+add_correlation_id(Jsonb *metadata, pg_uuid_t *id)
 {
-	JsonbValue	k;
-	char	   *json;
+	char	   *json = psprintf("{\"correlation_id\": \"%s\"}",
+								DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
 
-	k.type = jbvString;
-	k.val.string.val = "correlation_id";
-	k.val.string.len = strlen("correlation_id");
-	if (findJsonbValueFromContainer(&metadata->root, JB_FOBJECT, &k) != NULL)
-		return metadata;
-	json = psprintf("{\"correlation_id\": \"%s\"}",
-					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
 	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(metadata),
 											  DirectFunctionCall1(jsonb_in, CStringGetDatum(json))));
 }
@@ -174,18 +175,6 @@ check_text(FunctionCallInfo fcinfo, int argno, const char *field)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be null or empty", field)));
-}
-
-static SPIPlanPtr
-prepare_saved(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
 }
 
 /*
@@ -275,7 +264,14 @@ lookup_event_type(text *event_type, text *source)
 
 	SPI_connect();
 	if (lookup_plan == NULL)
-		lookup_plan = prepare_saved(lookup_sql, 2, argtypes);
+	{
+		SPIPlanPtr	plan = SPI_prepare(lookup_sql, 2, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the event type lookup: %s",
+				 SPI_result_code_string(SPI_result));
+		lookup_plan = plan;
+	}
 	if (SPI_execute_plan(lookup_plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read isa.services");
 
@@ -355,6 +351,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	Jsonb	   *metadata;
 	Datum		columns[N_OUTBOX_COLUMNS];
 	EventTypeEntry *entry;
+	bool		has_correlation_id;
 	Oid			save_userid;
 	int			save_sec_context;
 
@@ -372,16 +369,16 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	else
 		metadata = PG_GETARG_JSONB_P(3);
 	check_object(metadata, "metadata");
-	check_metadata_id(metadata, "correlation_id");
-	check_metadata_id(metadata, "causation_id");
+	has_correlation_id = check_metadata_id(metadata, "correlation_id");
+	(void) check_metadata_id(metadata, "causation_id");
 
 	now = isa_uuid_v7_at(now, id);
 
 	/*
 	 * Resolve names with only pg_catalog in the path: the function runs as its
 	 * owner, so a caller's search_path (or pg_temp) must not pick its types,
-	 * operators or casts.  An override costs nothing like a function SET
-	 * clause, and keeps the saved plans valid.  Abort pops it.
+	 * operators or casts.  An override is cheaper than a function SET
+	 * clause and keeps the saved lookup plan valid.  Abort pops it.
 	 */
 	PushOverrideSearchPath(&catalog_only_path);
 
@@ -401,7 +398,8 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	columns[COL_VERSION] = CStringGetTextDatum(entry->version);
 	columns[COL_OCCURRED_AT] = TimestampTzGetDatum(now);
 	columns[COL_DATA] = JsonbPGetDatum(data);
-	columns[COL_METADATA] = JsonbPGetDatum(with_correlation_id(metadata, id));
+	columns[COL_METADATA] = JsonbPGetDatum(has_correlation_id ? metadata
+											: add_correlation_id(metadata, id));
 	insert_outbox_row(entry, columns);
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);

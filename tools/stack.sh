@@ -11,7 +11,7 @@
 #   env               shell exports for clients (PGHOST, PGPORT, ISA_NATS_URL …)
 #
 # Ports (override with the environment): run: PG 55432, NATS 54222/monitor 58222;
-# test: PG 55442, NATS 54232/58232; any other NAME must set ISA_PG_PORT,
+# test: PG 55442, NATS 54232/58232; bench: PG 55472, NATS 54262/58262; any other NAME must set ISA_PG_PORT,
 # ISA_NATS_PORT and ISA_NATS_MONITOR_PORT.
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres`
@@ -26,6 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$NAME" in
   run)  def_pg=55432; def_nats=54222; def_mon=58222 ;;
   test) def_pg=55442; def_nats=54232; def_mon=58232 ;;
+  bench) def_pg=55472; def_nats=54262; def_mon=58262 ;;
   *)    def_pg=; def_nats=; def_mon= ;;
 esac
 PG_PORT=${ISA_PG_PORT:-$def_pg}
