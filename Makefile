@@ -14,7 +14,12 @@ OBJS = \
 	extension/isa.o \
 	extension/uuid_v7.o \
 	extension/wakeup.o \
-	extension/publish.o
+	extension/publish.o \
+	bridge/worker.o \
+	bridge/nats_link.o \
+	bridge/publisher.o \
+	bridge/consumer.o \
+	bridge/metrics.o
 
 # The install script is the service SQL files in dependency order: core first,
 # the service registry before anything that names a service, grants last.
@@ -24,13 +29,15 @@ SQL_SOURCES = \
 	sql/subscriptions.sql \
 	sql/jobs.sql \
 	sql/services.sql \
+	sql/bridge.sql \
 	sql/grants.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/extension
+PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge
+SHLIB_LINK = -lnats
 # -Wextra minus the two warnings PostgreSQL's own headers and fmgr style trigger.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 

@@ -16,6 +16,7 @@
 #include "utils/timestamp.h"
 
 #include "isa.h"
+#include "bridge.h"
 
 PG_MODULE_MAGIC;
 
@@ -39,6 +40,7 @@ isa_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(IsaSharedState)));
+	isa_metrics_shmem_request();
 }
 
 static void
@@ -58,8 +60,18 @@ isa_shmem_startup(void)
 		pg_atomic_init_u32(&isa_shared->bridge_procno, ISA_INVALID_PROCNO);
 		pg_atomic_init_u32(&isa_shared->bridge_pid, 0);
 		pg_atomic_init_u64(&isa_shared->wakeups_signalled, 0);
+		pg_atomic_init_u32(&isa_shared->nats_connected, 0);
+		pg_atomic_init_u64(&isa_shared->nats_reconnects, 0);
+		SpinLockInit(&isa_shared->mutex);
+		isa_shared->started_at = 0;
+		isa_shared->last_publish_at = 0;
+		isa_shared->last_error_at = 0;
+		isa_shared->subscriptions = 0;
+		isa_shared->last_error[0] = '\0';
+		isa_shared->nats_server[0] = '\0';
 	}
 	LWLockRelease(AddinShmemInitLock);
+	isa_metrics_shmem_startup();
 }
 
 static void
@@ -101,6 +113,7 @@ isa_define_gucs(void)
 							NULL,
 							&isa_cron_history_retention, 7 * 24 * 3600, 60, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	isa_bridge_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }
 
@@ -117,6 +130,7 @@ _PG_init(void)
 	shmem_request_hook = isa_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = isa_shmem_startup;
+	isa_bridge_register();
 }
 
 /* isa.retention(target text): the retention GUC for outbox, inbox or cron_history. */

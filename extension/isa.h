@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "port/atomics.h"
+#include "storage/spin.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -36,6 +37,17 @@ typedef struct IsaSharedState
 	pg_atomic_uint32 bridge_pid;
 	/* Commits that raised a wake-up: lets tests count "once per commit". */
 	pg_atomic_uint64 wakeups_signalled;
+
+	/* What the bridge reports (isa.bridge_status()); written by the bridge. */
+	pg_atomic_uint32 nats_connected;
+	pg_atomic_uint64 nats_reconnects;
+	slock_t		mutex;			/* protects the fields below */
+	TimestampTz started_at;
+	TimestampTz last_publish_at;
+	TimestampTz last_error_at;
+	int32		subscriptions;
+	char		last_error[256];
+	char		nats_server[128];
 } IsaSharedState;
 
 /* NULL when isa.so is not in shared_preload_libraries. */

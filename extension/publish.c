@@ -21,6 +21,7 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -29,8 +30,50 @@
 #include "utils/uuid.h"
 
 #include "isa.h"
+#include "bridge.h"
 
 PG_FUNCTION_INFO_V1(isa_publish_event);
+PG_FUNCTION_INFO_V1(isa_current_event);
+
+/*
+ * The event whose handler is running (set by the bridge and by
+ * isa.replay_dead_letter around the call): an event published meanwhile
+ * inherits its correlation_id and names it as causation_id.
+ */
+static bool current_event_set = false;
+static Datum current_event = (Datum) 0;
+static char current_event_id[UUID_LEN * 2 + 5];
+static char *current_correlation_id = NULL;
+
+void
+isa_set_current_event(Datum event, const pg_uuid_t *id, const char *correlation_id)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
+
+	strlcpy(current_event_id, text, sizeof(current_event_id));
+	current_correlation_id = correlation_id ? MemoryContextStrdup(TopMemoryContext, correlation_id) : NULL;
+	current_event = event;
+	current_event_set = true;
+}
+
+void
+isa_clear_current_event(void)
+{
+	current_event_set = false;
+	current_event = (Datum) 0;
+	if (current_correlation_id)
+		pfree(current_correlation_id);
+	current_correlation_id = NULL;
+}
+
+/* isa.current_event(): the event being handled, or NULL outside a handler. */
+Datum
+isa_current_event(PG_FUNCTION_ARGS)
+{
+	if (!current_event_set)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(current_event);
+}
 PG_FUNCTION_INFO_V1(isa_catalogue_changed_trigger);
 
 /*
@@ -157,12 +200,37 @@ check_metadata_id(Jsonb *metadata, const char *key)
 	return v != NULL;
 }
 
-/* metadata plus correlation_id = the event id */
+/*
+ * metadata plus what it lacks of correlation_id (the handled event's, else
+ * the event's own id) and causation_id (the handled event's id).
+ */
 static Jsonb *
-add_correlation_id(Jsonb *metadata, pg_uuid_t *id)
+add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_causation)
 {
-	char	   *json = psprintf("{\"correlation_id\": \"%s\"}",
-								DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
+	StringInfoData b;
+	bool		first = true;
+	char	   *json;
+
+	initStringInfo(&b);
+	appendStringInfoChar(&b, '{');
+	if (!has_correlation)
+	{
+		appendStringInfoString(&b, "\"correlation_id\": ");
+		if (current_event_set)
+			escape_json(&b, current_correlation_id ? current_correlation_id : current_event_id);
+		else
+			escape_json(&b, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
+		first = false;
+	}
+	if (!has_causation && current_event_set)
+	{
+		if (!first)
+			appendStringInfoString(&b, ", ");
+		appendStringInfoString(&b, "\"causation_id\": ");
+		escape_json(&b, current_event_id);
+	}
+	appendStringInfoChar(&b, '}');
+	json = b.data;
 
 	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(metadata),
 											  DirectFunctionCall1(jsonb_in, CStringGetDatum(json))));
@@ -352,6 +420,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	Datum		columns[N_OUTBOX_COLUMNS];
 	EventTypeEntry *entry;
 	bool		has_correlation_id;
+	bool		has_causation_id;
 	Oid			save_userid;
 	int			save_sec_context;
 
@@ -370,7 +439,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 		metadata = PG_GETARG_JSONB_P(3);
 	check_object(metadata, "metadata");
 	has_correlation_id = check_metadata_id(metadata, "correlation_id");
-	(void) check_metadata_id(metadata, "causation_id");
+	has_causation_id = check_metadata_id(metadata, "causation_id");
 
 	now = isa_uuid_v7_at(now, id);
 
@@ -398,8 +467,10 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	columns[COL_VERSION] = CStringGetTextDatum(entry->version);
 	columns[COL_OCCURRED_AT] = TimestampTzGetDatum(now);
 	columns[COL_DATA] = JsonbPGetDatum(data);
-	columns[COL_METADATA] = JsonbPGetDatum(has_correlation_id ? metadata
-											: add_correlation_id(metadata, id));
+	columns[COL_METADATA] = JsonbPGetDatum((has_correlation_id && (has_causation_id || !current_event_set))
+										   ? metadata
+										   : add_tracing_ids(metadata, id, has_correlation_id,
+															 has_causation_id));
 	insert_outbox_row(entry, columns);
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);

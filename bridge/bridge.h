@@ -1,0 +1,108 @@
+/*
+ * bridge.h — the parts of the bridge worker (bridge/) and what the rest of
+ * isa.so calls in it.
+ *
+ * Threads: nats.c runs its own threads.  Code in nats_link.c that runs on
+ * them (the nl_on_* callbacks) touches only pthread mutexes, malloc'd queue
+ * nodes, C11 atomics and an eventfd; everything else runs on the worker's
+ * main thread.
+ */
+#ifndef ISA_BRIDGE_H
+#define ISA_BRIDGE_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include <nats/nats.h>
+
+/* GUCs of the bridge (bridge/worker.c) */
+extern bool isa_bridge_enabled;
+extern char *isa_services;
+extern char *isa_nats_user;
+extern char *isa_nats_password;
+extern char *isa_nats_creds_file;
+extern int	isa_stream_replicas;
+extern int	isa_duplicate_window;	/* seconds */
+extern int	isa_max_deliver;
+extern int	isa_retry_base;			/* ms */
+extern int	isa_retry_max;			/* ms */
+extern int	isa_ack_wait;			/* seconds */
+extern int	isa_publish_batch_size;
+extern int	isa_consume_batch_size;
+extern int	isa_bridge_idle_interval;	/* ms */
+
+extern void isa_bridge_define_gucs(void);
+extern void isa_bridge_register(void);
+extern void isa_bridge_record_error(const char *fmt,...) pg_attribute_printf(1, 2);
+
+/* ------------------------------------------------------------ nats_link.c */
+
+/* A message delivered to the bridge's inbox subscription. */
+typedef struct NlMsg
+{
+	struct NlMsg *next;
+	natsMsg    *msg;
+} NlMsg;
+
+extern int	nl_eventfd(void);
+extern bool nl_connect(void);
+extern void nl_disconnect(void);
+extern bool nl_connected(void);
+extern bool nl_take_setup_needed(void);
+extern void nl_drain_eventfd(void);
+extern NlMsg *nl_take_messages(int max, int *n);
+extern const char *nl_inbox_prefix(void);
+extern natsConnection *nl_conn(void);
+extern jsCtx *nl_js(void);
+extern uint64 nl_reconnects(void);
+
+extern bool nl_ensure_stream(List *sources);
+extern bool nl_ensure_consumer(const char *durable, const char *filter,
+							   int max_ack_pending, bool deliver_new);
+extern bool nl_delete_consumer(const char *durable);
+extern bool nl_pull(const char *durable, const char *reply, int batch, int64 expires_ms);
+extern void nl_ack(natsMsg *msg);
+extern void nl_nak(natsMsg *msg, int64 delay_ms);
+extern void nl_term(natsMsg *msg);
+extern bool nl_parse_ack_subject(const char *reply, char *consumer, size_t consumer_len,
+								 uint64 *delivered);
+extern const char *nl_status(natsMsg *msg);
+
+/* Publishing a batch: results per message, filled by the ack callback. */
+#define NL_PENDING 0
+#define NL_ACKED 1
+#define NL_FAILED 2
+extern bool nl_publish_batch(int n, char **subjects, char **ids, char **bodies, int *body_lens,
+							 char **traceparents, char **correlations, char *results,
+							 int64 timeout_ms);
+
+/* ------------------------------------------------------------ publisher.c */
+extern int	isa_publish_round(void);
+extern void isa_publisher_reset(void);
+
+/* ------------------------------------------------------------ consumer.c */
+extern void isa_consumers_load(void);
+extern void isa_consumers_setup(void);
+extern void isa_consumers_forget_server_state(void);
+extern void isa_consumers_pull(TimestampTz now, long *next_wake_ms);
+extern int	isa_consumers_apply(void);
+extern void isa_consumers_shutdown(void);
+extern int	isa_consumers_count(void);
+
+/* ------------------------------------------------------------ metrics.c */
+#define ISA_METRIC_PUBLISHED 0
+#define ISA_METRIC_PROCESSED 1
+extern void isa_metrics_shmem_request(void);
+extern void isa_metrics_shmem_startup(void);
+extern void isa_metric_count(int kind, const char *service, const char *event_type,
+							 const char *status, double seconds);
+
+/* ------------------------------------------------------------ publish.c (extension/) */
+extern void isa_set_current_event(Datum event, const pg_uuid_t *id, const char *correlation_id);
+extern void isa_clear_current_event(void);
+
+#endif							/* ISA_BRIDGE_H */

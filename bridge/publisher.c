@@ -1,0 +1,231 @@
+/*
+ * publisher.c — the outbox to JetStream (DESIGN.md §4).
+ *
+ * One round: in one transaction, read up to isa.publish_batch_size
+ * unpublished rows in id order, publish them all asynchronously (header
+ * Nats-Msg-Id = event id, so JetStream drops a republished duplicate), wait
+ * for the acks, and mark published the rows that were stored — except those
+ * behind a failed row of the same source, which wait for it so that a
+ * source's events never overtake each other across rounds.  A crash before
+ * the commit republishes the batch under the same ids.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "isa.h"
+#include "bridge.h"
+
+static SPIPlanPtr select_plan = NULL;
+static SPIPlanPtr mark_plan = NULL;
+
+/* The batch lives here until the next round: late ack callbacks may read ids. */
+static MemoryContext batch_cxt = NULL;
+
+#define PUBLISH_ACK_TIMEOUT_MS 5000
+
+void
+isa_publisher_reset(void)
+{
+	select_plan = NULL;
+	mark_plan = NULL;
+}
+
+static void
+prepare_plans(void)
+{
+	if (select_plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		/*
+		 * The wire envelope, built as text: jsonb's output is valid JSON and
+		 * to_json quotes the strings.
+		 */
+		select_plan = SPI_prepare(
+								  "SELECT o.id::text, o.source || '.' || o.event_type, "
+								  "  '{\"id\":\"' || o.id || '\",\"event_type\":' || to_json(o.event_type) "
+								  "  || ',\"source\":' || to_json(o.source) || ',\"version\":' || to_json(o.version) "
+								  "  || ',\"timestamp\":\"' "
+								  "  || to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+								  "  || '\",\"data\":' || o.data || ',\"metadata\":' || o.metadata || '}', "
+								  "  o.metadata->>'traceparent', o.metadata->>'correlation_id', "
+								  "  o.source, o.event_type, "
+								  "  (SELECT s.name FROM isa.services s WHERE s.source = o.source) "
+								  "FROM isa.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+								  1, types);
+		if (select_plan == NULL)
+			elog(ERROR, "isa bridge: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(select_plan);
+	}
+	if (mark_plan == NULL)
+	{
+		Oid			types[1] = {TEXTARRAYOID};
+
+		mark_plan = SPI_prepare("UPDATE isa.outbox SET published_at = clock_timestamp() "
+								"WHERE id = ANY ($1::uuid[]) AND published_at IS NULL", 1, types);
+		if (mark_plan == NULL)
+			elog(ERROR, "isa bridge: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(mark_plan);
+	}
+}
+
+static char *
+batch_copy(HeapTuple tup, TupleDesc desc, int col)
+{
+	char	   *v = SPI_getvalue(tup, desc, col);
+
+	return v ? MemoryContextStrdup(batch_cxt, v) : NULL;
+}
+
+/*
+ * Publishes one batch.  Returns the number of rows read (a full batch means
+ * "call again"), or -1 if some could not be published (retry later).
+ */
+int
+isa_publish_round(void)
+{
+	int			n;
+	int			ret;
+	char	  **ids,
+			  **subjects,
+			  **bodies,
+			  **traces,
+			  **correlations,
+			  **sources,
+			  **types,
+			  **services;
+	int		   *lens;
+	char	   *results;
+	bool	   *mark;
+	int			nmark = 0;
+	int			nfailed = 0;
+	List	   *blocked_sources = NIL;
+
+	if (batch_cxt == NULL)
+		batch_cxt = AllocSetContextCreate(TopMemoryContext, "isa bridge publish batch",
+										  ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(batch_cxt);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "isa bridge: publishing the outbox");
+	prepare_plans();
+
+	{
+		Datum		arg = Int32GetDatum(isa_publish_batch_size);
+
+		ret = SPI_execute_plan(select_plan, &arg, NULL, true, 0);
+	}
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "isa bridge: reading the outbox failed: %s", SPI_result_code_string(ret));
+	n = (int) SPI_processed;
+	if (n == 0)
+	{
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return 0;
+	}
+
+	ids = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	subjects = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	bodies = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	traces = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	correlations = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	sources = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	types = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	services = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	lens = MemoryContextAlloc(batch_cxt, sizeof(int) * n);
+	results = MemoryContextAlloc(batch_cxt, n);
+	mark = MemoryContextAllocZero(batch_cxt, sizeof(bool) * n);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		ids[i] = batch_copy(tup, desc, 1);
+		subjects[i] = batch_copy(tup, desc, 2);
+		bodies[i] = batch_copy(tup, desc, 3);
+		lens[i] = strlen(bodies[i]);
+		traces[i] = batch_copy(tup, desc, 4);
+		correlations[i] = batch_copy(tup, desc, 5);
+		sources[i] = batch_copy(tup, desc, 6);
+		types[i] = batch_copy(tup, desc, 7);
+		services[i] = batch_copy(tup, desc, 8);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	(void) nl_publish_batch(n, subjects, ids, bodies, lens, traces, correlations, results,
+							PUBLISH_ACK_TIMEOUT_MS);
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		blocked = false;
+		ListCell   *lc;
+
+		foreach(lc, blocked_sources)
+			blocked |= strcmp((char *) lfirst(lc), sources[i]) == 0;
+		if (results[i] == NL_ACKED && !blocked)
+		{
+			mark[i] = true;
+			nmark++;
+		}
+		else
+		{
+			if (results[i] != NL_ACKED)
+				nfailed++;
+			if (!blocked)
+				blocked_sources = lappend(blocked_sources, sources[i]);
+		}
+	}
+
+	if (nmark > 0)
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * nmark);
+		int			k = 0;
+		Datum		arg;
+
+		for (int i = 0; i < n; i++)
+			if (mark[i])
+				elems[k++] = CStringGetTextDatum(ids[i]);
+		arg = PointerGetDatum(construct_array(elems, nmark, TEXTOID, -1, false, TYPALIGN_INT));
+		ret = SPI_execute_plan(mark_plan, &arg, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "isa bridge: marking the outbox failed: %s", SPI_result_code_string(ret));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
+
+	for (int i = 0; i < n; i++)
+		if (mark[i])
+			isa_metric_count(ISA_METRIC_PUBLISHED, services[i] ? services[i] : sources[i], types[i],
+							 NULL, 0);
+	if (isa_shared)
+	{
+		SpinLockAcquire(&isa_shared->mutex);
+		isa_shared->last_publish_at = GetCurrentTimestamp();
+		SpinLockRelease(&isa_shared->mutex);
+	}
+	if (nfailed > 0)
+	{
+		isa_bridge_record_error("%d of %d events were not acknowledged by JetStream; they stay in the outbox",
+								nfailed, n);
+		return -1;
+	}
+	return n;
+}

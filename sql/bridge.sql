@@ -1,0 +1,80 @@
+-- bridge.sql — what the bridge worker (bridge/) shows and offers in SQL:
+-- its state, its metrics, the handled event, dead-letter replay, and the
+-- event it publishes when it gives up on a message.
+
+CREATE FUNCTION isa._bridge_state(
+    OUT running boolean, OUT pid int, OUT connected boolean, OUT server text,
+    OUT reconnects bigint, OUT subscriptions int, OUT started_at timestamptz,
+    OUT last_publish_at timestamptz, OUT last_error text, OUT last_error_at timestamptz)
+RETURNS record
+    AS 'MODULE_PATHNAME', 'isa_bridge_state' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION isa.bridge_status(
+    OUT running boolean, OUT pid int, OUT connected boolean, OUT server text,
+    OUT reconnects bigint, OUT subscriptions int, OUT outbox_backlog bigint,
+    OUT lag interval, OUT started_at timestamptz, OUT last_publish_at timestamptz,
+    OUT last_error text, OUT last_error_at timestamptz)
+RETURNS record
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT b.running, b.pid, b.connected, b.server, b.reconnects, b.subscriptions,
+           o.backlog, o.lag, b.started_at, b.last_publish_at, b.last_error, b.last_error_at
+      FROM isa._bridge_state() b,
+           (SELECT count(*) AS backlog,
+                   coalesce(clock_timestamp() - min(occurred_at), '0'::interval) AS lag
+              FROM isa.outbox WHERE published_at IS NULL) o;
+END;
+COMMENT ON FUNCTION isa.bridge_status() IS
+    'One row about the bridge worker: running, connected to which NATS server, subscriptions, outbox backlog and lag (age of the oldest unpublished event), last error.';
+
+CREATE FUNCTION isa._bridge_metrics(OUT metric text, OUT labels jsonb, OUT value float8)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'isa_bridge_metrics' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION isa.metrics(OUT metric text, OUT labels jsonb, OUT value float8)
+RETURNS SETOF record
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT m.metric, m.labels, m.value FROM isa._bridge_metrics() m
+    UNION ALL
+    SELECT 'outbox_backlog', jsonb_build_object('service', s.name), count(o.id)::float8
+      FROM isa.services s LEFT JOIN isa.outbox o ON o.source = s.source AND o.published_at IS NULL
+     WHERE s.schema_name IS NOT NULL
+     GROUP BY s.name
+    UNION ALL
+    SELECT 'outbox_oldest_unpublished_age_seconds', '{}'::jsonb,
+           coalesce(extract(epoch FROM clock_timestamp() - min(occurred_at)), 0)::float8
+      FROM isa.outbox WHERE published_at IS NULL
+    UNION ALL
+    SELECT 'dead_letters', jsonb_build_object('service', d.service, 'reason', d.reason), count(*)::float8
+      FROM isa.dead_letters d WHERE d.replayed_at IS NULL
+     GROUP BY d.service, d.reason;
+END;
+COMMENT ON FUNCTION isa.metrics() IS
+    'isa''s metrics as (metric, labels, value) rows in Prometheus form: event_published_total, event_processed_total, event_processing_duration_seconds, outbox backlog and age, NATS connection, dead letters.';
+
+CREATE FUNCTION isa.current_event() RETURNS isa.event
+    AS 'MODULE_PATHNAME', 'isa_current_event' LANGUAGE C STABLE;
+COMMENT ON FUNCTION isa.current_event() IS
+    'The event whose handler is running (NULL elsewhere); events published meanwhile carry its correlation_id and its id as causation_id.';
+
+CREATE FUNCTION isa.replay_dead_letter(id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'isa_replay_dead_letter' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION isa.replay_dead_letter(bigint) IS
+    'Applies a dead letter to its subscription''s handler now, in this transaction: true if applied, false if its inbox shows it was applied already. The handler''s error, if it fails again, is raised.';
+
+-- Every service announces the messages its subscriptions gave up on.
+SELECT isa.register_event_type('event.dead_lettered', s.source, '1.0.0',
+         'A subscription of this service gave up on a message and wrote it to isa.dead_letters.',
+         '{"dead_letter_id": {"type": "integer", "required": true, "description": "id in isa.dead_letters"},
+           "service":        {"type": "string",  "required": true, "description": "the consuming service"},
+           "consumer":       {"type": "string",  "required": true, "description": "durable consumer name"},
+           "subject":        {"type": "string",  "required": true, "description": "NATS subject of the message"},
+           "event_id":       {"type": "uuid",    "required": false, "description": "id of the event; absent if the message was not an envelope"},
+           "reason":         {"type": "string",  "required": true, "description": "handler_error, invalid_envelope or unsupported_version"},
+           "error":          {"type": "string",  "required": true, "description": "the last error message"},
+           "sqlstate":       {"type": "string",  "required": true, "description": "its SQLSTATE"},
+           "attempts":       {"type": "integer", "required": true, "description": "deliveries made"}}')
+  FROM isa.services s WHERE s.schema_name IS NOT NULL ORDER BY s.name;
