@@ -279,8 +279,10 @@ nl_connect(void)
 		isa_bridge_record_error("isa.nats_url is empty");
 		return false;
 	}
-	snprintf(inbox_prefix, sizeof(inbox_prefix), "_INBOX.isa.%d.%lx", MyProcPid,
-			 (unsigned long) random());
+	/* one prefix per process: subscriptions keep their reply subjects */
+	if (inbox_prefix[0] == '\0')
+		snprintf(inbox_prefix, sizeof(inbox_prefix), "_INBOX.isa.%d.%lx", MyProcPid,
+				 (unsigned long) random());
 
 	block_signals(&b);
 	s = nats_Open(-1);

@@ -45,6 +45,17 @@ sqlstate() {
     sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -n 1
 }
 
+# wait_for QUERY WANT SECONDS: polls QUERY (every 0.1 s) until it prints WANT;
+# prints the last value either way, so `is "$(wait_for ...)" WANT ...` asserts.
+wait_for() {
+  local q=$1 want=$2 secs=${3:-10} got i
+  for ((i = 0; i < secs * 10; i++)); do
+    got=$(sql "$q" 2>/dev/null) && [ "$got" = "$want" ] && break
+    sleep 0.1
+  done
+  printf '%s' "$got"
+}
+
 done_testing() {
   echo "1..$_n"
   [ "$_failed" = 0 ]

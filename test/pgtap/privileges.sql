@@ -27,8 +27,9 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'isa.publish_event(text,text,jsonb,jsonb)',
                     'isa.event_to_json(isa.event)', 'isa.event_from_json(jsonb)', 'isa._check_envelope(isa.event)',
                     'isa.is_valid_event_type(text)', 'isa.is_valid_version(text)',
-                    'isa.is_valid_subject_filter(text)', 'isa.event_catalogue_markdown()'],
-              'isa_app may execute exactly the envelope, id and publish functions');
+                    'isa.is_valid_subject_filter(text)', 'isa.event_catalogue_markdown()',
+                    'isa.current_event()'],
+              'isa_app may execute exactly the envelope, id, publish and current-event functions');
 SELECT ok(has_function_privilege('isa_admin', 'isa.subscribe_to_events(text,text,regprocedure,jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_admin', 'isa.register_event_type(text,text,text,text,jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_admin', 'isa.purge_retention()', 'EXECUTE'),

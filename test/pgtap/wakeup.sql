@@ -9,8 +9,9 @@ SELECT plan(7);
 
 SELECT is((SELECT preloaded FROM isa.wakeup_state()), true,
           'isa is preloaded in this cluster: wakeup_state reports its shared state');
-SELECT is((SELECT bridge_pid FROM isa.wakeup_state()), NULL,
-          'no bridge runs in this cluster: bridge_pid is NULL');
+SELECT is((SELECT bridge_pid FROM isa.wakeup_state()),
+          (SELECT pid FROM pg_stat_activity WHERE backend_type = 'isa bridge'),
+          'bridge_pid is the pid of the running isa bridge worker');
 SELECT isnt((SELECT outbox_pending FROM isa.wakeup_state()), NULL,
             'with shared state, outbox_pending is known (true or false)');
 SELECT isnt((SELECT subscriptions_changed FROM isa.wakeup_state()), NULL,
