@@ -65,9 +65,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES = \
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
 	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
-	libsodium-dev pkg-config curl procps bc gcc
+	libsodium-dev pkg-config curl procps bc gcc jq
 
-.PHONY: deps run stop psql status test bench
+.PHONY: deps node-deps run stop psql status test bench
 
 deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
@@ -77,6 +77,25 @@ deps:
 	    $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "make deps: all packages present"; fi
+	@$(MAKE) --no-print-directory node-deps
+
+# Node.js for the independent NATS test client (test/natsclient) and the relay
+# benchmark (bench/relay_node), then their modules, exactly as package-lock.json
+# pins them.  nodejs and npm are installed only when `npm` is missing: they are not
+# in DEBIAN_PACKAGES because a NodeSource nodejs (which ships npm itself) conflicts
+# with Debian's npm package, and apt would refuse.
+NODE_DIRS = test/natsclient bench/relay_node
+
+node-deps:
+	@command -v npm >/dev/null || { echo "make deps: installing nodejs npm"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@for d in $(NODE_DIRS); do \
+	    if [ ! -f $$d/node_modules/.package-lock.json ] || [ $$d/package-lock.json -nt $$d/node_modules/.package-lock.json ]; then \
+	        echo "make deps: npm ci in $$d"; \
+	        npm ci --omit=dev --prefer-offline --no-audit --no-fund --prefix $$d >/dev/null || exit 1; \
+	    fi; \
+	done
 
 stop:
 	@tools/stack.sh run stop
@@ -97,9 +116,9 @@ installed: deps
 run: installed
 	@tools/stack.sh run start
 
-test: installed
+test: installed node-deps
 	@test/run.sh
 
-bench: installed
+bench: installed node-deps
 	@bench/run.sh
 endif
