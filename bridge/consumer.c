@@ -676,7 +676,8 @@ write_dead_letter(Delivery *d, Failure *f)
 		nulls[4] = event_id ? ' ' : 'n';
 		args[5] = f->event_json;
 		nulls[5] = f->event_json ? ' ' : 'n';
-		if (!f->event_json)
+		/* the raw bytes of whatever was not a valid envelope */
+		if (!f->event_json || strcmp(f->reason, "invalid_envelope") == 0)
 		{
 			int			len = natsMsg_GetDataLength(d->msg);
 			bytea	   *b = palloc(VARHDRSZ + len);
@@ -939,7 +940,7 @@ isa_replay_dead_letter(PG_FUNCTION_ARGS)
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	event_json = SPI_getbinval(tup, desc, 1, &isnull);
-	if (isnull)
+	if (isnull || strcmp(SPI_getvalue(tup, desc, 2), "invalid_envelope") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("dead letter " INT64_FORMAT " cannot be replayed: it is not a valid event (%s)",

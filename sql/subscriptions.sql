@@ -159,9 +159,9 @@ CREATE TABLE isa.dead_letters (
     service         text NOT NULL REFERENCES isa.services (name),
     consumer        text NOT NULL,
     subject         text NOT NULL,
-    event_id        uuid,              -- NULL when the message was not a valid envelope
-    event           jsonb,             -- the envelope, when it parsed
-    payload         bytea,             -- the raw message, when it did not
+    event_id        uuid,              -- NULL when the message carried no valid id
+    event           jsonb,             -- the message as JSON, when it parsed as JSON
+    payload         bytea,             -- the raw message, when it was not a valid envelope
     reason          text NOT NULL CHECK (reason IN ('handler_error', 'invalid_envelope', 'unsupported_version')),
     error_message   text NOT NULL,
     error_sqlstate  text CHECK (error_sqlstate ~ '^[0-9A-Z]{5}$'),

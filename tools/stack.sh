@@ -7,6 +7,11 @@
 #   start [--fresh]   start what is not running (--fresh: recreate database isa)
 #   stop              stop both servers
 #   status            exit 0 if both run
+#   nats-stop         stop only nats-server (SIGTERM: it flushes its store)
+#   nats-start        start nats-server again on the same port and store
+#   pg-crash          stop PostgreSQL with -m immediate (no shutdown checkpoint: the
+#                     next start does crash recovery), start it again and wait until
+#                     it accepts connections
 #   psql [ARGS]       psql on database isa
 #   env               shell exports for clients (PGHOST, PGPORT, ISA_NATS_URL …)
 #
@@ -18,8 +23,8 @@
 # user of Debian's package and its files are theirs.
 set -euo pipefail
 
-NAME=${1:?usage: tools/stack.sh NAME start|stop|status|psql|env}
-CMD=${2:?usage: tools/stack.sh NAME start|stop|status|psql|env}
+NAME=${1:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|pg-crash|psql|env}
+CMD=${2:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|pg-crash|psql|env}
 shift 2
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -118,6 +123,25 @@ start_nats() {
   wait_port 127.0.0.1 "$NATS_PORT" 20 || { echo "nats-server did not start; see $NATSDIR/nats.log" >&2; exit 1; }
 }
 
+stop_nats() {
+  local p
+  p=$(nats_pid)
+  kill "$p"
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true
+}
+
+# until psql gets an answer (seconds): after pg_ctl -w, a crash-restarted
+# cluster may still refuse connections for a moment
+wait_pg() {
+  local i
+  for ((i = 0; i < $1 * 10; i++)); do
+    psql_db -d postgres -tAc 'SELECT 1' >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 create_db() {
   local fresh=$1
   if [ "$fresh" = 1 ]; then
@@ -162,19 +186,30 @@ case "$CMD" in
   stop)
     stopped=0
     if pg_running; then pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null; stopped=1; fi
-    if nats_running; then
-      p=$(nats_pid)
-      kill "$p"
-      for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$p" 2>/dev/null || true
-      stopped=1
-    fi
+    if nats_running; then stop_nats; stopped=1; fi
     [ "$stopped" = 1 ] && echo "isa stack '$NAME' stopped." || echo "isa stack '$NAME' was not running."
     ;;
   status)
     pg_running && echo "postgresql: running on 127.0.0.1:$PG_PORT" || echo "postgresql: stopped"
     nats_running && echo "nats-server: running on 127.0.0.1:$NATS_PORT" || echo "nats-server: stopped"
     pg_running && nats_running
+    ;;
+  nats-stop)
+    nats_running || { echo "nats-server of stack '$NAME' is not running." >&2; exit 1; }
+    stop_nats
+    echo "nats-server of stack '$NAME' stopped."
+    ;;
+  nats-start)
+    nats_running && { echo "nats-server of stack '$NAME' is already running."; exit 0; }
+    start_nats
+    echo "nats-server of stack '$NAME' is running on 127.0.0.1:$NATS_PORT."
+    ;;
+  pg-crash)
+    pg_running || { echo "PostgreSQL of stack '$NAME' is not running." >&2; exit 1; }
+    pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null
+    start_pg
+    wait_pg 60 || { echo "PostgreSQL of stack '$NAME' does not accept connections; see $PGDIR/postgresql.log" >&2; exit 1; }
+    echo "PostgreSQL of stack '$NAME' crashed (-m immediate) and restarted on 127.0.0.1:$PG_PORT."
     ;;
   psql)
     exec "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$DB" "$@"
