@@ -65,6 +65,8 @@ typedef struct BridgeSub
 	int			outstanding;	/* messages asked for, not yet received */
 	TimestampTz pull_deadline;
 	bool		seen;
+	FmgrInfo	finfo;			/* the handler's, kept so plpgsql keeps its plans */
+	Oid			finfo_oid;		/* handler finfo was made for; InvalidOid: none */
 } BridgeSub;
 
 typedef enum ApplyResult
@@ -80,6 +82,7 @@ static const char *const status_names[] = {"ok", "duplicate", "retry", "dead_let
 static List *subs = NIL;		/* of BridgeSub, in TopMemoryContext */
 static MemoryContext round_cxt = NULL;	/* outlives the round's SPI and transaction */
 static Oid	event_from_json_oid = InvalidOid;
+static FmgrInfo event_from_json_finfo;
 static SPIPlanPtr inbox_plan = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
 
@@ -379,8 +382,11 @@ static void
 prepare_plans(void)
 {
 	if (!OidIsValid(event_from_json_oid))
+	{
 		event_from_json_oid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
 																   CStringGetDatum("isa.event_from_json(jsonb)")));
+		fmgr_info_cxt(event_from_json_oid, &event_from_json_finfo, TopMemoryContext);
+	}
 	if (inbox_plan == NULL)
 	{
 		Oid			types[4] = {TEXTOID, TEXTOID, UUIDOID, TEXTOID};
@@ -428,7 +434,7 @@ major_of(const char *version)
  */
 static bool
 apply_event(const char *service, const char *consumer, Oid handler, const char *owner_role,
-			Datum event, SPIPlanPtr plan)
+			Datum event, SPIPlanPtr plan, FmgrInfo *cached)
 {
 	HeapTupleHeader th = DatumGetHeapTupleHeader(event);
 	bool		isnull;
@@ -441,7 +447,8 @@ apply_event(const char *service, const char *consumer, Oid handler, const char *
 	Oid			save_userid;
 	int			save_sec;
 	char	   *correlation = NULL;
-	FmgrInfo	flinfo;
+	FmgrInfo	local;
+	FmgrInfo   *flinfo = cached;
 	LOCAL_FCINFO(fcinfo, 1);
 
 	args[0] = CStringGetTextDatum(service);
@@ -483,8 +490,12 @@ apply_event(const char *service, const char *consumer, Oid handler, const char *
 			correlation = pnstrdup(v->val.string.val, v->val.string.len);
 	}
 
-	fmgr_info(handler, &flinfo);
-	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+	if (flinfo == NULL)
+	{
+		fmgr_info(handler, &local);
+		flinfo = &local;
+	}
+	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = event;
 	fcinfo->args[0].isnull = false;
 
@@ -502,6 +513,18 @@ apply_event(const char *service, const char *consumer, Oid handler, const char *
 	PG_END_TRY();
 	SetUserIdAndSecContext(save_userid, save_sec);
 	return true;
+}
+
+static FmgrInfo *
+handler_finfo(BridgeSub *s)
+{
+	if (s->finfo_oid != s->handler)
+	{
+		s->finfo_oid = InvalidOid;
+		fmgr_info_cxt(s->handler, &s->finfo, TopMemoryContext);
+		s->finfo_oid = s->handler;
+	}
+	return &s->finfo;
 }
 
 /* Why a message was dead-lettered at once, or NULL. */
@@ -557,7 +580,7 @@ apply_message(Delivery *d, Failure *f)
 			ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 							errmsg("message is not valid UTF-8")));
 		event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
-		event = OidFunctionCall1(event_from_json_oid, event_json);
+		event = FunctionCall1(&event_from_json_finfo, event_json);
 		th = DatumGetHeapTupleHeader(event);
 		d->event_type = MemoryContextStrdup(round_cxt,
 											TextDatumGetCString(GetAttributeByName(th, "event_type", &isnull)));
@@ -579,7 +602,7 @@ apply_message(Delivery *d, Failure *f)
 
 		stage = 2;
 		if (!apply_event(d->sub->service, d->sub->durable, d->sub->handler, d->sub->owner_role,
-						 event, inbox_plan))
+						 event, inbox_plan, handler_finfo(d->sub)))
 			result = APPLY_DUPLICATE;
 
 		ReleaseCurrentSubTransaction();
@@ -803,15 +826,22 @@ isa_consumers_apply(void)
 	StartTransactionCommand();
 	PG_TRY();
 	{
+		MemoryContext msg_cxt;
+
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "isa bridge: applying events");
 		prepare_plans();
+		msg_cxt = AllocSetContextCreate(round_cxt, "isa bridge message", ALLOCSET_DEFAULT_SIZES);
 		for (int i = 0; i < nd; i++)
 		{
 			Failure		f;
 			struct timespec t0;
+			MemoryContext spi_cxt;
 
+			/* what one message allocates goes when the next one starts */
+			MemoryContextReset(msg_cxt);
+			spi_cxt = MemoryContextSwitchTo(msg_cxt);
 			clock_gettime(CLOCK_MONOTONIC, &t0);
 			ds[i].result = apply_message(&ds[i], &f);
 			if (ds[i].result == APPLY_DEAD && !write_dead_letter(&ds[i], &f))
@@ -825,6 +855,7 @@ isa_consumers_apply(void)
 						(errmsg("isa bridge: %s dead-lettered a message on %s (%s): %s",
 								ds[i].sub->durable, natsMsg_GetSubject(ds[i].msg), f.reason, f.message)));
 			ds[i].seconds = seconds_since(&t0);
+			MemoryContextSwitchTo(spi_cxt);
 		}
 		SPI_finish();
 		PopActiveSnapshot();
@@ -959,7 +990,7 @@ isa_replay_dead_letter(PG_FUNCTION_ARGS)
 	event = OidFunctionCall1(DatumGetObjectId(DirectFunctionCall1(regprocedurein,
 																  CStringGetDatum("isa.event_from_json(jsonb)"))),
 							 event_json);
-	applied = apply_event(service, consumer, handler, owner, event, NULL);
+	applied = apply_event(service, consumer, handler, owner, event, NULL, NULL);
 
 	ret = SPI_execute_with_args("UPDATE isa.dead_letters SET replayed_at = now(), replay_count = replay_count + 1 "
 								" WHERE id = $1", 1, types, args, NULL, false, 0);
