@@ -64,7 +64,8 @@ typedef struct BridgeSub
 	bool		ready;			/* consumer exists on the server */
 	int			outstanding;	/* messages asked for, not yet received */
 	TimestampTz pull_deadline;
-	bool		seen;
+	bool		seen;			/* still a row of isa.subscriptions */
+	bool		disabled;		/* its service is not in isa.services */
 	FmgrInfo	finfo;			/* the handler's, kept so plpgsql keeps its plans */
 	Oid			finfo_oid;		/* handler finfo was made for; InvalidOid: none */
 } BridgeSub;
@@ -214,7 +215,13 @@ isa_consumers_load(void)
 		char	   *versions;
 
 		if (!service_enabled(service))
+		{
+			/* another database's bridge may run it: keep its consumer */
+			s = find_sub_by_id(id);
+			if (s)
+				s->seen = s->disabled = true;
 			continue;
+		}
 		s = find_sub_by_id(id);
 		if (s == NULL)
 		{
@@ -236,6 +243,7 @@ isa_consumers_load(void)
 				pfree(s->versions);
 		}
 		s->seen = true;
+		s->disabled = false;
 		s->handler = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
 		s->owner_role = spi_text(tup, desc, 7);
 		s->max_deliver = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
@@ -263,12 +271,12 @@ isa_consumers_load(void)
 	{
 		BridgeSub  *s = lfirst(lc);
 
-		if (s->seen)
+		if (s->seen && !s->disabled)
 			kept = lappend(kept, s);
 		else
 		{
-			/* Unsubscribed: the consumer goes too (its service is ours). */
-			if (nl_connected() && !nl_delete_consumer(s->durable))
+			/* Unsubscribed: the consumer goes too.  Excluded by isa.services: it stays. */
+			if (!s->seen && nl_connected() && !nl_delete_consumer(s->durable))
 				isa_bridge_record_error("could not delete consumer %s", s->durable);
 			free_sub(s);
 		}
@@ -798,7 +806,12 @@ isa_consumers_apply(void)
 		s = find_sub_by_durable(consumer);
 		if (s == NULL)
 		{
-			/* unsubscribed meanwhile: not acked, its consumer is gone */
+			/*
+			 * Answering a pull made before its subscription was removed or
+			 * its service excluded (isa.services): hand it back now, not
+			 * after ack_wait, for whoever runs that consumer.
+			 */
+			nl_nak(m->msg, 0);
 			natsMsg_Destroy(m->msg);
 			continue;
 		}
