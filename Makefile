@@ -15,6 +15,7 @@ OBJS = \
 	extension/uuid_v7.o \
 	extension/wakeup.o \
 	extension/publish.o \
+	extension/envelope.o \
 	bridge/worker.o \
 	bridge/nats_link.o \
 	bridge/publisher.o \

@@ -58,6 +58,11 @@ extern void isa_wakeup_init(void);
 extern void isa_note_outbox_write(void);
 extern void isa_note_subscriptions_change(void);
 
+/* extension/envelope.c: the rules for envelope fields (bytes, not NUL-terminated) */
+extern bool isa_valid_event_type(const char *s, int len);
+extern bool isa_valid_version(const char *s, int len);
+extern bool isa_valid_source(const char *s, int len);
+
 /* extension/uuid_v7.c */
 extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
 

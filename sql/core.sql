@@ -50,64 +50,22 @@ CREATE TYPE isa.event AS (
 COMMENT ON TYPE isa.event IS
     'The event envelope (DESIGN.md §3); its JSON form is isa.event_to_json / isa.event_from_json.';
 
+-- The envelope rules and the wire parser are C (extension/envelope.c): the
+-- bridge parses every message it receives with isa.event_from_json.
 CREATE FUNCTION isa.is_valid_event_type(event_type text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN event_type ~ '^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$' AND length(event_type) <= 200;
+    AS 'MODULE_PATHNAME', 'isa_is_valid_event_type' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION isa.is_valid_event_type(text) IS
     'Whether a text is a dotted lower-case event type such as wallet.tokens.deducted.';
 
 CREATE FUNCTION isa.is_valid_version(version text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN version ~ '^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$';
+    AS 'MODULE_PATHNAME', 'isa_is_valid_version' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION isa.is_valid_version(text) IS
     'Whether a text is an event schema version MAJOR.MINOR.PATCH.';
 
--- Raises 22023 naming the first field that is missing or malformed.
+-- Raises 22023 naming the first field that is missing or malformed; returns
+-- the event with a NULL metadata made {}.
 CREATE FUNCTION isa._check_envelope(e isa.event) RETURNS isa.event
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF e.id IS NULL THEN
-        RAISE EXCEPTION 'event field "id" is missing' USING ERRCODE = '22023';
-    END IF;
-    IF e.event_type IS NULL THEN
-        RAISE EXCEPTION 'event field "event_type" is missing' USING ERRCODE = '22023';
-    ELSIF NOT isa.is_valid_event_type(e.event_type) THEN
-        RAISE EXCEPTION 'event field "event_type" is malformed: %', e.event_type USING ERRCODE = '22023',
-            HINT = 'An event type is dotted lower-case tokens, e.g. wallet.tokens.deducted.';
-    END IF;
-    IF e.source IS NULL THEN
-        RAISE EXCEPTION 'event field "source" is missing' USING ERRCODE = '22023';
-    ELSIF e.source !~ '^[a-z][a-z0-9_]*$' THEN
-        RAISE EXCEPTION 'event field "source" is malformed: %', e.source USING ERRCODE = '22023',
-            HINT = 'A source is one lower-case token, e.g. wallet_service or external.';
-    END IF;
-    IF e.version IS NULL THEN
-        RAISE EXCEPTION 'event field "version" is missing' USING ERRCODE = '22023';
-    ELSIF NOT isa.is_valid_version(e.version) THEN
-        RAISE EXCEPTION 'event field "version" is malformed: %', e.version USING ERRCODE = '22023',
-            HINT = 'A version is MAJOR.MINOR.PATCH, e.g. 1.0.0.';
-    END IF;
-    IF e."timestamp" IS NULL THEN
-        RAISE EXCEPTION 'event field "timestamp" is missing' USING ERRCODE = '22023';
-    ELSIF NOT isfinite(e."timestamp") THEN
-        RAISE EXCEPTION 'event field "timestamp" must be finite' USING ERRCODE = '22023';
-    END IF;
-    IF e.data IS NULL THEN
-        RAISE EXCEPTION 'event field "data" is missing' USING ERRCODE = '22023';
-    ELSIF jsonb_typeof(e.data) <> 'object' THEN
-        RAISE EXCEPTION 'event field "data" must be a JSON object, not %', jsonb_typeof(e.data)
-            USING ERRCODE = '22023';
-    END IF;
-    IF e.metadata IS NOT NULL AND jsonb_typeof(e.metadata) <> 'object' THEN
-        RAISE EXCEPTION 'event field "metadata" must be a JSON object, not %', jsonb_typeof(e.metadata)
-            USING ERRCODE = '22023';
-    END IF;
-    e.metadata := coalesce(e.metadata, '{}');
-    RETURN e;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'isa_check_envelope' LANGUAGE C IMMUTABLE;
 
 CREATE FUNCTION isa.event_to_json(e isa.event) RETURNS jsonb
     LANGUAGE plpgsql STABLE STRICT
@@ -130,57 +88,7 @@ COMMENT ON FUNCTION isa.event_to_json(isa.event) IS
     'The wire (JSON) form of an event; 22023 naming the field if the event is incomplete or malformed.';
 
 CREATE FUNCTION isa.event_from_json(j jsonb) RETURNS isa.event
-    LANGUAGE plpgsql STABLE STRICT
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    e isa.event;
-    f text;
-BEGIN
-    IF jsonb_typeof(j) <> 'object' THEN
-        RAISE EXCEPTION 'an event must be a JSON object, not %', jsonb_typeof(j) USING ERRCODE = '22023';
-    END IF;
-    -- Fields that are present must be strings (data and metadata: objects,
-    -- checked with the rest of the envelope).
-    FOREACH f IN ARRAY ARRAY['id', 'event_type', 'source', 'version', 'timestamp'] LOOP
-        IF j ? f AND jsonb_typeof(j -> f) <> 'string' THEN
-            RAISE EXCEPTION 'event field "%" must be a string, not %', f, jsonb_typeof(j -> f)
-                USING ERRCODE = '22023';
-        END IF;
-    END LOOP;
-
-    IF j ? 'id' THEN
-        BEGIN
-            e.id := (j ->> 'id')::uuid;
-        EXCEPTION WHEN invalid_text_representation THEN
-            RAISE EXCEPTION 'event field "id" is not a UUID: %', j ->> 'id' USING ERRCODE = '22023';
-        END;
-    END IF;
-    e.event_type := j ->> 'event_type';
-    e.source := j ->> 'source';
-    e.version := coalesce(j ->> 'version', '1.0.0');
-    IF j ? 'timestamp' THEN
-        IF (j ->> 'timestamp') !~ '^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$' THEN
-            RAISE EXCEPTION 'event field "timestamp" is not an RFC 3339 date-time: %', j ->> 'timestamp'
-                USING ERRCODE = '22023', HINT = 'Use e.g. 2026-11-27T08:32:56.123456Z.';
-        END IF;
-        BEGIN
-            e."timestamp" := (j ->> 'timestamp')::timestamptz;
-        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format
-                    OR invalid_time_zone_displacement_value THEN
-            RAISE EXCEPTION 'event field "timestamp" is not a valid date-time: %', j ->> 'timestamp'
-                USING ERRCODE = '22023';
-        END;
-    END IF;
-    IF j -> 'data' <> 'null' THEN
-        e.data := j -> 'data';
-    END IF;
-    IF j -> 'metadata' <> 'null' THEN
-        e.metadata := j -> 'metadata';
-    END IF;
-    RETURN isa._check_envelope(e);
-END
-$$;
+    AS 'MODULE_PATHNAME', 'isa_event_from_json' LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION isa.event_from_json(jsonb) IS
     'Parses and validates a wire event: 22023 naming the field that is missing or malformed. version defaults to 1.0.0, metadata to {}.';
 

@@ -4,7 +4,7 @@
 -- SQLSTATE 22023 and a message naming the offending field.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(47);
+SELECT plan(75);
 
 -- ---------------------------------------------------------------- the type
 SELECT has_type('isa', 'event', 'composite type isa.event exists');
@@ -153,6 +153,77 @@ SELECT throws_ok($$SELECT isa.event_from_json('"an event"')$$,
 SELECT throws_ok($$SELECT isa.event_from_json('null')$$,
                  '22023', 'an event must be a JSON object, not null',
                  'a wire event that is JSON null is refused with 22023');
+
+-- ---------------------------------------------------------------- edge cases of the C rules
+-- The rules are hand-written C (extension/envelope.c) equivalent to these
+-- regular expressions; the cases below are where such code goes wrong.
+SELECT ok(isa.is_valid_event_type('a.b'), 'a.b is a valid event type');
+SELECT ok(NOT isa.is_valid_event_type('A.b'), 'A.b is not a valid event type (upper case)');
+SELECT ok(NOT isa.is_valid_event_type('a'), 'a is not a valid event type (one token)');
+SELECT ok(NOT isa.is_valid_event_type('a..b'), 'a..b is not a valid event type (empty token)');
+SELECT ok(NOT isa.is_valid_event_type('a.b.'), 'a.b. is not a valid event type (trailing dot)');
+SELECT ok(NOT isa.is_valid_event_type('_a.b') AND NOT isa.is_valid_event_type('.a.b') AND isa.is_valid_event_type('a_1.2_b.0'),
+          'an event type starts with a letter; later tokens may start with a digit or _');
+SELECT ok(isa.is_valid_event_type(repeat('a', 198) || '.b'), 'an event type of 200 characters is valid');
+SELECT ok(NOT isa.is_valid_event_type(repeat('a', 199) || '.b'), 'an event type of 201 characters is not');
+SELECT ok(isa.is_valid_version('999999.0.0') AND isa.is_valid_version('0.0.0') AND isa.is_valid_version('10.20.30'),
+          '999999.0.0, 0.0.0 and 10.20.30 are valid versions');
+SELECT ok(NOT isa.is_valid_version('1000000.0.0'), '1000000.0.0 is not a valid version (more than six digits)');
+SELECT ok(NOT isa.is_valid_version('01.0.0') AND NOT isa.is_valid_version('1.00.0') AND NOT isa.is_valid_version('1.0.01'),
+          'a version part with a leading zero is not valid');
+SELECT ok(NOT isa.is_valid_version('1.0') AND NOT isa.is_valid_version('1.0.0.0') AND NOT isa.is_valid_version('1.0.')
+          AND NOT isa.is_valid_version('1..0') AND NOT isa.is_valid_version(''),
+          'a version of other than three non-empty parts is not valid');
+SELECT throws_ok($$SELECT isa.event_from_json(j || jsonb_build_object('event_type', repeat('a', 199) || '.b')) FROM wire$$,
+                 '22023', 'event field "event_type" is malformed: ' || repeat('a', 199) || '.b',
+                 'a wire event_type of 201 characters is refused with 22023 naming event_type');
+SELECT is((SELECT (isa.event_from_json(j || jsonb_build_object('event_type', repeat('a', 198) || '.b'))).event_type FROM wire),
+          repeat('a', 198) || '.b',
+          'a wire event_type of 200 characters is accepted');
+SELECT throws_ok($$SELECT isa.event_from_json(j || '{"version": "01.0.0"}') FROM wire$$,
+                 '22023', 'event field "version" is malformed: 01.0.0',
+                 'a version with a leading zero is refused with 22023 naming version');
+SELECT throws_ok($$SELECT isa.event_from_json(j || '{"version": "1000000.0.0"}') FROM wire$$,
+                 '22023', 'event field "version" is malformed: 1000000.0.0',
+                 'a version part of seven digits is refused with 22023 naming version');
+SELECT is((SELECT (isa.event_from_json(j || '{"version": "999999.0.0"}')).version FROM wire), '999999.0.0',
+          'a version part of six digits is accepted');
+SELECT is((SELECT (isa.event_from_json(j || '{"timestamp": "2026-11-27T08:32:56.123456789Z"}'))."timestamp" FROM wire),
+          '2026-11-27 08:32:56.123457+00'::timestamptz,
+          'a timestamp with nine fractional digits is read, rounded to microseconds');
+SELECT throws_ok($$SELECT isa.event_from_json(j || '{"timestamp": "2026-11-27T08:32:56.1234567891Z"}') FROM wire$$,
+                 '22023', 'event field "timestamp" is not an RFC 3339 date-time: 2026-11-27T08:32:56.1234567891Z',
+                 'a timestamp with ten fractional digits is refused with 22023 naming timestamp');
+SELECT is((SELECT (isa.event_from_json(j || '{"timestamp": "2026-11-27T14:02:56+05:30"}'))."timestamp" FROM wire),
+          '2026-11-27 08:32:56+00'::timestamptz,
+          'a timestamp with offset +05:30 is read as the instant it names');
+SELECT is((SELECT (isa.event_from_json(j || '{"timestamp": "2026-11-27t08:32:56z"}'))."timestamp" FROM wire),
+          '2026-11-27 08:32:56+00'::timestamptz,
+          'lower-case t and z are accepted in a timestamp');
+SELECT throws_ok($$SELECT isa.event_from_json(j || '{"timestamp": "2026-11-27T08:32:56+0530"}') FROM wire$$,
+                 '22023', 'event field "timestamp" is not an RFC 3339 date-time: 2026-11-27T08:32:56+0530',
+                 'an offset without a colon is refused with 22023 naming timestamp');
+SELECT is((SELECT (isa.event_from_json(j || '{"data": {"name": "Zoë ünïcödé 😀 日本語", "k\u00e9y": "\u2603"}}')).data FROM wire),
+          '{"name": "Zoë ünïcödé 😀 日本語", "kéy": "☃"}'::jsonb,
+          'data with non-ASCII text (and escapes) is kept unchanged');
+SELECT is((SELECT isa.event_from_json(isa.event_to_json(isa.event_from_json(j || '{"data": {"name": "Zoë 😀 日本語"}}')))
+             = isa.event_from_json(j || '{"data": {"name": "Zoë 😀 日本語"}}') FROM wire),
+          true,
+          'an event with non-ASCII data survives the round trip');
+SELECT throws_ok($$SELECT isa.event_from_json('42')$$,
+                 '22023', 'an event must be a JSON object, not number',
+                 'a wire event that is a JSON number is refused with 22023');
+SELECT throws_ok($$SELECT isa.event_from_json('true')$$,
+                 '22023', 'an event must be a JSON object, not boolean',
+                 'a wire event that is a JSON boolean is refused with 22023');
+SELECT throws_ok($$SELECT isa._check_envelope(NULL)$$,
+                 '22023', 'event field "id" is missing',
+                 '_check_envelope of a NULL event raises 22023 naming id');
+SELECT is(isa._check_envelope(ROW('018f3c2a-7b10-7abc-8def-0123456789ab', 'a.b', 'x', '1.0.0',
+                                  '2026-11-27 08:32:56+00', '{}', NULL)::isa.event),
+          ROW('018f3c2a-7b10-7abc-8def-0123456789ab', 'a.b', 'x', '1.0.0',
+              '2026-11-27 08:32:56+00', '{}', '{}')::isa.event,
+          '_check_envelope returns the event with a NULL metadata made {}');
 
 -- ---------------------------------------------------------------- to JSON refuses incomplete events
 SELECT throws_ok($$SELECT isa.event_to_json(ROW(NULL, 'wallet.tokens.deducted', 'wallet_service', '1.0.0', now(), '{}', '{}')::isa.event)$$,
