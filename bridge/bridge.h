@@ -27,6 +27,7 @@ extern char *isa_nats_password;
 extern char *isa_nats_creds_file;
 extern int	isa_stream_replicas;
 extern int	isa_duplicate_window;	/* seconds */
+extern int	isa_stream_max_age;		/* seconds, 0: unlimited */
 extern int	isa_max_deliver;
 extern int	isa_retry_base;			/* ms */
 extern int	isa_retry_max;			/* ms */

@@ -473,6 +473,7 @@ nl_ensure_stream(List *sources)
 	cfg.Retention = js_LimitsPolicy;
 	cfg.Replicas = isa_stream_replicas;
 	cfg.Duplicates = (int64) isa_duplicate_window * 1000000000LL;
+	cfg.MaxAge = (int64) isa_stream_max_age * 1000000000LL;
 
 	block_signals(&b);
 	s = js_GetStreamInfo(&si, js, isa_stream, NULL, &ec);
@@ -481,7 +482,7 @@ nl_ensure_stream(List *sources)
 		jsStreamConfig *cur = si->Config;
 
 		same = cur->Replicas == cfg.Replicas && cur->Duplicates == cfg.Duplicates &&
-			cur->SubjectsLen == n;
+			cur->MaxAge == cfg.MaxAge && cur->SubjectsLen == n;
 		for (int i = 0; same && i < n; i++)
 		{
 			bool		found = false;
@@ -493,7 +494,6 @@ nl_ensure_stream(List *sources)
 		if (!same)
 		{
 			/* keep what an operator set that isa does not manage */
-			cfg.MaxAge = cur->MaxAge;
 			cfg.MaxBytes = cur->MaxBytes;
 			cfg.MaxMsgs = cur->MaxMsgs;
 			cfg.Storage = cur->Storage;

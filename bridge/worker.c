@@ -41,6 +41,7 @@ char	   *isa_nats_password = NULL;
 char	   *isa_nats_creds_file = NULL;
 int			isa_stream_replicas = 1;
 int			isa_duplicate_window = 120;
+int			isa_stream_max_age = 7 * 24 * 3600;
 int			isa_max_deliver = 5;
 int			isa_retry_base = 1000;
 int			isa_retry_max = 300000;
@@ -97,6 +98,11 @@ isa_bridge_define_gucs(void)
 							"JetStream duplicate window of the isa stream (dedupe by Nats-Msg-Id).",
 							NULL, &isa_duplicate_window, 120, 120, 7 * 24 * 3600, PGC_SIGHUP,
 							GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("isa.stream_max_age",
+							"How long the isa stream keeps events (JetStream MaxAge); 0 keeps them forever.",
+							"A new subscription with deliver_policy all starts at the oldest event kept.",
+							&isa_stream_max_age, 7 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("isa.max_deliver",
 							"Delivery attempts before a failing event is dead-lettered (subscription option max_deliver overrides).",
 							NULL, &isa_max_deliver, 5, 1, 10000, PGC_SIGHUP, 0, NULL, NULL, NULL);
@@ -320,6 +326,7 @@ isa_bridge_main(Datum arg)
 			char	   *services_before = pstrdup(isa_services);
 			int			replicas_before = isa_stream_replicas;
 			int			window_before = isa_duplicate_window;
+			int			max_age_before = isa_stream_max_age;
 			char	   *stream_before = pstrdup(isa_stream);
 
 			ConfigReloadPending = false;
@@ -334,6 +341,7 @@ isa_bridge_main(Datum arg)
 					nl_connect();
 			}
 			if (replicas_before != isa_stream_replicas || window_before != isa_duplicate_window ||
+				max_age_before != isa_stream_max_age ||
 				strcmp(stream_before, isa_stream) != 0)
 			{
 				isa_consumers_forget_server_state();

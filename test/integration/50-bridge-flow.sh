@@ -27,6 +27,11 @@ sql "CREATE SCHEMA it_flow;
      SELECT isa.register_event_type('it.reacted', 'billing_service', '1.0.0', 'integration test reaction');" >/dev/null
 
 is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the bridge is connected to NATS"
+info=$($NATS stream-info)
+is "$(jq -c '[.config.subjects | sort | .[]]' <<<"$info")" "$(sql "SELECT json_agg(source || '.>' ORDER BY source || '.>' COLLATE \"C\") FROM isa.services" | jq -c .)" \
+   "the stream it made carries <source>.> for every source of isa.services"
+is "$(jq -r '[.config.storage, .config.num_replicas, .config.duplicate_window / 1e9, .config.max_age / 1e9] | join(" ")' <<<"$info")" \
+   "file 1 120 604800" "file storage, 1 replica, 2 min duplicate window, 7 days max age (the defaults)"
 
 # --- the wire: subject, headers, envelope
 id=$(sql "SELECT isa.publish_event('$ET', 'order_service', '{\"n\": 1, \"note\": \"é\\\"x\"}', '{\"traceparent\": \"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}')")
