@@ -123,31 +123,37 @@ nl_on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *clo
 	signal_main();
 }
 
-/* Binary search of the batch's ids (sorted: uuid v7 text in id order). */
+/*
+ * The result of one published message: binary search of the batch's ids
+ * (sorted: uuid v7 text in id order).  The message is ours to destroy.
+ */
 static void
 nl_on_pub_ack(jsCtx *ctx, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
 	const char *id = NULL;
 	int			lo = 0,
-				hi = batch_n - 1;
+				hi = __atomic_load_n(&batch_n, __ATOMIC_SEQ_CST) - 1;
 
-	if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) != NATS_OK || id == NULL)
-		return;
-	while (lo <= hi)
+	if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL)
 	{
-		int			mid = (lo + hi) / 2;
-		int			c = strcmp(id, batch_ids[mid]);
-
-		if (c == 0)
+		while (lo <= hi)
 		{
-			__atomic_store_n(&batch_results[mid], pae == NULL ? NL_ACKED : NL_FAILED, __ATOMIC_SEQ_CST);
-			return;
+			int			mid = (lo + hi) / 2;
+			int			c = strcmp(id, batch_ids[mid]);
+
+			if (c == 0)
+			{
+				__atomic_store_n(&batch_results[mid], pae == NULL ? NL_ACKED : NL_FAILED,
+								 __ATOMIC_SEQ_CST);
+				break;
+			}
+			if (c < 0)
+				hi = mid - 1;
+			else
+				lo = mid + 1;
 		}
-		if (c < 0)
-			hi = mid - 1;
-		else
-			lo = mid + 1;
 	}
+	natsMsg_Destroy(msg);
 }
 
 /* ---------------------------------------------------------------- main thread */
