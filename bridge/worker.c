@@ -223,6 +223,24 @@ load_sources(void)
 	return sources;
 }
 
+/* Removes "user:password@" from every URL of a list, in place. */
+static void
+strip_credentials(char *urls)
+{
+	char	   *p = urls;
+
+	while ((p = strstr(p, "://")) != NULL)
+	{
+		char	   *host = p + 3;
+		char	   *end = host + strcspn(host, ",/ ");
+		char	   *at = memchr(host, '@', end - host);
+
+		if (at)
+			memmove(host, at + 1, strlen(at + 1) + 1);
+		p = host;
+	}
+}
+
 /* The connected server for isa.bridge_status(), without credentials. */
 static void
 publish_connection_state(void)
@@ -233,13 +251,7 @@ publish_connection_state(void)
 	if (isa_shared == NULL)
 		return;
 	if (up && nl_conn() && natsConnection_GetConnectedUrl(nl_conn(), url, sizeof(url)) == NATS_OK)
-	{
-		char	   *at = strchr(url, '@');
-		char	   *scheme = strstr(url, "://");
-
-		if (at && scheme && at > scheme)
-			memmove(scheme + 3, at + 1, strlen(at + 1) + 1);
-	}
+		strip_credentials(url);
 	pg_atomic_write_u32(&isa_shared->nats_connected, up ? 1 : 0);
 	pg_atomic_write_u64(&isa_shared->nats_reconnects, nl_reconnects());
 	SpinLockAcquire(&isa_shared->mutex);
@@ -296,8 +308,12 @@ isa_bridge_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 	}
-	ereport(LOG, (errmsg("isa bridge started on database \"%s\", NATS %s", isa_database,
-						 isa_nats_url)));
+	{
+		char	   *shown = pstrdup(isa_nats_url ? isa_nats_url : "");
+
+		strip_credentials(shown);
+		ereport(LOG, (errmsg("isa bridge started on database \"%s\", NATS %s", isa_database, shown)));
+	}
 
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "isa bridge turn", ALLOCSET_DEFAULT_SIZES);
 	wes = CreateWaitEventSet(TopMemoryContext, 3);

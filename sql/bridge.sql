@@ -78,3 +78,25 @@ SELECT isa.register_event_type('event.dead_lettered', s.source, '1.0.0',
            "sqlstate":       {"type": "string",  "required": true, "description": "its SQLSTATE"},
            "attempts":       {"type": "integer", "required": true, "description": "deliveries made"}}')
   FROM isa.services s WHERE s.schema_name IS NOT NULL ORDER BY s.name;
+
+-- A service registered later gets the same, and the bridge re-reads the
+-- catalogue (stream subjects) at commit as it does for subscriptions.
+CREATE FUNCTION isa._register_dead_lettered() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.schema_name IS NOT NULL THEN
+        PERFORM isa.register_event_type('event.dead_lettered', NEW.source, t.version, t.description, t.data_fields)
+           FROM isa.event_types t
+          WHERE t.event_type = 'event.dead_lettered' AND t.source = 'account_service';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER services_dead_lettered
+    AFTER INSERT ON isa.services
+    FOR EACH ROW EXECUTE FUNCTION isa._register_dead_lettered();
+CREATE TRIGGER services_changed_bridge
+    AFTER INSERT OR UPDATE OR DELETE ON isa.services
+    FOR EACH STATEMENT EXECUTE FUNCTION isa._subscriptions_changed();

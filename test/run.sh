@@ -13,6 +13,14 @@ tools/stack.sh test start --fresh || { echo "test stack did not start"; exit 1; 
 eval "$(tools/stack.sh test env)"
 
 psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pgtap' || exit 1
+# The bridge restarts once when --fresh recreates its database: tests start
+# when it is connected to NATS (or say why not).
+for _ in $(seq 1 300); do
+  [ "$(psql -X -A -t -c 'SELECT connected FROM isa.bridge_status()' 2>/dev/null)" = t ] && break
+  sleep 0.1
+done
+psql -X -A -t -c 'SELECT connected, last_error FROM isa.bridge_status()' | grep -q '^t|' ||
+  echo "warning: the isa bridge is not connected: $(psql -X -A -t -c 'SELECT last_error FROM isa.bridge_status()')"
 
 echo
 echo "== pgTAP (test/pgtap)"

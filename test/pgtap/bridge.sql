@@ -1,0 +1,46 @@
+-- The bridge's SQL surface: status, metrics, the handled event, replay's
+-- errors, privileges, and what a service registered later gets.
+BEGIN;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+SELECT plan(14);
+
+SELECT is((SELECT count(*) FROM isa.bridge_status()), 1::bigint, 'bridge_status() is one row');
+SELECT is((SELECT running FROM isa.bridge_status()), true, 'the bridge worker of this preloaded cluster is running');
+SELECT is((SELECT pid FROM isa.bridge_status()),
+          (SELECT pid FROM pg_stat_activity WHERE backend_type = 'isa bridge'),
+          'bridge_status().pid is the isa bridge backend');
+SELECT ok((SELECT outbox_backlog >= 0 AND lag >= '0'::interval FROM isa.bridge_status()),
+          'bridge_status() reports the outbox backlog and lag');
+SELECT set_has($$SELECT DISTINCT metric FROM isa.metrics()$$,
+               $$VALUES ('nats_connected'), ('nats_reconnects_total'), ('bridge_up'),
+                        ('outbox_backlog'), ('outbox_oldest_unpublished_age_seconds'), ('metrics_dropped_total')$$,
+               'isa.metrics() always has the gauges');
+SELECT is((SELECT count(*) FROM isa.metrics() WHERE metric = 'outbox_backlog'),
+          (SELECT count(*) FROM isa.services WHERE schema_name IS NOT NULL),
+          'outbox_backlog has one row per service');
+SELECT is(isa.current_event(), NULL, 'current_event() is NULL outside a handler');
+
+SELECT throws_ok('SELECT isa.replay_dead_letter(-42)', 'P0002', 'dead letter -42 does not exist',
+                 'replaying an unknown dead letter: P0002');
+INSERT INTO isa.dead_letters (service, consumer, subject, payload, reason, error_message, attempts)
+VALUES ('audit', 'x', 'external.x', '\x00ff', 'invalid_envelope', 'message is not valid UTF-8', 1);
+SELECT throws_ok(format('SELECT isa.replay_dead_letter(%s)', currval(pg_get_serial_sequence('isa.dead_letters', 'id'))),
+                 '55000', NULL, 'an invalid envelope cannot be replayed: 55000');
+
+SELECT ok(NOT has_function_privilege('isa_app', 'isa.replay_dead_letter(bigint)', 'EXECUTE'),
+          'isa_app may not replay dead letters');
+SELECT ok(has_function_privilege('isa_admin', 'isa.replay_dead_letter(bigint)', 'EXECUTE')
+          AND has_function_privilege('isa_admin', 'isa.bridge_status()', 'EXECUTE'),
+          'isa_admin may replay and watch the bridge');
+
+SELECT is((SELECT count(DISTINCT source) FROM isa.event_types WHERE event_type = 'event.dead_lettered'),
+          (SELECT count(*) FROM isa.services WHERE schema_name IS NOT NULL),
+          'every service has event.dead_lettered');
+SELECT isa.register_service('pgtap_extra', 'pgtap_extra', 'pgtap_extra_service', 'a service registered later');
+SELECT is((SELECT count(*) FROM isa.event_types WHERE event_type = 'event.dead_lettered' AND source = 'pgtap_extra_service'),
+          1::bigint, 'a service registered later gets event.dead_lettered too');
+SELECT has_trigger('isa', 'services', 'services_changed_bridge',
+                   'a change to isa.services wakes the bridge to re-read the stream subjects');
+
+SELECT * FROM finish();
+ROLLBACK;
