@@ -35,3 +35,10 @@ fill() {
 
 now() { date +%s.%N; }
 rate() { echo "scale=0; $1 / ($3 - $2)" | bc; }
+
+# verdict CONDITION (bc syntax, e.g. "$r >= 0.6"): prints PASS or BELOW-TARGET
+# (a run script exits non-zero when a target is missed)
+bench_rc=0
+verdict() {
+  if [ "$(echo "$1" | bc -l)" = 1 ]; then echo PASS; else echo BELOW-TARGET; fi
+}
