@@ -82,10 +82,15 @@ isa_bridge_define_gucs(void)
 	DefineCustomStringVariable("isa.nats_user",
 							   "User name for NATS (with isa.nats_password).",
 							   NULL, &isa_nats_user, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	/*
+	 * PostgreSQL logs the new value of a setting changed by a reload; a
+	 * restart-only password never reaches the log that way.
+	 */
 	DefineCustomStringVariable("isa.nats_password",
 							   "Password for NATS.",
-							   "Readable by superusers only; never logged.",
-							   &isa_nats_password, "", PGC_SIGHUP,
+							   "Readable by superusers only; changed only by a restart, so never logged.",
+							   &isa_nats_password, "",
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	DefineCustomStringVariable("isa.nats_creds_file",
 							   "NATS credentials file (user JWT and NKey seed) for the bridge.",

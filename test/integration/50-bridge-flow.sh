@@ -91,6 +91,15 @@ is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 1 10)" 1 "an unsu
 sleep 0.5
 ok "and its durable consumer is deleted from the stream" bash -c "! $NATS consumer-info ISA_EVENTS $durable >/dev/null 2>&1"
 
+# --- credentials in the URL never show (the test server takes any user)
+url=$(sql "SHOW isa.nats_url")
+sql "ALTER SYSTEM SET isa.nats_url = '${url/nats:\/\//nats://itu:s3cr3t-pw@}'" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 10)" t "the bridge reconnects when isa.nats_url changes"
+is "$(sql "SELECT server FROM isa.bridge_status()")" "$url" "bridge_status().server shows the URL without user and password"
+sql "ALTER SYSTEM RESET isa.nats_url" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
+is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 10)" t "and back to the stack's URL"
+
 sql "SELECT isa.unsubscribe_from_events('audit', 'billing_service.it.reacted', 'it_flow.on_reaction(isa.event)');
      DELETE FROM isa.outbox WHERE event_type IN ('$ET', 'it.reacted');
      DELETE FROM isa.event_types WHERE event_type IN ('$ET', 'it.reacted');
