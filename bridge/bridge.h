@@ -93,6 +93,7 @@ extern void isa_consumers_pull(TimestampTz now, long *next_wake_ms);
 extern int	isa_consumers_apply(void);
 extern void isa_consumers_shutdown(void);
 extern int	isa_consumers_count(void);
+extern int	isa_consumers_unready(void);
 
 /* ------------------------------------------------------------ metrics.c */
 #define ISA_METRIC_PUBLISHED 0

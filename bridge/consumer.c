@@ -319,6 +319,18 @@ isa_consumers_forget_server_state(void)
 	}
 }
 
+/* Subscriptions whose consumer is not set up on the server. */
+int
+isa_consumers_unready(void)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, subs)
+		n += ((BridgeSub *) lfirst(lc))->ready ? 0 : 1;
+	return n;
+}
+
 /* Creates the consumers that are not ready yet. */
 void
 isa_consumers_setup(void)

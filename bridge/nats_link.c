@@ -41,7 +41,6 @@ static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static NlMsg *queue_head = NULL;
 static NlMsg *queue_tail = NULL;
 static int	queue_len = 0;
-static int	connected_flag = 0;
 static int	setup_needed = 0;
 static uint64 reconnect_count = 0;
 
@@ -89,8 +88,7 @@ nl_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure
 static void
 nl_on_disconnected(natsConnection *nc, void *closure)
 {
-	__atomic_store_n(&connected_flag, 0, __ATOMIC_SEQ_CST);
-	signal_main();
+	signal_main();				/* the main loop sees the state in nl_connected() */
 }
 
 static void
@@ -98,7 +96,6 @@ nl_on_reconnected(natsConnection *nc, void *closure)
 {
 	__atomic_add_fetch(&reconnect_count, 1, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&setup_needed, 1, __ATOMIC_SEQ_CST);
-	__atomic_store_n(&connected_flag, 1, __ATOMIC_SEQ_CST);
 	signal_main();
 }
 
@@ -112,7 +109,6 @@ nl_on_connected(natsConnection *nc, void *closure)
 static void
 nl_on_closed(natsConnection *nc, void *closure)
 {
-	__atomic_store_n(&connected_flag, 0, __ATOMIC_SEQ_CST);
 	signal_main();
 }
 
@@ -211,7 +207,12 @@ nl_drain_eventfd(void)
 bool
 nl_connected(void)
 {
-	return conn != NULL && __atomic_load_n(&connected_flag, __ATOMIC_SEQ_CST) != 0;
+	/*
+	 * Ask nats.c about the current connection: a flag set by callbacks could
+	 * be cleared late by the previous connection's closed callback after a
+	 * reconnect to a new URL (seen in the cluster test).
+	 */
+	return conn != NULL && natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED;
 }
 
 bool
@@ -341,8 +342,7 @@ nl_connect(void)
 	natsOptions_Destroy(opts);
 	if (s == NATS_OK)
 	{
-		__atomic_store_n(&connected_flag, 1, __ATOMIC_SEQ_CST);
-		__atomic_store_n(&setup_needed, 1, __ATOMIC_SEQ_CST);
+			__atomic_store_n(&setup_needed, 1, __ATOMIC_SEQ_CST);
 		__atomic_add_fetch(&reconnect_count, 1, __ATOMIC_SEQ_CST);
 	}
 	else if (s != NATS_NOT_YET_CONNECTED)
@@ -400,7 +400,6 @@ nl_disconnect(void)
 		conn = NULL;
 	}
 	unblock_signals(&b);
-	__atomic_store_n(&connected_flag, 0, __ATOMIC_SEQ_CST);
 
 	/* Messages still queued were not acked: the server redelivers them. */
 	pthread_mutex_lock(&queue_lock);

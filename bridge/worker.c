@@ -28,6 +28,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
+#include "common/hashfn.h"
 
 #include "isa.h"
 #include "bridge.h"
@@ -153,15 +154,26 @@ isa_bridge_register(void)
 }
 
 /*
- * Records the last error for isa.bridge_status() and logs it — once per
- * distinct message, so a NATS outage does not flood the log.
+ * Records the last error for isa.bridge_status() and logs it — each distinct
+ * message at most once a minute, so an outage does not flood the log even
+ * when two errors alternate.
  */
+#define LOGGED_ERRORS 8
+static struct
+{
+	uint32		hash;
+	TimestampTz at;
+}			logged[LOGGED_ERRORS];
+
 void
 isa_bridge_record_error(const char *fmt,...)
 {
 	char		buf[256];
 	va_list		ap;
-	bool		same = false;
+	uint32		h;
+	TimestampTz now = GetCurrentTimestamp();
+	int			slot = 0;
+	bool		quiet = false;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -169,13 +181,27 @@ isa_bridge_record_error(const char *fmt,...)
 	if (isa_shared)
 	{
 		SpinLockAcquire(&isa_shared->mutex);
-		same = strcmp(isa_shared->last_error, buf) == 0;
 		memcpy(isa_shared->last_error, buf, sizeof(buf));
-		isa_shared->last_error_at = GetCurrentTimestamp();
+		isa_shared->last_error_at = now;
 		SpinLockRelease(&isa_shared->mutex);
 	}
-	if (!same)
-		ereport(WARNING, (errmsg("isa bridge: %s", buf)));
+	h = hash_bytes((const unsigned char *) buf, strlen(buf));
+	for (int i = 0; i < LOGGED_ERRORS; i++)
+	{
+		if (logged[i].hash == h)
+		{
+			slot = i;
+			quiet = !TimestampDifferenceExceeds(logged[i].at, now, 60 * 1000);
+			break;
+		}
+		if (logged[i].at < logged[slot].at)
+			slot = i;
+	}
+	if (quiet)
+		return;
+	logged[slot].hash = h;
+	logged[slot].at = now;
+	ereport(WARNING, (errmsg("isa bridge: %s", buf)));
 }
 
 static void
@@ -280,6 +306,7 @@ isa_bridge_main(Datum arg)
 	bool		setup_pending = true;
 	bool		publish_more = false;
 	TimestampTz last_publish_try = 0;
+	TimestampTz last_setup_try = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -336,6 +363,7 @@ isa_bridge_main(Datum arg)
 		long		timeout;
 		TimestampTz now;
 		bool		busy = false;
+		long		timeout_cap = LONG_MAX;
 
 		MemoryContextSwitchTo(turn_cxt);
 		MemoryContextReset(turn_cxt);
@@ -348,6 +376,9 @@ isa_bridge_main(Datum arg)
 			int			replicas_before = isa_stream_replicas;
 			int			window_before = isa_duplicate_window;
 			int			max_age_before = isa_stream_max_age;
+			int			ack_wait_before = isa_ack_wait;
+			int			max_deliver_before = isa_max_deliver;
+			int			batch_before = isa_consume_batch_size;
 			char	   *stream_before = pstrdup(isa_stream);
 
 			ConfigReloadPending = false;
@@ -360,6 +391,13 @@ isa_bridge_main(Datum arg)
 				isa_consumers_forget_server_state();
 				if (isa_bridge_enabled)
 					nl_connect();
+			}
+			if (ack_wait_before != isa_ack_wait || max_deliver_before != isa_max_deliver ||
+				batch_before != isa_consume_batch_size)
+			{
+				/* consumers are updated when set up again */
+				isa_consumers_forget_server_state();
+				setup_pending = true;
 			}
 			if (replicas_before != isa_stream_replicas || window_before != isa_duplicate_window ||
 				max_age_before != isa_stream_max_age ||
@@ -394,20 +432,33 @@ isa_bridge_main(Datum arg)
 				/* a (re)connection: the server may not know the stream or consumers */
 				isa_consumers_forget_server_state();
 				setup_pending = true;
+				last_setup_try = 0;
 			}
-			if (setup_pending)
+			/*
+			 * Stream, then consumers; what failed (a timeout during a
+			 * leader election) is tried again every second.
+			 */
+			now = GetCurrentTimestamp();
+			if ((setup_pending || isa_consumers_unready() > 0) &&
+				TimestampDifferenceExceeds(last_setup_try, now, 1000))
 			{
-				setup_pending = !nl_ensure_stream(load_sources());
+				last_setup_try = now;
+				if (setup_pending)
+					setup_pending = !nl_ensure_stream(load_sources());
 				if (!setup_pending)
 					isa_consumers_setup();
 			}
+			if (setup_pending || isa_consumers_unready() > 0)
+				timeout_cap = 1000;
 
 			if (isa_consumers_apply() > 0)
 				busy = true;
 
 			now = GetCurrentTimestamp();
-			if (pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0) || publish_more ||
-				TimestampDifferenceExceeds(last_publish_try, now, isa_bridge_idle_interval))
+			/* not before the stream is there: acks would only fail */
+			if (!setup_pending &&
+				(pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0) || publish_more ||
+				 TimestampDifferenceExceeds(last_publish_try, now, isa_bridge_idle_interval)))
 			{
 				int			k;
 
@@ -418,7 +469,7 @@ isa_bridge_main(Datum arg)
 			}
 		}
 
-		timeout = isa_bridge_idle_interval;
+		timeout = Min(isa_bridge_idle_interval, timeout_cap);
 		now = GetCurrentTimestamp();
 		isa_consumers_pull(now, &timeout);
 		if (busy)
