@@ -173,6 +173,23 @@ free_sub(BridgeSub *s)
 	pfree(s);
 }
 
+/* isa.bridge_status().subscriptions: those whose consumer is set up. */
+static void
+publish_running_count(void)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, subs)
+		n += ((BridgeSub *) lfirst(lc))->ready ? 1 : 0;
+	if (isa_shared)
+	{
+		SpinLockAcquire(&isa_shared->mutex);
+		isa_shared->subscriptions = n;
+		SpinLockRelease(&isa_shared->mutex);
+	}
+}
+
 /*
  * Re-reads isa.subscriptions: new rows get a consumer at the next setup,
  * removed ones lose theirs now (if connected), changed options apply.
@@ -289,12 +306,7 @@ isa_consumers_load(void)
 		MemoryContextSwitchTo(old);
 		subs = copy;
 	}
-	if (isa_shared)
-	{
-		SpinLockAcquire(&isa_shared->mutex);
-		isa_shared->subscriptions = list_length(subs);
-		SpinLockRelease(&isa_shared->mutex);
-	}
+	publish_running_count();
 }
 
 int
@@ -317,6 +329,7 @@ isa_consumers_forget_server_state(void)
 		s->outstanding = 0;
 		s->pull_deadline = 0;
 	}
+	publish_running_count();
 }
 
 /* Subscriptions whose consumer is not set up on the server. */
@@ -348,6 +361,7 @@ isa_consumers_setup(void)
 		s->outstanding = 0;
 		s->pull_deadline = 0;
 	}
+	publish_running_count();
 }
 
 /*

@@ -412,6 +412,7 @@ isa_bridge_main(Datum arg)
 				isa_consumers_load();
 				setup_pending = true;
 			}
+			last_setup_try = 0;
 		}
 		if (ShutdownRequestPending)
 			break;
@@ -423,6 +424,7 @@ isa_bridge_main(Datum arg)
 		{
 			isa_consumers_load();
 			setup_pending = true;
+			last_setup_try = 0;	/* a new consumer now, not in a second */
 		}
 
 		if (nl_connected())
