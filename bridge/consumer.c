@@ -579,200 +579,214 @@ seconds_since(struct timespec *t0)
 	return (t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-/* One message in its own subtransaction. */
-static ApplyResult
-apply_message(Delivery *d, Failure *f)
+/*
+ * Runs fn(arg) in a subtransaction: NULL if it committed, else its error (in
+ * the caller's memory context) after rolling it back.
+ */
+static ErrorData *
+in_subtransaction(void (*fn) (void *), void *arg)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	const char *data = natsMsg_GetData(d->msg);
-	int			len = natsMsg_GetDataLength(d->msg);
-	volatile int stage = 0;		/* 0 parse, 1 version, 2 handler */
-	volatile ApplyResult result = APPLY_OK;
-	volatile Datum event_json = (Datum) 0;
+	ErrorData  *volatile edata = NULL;
 
-	memset(f, 0, sizeof(*f));
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
 	PG_TRY();
 	{
-		Datum		event;
-		HeapTupleHeader th;
-		bool		isnull;
-		char	   *version;
-		char	   *buf = palloc(len + 1);
-
-		memcpy(buf, data, len);
-		buf[len] = '\0';
-		if (len == 0)
-			ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-							errmsg("empty message")));
-		if (memchr(data, '\0', len) != NULL)
-			ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-							errmsg("message contains a NUL byte")));
-		if (!pg_verify_mbstr(PG_UTF8, buf, len, true))
-			ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-							errmsg("message is not valid UTF-8")));
-		event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
-		event = FunctionCall1(&event_from_json_finfo, event_json);
-		th = DatumGetHeapTupleHeader(event);
-		d->event_type = MemoryContextStrdup(round_cxt,
-											TextDatumGetCString(GetAttributeByName(th, "event_type", &isnull)));
-
-		stage = 1;
-		version = TextDatumGetCString(GetAttributeByName(th, "version", &isnull));
-		if (d->sub->versions)
-		{
-			bool		ok = false;
-
-			for (int i = 0; i < d->sub->nversions; i++)
-				ok |= d->sub->versions[i] == major_of(version);
-			if (!ok)
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("event version %s is not accepted by subscription %s", version,
-								d->sub->durable)));
-		}
-
-		stage = 2;
-		if (!apply_event(d->sub->service, d->sub->durable, d->sub->handler, d->sub->owner_role,
-						 event, inbox_plan, handler_finfo(d->sub)))
-			result = APPLY_DUPLICATE;
-
+		fn(arg);
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
-		f->message = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
-		strlcpy(f->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(f->sqlstate));
-		f->event_json = event_json;
-		if (stage == 0)
-		{
-			f->reason = "invalid_envelope";
-			result = APPLY_DEAD;
-		}
-		else if (stage == 1)
-		{
-			f->reason = "unsupported_version";
-			result = APPLY_DEAD;
-		}
-		else
-		{
-			f->reason = "handler_error";
-			result = (int64) d->delivered >= effective_max_deliver(d->sub) ? APPLY_DEAD : APPLY_RETRY;
-		}
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	return result;
+	MemoryContextSwitchTo(oldcontext);
+	CurrentResourceOwner = oldowner;
+	return edata;
+}
+
+typedef struct ApplyState
+{
+	Delivery   *d;
+	int			stage;			/* 0 parse, 1 version, 2 handler */
+	Datum		event_json;		/* once the bytes parsed as JSON */
+	ApplyResult result;
+} ApplyState;
+
+static void
+apply_message_body(void *arg)
+{
+	ApplyState *st = arg;
+	Delivery   *d = st->d;
+	const char *data = natsMsg_GetData(d->msg);
+	int			len = natsMsg_GetDataLength(d->msg);
+	Datum		event;
+	HeapTupleHeader th;
+	bool		isnull;
+	char	   *version;
+	char	   *buf = palloc(len + 1);
+
+	memcpy(buf, data, len);
+	buf[len] = '\0';
+	if (len == 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						errmsg("empty message")));
+	if (memchr(data, '\0', len) != NULL)
+		ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						errmsg("message contains a NUL byte")));
+	if (!pg_verify_mbstr(PG_UTF8, buf, len, true))
+		ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						errmsg("message is not valid UTF-8")));
+	st->event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
+	event = FunctionCall1(&event_from_json_finfo, st->event_json);
+	th = DatumGetHeapTupleHeader(event);
+	d->event_type = MemoryContextStrdup(round_cxt,
+										TextDatumGetCString(GetAttributeByName(th, "event_type", &isnull)));
+
+	st->stage = 1;
+	version = TextDatumGetCString(GetAttributeByName(th, "version", &isnull));
+	if (d->sub->versions)
+	{
+		bool		ok = false;
+
+		for (int i = 0; i < d->sub->nversions; i++)
+			ok |= d->sub->versions[i] == major_of(version);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("event version %s is not accepted by subscription %s", version,
+							d->sub->durable)));
+	}
+
+	st->stage = 2;
+	if (!apply_event(d->sub->service, d->sub->durable, d->sub->handler, d->sub->owner_role,
+					 event, inbox_plan, handler_finfo(d->sub)))
+		st->result = APPLY_DUPLICATE;
+}
+
+/* One message in its own subtransaction; f says why when it failed. */
+static ApplyResult
+apply_message(Delivery *d, Failure *f)
+{
+	ApplyState	st = {d, 0, (Datum) 0, APPLY_OK};
+	ErrorData  *edata;
+
+	memset(f, 0, sizeof(*f));
+	edata = in_subtransaction(apply_message_body, &st);
+	if (edata == NULL)
+		return st.result;
+
+	f->message = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+	strlcpy(f->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(f->sqlstate));
+	f->event_json = st.event_json;
+	FreeErrorData(edata);
+	if (st.stage == 0)
+	{
+		f->reason = "invalid_envelope";
+		return APPLY_DEAD;
+	}
+	if (st.stage == 1)
+	{
+		f->reason = "unsupported_version";
+		return APPLY_DEAD;
+	}
+	f->reason = "handler_error";
+	return (int64) d->delivered >= effective_max_deliver(d->sub) ? APPLY_DEAD : APPLY_RETRY;
+}
+
+typedef struct DeadLetter
+{
+	Delivery   *d;
+	Failure    *f;
+} DeadLetter;
+
+static void
+write_dead_letter_body(void *arg)
+{
+	Delivery   *d = ((DeadLetter *) arg)->d;
+	Failure    *f = ((DeadLetter *) arg)->f;
+	Datum		args[12];
+	char		nulls[12];
+	volatile Datum event_id = (Datum) 0;
+	int			ret;
+
+	memset(nulls, ' ', sizeof(nulls));
+	if (f->event_json)
+	{
+		JsonbValue	k,
+				   *v;
+
+		k.type = jbvString;
+		k.val.string.val = "id";
+		k.val.string.len = 2;
+		v = findJsonbValueFromContainer(&DatumGetJsonbP(f->event_json)->root, JB_FOBJECT, &k);
+		if (v && v->type == jbvString)
+		{
+			char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
+			volatile bool valid = false;
+
+			/* only a well-formed id: the message may be garbage */
+			PG_TRY();
+			{
+				event_id = DirectFunctionCall1(uuid_in, CStringGetDatum(s));
+				valid = true;
+			}
+			PG_CATCH();
+			{
+				FlushErrorState();
+			}
+			PG_END_TRY();
+			if (!valid)
+				event_id = (Datum) 0;
+		}
+	}
+	args[0] = Int64GetDatum(d->sub->id);
+	args[1] = CStringGetTextDatum(d->sub->service);
+	args[2] = CStringGetTextDatum(d->sub->durable);
+	args[3] = CStringGetTextDatum(natsMsg_GetSubject(d->msg));
+	args[4] = event_id;
+	nulls[4] = event_id ? ' ' : 'n';
+	args[5] = f->event_json;
+	nulls[5] = f->event_json ? ' ' : 'n';
+	/* the raw bytes of whatever was not a valid envelope */
+	if (!f->event_json || strcmp(f->reason, "invalid_envelope") == 0)
+	{
+		int			len = natsMsg_GetDataLength(d->msg);
+		bytea	   *b = palloc(VARHDRSZ + len);
+
+		SET_VARSIZE(b, VARHDRSZ + len);
+		memcpy(VARDATA(b), natsMsg_GetData(d->msg), len);
+		args[6] = PointerGetDatum(b);
+	}
+	else
+		nulls[6] = 'n';
+	args[7] = CStringGetTextDatum(f->reason);
+	args[8] = CStringGetTextDatum(f->message);
+	args[9] = CStringGetTextDatum(f->sqlstate);
+	args[10] = Int32GetDatum((int32) Min(d->delivered, (uint64) PG_INT32_MAX));
+	args[11] = CStringGetTextDatum(d->sub->source);
+	ret = SPI_execute_plan(dead_letter_plan, args, nulls, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "isa bridge: writing the dead letter failed: %s", SPI_result_code_string(ret));
 }
 
 /* The dead letter and its event, in a subtransaction; false if that failed. */
 static bool
 write_dead_letter(Delivery *d, Failure *f)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
+	DeadLetter	dl = {d, f};
+	ErrorData  *edata = in_subtransaction(write_dead_letter_body, &dl);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		Datum		args[12];
-		char		nulls[12];
-		Datum		event_id = (Datum) 0;
-		int			ret;
-
-		memset(nulls, ' ', sizeof(nulls));
-		if (f->event_json)
-		{
-			JsonbValue	k,
-					   *v;
-
-			k.type = jbvString;
-			k.val.string.val = "id";
-			k.val.string.len = 2;
-			v = findJsonbValueFromContainer(&DatumGetJsonbP(f->event_json)->root, JB_FOBJECT, &k);
-			if (v && v->type == jbvString)
-			{
-				char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
-				bool		valid = false;
-
-				/* only a well-formed id: the message may be garbage */
-				PG_TRY();
-				{
-					event_id = DirectFunctionCall1(uuid_in, CStringGetDatum(s));
-					valid = true;
-				}
-				PG_CATCH();
-				{
-					FlushErrorState();
-				}
-				PG_END_TRY();
-				if (!valid)
-					event_id = (Datum) 0;
-			}
-		}
-		args[0] = Int64GetDatum(d->sub->id);
-		args[1] = CStringGetTextDatum(d->sub->service);
-		args[2] = CStringGetTextDatum(d->sub->durable);
-		args[3] = CStringGetTextDatum(natsMsg_GetSubject(d->msg));
-		args[4] = event_id;
-		nulls[4] = event_id ? ' ' : 'n';
-		args[5] = f->event_json;
-		nulls[5] = f->event_json ? ' ' : 'n';
-		/* the raw bytes of whatever was not a valid envelope */
-		if (!f->event_json || strcmp(f->reason, "invalid_envelope") == 0)
-		{
-			int			len = natsMsg_GetDataLength(d->msg);
-			bytea	   *b = palloc(VARHDRSZ + len);
-
-			SET_VARSIZE(b, VARHDRSZ + len);
-			memcpy(VARDATA(b), natsMsg_GetData(d->msg), len);
-			args[6] = PointerGetDatum(b);
-		}
-		else
-			nulls[6] = 'n';
-		args[7] = CStringGetTextDatum(f->reason);
-		args[8] = CStringGetTextDatum(f->message);
-		args[9] = CStringGetTextDatum(f->sqlstate);
-		args[10] = Int32GetDatum((int32) Min(d->delivered, (uint64) PG_INT32_MAX));
-		args[11] = CStringGetTextDatum(d->sub->source);
-		ret = SPI_execute_plan(dead_letter_plan, args, nulls, false, 0);
-		if (ret != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "isa bridge: writing the dead letter failed: %s", SPI_result_code_string(ret));
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		isa_bridge_record_error("cannot dead-letter a message of %s: %s", d->sub->durable, edata->message);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	if (edata == NULL)
+		return true;
+	isa_bridge_record_error("cannot dead-letter a message of %s: %s", d->sub->durable, edata->message);
+	FreeErrorData(edata);
+	return false;
 }
 
 static int64
