@@ -712,7 +712,7 @@ write_dead_letter_body(void *arg)
 	Failure    *f = ((DeadLetter *) arg)->f;
 	Datum		args[12];
 	char		nulls[12];
-	volatile Datum event_id = (Datum) 0;
+	Datum		event_id = (Datum) 0;
 	int			ret;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -727,22 +727,11 @@ write_dead_letter_body(void *arg)
 		v = findJsonbValueFromContainer(&DatumGetJsonbP(f->event_json)->root, JB_FOBJECT, &k);
 		if (v && v->type == jbvString)
 		{
-			char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
-			volatile bool valid = false;
-
 			/* only a well-formed id: the message may be garbage */
-			PG_TRY();
-			{
-				event_id = DirectFunctionCall1(uuid_in, CStringGetDatum(s));
-				valid = true;
-			}
-			PG_CATCH();
-			{
-				FlushErrorState();
-			}
-			PG_END_TRY();
-			if (!valid)
-				event_id = (Datum) 0;
+			pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+			if (isa_parse_uuid(v->val.string.val, v->val.string.len, id))
+				event_id = UUIDPGetDatum(id);
 		}
 	}
 	args[0] = Int64GetDatum(d->sub->id);

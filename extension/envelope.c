@@ -328,8 +328,8 @@ check_event_tupdesc(TupleDesc tupdesc)
  * digits, a hyphen allowed after any group of four, optionally in braces),
  * for a string of known length and returning false instead of raising.
  */
-static bool
-parse_uuid(const char *s, int len, pg_uuid_t *uuid)
+bool
+isa_parse_uuid(const char *s, int len, pg_uuid_t *uuid)
 {
 	const char *end = s + len;
 	bool		braces = false;
@@ -563,7 +563,7 @@ isa_event_from_json(PG_FUNCTION_ARGS)
 		JsonbValue *v = present[EV_ID];
 
 		id = palloc(sizeof(pg_uuid_t));
-		if (!parse_uuid(v->val.string.val, v->val.string.len, id))
+		if (!isa_parse_uuid(v->val.string.val, v->val.string.len, id))
 			ENVELOPE_ERROR("event field \"id\" is not a UUID: %s",
 						   pnstrdup(v->val.string.val, v->val.string.len));
 		f.has_id = true;

@@ -62,6 +62,7 @@ extern void isa_note_subscriptions_change(void);
 extern bool isa_valid_event_type(const char *s, int len);
 extern bool isa_valid_version(const char *s, int len);
 extern bool isa_valid_source(const char *s, int len);
+extern bool isa_parse_uuid(const char *s, int len, pg_uuid_t *uuid);
 
 /* extension/uuid_v7.c */
 extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
