@@ -142,13 +142,26 @@ wait_pg() {
   return 1
 }
 
+# The installed extension script, as a fingerprint: a database created from
+# another one is out of date (the version number does not change during
+# development, so CREATE EXTENSION IF NOT EXISTS would not notice).
+script_sum() { cat "$(pg_config --sharedir 2>/dev/null || echo /usr/share/postgresql/15)"/extension/isa--*.sql 2>/dev/null | md5sum | cut -c1-32; }
+
 create_db() {
-  local fresh=$1
+  local fresh=$1 created=0
   if [ "$fresh" = 1 ]; then
     psql_db -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
   fi
   if [ -z "$(psql_db -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]; then
     psql_db -d postgres -c "CREATE DATABASE $DB"
+    created=1
+  fi
+  if [ "$created" = 1 ]; then
+    script_sum > "$STACK/extension.sum"
+  elif [ "$(cat "$STACK/extension.sum" 2>/dev/null)" != "$(script_sum)" ]; then
+    echo "warning: database $DB was created from an older isa install script; its functions and" >&2
+    echo "         tables may not match this checkout. To recreate it (its data is dropped):" >&2
+    echo "         tools/stack.sh $NAME start --fresh" >&2
   fi
   psql_db -d "$DB" -o /dev/null <<'SQL'
 SET client_min_messages = warning;
