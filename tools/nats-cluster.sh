@@ -11,9 +11,12 @@
 #   restart N    stop node N if it runs, start it again on the same store, wait until healthy
 #   url          the comma-separated client URLs
 #
-# Ports: test: client 54241-54243, routes 56241-56243, monitor 58241-58243;
-# bench: 54271-54273 / 56271-56273 / 58271-58273; any other NAME: client ports
-# from ISA_CLUSTER_BASE_PORT (…, +1, +2), routes +2000, monitor +4000.
+# Ports: test: client 24241-24243, routes 26241-26243, monitor 28241-28243;
+# bench: 24271-24273 / 26271-26273 / 28271-28273; any other NAME: client ports
+# from ISA_CLUSTER_BASE_PORT (…, +1, +2), routes +2000, monitor +4000.  They
+# sit below Linux's ephemeral range (32768-60999): the cluster starts late in
+# a test run, when an outgoing connection's local port could hold one of them
+# (seen once: "bind: address already in use" for a monitor port).
 # ISA_NATS_MAX_PAYLOAD (bytes, default 1048576 = the server's default) sets max_payload.
 set -euo pipefail
 
@@ -23,8 +26,8 @@ ARG=${3:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$NAME" in
-  test)  BASE=54241 ;;
-  bench) BASE=54271 ;;
+  test)  BASE=24241 ;;
+  bench) BASE=24271 ;;
   *)     BASE=${ISA_CLUSTER_BASE_PORT:-} ;;
 esac
 [[ "$BASE" =~ ^[0-9]+$ ]] || { echo "nats-cluster $NAME: set ISA_CLUSTER_BASE_PORT (first client port)" >&2; exit 2; }

@@ -77,7 +77,7 @@ info=$(natsc stream-info --stream ISA_R3 --server "$URLS" --timeout-ms 2000 2>/d
 cinfo=$(natsc consumer-info ISA_R3 "$F_DURABLE" --server "$URLS" --timeout-ms 2000 2>/dev/null)
 note "killing n$KILL at $(elapsed), batch $(produced): stream leader $(jq -r .cluster.leader <<<"$info"), consumer leader $(jq -r .cluster.leader <<<"$cinfo"), bridge on $(sql "SELECT server FROM isa.bridge_status()"), backlog $(sql "SELECT outbox_backlog FROM isa.bridge_status()")"
 ok "node $KILL is SIGKILLed mid-flow" cluster kill "$KILL"
-check "$(wait_for "SELECT connected AND server <> 'nats://127.0.0.1:5424$((KILL))' FROM isa.bridge_status()" t 20)" t \
+check "$(wait_for "SELECT connected AND server <> '$(cut -d, -f"$KILL" <<<"$URLS")' FROM isa.bridge_status()" t 20)" t \
   "the bridge is connected to a node that is alive ($(sql "SELECT server FROM isa.bridge_status()"))"
 
 fault_wait_producer 90
