@@ -58,7 +58,6 @@ extern void nl_drain_eventfd(void);
 extern NlMsg *nl_take_messages(int max, int *n);
 extern const char *nl_inbox_prefix(void);
 extern natsConnection *nl_conn(void);
-extern jsCtx *nl_js(void);
 extern uint64 nl_reconnects(void);
 
 extern bool nl_ensure_stream(List *sources);
@@ -92,7 +91,6 @@ extern void isa_consumers_forget_server_state(void);
 extern void isa_consumers_pull(TimestampTz now, long *next_wake_ms);
 extern int	isa_consumers_apply(void);
 extern void isa_consumers_shutdown(void);
-extern int	isa_consumers_count(void);
 extern int	isa_consumers_unready(void);
 
 /* ------------------------------------------------------------ metrics.c */

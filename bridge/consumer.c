@@ -309,12 +309,6 @@ isa_consumers_load(void)
 	publish_running_count();
 }
 
-int
-isa_consumers_count(void)
-{
-	return list_length(subs);
-}
-
 /* After a (re)connection: the server may have lost or never had our consumers. */
 void
 isa_consumers_forget_server_state(void)

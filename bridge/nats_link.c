@@ -40,7 +40,6 @@ static char inbox_prefix[96];
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static NlMsg *queue_head = NULL;
 static NlMsg *queue_tail = NULL;
-static int	queue_len = 0;
 static int	setup_needed = 0;
 static uint64 reconnect_count = 0;
 
@@ -80,7 +79,6 @@ nl_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure
 	else
 		queue_head = node;
 	queue_tail = node;
-	queue_len++;
 	pthread_mutex_unlock(&queue_lock);
 	signal_main();
 }
@@ -234,12 +232,6 @@ natsConnection *
 nl_conn(void)
 {
 	return conn;
-}
-
-jsCtx *
-nl_js(void)
-{
-	return js;
 }
 
 const char *
@@ -405,7 +397,6 @@ nl_disconnect(void)
 	pthread_mutex_lock(&queue_lock);
 	m = queue_head;
 	queue_head = queue_tail = NULL;
-	queue_len = 0;
 	pthread_mutex_unlock(&queue_lock);
 	while (m)
 	{
@@ -442,7 +433,6 @@ nl_take_messages(int max, int *n)
 	queue_head = last->next;
 	if (queue_head == NULL)
 		queue_tail = NULL;
-	queue_len -= k;
 	last->next = NULL;
 	pthread_mutex_unlock(&queue_lock);
 	*n = k;
