@@ -16,21 +16,27 @@ OBJS = \
 	extension/wakeup.o \
 	extension/publish.o \
 	extension/envelope.o \
+	extension/crypto.o \
+	extension/auth.o \
 	bridge/worker.o \
 	bridge/nats_link.o \
 	bridge/publisher.o \
 	bridge/consumer.o \
 	bridge/metrics.o
 
-# The install script is the service SQL files in dependency order: core first,
-# the service registry before anything that names a service, grants last.
+# The install script is the SQL files in dependency order: core first, the
+# service registry before anything that names a service, then one file per
+# service (ISA_SERVICES, in the order of the calls between them), grants last.
+ISA_SERVICES ?= account authz auth product billing wallet payment orders
 SQL_SOURCES = \
 	sql/core.sql \
+	sql/crypto.sql \
 	sql/outbox.sql \
 	sql/subscriptions.sql \
 	sql/jobs.sql \
 	sql/services.sql \
 	sql/bridge.sql \
+	$(foreach s,$(ISA_SERVICES),sql/$(s).sql) \
 	sql/grants.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
@@ -38,7 +44,7 @@ EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge
-SHLIB_LINK = -lnats
+SHLIB_LINK = -lnats -lsodium
 # -Wextra minus the two warnings PostgreSQL's own headers and fmgr style trigger.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
@@ -55,7 +61,13 @@ all install run test bench:
 	@$(MAKE) --no-print-directory $@
 endif
 
-$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) isa.control Makefile
+# The list of files is a prerequisite too: `make ISA_SERVICES=... install`
+# must rebuild the script when only the list changed.
+SQL_LIST_STAMP = .sql-sources
+$(shell echo '$(SQL_SOURCES)' | cmp -s - $(SQL_LIST_STAMP) || echo '$(SQL_SOURCES)' > $(SQL_LIST_STAMP))
+EXTRA_CLEAN += $(SQL_LIST_STAMP)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(SQL_LIST_STAMP) isa.control Makefile
 	@{ echo "-- generated from sql/*.sql by make; edit those files"; \
 	   printf '%s\n' '\echo Use "CREATE EXTENSION isa" to load this file. \quit'; \
 	   for f in $(SQL_SOURCES); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@

@@ -41,6 +41,7 @@ isa_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(IsaSharedState)));
 	isa_metrics_shmem_request();
+	isa_auth_shmem_request();
 }
 
 static void
@@ -72,6 +73,7 @@ isa_shmem_startup(void)
 	}
 	LWLockRelease(AddinShmemInitLock);
 	isa_metrics_shmem_startup();
+	isa_auth_shmem_startup();
 }
 
 static void
@@ -114,6 +116,8 @@ isa_define_gucs(void)
 							&isa_cron_history_retention, 7 * 24 * 3600, 60, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	isa_bridge_define_gucs();
+	isa_crypto_define_gucs();
+	isa_auth_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }
 
@@ -122,6 +126,7 @@ _PG_init(void)
 {
 	isa_define_gucs();
 	isa_wakeup_init();
+	isa_crypto_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

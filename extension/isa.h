@@ -64,6 +64,17 @@ extern bool isa_valid_version(const char *s, int len);
 extern bool isa_valid_source(const char *s, int len);
 extern bool isa_parse_uuid(const char *s, int len, pg_uuid_t *uuid);
 
+/* extension/crypto.c: libsodium primitives and the Stripe webhook settings */
+extern char *isa_stripe_webhook_secret;
+extern int	isa_stripe_webhook_tolerance;	/* seconds */
+extern void isa_crypto_init(void);
+extern void isa_crypto_define_gucs(void);
+
+/* extension/auth.c: the auth service's settings and login throttle */
+extern void isa_auth_define_gucs(void);
+extern void isa_auth_shmem_request(void);
+extern void isa_auth_shmem_startup(void);
+
 /* extension/uuid_v7.c */
 extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
 

@@ -1,0 +1,150 @@
+/*
+ * crypto.c — the cryptographic primitives the services share (libsodium):
+ * HMAC-SHA256, constant-time comparison, random bytes and base64url, plus the
+ * Stripe webhook settings.  Services build on these in SQL; nothing here knows
+ * a service.
+ */
+#include "postgres.h"
+
+#include <limits.h>
+#include <sodium.h>
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "isa.h"
+
+char	   *isa_stripe_webhook_secret = NULL;
+int			isa_stripe_webhook_tolerance = 300;
+
+/* libsodium must be initialised once per process before use; idempotent. */
+void
+isa_crypto_init(void)
+{
+	if (sodium_init() < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("libsodium could not be initialised")));
+}
+
+void
+isa_crypto_define_gucs(void)
+{
+	/*
+	 * GUC_SUPERUSER_ONLY hides the value from SHOW and pg_settings for other
+	 * roles; GUC_NO_SHOW_ALL keeps it out of SHOW ALL.  SECURITY DEFINER
+	 * functions owned by a superuser still read it.
+	 */
+	DefineCustomStringVariable("isa.stripe_webhook_secret",
+							   "Stripe webhook endpoint signing secret (whsec_...).",
+							   "Superuser-only; never shown to other roles nor logged by isa.",
+							   &isa_stripe_webhook_secret, "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("isa.stripe_webhook_tolerance",
+							"How far a Stripe-Signature timestamp may be from now, in the past or the future.",
+							NULL,
+							&isa_stripe_webhook_tolerance, 300, 1, 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+/* isa.hmac_sha256(key bytea, message bytea) RETURNS bytea (32 bytes) */
+PG_FUNCTION_INFO_V1(isa_hmac_sha256);
+Datum
+isa_hmac_sha256(PG_FUNCTION_ARGS)
+{
+	bytea	   *key = PG_GETARG_BYTEA_PP(0);
+	bytea	   *msg = PG_GETARG_BYTEA_PP(1);
+	crypto_auth_hmacsha256_state st;
+	bytea	   *out = palloc(VARHDRSZ + crypto_auth_hmacsha256_BYTES);
+
+	isa_crypto_init();
+	crypto_auth_hmacsha256_init(&st, (const unsigned char *) VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
+	crypto_auth_hmacsha256_update(&st, (const unsigned char *) VARDATA_ANY(msg), VARSIZE_ANY_EXHDR(msg));
+	crypto_auth_hmacsha256_final(&st, (unsigned char *) VARDATA(out));
+	sodium_memzero(&st, sizeof(st));
+	SET_VARSIZE(out, VARHDRSZ + crypto_auth_hmacsha256_BYTES);
+	PG_RETURN_BYTEA_P(out);
+}
+
+/*
+ * isa.secure_equals(a bytea, b bytea) RETURNS boolean: compares in time that
+ * depends only on the length.  Different lengths are unequal at once (the
+ * values compared are digests of a fixed length).
+ */
+PG_FUNCTION_INFO_V1(isa_secure_equals);
+Datum
+isa_secure_equals(PG_FUNCTION_ARGS)
+{
+	bytea	   *a = PG_GETARG_BYTEA_PP(0);
+	bytea	   *b = PG_GETARG_BYTEA_PP(1);
+	size_t		len = VARSIZE_ANY_EXHDR(a);
+
+	if (len != VARSIZE_ANY_EXHDR(b))
+		PG_RETURN_BOOL(false);
+	isa_crypto_init();
+	PG_RETURN_BOOL(sodium_memcmp(VARDATA_ANY(a), VARDATA_ANY(b), len) == 0);
+}
+
+/* isa.random_bytes(n int) RETURNS bytea: n bytes from the OS CSPRNG, 1 <= n <= 1024 */
+PG_FUNCTION_INFO_V1(isa_random_bytes);
+Datum
+isa_random_bytes(PG_FUNCTION_ARGS)
+{
+	int32		n = PG_GETARG_INT32(0);
+	bytea	   *out;
+
+	if (n < 1 || n > 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("random_bytes wants between 1 and 1024 bytes, not %d", n)));
+	isa_crypto_init();
+	out = palloc(VARHDRSZ + n);
+	randombytes_buf(VARDATA(out), n);
+	SET_VARSIZE(out, VARHDRSZ + n);
+	PG_RETURN_BYTEA_P(out);
+}
+
+/* isa.base64url_encode(bytea) RETURNS text: RFC 4648 §5, no padding (as in JWTs) */
+PG_FUNCTION_INFO_V1(isa_base64url_encode);
+Datum
+isa_base64url_encode(PG_FUNCTION_ARGS)
+{
+	bytea	   *in = PG_GETARG_BYTEA_PP(0);
+	size_t		len = VARSIZE_ANY_EXHDR(in);
+	size_t		cap = sodium_base64_encoded_len(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	char	   *out = palloc(cap);
+
+	isa_crypto_init();
+	sodium_bin2base64(out, cap, (const unsigned char *) VARDATA_ANY(in), len,
+					  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/*
+ * isa.base64url_decode(text) RETURNS bytea: the strict inverse (no padding,
+ * no whitespace, URL-safe alphabet only); 22023 otherwise.
+ */
+PG_FUNCTION_INFO_V1(isa_base64url_decode);
+Datum
+isa_base64url_decode(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	size_t		len = VARSIZE_ANY_EXHDR(in);
+	size_t		cap = len / 4 * 3 + 3;
+	size_t		outlen = 0;
+	const char *end = NULL;
+	bytea	   *out = palloc(VARHDRSZ + cap);
+
+	isa_crypto_init();
+	if (sodium_base642bin((unsigned char *) VARDATA(out), cap, VARDATA_ANY(in), len,
+						  NULL, &outlen, &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+		|| end != VARDATA_ANY(in) + len)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid base64url text"),
+				 errhint("base64url uses A-Z a-z 0-9 - _ without padding.")));
+	SET_VARSIZE(out, VARHDRSZ + outlen);
+	PG_RETURN_BYTEA_P(out);
+}

@@ -1,0 +1,2 @@
+-- account.sql — the account service (issue 4; being written).
+SELECT 1 WHERE false;

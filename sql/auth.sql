@@ -1,0 +1,2 @@
+-- auth.sql — the auth service (issue 4; being written).
+SELECT 1 WHERE false;

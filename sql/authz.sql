@@ -1,0 +1,2 @@
+-- authz.sql — the authz service (issue 4; being written).
+SELECT 1 WHERE false;

@@ -1,0 +1,2 @@
+-- billing.sql — the billing service (issue 4; being written).
+SELECT 1 WHERE false;

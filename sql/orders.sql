@@ -1,0 +1,2 @@
+-- orders.sql — the orders service (issue 4; being written).
+SELECT 1 WHERE false;

@@ -1,0 +1,2 @@
+-- product.sql — the product service (issue 4; being written).
+SELECT 1 WHERE false;

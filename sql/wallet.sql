@@ -1,0 +1,2 @@
+-- wallet.sql — the wallet service (issue 4; being written).
+SELECT 1 WHERE false;
