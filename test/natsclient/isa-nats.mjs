@@ -18,8 +18,10 @@ const USAGE = `usage: isa-nats.mjs COMMAND [ARGS] [--server URL[,URL…]] [--tim
       publish the file's bytes unchanged (not JSON, large …); prints the same JSON.
   pub-events EVENT_TYPE [--count N] [--data-template JSON] [--source external]
       [--version 1.0.0] [--correlation-id ID] [--uuid v7|v4] [--ids-file PATH] [--inflight W]
+      [--rate R]
       publish N valid isa envelopes to <source>.<EVENT_TYPE>, Nats-Msg-Id = id.
       "{{i}}" in the template is replaced by the message number (1…N).
+      --rate paces the publishing at R events/s (default: as fast as PubAcks come).
       Prints the number of published (acknowledged, not duplicate) events.
   sub FILTER [--count N] [--timeout-ms T] [--stream S]
       ordered consumer from the start of the stream; one JSON line per message
@@ -58,6 +60,7 @@ const { values: opt, positionals: pos } = parseArgs({
     storage: { type: "string", default: "file" },
     "duplicate-window-ms": { type: "string" },
     "max-msg-size": { type: "string" },
+    rate: { type: "string" },
   },
 });
 
@@ -220,8 +223,14 @@ async function cmdPubEvents(nc) {
   const newId = opt.uuid === "v4" ? randomUUID : uuidV7;
   const subject = `${opt.source}.${eventType}`;
   const ids = [];
+  const rate = opt.rate === undefined ? 0 : int("rate", opt.rate);
+  const started = Date.now();
   async function* items() {
     for (let i = 1; i <= n; i++) {
+      if (rate > 0) {
+        const due = started + ((i - 1) * 1000) / rate;
+        if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
+      }
       let data;
       try { data = JSON.parse(tmpl.replaceAll("{{i}}", String(i))); } catch (e) {
         die(`--data-template is not JSON after substitution: ${e.message}`);
