@@ -1,2 +1,392 @@
--- account.sql — the account service (issue 4; being written).
-SELECT 1 WHERE false;
+-- account.sql — the account service (schema account, source account_service):
+-- users (unique email among live users, soft delete), their notification
+-- preferences, and the events user.created / user.updated / user.deleted.
+-- Schema, outbox and inbox come from sql/services.sql.  account subscribes to
+-- nothing.  docs/services/account.md documents the API.
+
+-- ---------------------------------------------------------------- tables
+CREATE TABLE account.users (
+    user_id     uuid PRIMARY KEY,                     -- UUIDv7
+    email       text NOT NULL,                        -- as given (trimmed); unique case-insensitively among live users
+    name        text NOT NULL CHECK (name <> '' AND length(name) <= 200),
+    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deleted')),
+    notification_preferences jsonb NOT NULL DEFAULT '{"email": true, "push": true, "mqtt": false}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    deleted_at  timestamptz,
+    CHECK ((status = 'deleted') = (deleted_at IS NOT NULL))
+);
+COMMENT ON TABLE account.users IS
+    'Users: email (unique case-insensitively among active users), name, status active/deleted (soft delete), notification preferences.';
+
+-- One live user per email, whatever its case; a deleted user's email is free.
+CREATE UNIQUE INDEX users_email_active ON account.users (lower(email)) WHERE status = 'active';
+
+-- create_user's idempotency keys: the arguments of the first call and the
+-- user it created.
+CREATE TABLE account.create_requests (
+    idempotency_key text PRIMARY KEY,
+    email           text NOT NULL,        -- lower-cased, as compared
+    name            text NOT NULL,
+    user_id         uuid NOT NULL REFERENCES account.users DEFERRABLE INITIALLY DEFERRED,  -- the key is claimed before the user row exists
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE account.create_requests IS
+    'Idempotency keys of account.create_user: the first call''s arguments and the user it created.';
+
+-- ---------------------------------------------------------------- types
+CREATE TYPE account.user_profile AS (
+    user_id    uuid,
+    email      text,
+    name       text,
+    status     text,
+    created_at timestamptz,
+    updated_at timestamptz
+);
+COMMENT ON TYPE account.user_profile IS
+    'A user as the account API returns it.';
+
+-- ---------------------------------------------------------------- events
+SELECT isa.register_event_type('user.created', 'account_service', '1.0.0',
+    'A user account was created (account.create_user).',
+    '{"user_id":    {"type": "uuid",      "required": true, "description": "the new user"},
+      "email":      {"type": "string",    "required": true, "description": "the email address as stored"},
+      "name":       {"type": "string",    "required": true, "description": "display name"},
+      "created_at": {"type": "timestamp", "required": true, "description": "when the account was created"}}');
+SELECT isa.register_event_type('user.updated', 'account_service', '1.0.0',
+    'A user''s email, name or notification preferences changed (account.update_user, account.set_notification_preferences).',
+    '{"user_id": {"type": "uuid",   "required": true, "description": "the user"},
+      "email":   {"type": "string", "required": true, "description": "the email address after the change"},
+      "name":    {"type": "string", "required": true, "description": "the name after the change"},
+      "changed": {"type": "array",  "required": true, "description": "names of the fields that changed: email, name, notification_preferences"}}');
+SELECT isa.register_event_type('user.deleted', 'account_service', '1.0.0',
+    'A user account was deleted (soft delete, account.delete_user); its email may be reused.',
+    '{"user_id":    {"type": "uuid",      "required": true, "description": "the deleted user"},
+      "deleted_at": {"type": "timestamp", "required": true, "description": "when it was deleted"}}');
+
+-- ---------------------------------------------------------------- internal helpers
+-- RFC 3339 UTC with microseconds, as in the envelope.
+CREATE FUNCTION account._iso(t timestamptz) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT
+    RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+
+-- The email trimmed, or 22004/22023.  The form checked: local@domain, at most
+-- 254 characters, a local part of at most 64 characters from the RFC 5322
+-- dot-atom set (no leading, trailing or double dot), a domain of at least two
+-- dot-separated labels of letters, digits and inner hyphens (each at most 63),
+-- the last label 2 to 63 letters or a punycode label (xn--...).
+CREATE FUNCTION account._check_email(email text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e text := btrim(email, E' \t\r\n');
+BEGIN
+    IF email IS NULL THEN
+        RAISE EXCEPTION 'email must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF length(e) > 254
+       OR length(split_part(e, '@', 1)) > 64
+       OR e !~ '^[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})$' THEN
+        RAISE EXCEPTION 'invalid email address "%"', left(e, 300) USING ERRCODE = '22023',
+            HINT = 'An email address is local@domain.tld, at most 254 characters, without spaces.';
+    END IF;
+    RETURN e;
+END
+$$;
+
+-- The name trimmed, or 22004/22023: 1 to 200 characters, no control characters.
+CREATE FUNCTION account._check_name(name text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n text := btrim(name, E' \t\r\n');
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF n = '' THEN
+        RAISE EXCEPTION 'name must not be empty' USING ERRCODE = '22023';
+    END IF;
+    IF length(n) > 200 THEN
+        RAISE EXCEPTION 'name is too long (% characters; at most 200)', length(n) USING ERRCODE = '22023';
+    END IF;
+    IF n ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'name must not contain control characters' USING ERRCODE = '22023';
+    END IF;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION account._profile(u account.users) RETURNS account.user_profile
+    LANGUAGE sql IMMUTABLE
+    RETURN ROW(u.user_id, u.email, u.name, u.status, u.created_at, u.updated_at)::account.user_profile;
+
+-- ---------------------------------------------------------------- API: reads
+CREATE FUNCTION account.user_exists(user_id uuid) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM account.users u
+                    WHERE u.user_id = user_exists.user_id AND u.status = 'active');
+END
+$$;
+COMMENT ON FUNCTION account.user_exists(uuid) IS
+    'Whether a user exists and is not deleted (false for unknown, deleted or NULL).';
+
+CREATE FUNCTION account.get_user(user_id uuid) RETURNS account.user_profile
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    u account.users;
+BEGIN
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO u FROM account.users x WHERE x.user_id = get_user.user_id AND x.status = 'active';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN account._profile(u);
+END
+$$;
+COMMENT ON FUNCTION account.get_user(uuid) IS
+    'A user''s profile; P0002 if the user is unknown or deleted.';
+
+CREATE FUNCTION account.find_user_by_email(email text) RETURNS account.user_profile
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e text := account._check_email(email);
+    u account.users;
+BEGIN
+    SELECT * INTO u FROM account.users x WHERE lower(x.email) = lower(e) AND x.status = 'active';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no user with email "%"', e USING ERRCODE = 'P0002';
+    END IF;
+    RETURN account._profile(u);
+END
+$$;
+COMMENT ON FUNCTION account.find_user_by_email(text) IS
+    'The active user with this email, compared case-insensitively; P0002 if none, 22023 if the email is malformed.';
+
+-- ---------------------------------------------------------------- API: writes
+CREATE FUNCTION account.create_user(email text, name text, idempotency_key text DEFAULT NULL)
+RETURNS account.user_profile
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    e   text := account._check_email(email);
+    n   text := account._check_name(name);
+    req account.create_requests;
+    u   account.users;
+BEGIN
+    IF idempotency_key IS NOT NULL THEN
+        IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
+            RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = '22023';
+        END IF;
+        -- Claim the key; a concurrent call with the same key waits here for
+        -- the first to commit, then finds its row.
+        INSERT INTO account.create_requests (idempotency_key, email, name, user_id)
+        VALUES (idempotency_key, lower(e), n, isa.uuid_v7())
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING * INTO req;
+        IF NOT FOUND THEN
+            SELECT * INTO req FROM account.create_requests r WHERE r.idempotency_key = create_user.idempotency_key;
+            IF req.email <> lower(e) OR req.name <> n THEN
+                RAISE EXCEPTION 'idempotency key "%" was already used to create another user', idempotency_key
+                    USING ERRCODE = '23505',
+                    HINT = 'Use a new idempotency key for a new user.';
+            END IF;
+            SELECT * INTO u FROM account.users x WHERE x.user_id = req.user_id;
+            RETURN account._profile(u);       -- the first call's user, as it is now
+        END IF;
+    END IF;
+
+    INSERT INTO account.users AS x (user_id, email, name)
+    VALUES (coalesce(req.user_id, isa.uuid_v7()), e, n)
+    ON CONFLICT (lower(email)) WHERE status = 'active' DO NOTHING
+    RETURNING * INTO u;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'email "%" is already taken', e USING ERRCODE = '23505';
+    END IF;
+
+    PERFORM isa.publish_event('user.created', 'account_service',
+        jsonb_build_object('user_id', u.user_id, 'email', u.email, 'name', u.name,
+                           'created_at', account._iso(u.created_at)));
+    RETURN account._profile(u);
+END
+$$;
+COMMENT ON FUNCTION account.create_user(text, text, text) IS
+    'Creates a user and publishes user.created. 23505 if the email is taken or the idempotency key was used with other arguments; the same key with the same arguments returns the first call''s user.';
+
+CREATE FUNCTION account.update_user(user_id uuid, email text DEFAULT NULL, name text DEFAULT NULL)
+RETURNS account.user_profile
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e       text := CASE WHEN email IS NOT NULL THEN account._check_email(email) END;
+    n       text := CASE WHEN name IS NOT NULL THEN account._check_name(name) END;
+    u       account.users;
+    changed text[] := '{}';
+BEGIN
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO u FROM account.users x
+     WHERE x.user_id = update_user.user_id AND x.status = 'active' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
+    END IF;
+
+    IF e IS NOT NULL AND e <> u.email THEN
+        IF lower(e) <> lower(u.email) AND EXISTS (
+               SELECT 1 FROM account.users x
+                WHERE lower(x.email) = lower(e) AND x.status = 'active' AND x.user_id <> u.user_id) THEN
+            RAISE EXCEPTION 'email "%" is already taken', e USING ERRCODE = '23505';
+        END IF;
+        changed := changed || 'email'::text;
+        u.email := e;
+    END IF;
+    IF n IS NOT NULL AND n <> u.name THEN
+        changed := changed || 'name'::text;
+        u.name := n;
+    END IF;
+    IF cardinality(changed) = 0 THEN
+        RETURN account._profile(u);
+    END IF;
+
+    BEGIN
+        UPDATE account.users x SET email = u.email, name = u.name, updated_at = now()
+         WHERE x.user_id = u.user_id
+        RETURNING * INTO u;
+    EXCEPTION WHEN unique_violation THEN      -- another transaction took the email meanwhile
+        RAISE EXCEPTION 'email "%" is already taken', e USING ERRCODE = '23505';
+    END;
+    PERFORM isa.publish_event('user.updated', 'account_service',
+        jsonb_build_object('user_id', u.user_id, 'email', u.email, 'name', u.name,
+                           'changed', to_jsonb(changed)));
+    RETURN account._profile(u);
+END
+$$;
+COMMENT ON FUNCTION account.update_user(uuid, text, text) IS
+    'Changes a user''s email and/or name (NULL: unchanged); publishes user.updated with the changed fields if anything changed. P0002 unknown or deleted user, 23505 email taken.';
+
+CREATE FUNCTION account.delete_user(user_id uuid) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    u account.users;
+BEGIN
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO u FROM account.users x WHERE x.user_id = delete_user.user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
+    END IF;
+    IF u.status = 'deleted' THEN
+        RETURN;                                  -- a retried delete: done already, no second event
+    END IF;
+    UPDATE account.users x SET status = 'deleted', deleted_at = now(), updated_at = now()
+     WHERE x.user_id = u.user_id
+    RETURNING * INTO u;
+    PERFORM isa.publish_event('user.deleted', 'account_service',
+        jsonb_build_object('user_id', u.user_id, 'deleted_at', account._iso(u.deleted_at)));
+END
+$$;
+COMMENT ON FUNCTION account.delete_user(uuid) IS
+    'Soft-deletes a user and publishes user.deleted; the email becomes free. P0002 if unknown; deleting a deleted user again does nothing.';
+
+-- ---------------------------------------------------------------- notification preferences
+CREATE FUNCTION account.get_notification_preferences(user_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prefs jsonb;
+BEGIN
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    SELECT u.notification_preferences INTO prefs FROM account.users u
+     WHERE u.user_id = get_notification_preferences.user_id AND u.status = 'active';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN prefs;
+END
+$$;
+COMMENT ON FUNCTION account.get_notification_preferences(uuid) IS
+    'A user''s notification preferences: {"email": bool, "push": bool, "mqtt": bool}. P0002 unknown or deleted user.';
+
+CREATE FUNCTION account.set_notification_preferences(user_id uuid, prefs jsonb) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k      text;
+    v      jsonb;
+    u      account.users;
+    merged jsonb;
+BEGIN
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF prefs IS NULL THEN
+        RAISE EXCEPTION 'prefs must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF jsonb_typeof(prefs) <> 'object' THEN
+        RAISE EXCEPTION 'notification preferences must be a JSON object, not %', jsonb_typeof(prefs)
+            USING ERRCODE = '22023', HINT = 'For example {"email": true, "push": false, "mqtt": true}.';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(prefs) LOOP
+        IF k NOT IN ('email', 'push', 'mqtt') THEN
+            RAISE EXCEPTION 'unknown notification channel "%"', k USING ERRCODE = '22023',
+                HINT = 'Known channels: email, push, mqtt.';
+        END IF;
+        IF jsonb_typeof(v) <> 'boolean' THEN
+            RAISE EXCEPTION 'notification channel "%" must be true or false, not %', k, v USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+
+    SELECT * INTO u FROM account.users x
+     WHERE x.user_id = set_notification_preferences.user_id AND x.status = 'active' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
+    END IF;
+    merged := u.notification_preferences || prefs;
+    IF merged = u.notification_preferences THEN
+        RETURN merged;
+    END IF;
+    UPDATE account.users x SET notification_preferences = merged, updated_at = now()
+     WHERE x.user_id = u.user_id;
+    PERFORM isa.publish_event('user.updated', 'account_service',
+        jsonb_build_object('user_id', u.user_id, 'email', u.email, 'name', u.name,
+                           'changed', jsonb_build_array('notification_preferences')));
+    RETURN merged;
+END
+$$;
+COMMENT ON FUNCTION account.set_notification_preferences(uuid, jsonb) IS
+    'Merges the given channels (email, push, mqtt: booleans) into a user''s notification preferences and returns the result; publishes user.updated if anything changed. 22023 unknown channel or non-boolean value, P0002 unknown or deleted user.';
+
+-- ---------------------------------------------------------------- privileges
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA account FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    account.user_exists(uuid),
+    account.get_user(uuid),
+    account.find_user_by_email(text),
+    account.create_user(text, text, text),
+    account.update_user(uuid, text, text),
+    account.delete_user(uuid),
+    account.get_notification_preferences(uuid),
+    account.set_notification_preferences(uuid, jsonb)
+TO isa_app;

@@ -41,13 +41,37 @@ BEGIN
 END
 $dump$;
 
--- Functions of the service schemas are not for PUBLIC either.
+-- The services' own tables and sequences hold the platform's data (users,
+-- ledgers, payments): pg_dump must keep their rows too.  Outbox and inbox
+-- partitions are already marked above.
+DO $dump_services$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT c.oid::regclass
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                                           AND d.deptype = 'e'
+               JOIN pg_catalog.pg_extension x ON x.oid = d.refobjid AND x.extname = 'isa'
+              WHERE n.nspname IN (SELECT schema_name FROM isa.services WHERE schema_name IS NOT NULL)
+                AND c.relkind IN ('r', 'S')
+                AND NOT c.relispartition
+              ORDER BY c.oid LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(t, '');
+    END LOOP;
+END
+$dump_services$;
+
+-- Functions of the service schemas are not for PUBLIC either; isa_admin, the
+-- operators' role, may read and repair the services' data.
 DO $revoke$
 DECLARE
     nsp name;
 BEGIN
     FOR nsp IN SELECT schema_name FROM isa.services WHERE schema_name IS NOT NULL LOOP
         EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA %I FROM PUBLIC', nsp);
+        EXECUTE format('GRANT ALL ON ALL TABLES IN SCHEMA %I TO isa_admin', nsp);
     END LOOP;
 END
 $revoke$;
