@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -30,6 +32,7 @@ int			isa_cron_history_retention = 7 * 24 * 3600;
 IsaSharedState *isa_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static emit_log_hook_type prev_emit_log_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 void		_PG_init(void);
@@ -74,6 +77,39 @@ isa_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 	isa_metrics_shmem_startup();
 	isa_auth_shmem_startup();
+}
+
+/*
+ * At a reload the postmaster logs every changed setting with its new value
+ * ("parameter "x" changed to "v""), whatever its flags.  For isa's hidden
+ * settings (GUC_NO_SHOW_ALL: passwords and signing secrets) the value is cut
+ * from that line, so a secret set with ALTER SYSTEM never reaches the log.
+ */
+static void
+isa_emit_log(ErrorData *edata)
+{
+	const char *name;
+
+	/* message_id is the untranslated format; the message may be translated */
+	if (edata->message_id != NULL && edata->message != NULL &&
+		strcmp(edata->message_id, "parameter \"%s\" changed to \"%s\"") == 0 &&
+		(name = strstr(edata->message, "isa.")) != NULL)
+	{
+		char		buf[NAMEDATALEN];
+		int			len = 0;
+
+		while (len < NAMEDATALEN - 1 &&
+			   (isalnum((unsigned char) name[len]) || name[len] == '_' || name[len] == '.'))
+		{
+			buf[len] = name[len];
+			len++;
+		}
+		buf[len] = '\0';
+		if (GetConfigOptionFlags(buf, true) & GUC_NO_SHOW_ALL)
+			edata->message = psprintf("parameter \"%s\" changed (value hidden)", buf);
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
 }
 
 static void
@@ -135,6 +171,8 @@ _PG_init(void)
 	shmem_request_hook = isa_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = isa_shmem_startup;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = isa_emit_log;
 	isa_bridge_register();
 }
 
