@@ -71,6 +71,19 @@ extern void isa_crypto_init(void);
 extern void isa_crypto_define_gucs(void);
 
 /* extension/auth.c: the auth service's settings and login throttle */
+extern int	isa_jwt_algorithm;	/* 0 EdDSA, 1 HS256 */
+extern char *isa_jwt_secret;
+extern char *isa_jwt_previous_secret;
+extern char *isa_jwt_issuer;
+extern char *isa_jwt_audience;
+extern int	isa_jwt_access_ttl;	/* seconds */
+extern int	isa_refresh_ttl;	/* seconds */
+extern int	isa_jwt_clock_skew; /* seconds */
+extern int	isa_password_opslimit;
+extern int	isa_password_memlimit;	/* kB */
+extern int	isa_login_max_failures;
+extern int	isa_login_failure_window;	/* seconds */
+extern int	isa_login_lockout;	/* seconds */
 extern void isa_auth_define_gucs(void);
 extern void isa_auth_shmem_request(void);
 extern void isa_auth_shmem_startup(void);

@@ -75,3 +75,15 @@ BEGIN
     END LOOP;
 END
 $revoke$;
+
+-- Except secrets: isa_admin sees the public half of the JWT signing keys,
+-- never the private keys, password hashes or refresh-token digests.
+-- (A build without the auth service, ISA_SERVICES, has no such tables.)
+DO $secrets$
+BEGIN
+    IF to_regclass('auth.signing_keys') IS NOT NULL THEN
+        REVOKE ALL ON auth.signing_keys, auth.passwords, auth.refresh_tokens FROM isa_admin;
+        GRANT SELECT (kid, algorithm, public_key, created_at, retired_at) ON auth.signing_keys TO isa_admin;
+    END IF;
+END
+$secrets$;
