@@ -14,9 +14,9 @@ is "$(wait_for "SELECT subscriptions >= (SELECT count(*) FROM isa.subscriptions)
    "every subscription (billing's and wallet's among them) has its consumer"
 
 # prices: 0.002 tokens per input token, 0.004 per output token
-sql "SELECT product.set_price(product.create_product('model_input_tokens', '$MODEL', 'input of $MODEL', 'test').product_id,
+sql "SELECT product.set_price((product.create_product('model_input_tokens', '$MODEL', 'input of $MODEL', 'test')).product_id,
                               'per_unit', 0.002, effective_from => now() - interval '1 day');
-     SELECT product.set_price(product.create_product('model_output_tokens', '$MODEL', 'output of $MODEL', 'test').product_id,
+     SELECT product.set_price((product.create_product('model_output_tokens', '$MODEL', 'output of $MODEL', 'test')).product_id,
                               'per_unit', 0.004, effective_from => now() - interval '1 day');" >/dev/null
 uid=$(sql "SELECT user_id FROM account.create_user('chain-$$@example.com', 'Chain Tester')")
 is "$(wait_for "SELECT count(*) FROM wallet.wallets WHERE user_id = '$uid'" 1 20)" 1 \
