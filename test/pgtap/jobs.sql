@@ -12,8 +12,8 @@ SELECT has_table('cron', 'job', 'pg_cron is installed in this database (cron.job
 CREATE TEMP TABLE first_run ON COMMIT DROP AS SELECT * FROM isa.schedule_jobs();
 CREATE TEMP TABLE second_run ON COMMIT DROP AS SELECT * FROM isa.schedule_jobs();
 
-SELECT set_eq($$SELECT jobname FROM first_run$$, ARRAY['isa-retention'],
-              'schedule_jobs returns one row, isa-retention');
+SELECT set_eq($$SELECT jobname FROM first_run$$, $$SELECT jobname FROM isa.scheduled_jobs$$,
+              'schedule_jobs returns one row per job of isa.scheduled_jobs');
 SELECT isnt((SELECT jobid FROM first_run WHERE jobname = 'isa-retention'), NULL,
             'schedule_jobs returns the pg_cron jobid of isa-retention');
 SELECT is((SELECT jobid FROM second_run WHERE jobname = 'isa-retention'),

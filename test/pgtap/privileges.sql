@@ -28,8 +28,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'isa.event_to_json(isa.event)', 'isa.event_from_json(jsonb)', 'isa._check_envelope(isa.event)',
                     'isa.is_valid_event_type(text)', 'isa.is_valid_version(text)',
                     'isa.is_valid_subject_filter(text)', 'isa.event_catalogue_markdown()',
-                    'isa.current_event()'],
-              'isa_app may execute exactly the envelope, id, publish and current-event functions');
+                    'isa.current_event()',
+                    'isa.hmac_sha256(bytea,bytea)', 'isa.secure_equals(bytea,bytea)', 'isa.random_bytes(integer)',
+                    'isa.base64url_encode(bytea)', 'isa.base64url_decode(text)'],
+              'isa_app may execute exactly the envelope, id, publish, current-event and crypto functions');
 SELECT ok(has_function_privilege('isa_admin', 'isa.subscribe_to_events(text,text,regprocedure,jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_admin', 'isa.register_event_type(text,text,text,text,jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_admin', 'isa.purge_retention()', 'EXECUTE'),
