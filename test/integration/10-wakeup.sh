@@ -4,7 +4,7 @@
 # in pgTAP (which rolls every file back).
 source "$(dirname "$0")/lib.sh"
 
-sql "SELECT isa.register_event_type('wallet.balance.low', 'wallet_service', '1.0.0', 'integration test type')" >/dev/null
+sql "SELECT isa.register_event_type('it.wakeup', 'wallet_service', '1.0.0', 'integration test type')" >/dev/null
 wakeups() { sql "SELECT wakeups_signalled FROM isa.wakeup_state()"; }
 rows() { sql "SELECT count(*) FROM wallet.outbox"; }
 
@@ -18,9 +18,9 @@ sleep 0.5
 
 w0=$(wakeups); r0=$(rows)
 sql "BEGIN;
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 1}');
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 2}');
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 3}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 1}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 2}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 3}');
      COMMIT;" >/dev/null
 is "$(wakeups)" "$((w0 + 1))" "a commit with three published events signals the bridge exactly once"
 is "$(rows)" "$((r0 + 3))" "the three committed events are in wallet.outbox"
@@ -29,7 +29,7 @@ is "$(wait_for "SELECT count(*) FROM wallet.outbox WHERE published_at IS NULL" 0
 
 w1=$(wakeups)
 sql "BEGIN;
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 4}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 4}');
      ROLLBACK;" >/dev/null
 is "$(wakeups)" "$w1" "a rolled-back transaction signals nothing"
 is "$(rows)" "$((r0 + 3))" "a rolled-back publish leaves no outbox row"
@@ -37,24 +37,24 @@ is "$(rows)" "$((r0 + 3))" "a rolled-back publish leaves no outbox row"
 sql "BEGIN; SELECT 1; COMMIT;" >/dev/null
 is "$(wakeups)" "$w1" "a commit that published nothing signals nothing"
 
-sql "SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 5}')" >/dev/null
+sql "SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 5}')" >/dev/null
 is "$(wakeups)" "$((w1 + 1))" "an autocommit publish signals once"
 
 sql "BEGIN;
      SAVEPOINT s;
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 6}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 6}');
      ROLLBACK TO SAVEPOINT s;
      COMMIT;" >/dev/null
 is "$(rows)" "$((r0 + 4))" "a publish in a rolled-back savepoint leaves no row even though its transaction commits"
 is "$(wakeups)" "$((w1 + 1))" "and, having nothing left to publish, that commit wakes nobody"
 
 sql "BEGIN;
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 7}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 7}');
      SAVEPOINT s;
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 8}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 8}');
      ROLLBACK TO SAVEPOINT s;
      SAVEPOINT t;
-     SELECT isa.publish_event('wallet.balance.low', 'wallet_service', '{\"n\": 9}');
+     SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 9}');
      RELEASE SAVEPOINT t;
      COMMIT;" >/dev/null
 is "$(rows)" "$((r0 + 6))" "events before a rolled-back savepoint and in a released one commit"
@@ -62,16 +62,17 @@ is "$(wakeups)" "$((w1 + 2))" "and their commit signals once"
 
 sql "CREATE OR REPLACE FUNCTION public.it_handler(e isa.event) RETURNS void LANGUAGE sql AS ''"
 w2=$(wakeups)
+s0=$(sql "SELECT count(*) FROM isa.subscriptions")   # the services' own
 sql "SELECT isa.subscribe_to_events('audit', 'wallet_service.>', 'public.it_handler(isa.event)')" >/dev/null
 is "$(wakeups)" "$((w2 + 1))" "a committed subscription change signals the bridge once"
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 1 5)" 1 "and the bridge picked the new subscription up at once"
+is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" $((s0 + 1)) 5)" $((s0 + 1)) "and the bridge picked the new subscription up at once"
 sql "SELECT isa.unsubscribe_from_events('audit', 'wallet_service.>', 'public.it_handler(isa.event)')" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 0 5)" 0 "and dropped it at once when it was removed"
+is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" "$s0" 5)" "$s0" "and dropped it at once when it was removed"
 sql "DROP FUNCTION public.it_handler(isa.event)"
 sql "ALTER SYSTEM RESET isa.bridge_idle_interval" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 # leave the catalogue as the extension made it (40-events-doc compares it)
-sql "DELETE FROM isa.outbox WHERE event_type = 'wallet.balance.low';
-     DELETE FROM isa.event_types WHERE event_type = 'wallet.balance.low'"
+sql "DELETE FROM isa.outbox WHERE event_type = 'it.wakeup';
+     DELETE FROM isa.event_types WHERE event_type = 'it.wakeup'"
 
 done_testing

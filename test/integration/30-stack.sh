@@ -14,8 +14,9 @@ like "$out" "nats://127.0.0.1:$ISA_NATS_PORT" "start prints the NATS URL"
 ok "status reports both servers running" stack status
 is "$(psql -X -At -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "SELECT extversion FROM pg_extension WHERE extname = 'isa'")" \
   0.1.0 "database isa has the extension"
-is "$(psql -X -At -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "SELECT count(*) FROM isa.jobs WHERE jobid IS NOT NULL")" \
-  1 "isa's retention job is scheduled with pg_cron"
+is "$(psql -X -At -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "SELECT count(*) FILTER (WHERE jobid IS NULL) || ' of ' || count(*) FROM isa.jobs")" \
+  "0 of $(psql -X -At -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "SELECT count(*) FROM isa.scheduled_jobs")" \
+  "every job of isa.scheduled_jobs (retention, wallet reconciliation …) is scheduled with pg_cron"
 is "$(curl -s "http://127.0.0.1:$ISA_NATS_MONITOR_PORT/jsz" | grep -c '"config"')" 1 "nats-server runs with JetStream enabled"
 
 psql -X -q -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "CREATE TABLE public.keep_me (x int); INSERT INTO keep_me VALUES (42)"

@@ -51,7 +51,7 @@ is "$(sql "SELECT value FROM isa.metrics() WHERE metric = 'event_published_total
 # --- consuming, with a subscription added at runtime
 sql "SELECT isa.subscribe_to_events('billing', 'order_service.$ET', 'it_flow.on_order(isa.event)', '{\"deliver_policy\": \"new\"}');
      SELECT isa.subscribe_to_events('audit', 'billing_service.it.reacted', 'it_flow.on_reaction(isa.event)', '{\"deliver_policy\": \"new\"}')" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 2 10)" 2 "both subscriptions are running, without a restart"
+is "$(subs_running)" "$(subs_want)/$(subs_want)" "both subscriptions are running, without a restart"
 sleep 0.5
 id1=$(sql "SELECT isa.publish_event('$ET', 'order_service', '{\"n\": 2}')")
 is "$(wait_for "SELECT count(*) FROM it_flow.got WHERE event_type = 'it.reacted'" 1 15)" 1 "the handler ran and its reaction was handled in turn"
@@ -78,16 +78,16 @@ like "$(sql "SELECT string_agg(metric, ' ') FROM (SELECT DISTINCT metric FROM is
 
 # --- isa.services limits which services' subscriptions this database runs
 sql "ALTER SYSTEM SET isa.services = 'audit'" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 1 10)" 1 "with isa.services = audit only the audit subscription runs"
+is "$(subs_running "service = 'audit'")" "1/1" "with isa.services = audit only the audit subscription runs"
 durable=$(sql "SELECT durable_name FROM isa.subscriptions WHERE handler = 'it_flow.on_order(isa.event)'::regprocedure")
 is "$($NATS consumer-info ISA_EVENTS "$durable" | jq -r .config.durable_name)" "$durable" \
    "the excluded service's consumer stays on the stream (another database may run it)"
 sql "ALTER SYSTEM RESET isa.services" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 2 10)" 2 "reset to all, both run again"
+is "$(subs_running)" "$(subs_want)/$(subs_want)" "reset to all, both run again"
 
 # --- unsubscribing drops the consumer
 sql "SELECT isa.unsubscribe_from_events('billing', 'order_service.$ET', 'it_flow.on_order(isa.event)')" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 1 10)" 1 "an unsubscribed handler stops, without a restart"
+is "$(subs_running)" "$(subs_want)/$(subs_want)" "an unsubscribed handler stops, without a restart"
 sleep 0.5
 ok "and its durable consumer is deleted from the stream" bash -c "! $NATS consumer-info ISA_EVENTS $durable >/dev/null 2>&1"
 

@@ -19,7 +19,7 @@ sql "CREATE SCHEMA it_poison;
      SELECT isa.register_event_type('it.poisoned', 'device_service', '1.0.0', 'integration test event');
      SELECT isa.subscribe_to_events('session', 'device_service.it.poisoned', 'it_poison.handle(isa.event)',
                                     '{\"max_deliver\": 4, \"deliver_policy\": \"new\"}');" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 1 10)" 1 "the subscription runs"
+is "$(subs_running)" "$(subs_want)/$(subs_want)" "the subscription runs"
 sleep 0.5
 
 poison=$(sql "SELECT isa.publish_event('it.poisoned', 'device_service', '{\"n\": 0, \"poison\": true}')")

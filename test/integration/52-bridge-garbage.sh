@@ -12,7 +12,7 @@ sql "CREATE SCHEMA it_garbage;
        \$\$ INSERT INTO it_garbage.applied VALUES (e.id) \$\$;
      SELECT isa.subscribe_to_events('notification', 'external.it.>', 'it_garbage.handle(isa.event)',
                                     '{\"versions\": [1], \"deliver_policy\": \"new\"}');" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 1 10)" 1 "the subscription runs"
+is "$(subs_running)" "$(subs_want)/$(subs_want)" "the subscription runs"
 sleep 0.5
 pid=$(sql "SELECT pid FROM isa.bridge_status()")
 

@@ -15,7 +15,7 @@ sql "SET client_min_messages = warning;
      SELECT isa.register_event_type('it.term', 'storage_service', '1.0.0', 'integration test event');
      SELECT isa.subscribe_to_events('storage', 'storage_service.it.term', 'it_term.handle(isa.event)', '{\"deliver_policy\": \"new\"}');
      SELECT isa.subscribe_to_events('storage', 'external.usage.recorded.>', 'it_term.handle(isa.event)', '{\"deliver_policy\": \"new\"}');" >/dev/null
-is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" 2 15)" 2 "both subscriptions run"
+is "$(subs_running "" 15)" "$(subs_want)/$(subs_want)" "both subscriptions run"
 sleep 0.5
 
 sql "SELECT count(isa.publish_event('it.term', 'storage_service', jsonb_build_object('i', g))) FROM generate_series(1, $N) g" >/dev/null &

@@ -134,7 +134,7 @@ is "$(webhook "$body" "t=$t,v1=$(sign "$t" "$body")")" "error 55000" "with the s
 # isa's log hook (extension/isa.c) hides the value of its hidden settings.
 log="$ISA_PGDATA/../postgresql.log"
 is "$(test -r "$log" && grep -c -F "$SECRET" "$log")" 0 "no line of the server log carries the secret"
-is "$(test -r "$log" && grep -c -F 'parameter "isa.stripe_webhook_secret" changed (value hidden)' "$log" | awk '{print ($1 >= 2)}')" 1 \
-   "the reloads that set and reset it are logged without the value"
+is "$(test -r "$log" && grep -c -F 'parameter "isa.stripe_webhook_secret" changed (value hidden)' "$log" | awk '{print ($1 >= 1)}')" 1 \
+   "the reload that set it is logged without the value"
 
 done_testing

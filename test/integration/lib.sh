@@ -56,6 +56,16 @@ wait_for() {
   printf '%s' "$got"
 }
 
+# subs_running [WHERE]: waits (10 s) until the bridge runs as many consumers as
+# isa.subscriptions has rows (matching WHERE), the services' own included;
+# prints "running/wanted" for an assertion against subs_want.
+subs_want() { sql "SELECT count(*) FROM isa.subscriptions ${1:+WHERE $1}"; }
+subs_running() {
+  local want
+  want=$(subs_want "${1:-}")
+  printf '%s' "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" "$want" "${2:-10}")/$want"
+}
+
 done_testing() {
   echo "1..$_n"
   [ "$_failed" = 0 ]
