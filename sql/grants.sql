@@ -26,8 +26,11 @@ GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
 
 -- pg_dump keeps the rows of these tables (extension tables are otherwise
--- skipped): pending events, what was handled, subscriptions, dead letters.
--- One call per statement: each updates the pg_extension row.
+-- skipped): pending events, what was handled, subscriptions, dead letters, and
+-- the identity sequences of the last two (a restored row must not meet its id
+-- again).  The subscriptions the extension itself makes (handlers that are
+-- members of the extension) are left out: CREATE EXTENSION makes them again
+-- at restore.  One call per statement: each updates the pg_extension row.
 DO $dump$
 DECLARE
     t regclass;
@@ -35,9 +38,15 @@ BEGIN
     FOR t IN SELECT format('%I.%I', s.schema_name, n.name)::regclass
                FROM isa.services s, (VALUES ('outbox'), ('inbox')) AS n (name)
               WHERE s.schema_name IS NOT NULL
-             UNION ALL VALUES ('isa.subscriptions'::regclass), ('isa.dead_letters'::regclass) LOOP
+             UNION ALL VALUES ('isa.dead_letters'::regclass),
+                              (pg_catalog.pg_get_serial_sequence('isa.dead_letters', 'id')::regclass),
+                              (pg_catalog.pg_get_serial_sequence('isa.subscriptions', 'id')::regclass) LOOP
         PERFORM pg_catalog.pg_extension_config_dump(t, '');
     END LOOP;
+    PERFORM pg_catalog.pg_extension_config_dump('isa.subscriptions',
+        'WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                            WHERE d.classid = ''pg_catalog.pg_proc''::pg_catalog.regclass
+                              AND d.objid = handler::pg_catalog.oid AND d.deptype = ''e'')');
 END
 $dump$;
 
