@@ -18,6 +18,8 @@ OBJS = \
 	extension/envelope.o \
 	extension/crypto.o \
 	extension/auth.o \
+	extension/auth_shmem.o \
+	extension/jwt.o \
 	bridge/worker.o \
 	bridge/nats_link.o \
 	bridge/publisher.o \

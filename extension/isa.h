@@ -69,8 +69,13 @@ extern char *isa_stripe_webhook_secret;
 extern int	isa_stripe_webhook_tolerance;	/* seconds */
 extern void isa_crypto_init(void);
 extern void isa_crypto_define_gucs(void);
+extern void isa_hmac_sha256_buf(unsigned char *out, const unsigned char *key, size_t keylen,
+								const unsigned char *msg, size_t len);
+extern bool isa_secure_equals_buf(const void *a, size_t alen, const void *b, size_t blen);
+extern char *isa_b64url_encode(const unsigned char *data, size_t len);
+extern bool isa_b64url_decode(const char *in, size_t len, unsigned char **out, size_t *outlen);
 
-/* extension/auth.c: the auth service's settings and login throttle */
+/* extension/auth.c: the auth service's settings */
 extern int	isa_jwt_algorithm;	/* 0 EdDSA, 1 HS256 */
 extern char *isa_jwt_secret;
 extern char *isa_jwt_previous_secret;
@@ -85,6 +90,8 @@ extern int	isa_login_max_failures;
 extern int	isa_login_failure_window;	/* seconds */
 extern int	isa_login_lockout;	/* seconds */
 extern void isa_auth_define_gucs(void);
+
+/* extension/auth_shmem.c: the auth service's login throttle and flagged sessions */
 extern void isa_auth_shmem_request(void);
 extern void isa_auth_shmem_startup(void);
 

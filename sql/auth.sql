@@ -3,7 +3,8 @@
 -- rotation), rotating refresh tokens whose reuse revokes the session, device
 -- challenge/response authentication, and the handlers that end sessions when
 -- a user is deleted or loses a permission.  docs/services/auth.md describes it;
--- the cryptography and the shared-memory tables are C (extension/auth.c).
+-- the C is extension/auth.c (settings, passwords, Ed25519), extension/jwt.c
+-- (tokens) and extension/auth_shmem.c (the tables in shared memory).
 
 -- ---------------------------------------------------------------- tables
 CREATE TABLE auth.passwords (
@@ -101,7 +102,7 @@ CREATE TYPE auth.device_token AS (
 );
 COMMENT ON TYPE auth.device_token IS 'What auth.device_authenticate returns.';
 
--- ---------------------------------------------------------------- C (extension/auth.c)
+-- ---------------------------------------------------------------- C (extension/auth.c, jwt.c, auth_shmem.c)
 CREATE FUNCTION auth._shmem_available() RETURNS boolean
     AS 'MODULE_PATHNAME', 'isa_auth_shmem_available' LANGUAGE C VOLATILE;
 CREATE FUNCTION auth._throttle_attempt(email text) RETURNS integer
