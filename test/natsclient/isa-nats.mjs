@@ -22,6 +22,7 @@ const USAGE = `usage: isa-nats.mjs COMMAND [ARGS] [--server URL[,URL…]] [--tim
       publish N valid isa envelopes to <source>.<EVENT_TYPE>, Nats-Msg-Id = id.
       "{{i}}" in the template is replaced by the message number (1…N).
       --rate paces the publishing at R events/s (default: as fast as PubAcks come).
+      --values-file PATH: "{{v}}" in the template is replaced by line ((i-1) mod n) + 1 of PATH.
       Prints the number of published (acknowledged, not duplicate) events.
   sub FILTER [--count N] [--timeout-ms T] [--stream S]
       ordered consumer from the start of the stream; one JSON line per message
@@ -61,6 +62,7 @@ const { values: opt, positionals: pos } = parseArgs({
     "duplicate-window-ms": { type: "string" },
     "max-msg-size": { type: "string" },
     rate: { type: "string" },
+    "values-file": { type: "string" },
   },
 });
 
@@ -224,6 +226,8 @@ async function cmdPubEvents(nc) {
   const subject = `${opt.source}.${eventType}`;
   const ids = [];
   const rate = opt.rate === undefined ? 0 : int("rate", opt.rate);
+  const values = opt["values-file"] ? readFileSync(opt["values-file"], "utf8").split("\n").filter((l) => l !== "") : [];
+  if (opt["values-file"] && values.length === 0) die("--values-file is empty");
   const started = Date.now();
   async function* items() {
     for (let i = 1; i <= n; i++) {
@@ -232,7 +236,9 @@ async function cmdPubEvents(nc) {
         if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
       }
       let data;
-      try { data = JSON.parse(tmpl.replaceAll("{{i}}", String(i))); } catch (e) {
+      let text = tmpl.replaceAll("{{i}}", String(i));
+      if (values.length) text = text.replaceAll("{{v}}", values[(i - 1) % values.length]);
+      try { data = JSON.parse(text); } catch (e) {
         die(`--data-template is not JSON after substitution: ${e.message}`);
       }
       const id = newId();
