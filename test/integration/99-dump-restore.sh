@@ -1,0 +1,39 @@
+# A DBA's backup: pg_dump of database isa, DROP DATABASE, restore from the
+# dump.  The services' data, the subscriptions one made and the sequences come
+# back, the extension's own subscriptions are not doubled, and the bridge runs
+# again on the restored database.  Last of the files: it recreates the database.
+source "$(dirname "$0")/lib.sh"
+DUMP=$(mktemp); trap 'rm -f "$DUMP"' EXIT
+DB=$PGDATABASE
+
+uid=$(sql "SELECT user_id FROM account.create_user('dump-$$@example.com', 'Dump Tester')")
+is "$(wait_for "SELECT count(*) FROM wallet.wallets WHERE user_id = '$uid'" 1 20)" 1 "a user with a wallet (through the bridge)"
+sql "SELECT wallet.add('$uid', 77, 'dump-$$');
+     CREATE SCHEMA it_dump;
+     CREATE FUNCTION it_dump.on_wallet(e isa.event) RETURNS void LANGUAGE plpgsql AS 'BEGIN END';
+     SELECT isa.subscribe_to_events('audit', 'wallet_service.>', 'it_dump.on_wallet(isa.event)');" >/dev/null
+before=$(sql "SELECT count(*) || ' ' || max(id) FROM isa.subscriptions")
+ledger=$(sql "SELECT count(*) FROM wallet.transactions")
+users=$(sql "SELECT count(*) FROM account.users")
+
+ok "pg_dump of database $DB" bash -c "pg_dump -d '$DB' > '$DUMP'"
+sql "DROP DATABASE $DB WITH (FORCE)" -d postgres >/dev/null
+sql "CREATE DATABASE $DB" -d postgres >/dev/null
+ok "the dump restores with no error" psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$DUMP"
+
+is "$(sql "SELECT count(*) FROM account.users")" "$users" "the users are back"
+is "$(sql "SELECT balance FROM wallet.wallets WHERE user_id = '$uid'")" 77 "the balance is back"
+is "$(sql "SELECT count(*) FROM wallet.transactions")" "$ledger" "and the whole ledger"
+is "$(sql "SELECT count(*) || ' ' || max(id) FROM isa.subscriptions")" "$before" \
+   "the subscriptions: the extension's own once, the one we made, the same ids"
+is "$(sql "SELECT count(*) FROM isa.subscriptions WHERE handler = 'it_dump.on_wallet(isa.event)'::regprocedure")" 1 \
+   "our subscription is there"
+id=$(sql "SELECT isa.subscribe_to_events('audit', 'account_service.>', 'it_dump.on_wallet(isa.event)')")
+is "$((id > ${before#* }))" 1 "a new subscription gets a fresh id (the sequence was restored)"
+is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 30)" t "the bridge runs again on the restored database"
+is "$(subs_running "" 30)" "$(subs_want)/$(subs_want)" "with every subscription"
+sql "SELECT wallet.add('$uid', 3, 'dump-after-$$')" >/dev/null
+is "$(wait_for "SELECT count(*) FROM wallet.outbox WHERE event_type = 'wallet.tokens.added' AND data->>'user_id' = '$uid' AND published_at IS NULL" 0 20)" 0 \
+   "a new event is published from the restored outbox"
+
+done_testing
