@@ -63,6 +63,10 @@ all install run test bench:
 	@$(MAKE) --no-print-directory $@
 endif
 
+# PGXS does not track headers: every object depends on isa's own (a struct
+# that changes in isa.h must not keep its old layout in an unchanged .c file).
+$(OBJS): extension/isa.h extension/auth.h bridge/bridge.h
+
 # The list of files is a prerequisite too: `make ISA_SERVICES=... install`
 # must rebuild the script when only the list changed.
 SQL_LIST_STAMP = .sql-sources

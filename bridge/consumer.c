@@ -110,6 +110,9 @@ service_enabled(const char *service)
 	ListCell   *lc;
 	bool		found = false;
 
+	/* the bridge runs the services of no group, apply worker k those of group k */
+	if (isa_bridge_apply_group(service) != isa_bridge_worker)
+		return false;
 	if (isa_services == NULL || strcmp(isa_services, "*") == 0 || strcmp(isa_services, "all") == 0)
 		return true;
 	copy = pstrdup(isa_services);
@@ -185,7 +188,7 @@ publish_running_count(void)
 	if (isa_shared)
 	{
 		SpinLockAcquire(&isa_shared->mutex);
-		isa_shared->subscriptions = n;
+		isa_shared->subscriptions[isa_bridge_worker] = n;
 		SpinLockRelease(&isa_shared->mutex);
 	}
 }
@@ -854,6 +857,16 @@ isa_consumers_apply(void)
 
 		free(head);
 		head = next;
+	}
+	/*
+	 * A subscription whose batch has all arrived asks for the next one now,
+	 * so that JetStream delivers it while this one is applied (at most two
+	 * batches in flight, within MaxAckPending).
+	 */
+	{
+		long		ignored = LONG_MAX;
+
+		isa_consumers_pull(GetCurrentTimestamp(), &ignored);
 	}
 	if (nd == 0)
 		return n;

@@ -263,7 +263,9 @@ isa_bridge_state(PG_FUNCTION_ARGS)
 			SpinLockAcquire(&isa_shared->mutex);
 			memcpy(server, isa_shared->nats_server, sizeof(server));
 			memcpy(error, isa_shared->last_error, sizeof(error));
-			nsubs = isa_shared->subscriptions;
+			nsubs = 0;
+			for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)
+				nsubs += isa_shared->subscriptions[k];
 			started = isa_shared->started_at;
 			published = isa_shared->last_publish_at;
 			errored = isa_shared->last_error_at;

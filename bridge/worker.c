@@ -50,6 +50,82 @@ int			isa_ack_wait = 30;
 int			isa_publish_batch_size = 1000;
 int			isa_consume_batch_size = 256;
 int			isa_bridge_idle_interval = 1000;
+char	   *isa_bridge_apply_groups = NULL;
+
+/* 0 in the bridge worker, k in the apply worker of group k. */
+int			isa_bridge_worker = 0;
+
+/*
+ * The group (1 ...) of the list `groups` (isa.bridge_apply_groups) that names
+ * a service, 0 if none: "billing;wallet,order" makes group 1 billing, group 2
+ * wallet and order.  -1 if the list is malformed (empty group, bad name, a
+ * service in two places).  *ngroups gets the number of groups.
+ */
+static int
+apply_group_in(const char *groups, const char *service, int *ngroups)
+{
+	char	   *copy = pstrdup(groups ? groups : "");
+	char	   *next = copy;
+	List	   *seen = NIL;
+	int			k = 0;
+	int			found = 0;
+
+	while (next != NULL && *copy != '\0')
+	{
+		char	   *g = next;
+		char	   *semi = strchr(g, ';');
+		List	   *names;
+		ListCell   *lc;
+
+		if (semi)
+			*semi = '\0';
+		next = semi ? semi + 1 : NULL;
+		k++;
+		if (!SplitIdentifierString(g, ',', &names) || names == NIL)
+			return -1;
+		foreach(lc, names)
+		{
+			char	   *name = lfirst(lc);
+			ListCell   *lc2;
+
+			foreach(lc2, seen)
+				if (strcmp((char *) lfirst(lc2), name) == 0)
+					return -1;
+			seen = lappend(seen, name);
+			if (service && strcmp(name, service) == 0)
+				found = k;
+		}
+	}
+	if (ngroups)
+		*ngroups = k;
+	return found;
+}
+
+int
+isa_bridge_apply_group(const char *service)
+{
+	return apply_group_in(isa_bridge_apply_groups, service, NULL);
+}
+
+static bool
+check_apply_groups(char **newval, void **extra, GucSource source)
+{
+	int			n = 0;
+
+	if (*newval == NULL || **newval == '\0')
+		return true;
+	if (apply_group_in(*newval, NULL, &n) < 0 || n == 0)
+	{
+		GUC_check_errdetail("Groups are separated by ';', the services of a group by ',', e.g. 'billing;wallet,order'.");
+		return false;
+	}
+	if (n > ISA_MAX_APPLY_GROUPS)
+	{
+		GUC_check_errdetail("At most %d groups.", ISA_MAX_APPLY_GROUPS);
+		return false;
+	}
+	return true;
+}
 
 static bool
 check_services(char **newval, void **extra, GucSource source)
@@ -130,6 +206,13 @@ isa_bridge_define_gucs(void)
 	DefineCustomIntVariable("isa.consume_batch_size",
 							"Messages asked for per pull (subscription option batch_size overrides).",
 							NULL, &isa_consume_batch_size, 256, 1, 10000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("isa.bridge_apply_groups",
+							   "Services whose subscriptions get their own apply worker, in groups.",
+							   "Groups separated by ';', services by ',': 'billing;wallet,order' starts two apply "
+							   "workers. Other services' subscriptions run in the bridge worker. Requires a restart.",
+							   &isa_bridge_apply_groups, "",
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0, check_apply_groups, NULL, NULL);
 	DefineCustomIntVariable("isa.bridge_idle_interval",
 							"Safety timer: the bridge looks at the outbox at least this often.",
 							"Commits wake it at once; this only catches what no wake-up announced.",
@@ -150,7 +233,22 @@ isa_bridge_register(void)
 	strlcpy(w.bgw_function_name, "isa_bridge_main", BGW_MAXLEN);
 	strlcpy(w.bgw_name, "isa bridge", BGW_MAXLEN);
 	strlcpy(w.bgw_type, "isa bridge", BGW_MAXLEN);
+	w.bgw_main_arg = Int32GetDatum(0);
 	RegisterBackgroundWorker(&w);
+
+	if (isa_bridge_apply_groups && *isa_bridge_apply_groups)
+	{
+		int			n = 0;
+
+		(void) apply_group_in(isa_bridge_apply_groups, NULL, &n);
+		for (int k = 1; k <= n && k <= ISA_MAX_APPLY_GROUPS; k++)
+		{
+			snprintf(w.bgw_name, BGW_MAXLEN, "isa bridge apply %d", k);
+			strlcpy(w.bgw_type, "isa bridge apply", BGW_MAXLEN);
+			w.bgw_main_arg = Int32GetDatum(k);
+			RegisterBackgroundWorker(&w);
+		}
+	}
 }
 
 /*
@@ -209,6 +307,15 @@ bridge_exit(int code, Datum arg)
 {
 	if (isa_shared == NULL)
 		return;
+	SpinLockAcquire(&isa_shared->mutex);
+	isa_shared->subscriptions[isa_bridge_worker] = 0;
+	SpinLockRelease(&isa_shared->mutex);
+	if (isa_bridge_worker > 0)
+	{
+		pg_atomic_write_u32(&isa_shared->apply_procno[isa_bridge_worker], ISA_INVALID_PROCNO);
+		pg_atomic_write_u32(&isa_shared->apply_pid[isa_bridge_worker], 0);
+		return;
+	}
 	pg_atomic_write_u32(&isa_shared->bridge_procno, ISA_INVALID_PROCNO);
 	pg_atomic_write_u32(&isa_shared->bridge_pid, 0);
 	pg_atomic_write_u32(&isa_shared->nats_connected, 0);
@@ -279,7 +386,7 @@ publish_connection_state(void)
 	char		url[256] = "";
 	bool		up = nl_connected();
 
-	if (isa_shared == NULL)
+	if (isa_shared == NULL || isa_bridge_worker > 0)
 		return;
 	if (up && nl_conn() && natsConnection_GetConnectedUrl(nl_conn(), url, sizeof(url)) == NATS_OK)
 		strip_credentials(url);
@@ -308,22 +415,32 @@ isa_bridge_main(Datum arg)
 	TimestampTz last_publish_try = 0;
 	TimestampTz last_setup_try = 0;
 
+	isa_bridge_worker = DatumGetInt32(arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(isa_database, NULL, 0);
-	pgstat_report_appname("isa bridge");
+	pgstat_report_appname(isa_bridge_worker == 0 ? "isa bridge" : "isa bridge apply");
 
-	if (isa_shared == NULL)
+	if (isa_shared == NULL || isa_bridge_worker < 0 || isa_bridge_worker > ISA_MAX_APPLY_GROUPS)
 		proc_exit(1);
 	before_shmem_exit(bridge_exit, (Datum) 0);
-	pg_atomic_write_u32(&isa_shared->bridge_pid, (uint32) MyProcPid);
-	pg_atomic_write_u32(&isa_shared->bridge_procno, (uint32) MyProc->pgprocno);
-	SpinLockAcquire(&isa_shared->mutex);
-	isa_shared->started_at = GetCurrentTimestamp();
-	isa_shared->last_error[0] = '\0';
-	isa_shared->nats_server[0] = '\0';
-	SpinLockRelease(&isa_shared->mutex);
+	if (isa_bridge_worker > 0)
+	{
+		/* an apply worker: its group's subscriptions, nothing else */
+		pg_atomic_write_u32(&isa_shared->apply_pid[isa_bridge_worker], (uint32) MyProcPid);
+		pg_atomic_write_u32(&isa_shared->apply_procno[isa_bridge_worker], (uint32) MyProc->pgprocno);
+	}
+	else
+	{
+		pg_atomic_write_u32(&isa_shared->bridge_pid, (uint32) MyProcPid);
+		pg_atomic_write_u32(&isa_shared->bridge_procno, (uint32) MyProc->pgprocno);
+		SpinLockAcquire(&isa_shared->mutex);
+		isa_shared->started_at = GetCurrentTimestamp();
+		isa_shared->last_error[0] = '\0';
+		isa_shared->nats_server[0] = '\0';
+		SpinLockRelease(&isa_shared->mutex);
+	}
 
 	/* Until CREATE EXTENSION isa runs in isa.database, there is nothing to do. */
 	while (!extension_installed())
@@ -344,7 +461,11 @@ isa_bridge_main(Datum arg)
 		char	   *shown = pstrdup(isa_nats_url ? isa_nats_url : "");
 
 		strip_credentials(shown);
-		ereport(LOG, (errmsg("isa bridge started on database \"%s\", NATS %s", isa_database, shown)));
+		if (isa_bridge_worker == 0)
+			ereport(LOG, (errmsg("isa bridge started on database \"%s\", NATS %s", isa_database, shown)));
+		else
+			ereport(LOG, (errmsg("isa bridge apply worker %d started on database \"%s\", NATS %s",
+								 isa_bridge_worker, isa_database, shown)));
 	}
 
 	turn_cxt = AllocSetContextCreate(TopMemoryContext, "isa bridge turn", ALLOCSET_DEFAULT_SIZES);
@@ -420,7 +541,7 @@ isa_bridge_main(Datum arg)
 		nl_drain_eventfd();
 		publish_connection_state();
 
-		if (pg_atomic_exchange_u32(&isa_shared->subscriptions_changed, 0))
+		if (pg_atomic_exchange_u32(&isa_shared->subscriptions_changed[isa_bridge_worker], 0))
 		{
 			isa_consumers_load();
 			setup_pending = true;
@@ -458,7 +579,7 @@ isa_bridge_main(Datum arg)
 
 			now = GetCurrentTimestamp();
 			/* not before the stream is there: acks would only fail */
-			if (!setup_pending &&
+			if (!setup_pending && isa_bridge_worker == 0 &&
 				(pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0) || publish_more ||
 				 TimestampDifferenceExceeds(last_publish_try, now, isa_bridge_idle_interval)))
 			{

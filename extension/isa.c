@@ -60,9 +60,15 @@ isa_shmem_startup(void)
 	if (!found)
 	{
 		pg_atomic_init_u32(&isa_shared->outbox_pending, 0);
-		pg_atomic_init_u32(&isa_shared->subscriptions_changed, 0);
 		pg_atomic_init_u32(&isa_shared->bridge_procno, ISA_INVALID_PROCNO);
 		pg_atomic_init_u32(&isa_shared->bridge_pid, 0);
+		for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)
+		{
+			pg_atomic_init_u32(&isa_shared->subscriptions_changed[k], 0);
+			pg_atomic_init_u32(&isa_shared->apply_procno[k], ISA_INVALID_PROCNO);
+			pg_atomic_init_u32(&isa_shared->apply_pid[k], 0);
+			isa_shared->subscriptions[k] = 0;
+		}
 		pg_atomic_init_u64(&isa_shared->wakeups_signalled, 0);
 		pg_atomic_init_u32(&isa_shared->nats_connected, 0);
 		pg_atomic_init_u64(&isa_shared->nats_reconnects, 0);
@@ -70,7 +76,6 @@ isa_shmem_startup(void)
 		isa_shared->started_at = 0;
 		isa_shared->last_publish_at = 0;
 		isa_shared->last_error_at = 0;
-		isa_shared->subscriptions = 0;
 		isa_shared->last_error[0] = '\0';
 		isa_shared->nats_server[0] = '\0';
 	}

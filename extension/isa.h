@@ -23,6 +23,15 @@ extern int	isa_cron_history_retention; /* seconds */
 #define ISA_INVALID_PROCNO PG_UINT32_MAX
 
 /*
+ * Bridge processes: worker 0 ("isa bridge") publishes and applies the
+ * subscriptions of every service not in a group of isa.bridge_apply_groups;
+ * worker k (1 <= k <= ISA_MAX_APPLY_GROUPS, "isa bridge apply") applies those
+ * of group k only.
+ */
+#define ISA_MAX_APPLY_GROUPS 8
+#define ISA_BRIDGE_WORKERS (ISA_MAX_APPLY_GROUPS + 1)
+
+/*
  * State in shared memory.  Only plain values and atomics: a pointer or a file
  * descriptor means nothing in another process (pg_net issue #276).
  */
@@ -30,11 +39,14 @@ typedef struct IsaSharedState
 {
 	/* A commit wrote outbox rows since the bridge last cleared this. */
 	pg_atomic_uint32 outbox_pending;
-	/* A commit changed isa.subscriptions since the bridge last cleared this. */
-	pg_atomic_uint32 subscriptions_changed;
+	/* A commit changed isa.subscriptions since bridge worker k last cleared [k]. */
+	pg_atomic_uint32 subscriptions_changed[ISA_BRIDGE_WORKERS];
 	/* The bridge worker's PGPROC number and pid, ISA_INVALID_PROCNO if none. */
 	pg_atomic_uint32 bridge_procno;
 	pg_atomic_uint32 bridge_pid;
+	/* The same for apply worker k at [k] ([0] unused: worker 0 is the above). */
+	pg_atomic_uint32 apply_procno[ISA_BRIDGE_WORKERS];
+	pg_atomic_uint32 apply_pid[ISA_BRIDGE_WORKERS];
 	/* Commits that raised a wake-up: lets tests count "once per commit". */
 	pg_atomic_uint64 wakeups_signalled;
 
@@ -45,7 +57,7 @@ typedef struct IsaSharedState
 	TimestampTz started_at;
 	TimestampTz last_publish_at;
 	TimestampTz last_error_at;
-	int32		subscriptions;
+	int32		subscriptions[ISA_BRIDGE_WORKERS];	/* set up, per worker */
 	char		last_error[256];
 	char		nats_server[128];
 } IsaSharedState;

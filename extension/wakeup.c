@@ -62,16 +62,23 @@ isa_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 static void
-isa_wake_bridge(void)
+wake(uint32 procno, uint32 pid)
 {
-	uint32		procno = pg_atomic_read_u32(&isa_shared->bridge_procno);
-	uint32		pid = pg_atomic_read_u32(&isa_shared->bridge_pid);
-
 	if (procno == ISA_INVALID_PROCNO || procno >= ProcGlobal->allProcCount)
 		return;
-	/* The slot may have been reused since the bridge registered: check its pid. */
+	/* The slot may have been reused since the worker registered: check its pid. */
 	if ((uint32) ProcGlobal->allProcs[procno].pid == pid)
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/* The bridge; with a subscription change, the apply workers too. */
+static void
+isa_wake_bridge(bool apply_workers)
+{
+	wake(pg_atomic_read_u32(&isa_shared->bridge_procno), pg_atomic_read_u32(&isa_shared->bridge_pid));
+	if (apply_workers)
+		for (int k = 1; k < ISA_BRIDGE_WORKERS; k++)
+			wake(pg_atomic_read_u32(&isa_shared->apply_procno[k]), pg_atomic_read_u32(&isa_shared->apply_pid[k]));
 }
 
 static void
@@ -86,9 +93,10 @@ isa_xact_callback(XactEvent event, void *arg)
 				if (outbox_written)
 					pg_atomic_write_u32(&isa_shared->outbox_pending, 1);
 				if (subscriptions_changed)
-					pg_atomic_write_u32(&isa_shared->subscriptions_changed, 1);
+					for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)
+						pg_atomic_write_u32(&isa_shared->subscriptions_changed[k], 1);
 				pg_atomic_fetch_add_u64(&isa_shared->wakeups_signalled, 1);
-				isa_wake_bridge();
+				isa_wake_bridge(subscriptions_changed != 0);
 			}
 			outbox_written = subscriptions_changed = 0;
 			break;
@@ -155,7 +163,7 @@ isa_wakeup_state(PG_FUNCTION_ARGS)
 		uint32		pid = pg_atomic_read_u32(&isa_shared->bridge_pid);
 
 		values[1] = BoolGetDatum(pg_atomic_read_u32(&isa_shared->outbox_pending) != 0);
-		values[2] = BoolGetDatum(pg_atomic_read_u32(&isa_shared->subscriptions_changed) != 0);
+		values[2] = BoolGetDatum(pg_atomic_read_u32(&isa_shared->subscriptions_changed[0]) != 0);
 		values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&isa_shared->wakeups_signalled));
 		values[4] = Int32GetDatum((int32) pid);
 		nulls[4] = (pg_atomic_read_u32(&isa_shared->bridge_procno) == ISA_INVALID_PROCNO);

@@ -108,6 +108,7 @@ shared_preload_libraries = 'pg_cron,isa'
 cron.database_name = '$DB'
 isa.database = '$DB'
 isa.nats_url = 'nats://127.0.0.1:$NATS_PORT'
+isa.bridge_apply_groups = '${ISA_APPLY_GROUPS-billing}'
 max_connections = 100
 log_line_prefix = '%m [%p] %q%u@%d '
 CONF
