@@ -34,7 +34,8 @@ CREATE TABLE auth.sessions (
     created_at    timestamptz NOT NULL DEFAULT now(),
     expires_at    timestamptz NOT NULL,              -- the end of its last refresh token (user) or token (device)
     revoked_at    timestamptz,
-    revoke_reason text CHECK (revoke_reason IN ('logout', 'user_deleted', 'permission_revoked', 'refresh_reuse')),
+    revoke_reason text CHECK (revoke_reason IN ('logout', 'user_deleted', 'permission_revoked', 'refresh_reuse',
+                                                'password_changed')),
     CHECK ((revoked_at IS NULL) = (revoke_reason IS NULL)),
     CHECK (kind = 'user' AND user_id IS NOT NULL AND device_id IS NULL
         OR kind = 'device' AND device_id IS NOT NULL)
@@ -152,7 +153,7 @@ SELECT isa.register_event_type('user.logged_out', 'auth_service', '1.0.0',
     'A session ended: its refresh tokens and access tokens are refused from now on.',
     '{"user_id":    {"type": "uuid",   "required": true, "description": "The user of the session."},
       "session_id": {"type": "uuid",   "required": true, "description": "The session that ended."},
-      "reason":     {"type": "string", "required": true, "description": "logout, user_deleted, permission_revoked or refresh_reuse."}}');
+      "reason":     {"type": "string", "required": true, "description": "logout, user_deleted, permission_revoked, refresh_reuse or password_changed."}}');
 SELECT isa.register_event_type('device.authenticated', 'auth_service', '1.0.0',
     'A device proved possession of its key (challenge/response) and received a device token.',
     '{"device_id":  {"type": "string", "required": true,  "description": "The device."},
@@ -255,8 +256,8 @@ BEGIN
 END
 $$;
 
--- Ends every active session of a user; one user.logged_out per session.
-CREATE FUNCTION auth._revoke_user_sessions(uid uuid, reason text) RETURNS integer
+-- Ends every active session of a user but `keep`; one user.logged_out per session.
+CREATE FUNCTION auth._revoke_user_sessions(uid uuid, reason text, keep uuid DEFAULT NULL) RETURNS integer
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -265,7 +266,7 @@ DECLARE
 BEGIN
     WITH r AS (
         UPDATE auth.sessions s SET revoked_at = now(), revoke_reason = reason
-         WHERE s.user_id = uid AND s.revoked_at IS NULL
+         WHERE s.user_id = uid AND s.revoked_at IS NULL AND s.session_id IS DISTINCT FROM keep
         RETURNING s.session_id, s.user_id)
     SELECT count(isa.publish_event('user.logged_out', 'auth_service',
                  jsonb_build_object('user_id', r.user_id, 'session_id', r.session_id, 'reason', reason)))
@@ -326,7 +327,7 @@ END
 $$;
 
 -- ---------------------------------------------------------------- API: passwords and login
-CREATE FUNCTION auth.set_password(user_id uuid, password text) RETURNS void
+CREATE FUNCTION auth.set_password(user_id uuid, password text, keep_session uuid DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -347,10 +348,12 @@ BEGIN
     VALUES (set_password.user_id, auth._hash_password(password))
     ON CONFLICT ON CONSTRAINT passwords_pkey
     DO UPDATE SET hash = excluded.hash, updated_at = now();
+    -- whoever knew the old password must not stay logged in with it
+    PERFORM auth._revoke_user_sessions(set_password.user_id, 'password_changed', keep_session);
 END
 $$;
-COMMENT ON FUNCTION auth.set_password(uuid, text) IS
-    'Sets (or replaces) a user''s password, hashed with argon2id. 22023 unless 8 to 1024 characters, P0002 unknown or deleted user.';
+COMMENT ON FUNCTION auth.set_password(uuid, text, uuid) IS
+    'Sets (or replaces) a user''s password, hashed with argon2id, and ends the user''s sessions except keep_session (user.logged_out reason password_changed). 22023 unless 8 to 1024 characters, P0002 unknown or deleted user.';
 
 CREATE FUNCTION auth.login(email text, password text) RETURNS auth.tokens
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -870,7 +873,7 @@ SELECT auth.rotate_signing_key();
 REVOKE ALL ON ALL TABLES IN SCHEMA auth FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA auth FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    auth.set_password(uuid, text),
+    auth.set_password(uuid, text, uuid),
     auth.login(text, text),
     auth.refresh(text),
     auth.logout(text),

@@ -6,7 +6,7 @@
 -- permission.revoked handlers, the events in auth.outbox and the privileges.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(189);
+SELECT plan(196);
 
 -- The settings this file assumes, whatever the server's configuration says.
 SET LOCAL isa.jwt_algorithm = 'EdDSA';
@@ -469,6 +469,24 @@ SELECT is((SELECT count(*) FROM auth.sessions WHERE user_id = pg_temp.id('bob') 
 SELECT throws_ok($$SELECT auth.logout_all('00000000-0000-7000-8000-000000000000')$$,
                  'P0002', 'user 00000000-0000-7000-8000-000000000000 not found', 'logout_all of an unknown user raises P0002');
 
+-- a password change ends the other sessions
+INSERT INTO t_tok SELECT 'b6', auth.login(pg_temp.email('bob'), 'bob secret password');
+INSERT INTO t_tok SELECT 'b7', auth.login(pg_temp.email('bob'), 'bob secret password');
+SELECT lives_ok(format($$SELECT auth.set_password(%L, 'bob new password', %L)$$, pg_temp.id('bob'), (pg_temp.tok('b7')).session_id),
+                'set_password with keep_session');
+SELECT is((SELECT revoke_reason FROM auth.sessions WHERE session_id = (pg_temp.tok('b6')).session_id), 'password_changed',
+          'a password change ends the user''s other sessions (reason password_changed)');
+SELECT is((SELECT revoked_at FROM auth.sessions WHERE session_id = (pg_temp.tok('b7')).session_id), NULL,
+          'but not the session it was asked to keep');
+SELECT is((SELECT count(*) FROM auth.outbox WHERE event_type = 'user.logged_out'
+              AND data->>'session_id' = (pg_temp.tok('b6')).session_id::text AND data->>'reason' = 'password_changed'), 1::bigint,
+          'and publishes user.logged_out with reason password_changed');
+SELECT throws_ok(format($$SELECT auth.refresh(%L)$$, (pg_temp.tok('b6')).refresh_token),
+                 '28000', NULL, 'the ended session''s refresh token is refused');
+SELECT throws_ok(format($$SELECT auth.login(%L, 'bob secret password')$$, pg_temp.email('bob')),
+                 '28000', 'invalid email or password', 'the old password no longer logs in');
+SELECT isnt((auth.login(pg_temp.email('bob'), 'bob new password')).access_token, NULL, 'the new one does');
+
 -- ---------------------------------------------------------------- devices
 INSERT INTO t_keys SELECT 'frame-1', public_key, secret_key FROM auth._ed25519_keypair();
 INSERT INTO t_keys SELECT 'other', public_key, secret_key FROM auth._ed25519_keypair();
@@ -614,7 +632,7 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscript
               'auth subscribes to user.deleted and permission.revoked');
 SELECT ok(bool_and(has_function_privilege('isa_app', f, 'EXECUTE')),
           'isa_app may execute the API') FROM unnest(ARRAY[
-    'auth.set_password(uuid,text)', 'auth.login(text,text)', 'auth.refresh(text)', 'auth.logout(text)', 'auth.logout(uuid)',
+    'auth.set_password(uuid,text,uuid)', 'auth.login(text,text)', 'auth.refresh(text)', 'auth.logout(text)', 'auth.logout(uuid)',
     'auth.logout_all(uuid)', 'auth.verify_token(text)', 'auth.jwks()', 'auth.register_device(text,bytea,uuid)',
     'auth.device_challenge(text)', 'auth.device_authenticate(text,text,bytea)']) f;
 SELECT is(array_agg(f ORDER BY f) FILTER (WHERE has_function_privilege('isa_app', f, 'EXECUTE')), NULL,
