@@ -62,6 +62,7 @@ extern NlMsg *nl_take_messages(int max, int *n);
 extern const char *nl_inbox_prefix(void);
 extern natsConnection *nl_conn(void);
 extern uint64 nl_reconnects(void);
+extern bool nl_last_error(char *buf, size_t len);
 
 extern bool nl_ensure_stream(List *sources);
 extern bool nl_ensure_consumer(const char *durable, const char *filter,

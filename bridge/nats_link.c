@@ -228,6 +228,27 @@ nl_reconnects(void)
 	return n > 0 ? n - 1 : 0;
 }
 
+/*
+ * Why the current connection is not up, as nats.c last saw it (a refused
+ * login, a server that does not answer): false if it has nothing to say.
+ */
+bool
+nl_last_error(char *buf, size_t len)
+{
+	SigBlock	b;
+	const char *text = NULL;
+	natsStatus	s;
+
+	if (conn == NULL)
+		return false;
+	block_signals(&b);
+	s = natsConnection_GetLastError(conn, &text);
+	if (s != NATS_OK)
+		strlcpy(buf, text && *text ? text : natsStatus_GetText(s), len);
+	unblock_signals(&b);
+	return s != NATS_OK;
+}
+
 natsConnection *
 nl_conn(void)
 {

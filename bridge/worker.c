@@ -160,14 +160,13 @@ isa_bridge_define_gucs(void)
 							   "User name for NATS (with isa.nats_password).",
 							   NULL, &isa_nats_user, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	/*
-	 * PostgreSQL logs the new value of a setting changed by a reload; a
-	 * restart-only password never reaches the log that way.
+	 * PostgreSQL logs the new value of a setting changed by a reload; isa's
+	 * log hook (extension/isa.c) hides it for GUC_NO_SHOW_ALL settings.
 	 */
 	DefineCustomStringVariable("isa.nats_password",
 							   "Password for NATS.",
-							   "Readable by superusers only; changed only by a restart, so never logged.",
-							   &isa_nats_password, "",
-							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   "Readable by superusers only; a reload's log line does not show it.",
+							   &isa_nats_password, "", PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	DefineCustomStringVariable("isa.nats_creds_file",
 							   "NATS credentials file (user JWT and NKey seed) for the bridge.",
@@ -540,6 +539,14 @@ isa_bridge_main(Datum arg)
 
 		nl_drain_eventfd();
 		publish_connection_state();
+		if (!nl_connected() && nl_conn() != NULL)
+		{
+			char		why[200];
+
+			/* the text is the server's or nats.c's, never a credential */
+			if (nl_last_error(why, sizeof(why)))
+				isa_bridge_record_error("not connected to NATS: %s", why);
+		}
 
 		if (pg_atomic_exchange_u32(&isa_shared->subscriptions_changed[isa_bridge_worker], 0))
 		{
