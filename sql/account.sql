@@ -136,6 +136,23 @@ $$;
 COMMENT ON FUNCTION account.user_exists(uuid) IS
     'Whether a user exists and is not deleted (false for unknown, deleted or NULL).';
 
+-- The check every service's API makes on a user id it is given.
+CREATE FUNCTION account.require_user(user_id uuid) RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM account.users u WHERE u.user_id = require_user.user_id AND u.status = 'active') THEN
+        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION account.require_user(uuid) IS
+    'Raises 22004 for a NULL user id and P0002 (user <id> not found) for an unknown or deleted user; the user check of the services'' APIs.';
+
 CREATE FUNCTION account.get_user(user_id uuid) RETURNS account.user_profile
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -382,6 +399,7 @@ COMMENT ON FUNCTION account.set_notification_preferences(uuid, jsonb) IS
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA account FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     account.user_exists(uuid),
+    account.require_user(uuid),
     account.get_user(uuid),
     account.find_user_by_email(text),
     account.create_user(text, text, text),

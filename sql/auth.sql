@@ -341,9 +341,7 @@ BEGIN
     IF length(password) NOT BETWEEN 8 AND 1024 THEN
         RAISE EXCEPTION 'a password has 8 to 1024 characters, not %', length(password) USING ERRCODE = '22023';
     END IF;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(user_id);
     INSERT INTO auth.passwords AS p (user_id, hash)
     VALUES (set_password.user_id, auth._hash_password(password))
     ON CONFLICT ON CONSTRAINT passwords_pkey
@@ -538,12 +536,7 @@ AS $$
 DECLARE
     n integer;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(user_id);
     n := auth._revoke_user_sessions(user_id, 'logout');
     PERFORM auth._persist_flagged_sessions();
     RETURN n;
@@ -677,8 +670,8 @@ BEGIN
     IF length(public_key) <> 32 THEN
         RAISE EXCEPTION 'an Ed25519 public key has 32 bytes, not %', length(public_key) USING ERRCODE = '22023';
     END IF;
-    IF user_id IS NOT NULL AND NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
+    IF user_id IS NOT NULL THEN
+        PERFORM account.require_user(user_id);
     END IF;
     INSERT INTO auth.devices AS x (device_id, public_key, user_id)
     VALUES (register_device.device_id, register_device.public_key, register_device.user_id)

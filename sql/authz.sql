@@ -331,20 +331,6 @@ COMMENT ON FUNCTION authz.delete_role(text) IS
     'Deletes a role and its bindings, publishing permission.revoked for every binding and permission. P0002 unknown role.';
 
 -- ---------------------------------------------------------------- bindings
-CREATE FUNCTION authz._check_user(user_id uuid) RETURNS void
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
-END
-$$;
-
 CREATE FUNCTION authz.bind_role(user_id uuid, role text, org_id uuid DEFAULT NULL) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -352,7 +338,7 @@ AS $$
 DECLARE
     r authz.roles;
 BEGIN
-    PERFORM authz._check_user(user_id);
+    PERFORM account.require_user(user_id);
     r := authz._role(role, false);      -- FOR SHARE: the role's permissions cannot change until commit
     INSERT INTO authz.role_bindings AS b (user_id, role_id, org_id, permissions)
     VALUES (bind_role.user_id, r.role_id, bind_role.org_id, r.permissions)
@@ -405,7 +391,7 @@ DECLARE
     p   text := authz._check_permission(permission);
     res text := authz._check_resource_id(resource_id);
 BEGIN
-    PERFORM authz._check_user(user_id);
+    PERFORM account.require_user(user_id);
     INSERT INTO authz.grants AS g (user_id, permission, resource_id, org_id)
     VALUES (grant_permission.user_id, p, res, grant_permission.org_id)
     ON CONFLICT ON CONSTRAINT grants_key DO NOTHING;

@@ -437,9 +437,7 @@ BEGIN
     IF calculate_cost.at IS NULL THEN
         RAISE EXCEPTION 'at must not be null' USING ERRCODE = '22004';
     END IF;
-    IF NOT account.user_exists(calculate_cost.user_id) THEN
-        RAISE EXCEPTION 'user % not found', calculate_cost.user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(calculate_cost.user_id);
 
     p := billing._price(calculate_cost.usage_kind, calculate_cost.user_id, calculate_cost.model,
                         q[1], q[2], calculate_cost.at, false);

@@ -141,9 +141,7 @@ BEGIN
         RAISE EXCEPTION 'payment_method must be card or wallet, not "%"', left(payment_method, 40)
             USING ERRCODE = '22023';
     END CASE;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(user_id);
 
     fingerprint := sha256(convert_to(jsonb_build_object(
         'amount', amount, 'currency', currency, 'payment_method', payment_method, 'tokens', tokens,
@@ -224,9 +222,7 @@ BEGIN
     IF row_limit NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'row_limit must be from 1 to 1000, not %', row_limit USING ERRCODE = '22023';
     END IF;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(user_id);
     RETURN QUERY SELECT i.* FROM orders.orders o, LATERAL orders._info(o) i
                   WHERE o.user_id = list_orders.user_id ORDER BY o.order_id DESC LIMIT row_limit;
 END

@@ -408,9 +408,7 @@ BEGIN
     IF tokens < 0 THEN
         RAISE EXCEPTION 'tokens must be 0 or more, not %', tokens USING ERRCODE = '22023';
     END IF;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(user_id);
 
     INSERT INTO payment.payments (order_id, user_id, amount, currency, tokens, stripe_payment_intent_id)
     VALUES (order_id, user_id, amount, currency, tokens, stripe_payment_intent_id)
@@ -496,9 +494,7 @@ BEGIN
     IF row_limit NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'row_limit must be from 1 to 1000, not %', row_limit USING ERRCODE = '22023';
     END IF;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(user_id);
     RETURN QUERY SELECT i.* FROM payment.payments p, LATERAL payment._info(p) i
                   WHERE p.user_id = list_payments.user_id ORDER BY p.payment_id DESC LIMIT row_limit;
 END
@@ -510,12 +506,7 @@ CREATE FUNCTION payment.list_subscriptions(user_id uuid) RETURNS SETOF payment.s
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF NOT account.user_exists(user_id) THEN
-        RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
-    END IF;
+    PERFORM account.require_user(user_id);
     RETURN QUERY SELECT s.subscription_id, s.user_id, s.stripe_subscription_id, s.plan, s.credits, s.status,
                         s.created_at, s.updated_at, s.canceled_at
                    FROM payment.subscriptions s

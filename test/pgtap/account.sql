@@ -4,7 +4,7 @@
 -- write puts in account.outbox, and who may call what.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(119);
+SELECT plan(123);
 
 -- Users this file creates, by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
@@ -222,6 +222,14 @@ SELECT is((SELECT data FROM ev WHERE label = 'bob' AND event_type = 'user.delete
 SELECT is((SELECT source FROM ev WHERE label = 'bob' AND event_type = 'user.deleted'), 'account_service',
           'user.deleted comes from account_service');
 SELECT is(account.user_exists((SELECT id FROM u WHERE label = 'bob')), false, 'user_exists is false for a deleted user');
+SELECT lives_ok(format('SELECT account.require_user(%L)', (SELECT id FROM u WHERE label = 'alice')),
+                'require_user: a live user passes');
+SELECT throws_ok(format('SELECT account.require_user(%L)', (SELECT id FROM u WHERE label = 'bob')),
+                 'P0002', format('user %s not found', (SELECT id FROM u WHERE label = 'bob')),
+                 'require_user: a deleted user is P0002');
+SELECT throws_ok('SELECT account.require_user(''00000000-0000-7000-8000-000000000000'')',
+                 'P0002', 'user 00000000-0000-7000-8000-000000000000 not found', 'require_user: an unknown user is P0002');
+SELECT throws_ok('SELECT account.require_user(NULL)', '22004', 'user_id must not be null', 'require_user: NULL is 22004');
 SELECT throws_ok(format('SELECT account.get_user(%L)', (SELECT id FROM u WHERE label = 'bob')), 'P0002',
                  format('user %s not found', (SELECT id FROM u WHERE label = 'bob')), 'get_user of a deleted user is P0002');
 SELECT throws_ok($$SELECT account.find_user_by_email('bob@example.com')$$, 'P0002', 'no user with email "bob@example.com"',
@@ -258,7 +266,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
           NULL, 'no function of schema account is executable by PUBLIC');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'account'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')$$,
-              ARRAY['account.user_exists(uuid)', 'account.get_user(uuid)', 'account.find_user_by_email(text)',
+              ARRAY['account.user_exists(uuid)', 'account.require_user(uuid)', 'account.get_user(uuid)', 'account.find_user_by_email(text)',
                     'account.create_user(text,text,text)', 'account.update_user(uuid,text,text)',
                     'account.delete_user(uuid)', 'account.get_notification_preferences(uuid)',
                     'account.set_notification_preferences(uuid,jsonb)'],
