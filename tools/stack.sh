@@ -16,7 +16,7 @@
 #   env               shell exports for clients (PGHOST, PGPORT, ISA_NATS_URL …)
 #
 # Ports (override with the environment): run: PG 55432, NATS 54222/monitor 58222;
-# test: PG 55442, NATS 54232/58232; bench: PG 55472, NATS 54262/58262; any other NAME must set ISA_PG_PORT,
+# test: PG 25442, NATS 24232/28232; bench: PG 25472, NATS 24262/28262; any other NAME must set ISA_PG_PORT,
 # ISA_NATS_PORT and ISA_NATS_MONITOR_PORT.
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres`
@@ -30,8 +30,8 @@ shift 2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$NAME" in
   run)  def_pg=55432; def_nats=54222; def_mon=58222 ;;
-  test) def_pg=55442; def_nats=54232; def_mon=58232 ;;
-  bench) def_pg=55472; def_nats=54262; def_mon=58262 ;;
+  test) def_pg=25442; def_nats=24232; def_mon=28232 ;;
+  bench) def_pg=25472; def_nats=24262; def_mon=28262 ;;
   *)    def_pg=; def_nats=; def_mon= ;;
 esac
 PG_PORT=${ISA_PG_PORT:-$def_pg}
