@@ -38,6 +38,7 @@ SQL_SOURCES = \
 	sql/jobs.sql \
 	sql/services.sql \
 	sql/bridge.sql \
+	sql/http.sql \
 	$(foreach s,$(ISA_SERVICES),sql/$(s).sql) \
 	sql/grants.sql
 

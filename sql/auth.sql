@@ -545,6 +545,32 @@ $$;
 COMMENT ON FUNCTION auth.logout_all(uuid) IS
     'Ends every active session of a user (log out everywhere); one user.logged_out reason logout per session. Returns how many. P0002 unknown or deleted user.';
 
+-- Whether the session of verified claims is live: it exists, is not revoked
+-- (nor flagged in shared memory), matches the token's type and subject, and
+-- its user still exists.  The signature and times are checked by the caller
+-- (auth.verify_token here, isa-httpd over HTTP).
+CREATE FUNCTION auth.session_is_live(claims jsonb) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid text := claims ->> 'sid';
+    s   auth.sessions;
+BEGIN
+    IF sid IS NULL OR sid !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO s FROM auth.sessions x WHERE x.session_id = sid::uuid;
+    RETURN FOUND
+       AND s.revoked_at IS NULL AND NOT auth._session_flagged(s.session_id)
+       AND (claims ->> 'typ' = 'access') = (s.kind = 'user')
+       AND claims ->> 'sub' IS NOT DISTINCT FROM coalesce(s.device_id, s.user_id::text)
+       AND (s.kind <> 'user' OR account.user_exists(s.user_id));
+END
+$$;
+COMMENT ON FUNCTION auth.session_is_live(jsonb) IS
+    'Whether the session named by verified token claims (sid, sub, typ) is live: not ended, matching its subject, its user not deleted. Does not check the signature: auth.verify_token does.';
+
 CREATE FUNCTION auth.verify_token(token text) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -873,6 +899,7 @@ GRANT EXECUTE ON FUNCTION
     auth.logout(uuid),
     auth.logout_all(uuid),
     auth.verify_token(text),
+    auth.session_is_live(jsonb),
     auth.jwks(),
     auth.register_device(text, bytea, uuid),
     auth.device_challenge(text),

@@ -15,6 +15,13 @@ GRANT EXECUTE ON FUNCTION
     isa.base64url_encode(bytea), isa.base64url_decode(text)
 TO isa_app, isa_bridge;
 GRANT SELECT ON isa.services, isa.event_types TO isa_app, isa_bridge;
+-- isa-httpd connects as a member of isa_app: the routes, and the first call of
+-- every request.
+GRANT EXECUTE ON FUNCTION
+    isa.http_route_catalogue(),
+    isa.http_begin(jsonb, text, text, text, text, jsonb, boolean, integer),
+    isa.http_claims()
+TO isa_app;
 
 GRANT SELECT, UPDATE, DELETE ON isa.outbox TO isa_bridge;
 GRANT SELECT, INSERT, DELETE ON isa.inbox TO isa_bridge;

@@ -1,0 +1,206 @@
+-- http.sql — the routes isa-httpd serves (httpd/), as data: a service adds an
+-- endpoint in its own sql/ file with isa.http_route(), never in C.  isa-httpd
+-- reads isa.http_route_catalogue() at start (and on SIGHUP) and, for every
+-- request, runs isa.http_begin() and then the route's function in one
+-- transaction (docs/http.md).
+
+CREATE TABLE isa.http_routes (
+    method         text NOT NULL CHECK (method IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE')),
+    path           text NOT NULL CHECK (path ~ '^(/([A-Za-z0-9._-]+|\{[a-z_][a-z0-9_]*\}))+$'),
+    function       regprocedure NOT NULL,
+    auth           text NOT NULL CHECK (auth IN ('public', 'user', 'device', 'admin')),
+    summary        text NOT NULL,
+    permission     text CHECK (permission ~ '^[a-z][a-z0-9_]*:[a-z*][a-z0-9_*]*$'),
+    resource_param text,            -- the argument whose value is the resource of the permission check
+    self_param     text,            -- the argument that, equal to the caller's subject, needs no permission
+    subject_param  text,            -- the argument the caller's subject (claim sub) fills; not from the request
+    status         integer NOT NULL DEFAULT 200 CHECK (status IN (200, 201, 202, 204)),
+    rate_limited   boolean NOT NULL DEFAULT false,  -- per client address (isa-httpd's rate_limit settings)
+    raw_body_param text,            -- the argument that receives the request body unparsed
+    header_params  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(header_params) = 'object'),
+    PRIMARY KEY (method, path)
+);
+COMMENT ON TABLE isa.http_routes IS
+    'The HTTP routes of isa-httpd: method and path template ({name} segments) to a service function, with the authentication it needs (public, user, device, admin), an optional authz permission and where arguments come from. Added by isa.http_route().';
+
+-- The arguments of a function: name, type, and whether it has a default.
+CREATE FUNCTION isa._http_function_args(f regprocedure)
+RETURNS TABLE (name text, type oid, has_default boolean, pos integer)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT a.name, a.type, a.pos > p.pronargs - p.pronargdefaults, a.pos::integer
+      FROM pg_proc p,
+           unnest(p.proargnames[1:p.pronargs], p.proargtypes::oid[]) WITH ORDINALITY AS a (name, type, pos)
+     WHERE p.oid = f
+     ORDER BY a.pos;
+END;
+
+CREATE FUNCTION isa.http_route(
+    method text, path text, function regprocedure, auth text, summary text,
+    permission text DEFAULT NULL, resource_param text DEFAULT NULL, self_param text DEFAULT NULL,
+    subject_param text DEFAULT NULL, status integer DEFAULT 200, rate_limited boolean DEFAULT false,
+    raw_body_param text DEFAULT NULL, header_params jsonb DEFAULT '{}')
+RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_schema name;
+    v_args   text[];
+    v_param  text;
+    v_nargs  integer;
+BEGIN
+    SELECT n.nspname, p.pronargs INTO v_schema, v_nargs
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = function;
+    IF NOT EXISTS (SELECT FROM isa.services s WHERE s.schema_name = v_schema) THEN
+        RAISE EXCEPTION 'route % %: % is not in a service''s schema', method, path, function
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT coalesce(array_agg(a.name ORDER BY a.pos), '{}') INTO v_args FROM isa._http_function_args(function) a;
+    IF array_length(v_args, 1) IS DISTINCT FROM nullif(v_nargs, 0) OR '' = ANY (v_args) THEN
+        RAISE EXCEPTION 'route % %: every argument of % needs a name', method, path, function
+            USING ERRCODE = '22023';
+    END IF;
+    FOR v_param IN
+        SELECT m[1] FROM regexp_matches(path, '\{([a-z_][a-z0-9_]*)\}', 'g') AS m
+        UNION ALL SELECT resource_param UNION ALL SELECT self_param
+        UNION ALL SELECT subject_param UNION ALL SELECT raw_body_param
+        UNION ALL SELECT k FROM jsonb_object_keys(header_params) AS k
+    LOOP
+        IF v_param IS NOT NULL AND NOT v_param = ANY (v_args) THEN
+            RAISE EXCEPTION 'route % %: % has no argument %', method, path, function, v_param
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    IF (auth IN ('user', 'device', 'admin')) IS DISTINCT FROM true AND (subject_param IS NOT NULL OR self_param IS NOT NULL) THEN
+        RAISE EXCEPTION 'route % %: a public route has no caller to fill % from', method, path,
+            coalesce(subject_param, self_param) USING ERRCODE = '22023';
+    END IF;
+    IF (resource_param IS NOT NULL) AND permission IS NULL THEN
+        RAISE EXCEPTION 'route % %: resource_param needs a permission', method, path USING ERRCODE = '22023';
+    END IF;
+    IF method IN ('GET', 'DELETE') AND raw_body_param IS NOT NULL THEN
+        RAISE EXCEPTION 'route % %: a % request has no body', method, path, method USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO isa.http_routes AS r (method, path, function, auth, summary, permission, resource_param, self_param,
+                                      subject_param, status, rate_limited, raw_body_param, header_params)
+    VALUES (method, path, function, auth, summary, permission, resource_param, self_param,
+            subject_param, status, rate_limited, raw_body_param, header_params)
+    ON CONFLICT ON CONSTRAINT http_routes_pkey DO UPDATE
+       SET function = EXCLUDED.function, auth = EXCLUDED.auth, summary = EXCLUDED.summary,
+           permission = EXCLUDED.permission, resource_param = EXCLUDED.resource_param,
+           self_param = EXCLUDED.self_param, subject_param = EXCLUDED.subject_param,
+           status = EXCLUDED.status, rate_limited = EXCLUDED.rate_limited,
+           raw_body_param = EXCLUDED.raw_body_param, header_params = EXCLUDED.header_params;
+END
+$$;
+COMMENT ON FUNCTION isa.http_route(text, text, regprocedure, text, text, text, text, text, text, integer, boolean, text, jsonb) IS
+    'Adds (or replaces) an isa-httpd route: METHOD /path/{arg} to a service function. Path, query and JSON body fields become the named arguments; subject_param is filled from the caller''s token; permission is checked with authz.check (resource: resource_param) unless self_param equals the caller. 22023 when an argument named does not exist.';
+
+-- What isa-httpd loads: every route with its function's arguments and result
+-- shape, as one JSON array (the order of the routes does not matter: a path
+-- matches literal segments before parameters).
+CREATE FUNCTION isa.http_route_catalogue() RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'method', r.method, 'path', r.path, 'auth', r.auth, 'summary', r.summary,
+               'service', s.name,
+               'function', format('%I.%I', n.nspname, p.proname),
+               'permission', r.permission, 'resource_param', r.resource_param,
+               'self_param', r.self_param, 'subject_param', r.subject_param,
+               'status', r.status, 'rate_limited', r.rate_limited,
+               'raw_body_param', r.raw_body_param, 'header_params', r.header_params,
+               'returns', CASE WHEN p.proretset THEN 'set'
+                               WHEN p.prorettype = 'void'::regtype THEN 'void'
+                               ELSE 'one' END,
+               'return_type', format_type(p.prorettype, NULL),
+               'args', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                   'name', a.name, 'type', format_type(a.type, NULL), 'optional', a.has_default,
+                                   'array', t.typcategory = 'A')
+                                   ORDER BY a.pos), '[]')
+                          FROM isa._http_function_args(r.function) a
+                          JOIN pg_type t ON t.oid = a.type))
+               ORDER BY r.path, r.method), '[]')
+      FROM isa.http_routes r
+      JOIN pg_proc p ON p.oid = r.function
+      JOIN pg_namespace n ON n.oid = p.pronamespace
+      LEFT JOIN isa.services s ON s.schema_name = n.nspname;
+END;
+COMMENT ON FUNCTION isa.http_route_catalogue() IS
+    'The routes of isa-httpd as a JSON array: method, path, auth, function, its named arguments (type, optional) and result shape (one, set, void).';
+
+-- The first statement of every isa-httpd request, in the request's
+-- transaction: the request and the verified claims as settings (PostgREST's
+-- names: request.jwt.claims, request.method, request.path, request.headers;
+-- plus request.id), read-only for GET and HEAD, the statement timeout, and
+-- the route's access rule.  isa-httpd has verified the token's signature and
+-- times; this checks what only the database knows: that the session is live
+-- and that authz grants the permission.  28000 (HTTP 401) for a dead session,
+-- 42501 (HTTP 403) for a missing permission.
+CREATE FUNCTION isa.http_begin(
+    claims jsonb, route_method text, route_path text, self_value text, resource_value text,
+    request jsonb, read_only boolean, timeout_ms integer)
+RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r   isa.http_routes;
+    sub text := claims ->> 'sub';
+    typ text := claims ->> 'typ';
+BEGIN
+    PERFORM set_config('request.jwt.claims', coalesce(claims, '{}')::text, true),
+            set_config('request.method', coalesce(request ->> 'method', ''), true),
+            set_config('request.path', coalesce(request ->> 'path', ''), true),
+            set_config('request.headers', coalesce(request -> 'headers', '{}')::text, true),
+            set_config('request.id', coalesce(request ->> 'id', ''), true),
+            set_config('statement_timeout', greatest(coalesce(timeout_ms, 0), 0)::text, true);
+    IF read_only THEN
+        PERFORM set_config('transaction_read_only', 'on', true);
+    END IF;
+    SELECT * INTO r FROM isa.http_routes x WHERE x.method = route_method AND x.path = route_path;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no route % %', route_method, route_path USING ERRCODE = '42883';
+    END IF;
+    IF r.auth = 'public' THEN
+        RETURN;
+    END IF;
+    IF claims IS NULL OR sub IS NULL THEN
+        RAISE EXCEPTION 'authentication required' USING ERRCODE = '28000';
+    END IF;
+    IF (r.auth = 'device') <> (typ = 'device') OR typ NOT IN ('access', 'device') THEN
+        RAISE EXCEPTION 'invalid token: % token for a % route', coalesce(typ, 'untyped'), r.auth
+            USING ERRCODE = '28000';
+    END IF;
+    IF NOT auth.session_is_live(claims) THEN
+        RAISE EXCEPTION 'invalid token: session ended' USING ERRCODE = '28000';
+    END IF;
+    IF r.auth = 'admin' AND NOT authz.check(sub::uuid, 'isa:admin') THEN
+        RAISE EXCEPTION 'permission denied: isa:admin required' USING ERRCODE = '42501';
+    END IF;
+    IF r.self_param IS NOT NULL AND self_value IS NOT DISTINCT FROM sub THEN
+        RETURN;
+    END IF;
+    IF r.permission IS NOT NULL THEN
+        IF typ <> 'access' OR NOT authz.check(sub::uuid, r.permission, resource_value) THEN
+            RAISE EXCEPTION 'permission denied: % required', r.permission USING ERRCODE = '42501';
+        END IF;
+    ELSIF r.self_param IS NOT NULL THEN
+        RAISE EXCEPTION 'permission denied: only the owner may do this' USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION isa.http_begin(jsonb, text, text, text, text, jsonb, boolean, integer) IS
+    'Called by isa-httpd first in every request''s transaction: sets request.jwt.claims, request.method, request.path, request.headers, request.id, statement_timeout and read-only mode, then applies the route''s access rule (live session, isa:admin, owner or authz permission). 28000 / 42501.';
+
+CREATE FUNCTION isa.http_claims() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+END;
+COMMENT ON FUNCTION isa.http_claims() IS
+    'The verified JWT claims of the HTTP request being served (request.jwt.claims), NULL outside a request or for an anonymous one.';
