@@ -79,13 +79,39 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(SQL_LIST_STAMP) isa.control Ma
 	   printf '%s\n' '\echo Use "CREATE EXTENSION isa" to load this file. \quit'; \
 	   for f in $(SQL_SOURCES); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
 
+# ---------------------------------------------------------------- isa-httpd
+# The HTTP front (httpd/): a program of its own, built with the extension.
+HTTPD_OBJS = $(patsubst %.c,%.o,$(wildcard httpd/*.c))
+HTTPD_PKGS = libmicrohttpd jansson libsodium
+HTTPD_CFLAGS = -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -pthread \
+	$(shell pkg-config --cflags $(HTTPD_PKGS) 2>/dev/null) -I$(shell $(PG_CONFIG) --includedir 2>/dev/null)
+HTTPD_LIBS = $(shell pkg-config --libs $(HTTPD_PKGS) 2>/dev/null) \
+	-L$(shell $(PG_CONFIG) --libdir 2>/dev/null) -lpq -pthread -lm
+
+all: httpd/isa-httpd
+
+httpd/isa-httpd: $(HTTPD_OBJS)
+	$(CC) -o $@ $(HTTPD_OBJS) $(HTTPD_LIBS)
+
+httpd/%.o: httpd/%.c httpd/httpd.h
+	$(CC) $(HTTPD_CFLAGS) -c -o $@ $<
+
+EXTRA_CLEAN += httpd/*.o httpd/isa-httpd
+
+# For operators: the binary and the systemd unit (httpd/isa-httpd.service).
+PREFIX ?= /usr/local
+.PHONY: install-httpd
+install-httpd: httpd/isa-httpd
+	install -D -m 755 httpd/isa-httpd $(DESTDIR)$(PREFIX)/bin/isa-httpd
+
 # ---------------------------------------------------------------- developer commands
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEBIAN_PACKAGES = \
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
 	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
-	libsodium-dev pkg-config curl procps bc gcc jq
+	libsodium-dev libjansson-dev pkg-config curl procps bc gcc jq \
+	wrk prometheus
 
 .PHONY: deps node-deps run stop psql status test bench
 

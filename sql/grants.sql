@@ -10,14 +10,15 @@ GRANT EXECUTE ON FUNCTION
     isa.publish_event(text, text, jsonb, jsonb),
     isa.event_to_json(isa.event), isa.event_from_json(jsonb), isa._check_envelope(isa.event),
     isa.is_valid_event_type(text), isa.is_valid_version(text), isa.is_valid_subject_filter(text),
-    isa.event_catalogue_markdown(), isa.current_event(),
+    isa.event_catalogue_markdown(), isa.http_routes_markdown(), isa.current_event(),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
     isa.base64url_encode(bytea), isa.base64url_decode(text)
 TO isa_app, isa_bridge;
 GRANT SELECT ON isa.services, isa.event_types TO isa_app, isa_bridge;
--- isa-httpd connects as a member of isa_app: the routes, and the first call of
--- every request.
+-- isa-httpd connects as a member of isa_app: the routes, the first call of
+-- every request, and what /ready and /metrics show (counts, never payloads).
 GRANT EXECUTE ON FUNCTION
+    isa.http_ready(), isa.http_metrics(),
     isa.http_route_catalogue(),
     isa.http_begin(jsonb, text, text, text, text, jsonb, boolean, integer),
     isa.http_claims()

@@ -204,3 +204,78 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION isa.http_claims() IS
     'The verified JWT claims of the HTTP request being served (request.jwt.claims), NULL outside a request or for an anonymous one.';
+
+-- The routes as the Markdown of docs/http.md (between its routes markers),
+-- one table per service: docs/http.md is checked against this by the tests.
+-- The access column says who passes isa.http_begin; the function column names
+-- the arguments a request fills ([optional]; ← where they come from when not
+-- from the path, the query or the JSON body).
+CREATE FUNCTION isa.http_routes_markdown() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce(string_agg(x.section, E'\n' ORDER BY x.service COLLATE "C"), '')
+      FROM (SELECT s.name AS service,
+                   format(E'### %s\n\n| method | path | auth | access | function | summary |\n|---|---|---|---|---|---|\n', s.name)
+                   || string_agg(format('| `%s`%s | `%s` | %s | %s | `%s.%s(%s)` | %s |',
+                          r.method,
+                          CASE WHEN p.prorettype = 'void'::regtype THEN ' (204)'
+                               WHEN r.status <> 200 THEN format(' (%s)', r.status) ELSE '' END,
+                          r.path,
+                          r.auth || CASE WHEN r.rate_limited THEN ', rate-limited' ELSE '' END,
+                          coalesce(nullif(concat_ws(' and ',
+                              CASE WHEN r.auth = 'admin' THEN '`isa:admin`' END,
+                              CASE WHEN r.subject_param IS NOT NULL THEN 'the caller' END,
+                              CASE WHEN r.self_param IS NOT NULL AND r.permission IS NOT NULL
+                                   THEN format('owner (`%s`) or `%s`%s', r.self_param, r.permission,
+                                               CASE WHEN r.resource_param IS NOT NULL
+                                                    THEN format(' on `%s`', r.resource_param) ELSE '' END)
+                                   WHEN r.self_param IS NOT NULL THEN format('owner (`%s`)', r.self_param)
+                                   WHEN r.permission IS NOT NULL
+                                   THEN format('`%s`%s', r.permission,
+                                               CASE WHEN r.resource_param IS NOT NULL
+                                                    THEN format(' on `%s`', r.resource_param) ELSE '' END)
+                              END), ''),
+                              CASE r.auth WHEN 'public' THEN 'anyone' WHEN 'user' THEN 'any user' ELSE 'any device' END),
+                          n.nspname, p.proname,
+                          (SELECT coalesce(string_agg(
+                                      CASE WHEN a.name = r.subject_param THEN a.name || ' ← token'
+                                           WHEN a.name = r.raw_body_param THEN a.name || ' ← body'
+                                           WHEN r.header_params ? a.name
+                                           THEN format('%s ← %s', a.name, r.header_params ->> a.name)
+                                           WHEN a.has_default THEN '[' || a.name || ']'
+                                           ELSE a.name END, ', ' ORDER BY a.pos), '')
+                             FROM isa._http_function_args(r.function) a),
+                          replace(r.summary, '|', '\|')),
+                      E'\n' ORDER BY r.path COLLATE "C", array_position(ARRAY['GET', 'POST', 'PUT', 'PATCH', 'DELETE'], r.method))
+                   || E'\n' AS section
+              FROM isa.http_routes r
+              JOIN pg_proc p ON p.oid = r.function
+              JOIN pg_namespace n ON n.oid = p.pronamespace
+              JOIN isa.services s ON s.schema_name = n.nspname
+             GROUP BY s.name) x;
+END;
+COMMENT ON FUNCTION isa.http_routes_markdown() IS
+    'The routes of isa-httpd (isa.http_routes) as the Markdown of docs/http.md: a table per service of method, path, auth, access rule, function with its arguments, and summary.';
+
+-- /ready and /metrics of isa-httpd: what isa_app may see of the bridge (its
+-- role reads no outbox itself).
+CREATE FUNCTION isa.http_ready() RETURNS boolean
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce((SELECT b.connected FROM isa.bridge_status() b), false);
+END;
+COMMENT ON FUNCTION isa.http_ready() IS
+    'Whether the bridge is running and connected to NATS: isa-httpd''s /ready.';
+
+CREATE FUNCTION isa.http_metrics() RETURNS jsonb
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce(jsonb_agg(jsonb_build_object('metric', m.metric, 'labels', m.labels, 'value', m.value)
+                              ORDER BY m.metric), '[]')
+      FROM isa.metrics() m;
+END;
+COMMENT ON FUNCTION isa.http_metrics() IS
+    'isa.metrics() as a JSON array, for isa-httpd''s /metrics.';

@@ -1,0 +1,265 @@
+/*
+ * httpd.h — what the files of isa-httpd share.
+ *
+ * isa-httpd is a thin front: it parses a request, authenticates its JWT,
+ * finds the route (rows of isa.http_routes, loaded from the database), maps
+ * path, query and JSON body to the route function's named arguments, runs
+ * isa.http_begin() and the function in one transaction over a libpq pool, and
+ * maps the answer (or the SQLSTATE) to HTTP.  No domain logic lives here.
+ */
+#ifndef ISA_HTTPD_H
+#define ISA_HTTPD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+/* ---------------------------------------------------------------- config.c */
+typedef struct HttpdConfig
+{
+	char	   *listen;				/* address to bind, default 127.0.0.1 */
+	int			port;
+	char	   *database_url;		/* libpq conninfo or URI */
+	int			pool_size;
+	int			pool_timeout_ms;	/* waiting for a connection, then 503 */
+	int			statement_timeout_ms;
+	int			max_body_bytes;
+	int			max_header_bytes;
+	int			max_connections;
+	int			connection_timeout_s;
+	int			threads;			/* unused: one thread per connection */
+	double		rate_limit;			/* requests per second per client, rate-limited routes */
+	int			rate_burst;
+	int			retries;			/* serialization failures and deadlocks */
+	char	   *jwt_algorithm;		/* EdDSA or HS256 */
+	char	   *jwt_secret;			/* HS256: at least 32 bytes */
+	char	   *jwt_previous_secret;
+	char	   *jwks_file;			/* EdDSA keys from a file instead of auth.jwks() */
+	char	   *jwt_issuer;
+	char	   *jwt_audience;
+	int			jwt_clock_skew;
+	char	   *public_url;			/* for openapi.json servers[] */
+	bool		log_requests;
+} HttpdConfig;
+
+extern HttpdConfig cfg;
+
+/* Parses the environment, then the file named by --config or
+ * ISA_HTTPD_CONFIG, then the command line; exits with a message on an error
+ * or after --help. */
+extern void config_load(int argc, char **argv);
+/* Reads a whole file into a malloc'ed NUL-terminated string (NULL, errno set). */
+extern char *read_file(const char *path, size_t *len);
+
+/* ---------------------------------------------------------------- util */
+typedef struct Buf
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+} Buf;
+
+extern void buf_append(Buf *b, const char *s, size_t n);
+extern void buf_puts(Buf *b, const char *s);
+extern void buf_printf(Buf *b, const char *fmt,...) __attribute__((format(printf, 2, 3)));
+extern void buf_free(Buf *b);
+extern void *xmalloc(size_t n);
+extern void *xcalloc(size_t n, size_t m);
+extern char *xstrdup(const char *s);
+extern double now_seconds(void);	/* CLOCK_MONOTONIC */
+extern void log_line(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+
+/* ---------------------------------------------------------------- routes.c */
+typedef enum
+{
+	ARG_TEXT,					/* $n::type */
+	ARG_JSON,					/* json/jsonb: the JSON text of the value */
+	ARG_ARRAY,					/* from a JSON array */
+	ARG_BYTEA					/* base64 or base64url text */
+} ArgKind;
+
+typedef struct RouteArg
+{
+	char	   *name;
+	char	   *type;			/* format_type() */
+	ArgKind		kind;
+	bool		optional;
+} RouteArg;
+
+typedef enum
+{
+	AUTH_PUBLIC, AUTH_USER, AUTH_DEVICE, AUTH_ADMIN
+} RouteAuth;
+
+typedef enum
+{
+	RET_ONE, RET_SET, RET_VOID
+} RouteReturns;
+
+#define MAX_SEGMENTS 16
+
+typedef struct Route
+{
+	char	   *method;
+	char	   *path;			/* template, e.g. /v1/accounts/{user_id} */
+	char	   *function;		/* quoted schema.name */
+	char	   *service;
+	char	   *summary;
+	char	   *permission;
+	char	   *self_param;
+	char	   *resource_param;
+	char	   *subject_param;
+	char	   *raw_body_param;
+	json_t	   *header_params;	/* {"arg": "Header-Name"} */
+	RouteAuth	auth;
+	RouteReturns returns;
+	char	   *return_type;
+	int			status;
+	bool		rate_limited;
+	int			nargs;
+	RouteArg   *args;
+	int			nsegments;
+	char	   *segments[MAX_SEGMENTS];	/* literal, or "{name}" */
+	int			nliterals;
+	int			metrics_index;
+} Route;
+
+typedef struct RouteTable
+{
+	int			nroutes;
+	Route	   *routes;
+	json_t	   *source;			/* the catalogue, kept for openapi.json */
+	int			refcount;
+} RouteTable;
+
+/* Builds a table from isa.http_route_catalogue()'s JSON; NULL and *err set. */
+extern RouteTable *routes_from_json(const char *json, char **err);
+extern void routes_free(RouteTable *t);
+
+/* One request's arguments, before SQL. */
+typedef struct CallArg
+{
+	const RouteArg *arg;
+	char	   *value;			/* NULL: SQL NULL */
+} CallArg;
+
+typedef struct Call
+{
+	char	   *sql;			/* SELECT … with $1 … $n */
+	int			nparams;
+	char	  **params;
+	char	   *self_value;
+	char	   *resource_value;
+} Call;
+
+/* Path segments of a URL path: "/a/b" → {"a","b"}.  false on an empty,
+ * "." or ".." segment, or too many of them. */
+extern bool split_path(const char *path, char **segs, int *nsegs, char *storage, size_t storage_len);
+
+/* The route for a method and path: NULL and *path_matched when only the
+ * method differs (405). Path parameters are returned in params (name=value). */
+typedef struct PathParam
+{
+	const char *name;			/* without braces, into the template */
+	const char *value;
+} PathParam;
+extern const Route *route_match(const RouteTable *t, const char *method, char **segs, int nsegs,
+								PathParam *params, int *nparams, bool *path_matched, Buf *allow);
+
+typedef struct Source
+{
+	const char *name;
+	const char *value;
+} Source;
+
+/*
+ * The SQL and parameters for a route's call.  path/query are name=value
+ * pairs; body is the parsed JSON object (or NULL); raw_body the body as
+ * received; headers come from get_header.  On a client error returns false
+ * with *status (400) and *message set (malloc'ed).
+ */
+typedef const char *(*HeaderLookup) (void *ctx, const char *name);
+extern bool build_call(const Route *r, const PathParam *path, int npath, const Source *query, int nquery,
+					   json_t *body, const char *raw_body, size_t raw_len,
+					   HeaderLookup get_header, void *header_ctx,
+					   const char *subject, Call *call, char **message);
+extern void call_free(Call *c);
+
+/* ---------------------------------------------------------------- jwt.c */
+/* Verifies a compact JWS with the configured algorithm and keys, and its
+ * exp/nbf/iat/iss/aud; returns the claims (caller decrefs) or NULL with a
+ * reason (static string) for the 401 answer. */
+extern int jwt_init(char **err);
+extern json_t *jwt_verify(const char *token, const char **reason);
+/* EdDSA keys from the database: given the JSON of auth.jwks(). */
+extern int jwt_set_jwks(const char *json, char **err);
+extern bool jwt_wants_keys(void);	/* an unknown kid was seen, or the keys are old */
+extern bool jwt_keys_from_db(void);
+
+/* ---------------------------------------------------------------- pool.c */
+typedef struct PoolConn PoolConn;
+
+typedef struct SqlError
+{
+	char		sqlstate[6];
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+} SqlError;
+
+typedef struct SqlResult
+{
+	bool		ok;
+	char	   *value;			/* the call's one text value, NULL for SQL NULL */
+	bool		has_row;
+	SqlError	err;
+	bool		canceled;		/* the client went away */
+	bool		broken;			/* the connection failed */
+} SqlResult;
+
+extern void pool_init(void);
+extern void pool_shutdown(void);
+/* NULL after cfg.pool_timeout_ms (*timed_out) or when no connection can be made. */
+extern PoolConn *pool_acquire(bool *timed_out);
+extern void pool_release(PoolConn *c);
+/* Runs begin + call in one implicit transaction (pipeline, one round trip).
+ * client_fd >= 0: a hang-up cancels the query. */
+extern void pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int client_fd,
+					 SqlResult *res);
+/* One simple query returning one text value (for catalogue, jwks, ready). */
+extern bool pool_query_value(PoolConn *c, const char *sql, char **value, SqlError *err);
+extern void sql_result_clear(SqlResult *r);
+typedef struct PoolStats
+{
+	int			size;
+	int			open;
+	int			busy;
+	int			waiting;
+	uint64_t	timeouts;
+	uint64_t	reconnects;
+} PoolStats;
+extern void pool_stats(PoolStats *s);
+
+/* ---------------------------------------------------------------- metrics.c */
+extern void metrics_init(int nroutes_hint);
+extern void metrics_observe(const char *route, const char *method, int status, double seconds);
+extern void metrics_inflight(int delta);
+/* Appends the Prometheus text of httpd's own metrics, then of isa.metrics()
+ * rows given as JSON (may be NULL). */
+extern void metrics_render(Buf *out, const char *isa_metrics_json);
+
+/* ---------------------------------------------------------------- ratelimit.c */
+/* false when the client has no token left; *retry_after in seconds. */
+extern bool ratelimit_take(const char *client, int *retry_after);
+
+/* ---------------------------------------------------------------- openapi.c */
+extern char *openapi_render(const RouteTable *t);
+
+/* ---------------------------------------------------------------- errors.c */
+/* PostgREST's SQLSTATE → HTTP status table; anonymous: 42501 → 401. */
+extern int sqlstate_http_status(const char *sqlstate, bool anonymous);
+/* {code, message, details, hint} */
+extern char *error_body(const char *code, const char *message, const char *details, const char *hint);
+
+#endif							/* ISA_HTTPD_H */

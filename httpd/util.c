@@ -1,0 +1,163 @@
+/*
+ * util.c — buffers, allocation that cannot fail quietly, the clock and the
+ * log line.
+ */
+#include "httpd.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <pthread.h>
+
+void *
+xmalloc(size_t n)
+{
+	void	   *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+	{
+		fputs("isa-httpd: out of memory\n", stderr);
+		abort();
+	}
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t m)
+{
+	void	   *p = calloc(n ? n : 1, m ? m : 1);
+
+	if (p == NULL)
+	{
+		fputs("isa-httpd: out of memory\n", stderr);
+		abort();
+	}
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	size_t		n = strlen(s) + 1;
+	char	   *p = xmalloc(n);
+
+	memcpy(p, s, n);
+	return p;
+}
+
+static void
+buf_reserve(Buf *b, size_t extra)
+{
+	size_t		need = b->len + extra + 1;
+
+	if (need <= b->cap)
+		return;
+	size_t		cap = b->cap ? b->cap : 256;
+
+	while (cap < need)
+		cap *= 2;
+	char	   *p = realloc(b->data, cap);
+
+	if (p == NULL)
+	{
+		fputs("isa-httpd: out of memory\n", stderr);
+		abort();
+	}
+	b->data = p;
+	b->cap = cap;
+}
+
+void
+buf_append(Buf *b, const char *s, size_t n)
+{
+	buf_reserve(b, n);
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+void
+buf_puts(Buf *b, const char *s)
+{
+	buf_append(b, s, strlen(s));
+}
+
+void
+buf_printf(Buf *b, const char *fmt,...)
+{
+	va_list		ap;
+	int			n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	buf_reserve(b, (size_t) n);
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t) n;
+}
+
+void
+buf_free(Buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* One line on stderr, prefixed with the UTC time. */
+void
+log_line(const char *fmt,...)
+{
+	char		stamp[32];
+	struct timespec ts;
+	struct tm	tm;
+	va_list		ap;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+	pthread_mutex_lock(&log_lock);
+	fprintf(stderr, "%s.%03ldZ ", stamp, ts.tv_nsec / 1000000);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	pthread_mutex_unlock(&log_lock);
+}
+
+char *
+read_file(const char *path, size_t *len)
+{
+	FILE	   *f = fopen(path, "rb");
+	Buf			b = {0};
+	char		chunk[4096];
+	size_t		n;
+
+	if (f == NULL)
+		return NULL;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+		buf_append(&b, chunk, n);
+	fclose(f);
+	if (b.data == NULL)
+		buf_append(&b, "", 0);
+	if (len)
+		*len = b.len;
+	return b.data;
+}
