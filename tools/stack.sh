@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # tools/stack.sh NAME COMMAND — a private PostgreSQL cluster + nats-server (JetStream)
-# on loopback, kept under ./.isa/NAME/.  `make run` uses NAME=run, `make test`
+# + isa-httpd on loopback, kept under ./.isa/NAME/.  `make run` uses NAME=run, `make test`
 # NAME=test; each NAME has its own ports, so a test run never touches the
 # stack a developer is using.
 #
 #   start [--fresh]   start what is not running (--fresh: recreate database isa)
-#   stop              stop both servers
-#   status            exit 0 if both run
+#   stop              stop the servers
+#   status            exit 0 if all run
+#   httpd-restart     restart isa-httpd (it reloads its routes on SIGHUP: httpd-reload)
+#   httpd-reload      SIGHUP isa-httpd: routes and signing keys are read again
 #   nats-stop         stop only nats-server (SIGTERM: it flushes its store)
 #   nats-start        start nats-server again on the same port and store
 #   pg-crash          stop PostgreSQL with -m immediate (no shutdown checkpoint: the
@@ -15,9 +17,10 @@
 #   psql [ARGS]       psql on database isa
 #   env               shell exports for clients (PGHOST, PGPORT, ISA_NATS_URL …)
 #
-# Ports (override with the environment): run: PG 55432, NATS 54222/monitor 58222;
-# test: PG 25442, NATS 24232/28232; bench: PG 25472, NATS 24262/28262; any other NAME must set ISA_PG_PORT,
-# ISA_NATS_PORT and ISA_NATS_MONITOR_PORT.
+# Ports (override with the environment): run: PG 55432, NATS 54222/monitor 58222,
+# HTTP 58080; test: PG 25442, NATS 24232/28232, HTTP 28280; bench: PG 25472,
+# NATS 24262/28262, HTTP 28290; any other NAME must set ISA_PG_PORT,
+# ISA_NATS_PORT and ISA_NATS_MONITOR_PORT (and ISA_HTTP_PORT, else PG port + 3).
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres`
 # user of Debian's package and its files are theirs.
@@ -29,12 +32,13 @@ shift 2
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$NAME" in
-  run)  def_pg=55432; def_nats=54222; def_mon=58222 ;;
-  test) def_pg=25442; def_nats=24232; def_mon=28232 ;;
-  bench) def_pg=25472; def_nats=24262; def_mon=28262 ;;
-  *)    def_pg=; def_nats=; def_mon= ;;
+  run)  def_pg=55432; def_nats=54222; def_mon=58222; def_http=58080 ;;
+  test) def_pg=25442; def_nats=24232; def_mon=28232; def_http=28280 ;;
+  bench) def_pg=25472; def_nats=24262; def_mon=28262; def_http=28290 ;;
+  *)    def_pg=; def_nats=; def_mon=; def_http= ;;
 esac
 PG_PORT=${ISA_PG_PORT:-$def_pg}
+HTTP_PORT=${ISA_HTTP_PORT:-${def_http:-$((${PG_PORT:-0} + 3))}}
 NATS_PORT=${ISA_NATS_PORT:-$def_nats}
 NATS_MON_PORT=${ISA_NATS_MONITOR_PORT:-$def_mon}
 [ -n "$PG_PORT" ] && [ -n "$NATS_PORT" ] && [ -n "$NATS_MON_PORT" ] ||
@@ -45,6 +49,9 @@ PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 STACK=$ROOT/.isa/$NAME
 PGDIR=$STACK/pg
 NATSDIR=$STACK/nats
+HTTPD_BIN=$ROOT/httpd/isa-httpd
+HTTPD_PID=$STACK/httpd.pid
+HTTPD_LOG=$STACK/httpd.log
 
 # As root, the cluster belongs to `postgres`, who must be able to reach it.
 # When the checkout lives where `postgres` cannot enter (e.g. under /root),
@@ -172,12 +179,56 @@ SELECT FROM isa.schedule_jobs();
 SQL
 }
 
+httpd_pid() { [ -f "$HTTPD_PID" ] && cat "$HTTPD_PID"; }
+httpd_running() { local p; p=$(httpd_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+# isa-httpd connects as isa_httpd, a login member of isa_app (trust on
+# loopback in these stacks); auth needs one signing key to issue tokens.
+start_httpd() {
+  [ -x "$HTTPD_BIN" ] || { echo "warning: $HTTPD_BIN is not built (make): no HTTP front" >&2; return 0; }
+  psql_db -d "$DB" -o /dev/null <<'SQL'
+SET client_min_messages = warning;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'isa_httpd') THEN
+    CREATE ROLE isa_httpd LOGIN IN ROLE isa_app;
+  END IF;
+END $$;
+SELECT auth.rotate_signing_key()
+ WHERE to_regclass('auth.signing_keys') IS NOT NULL
+   AND NOT EXISTS (SELECT FROM auth.signing_keys WHERE retired_at IS NULL);
+SQL
+  ISA_HTTPD_LISTEN=127.0.0.1 ISA_HTTPD_PORT=$HTTP_PORT \
+  ISA_HTTPD_DATABASE_URL="host=127.0.0.1 port=$PG_PORT dbname=$DB user=isa_httpd application_name=isa-httpd" \
+  ISA_HTTPD_PUBLIC_URL="http://127.0.0.1:$HTTP_PORT" \
+    nohup "$HTTPD_BIN" ${ISA_HTTPD_ARGS:-} >>"$HTTPD_LOG" 2>&1 &
+  echo $! >"$HTTPD_PID"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    curl -sf "http://127.0.0.1:$HTTP_PORT/live" >/dev/null 2>&1 && return 0
+    kill -0 "$(httpd_pid)" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "isa-httpd did not start; see $HTTPD_LOG" >&2
+  tail -n 5 "$HTTPD_LOG" >&2
+  exit 1
+}
+
+stop_httpd() {
+  local p
+  p=$(httpd_pid) || return 0
+  kill "$p" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true
+  rm -f "$HTTPD_PID"
+}
+
 print_info() {
   cat <<INFO
 isa stack '$NAME' is running (files in .isa/$NAME):
   PostgreSQL  psql "postgresql://postgres@127.0.0.1:$PG_PORT/$DB"    (or: make psql)
   NATS        nats://127.0.0.1:$NATS_PORT  (JetStream; monitoring http://127.0.0.1:$NATS_MON_PORT)
-  logs        .isa/$NAME/pg/postgresql.log, .isa/$NAME/nats/nats.log
+  HTTP        http://127.0.0.1:$HTTP_PORT  (isa-httpd: /openapi.json lists the routes; docs/http.md)
+  logs        .isa/$NAME/pg/postgresql.log, .isa/$NAME/nats/nats.log, .isa/$NAME/httpd.log
   stop        make stop
 INFO
 }
@@ -186,7 +237,7 @@ case "$CMD" in
   start)
     fresh=0
     [ "${1:-}" = --fresh ] && fresh=1
-    if pg_running && nats_running && [ "$fresh" = 0 ]; then
+    if pg_running && nats_running && httpd_running && [ "$fresh" = 0 ]; then
       echo "isa stack '$NAME' is already running; nothing to do."
       create_db 0 >/dev/null
       print_info
@@ -195,10 +246,13 @@ case "$CMD" in
     pg_running || start_pg
     nats_running || start_nats
     create_db "$fresh"
+    # a database recreated under a running isa-httpd: it reconnects, but reload its routes
+    if httpd_running; then kill -HUP "$(httpd_pid)"; else start_httpd; fi
     print_info
     ;;
   stop)
     stopped=0
+    if httpd_running; then stop_httpd; stopped=1; fi
     if pg_running; then pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null; stopped=1; fi
     if nats_running; then stop_nats; stopped=1; fi
     [ "$stopped" = 1 ] && echo "isa stack '$NAME' stopped." || echo "isa stack '$NAME' was not running."
@@ -206,7 +260,17 @@ case "$CMD" in
   status)
     pg_running && echo "postgresql: running on 127.0.0.1:$PG_PORT" || echo "postgresql: stopped"
     nats_running && echo "nats-server: running on 127.0.0.1:$NATS_PORT" || echo "nats-server: stopped"
-    pg_running && nats_running
+    httpd_running && echo "isa-httpd: running on 127.0.0.1:$HTTP_PORT" || echo "isa-httpd: stopped"
+    pg_running && nats_running && httpd_running
+    ;;
+  httpd-restart)
+    stop_httpd
+    start_httpd
+    echo "isa-httpd of stack '$NAME' is running on 127.0.0.1:$HTTP_PORT."
+    ;;
+  httpd-reload)
+    httpd_running || { echo "isa-httpd of stack '$NAME' is not running." >&2; exit 1; }
+    kill -HUP "$(httpd_pid)"
     ;;
   nats-stop)
     nats_running || { echo "nats-server of stack '$NAME' is not running." >&2; exit 1; }
@@ -233,6 +297,7 @@ case "$CMD" in
 export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres PGDATABASE=$DB
 export ISA_STACK_DIR='$STACK' ISA_PGDATA='$PGDIR/data' ISA_PGBIN='$PGBIN'
 export ISA_NATS_URL=nats://127.0.0.1:$NATS_PORT ISA_NATS_MONITOR=http://127.0.0.1:$NATS_MON_PORT
+export ISA_HTTP_URL=http://127.0.0.1:$HTTP_PORT ISA_HTTPD_LOG='$HTTPD_LOG'
 ENV
     ;;
   *)
