@@ -115,6 +115,8 @@ typedef struct Route
 	RouteAuth	auth;
 	RouteReturns returns;
 	char	   *return_type;
+	char	   *stream;			/* NULL, "upload" or "download" */
+	char	   *schema;			/* the function's schema: upload/download helpers live there */
 	int			status;
 	bool		rate_limited;
 	int			nargs;
@@ -149,6 +151,9 @@ typedef struct Call
 	char	   *sql;			/* SELECT … with $1 … $n */
 	int			nparams;
 	char	  **params;
+	int		   *lengths;		/* binary parameters (NULL: all text) */
+	int		   *formats;
+	bool		binary_result;	/* the value comes back in binary (bytea) */
 	char	   *self_value;
 	char	   *resource_value;
 } Call;
@@ -211,7 +216,8 @@ typedef struct SqlError
 typedef struct SqlResult
 {
 	bool		ok;
-	char	   *value;			/* the call's one text value, NULL for SQL NULL */
+	char	   *value;			/* the call's one value, NULL for SQL NULL */
+	size_t		value_len;
 	bool		has_row;
 	SqlError	err;
 	bool		canceled;		/* the client went away */
@@ -223,8 +229,9 @@ extern void pool_shutdown(void);
 /* NULL after cfg.pool_timeout_ms (*timed_out) or when no connection can be made. */
 extern PoolConn *pool_acquire(bool *timed_out);
 extern void pool_release(PoolConn *c);
-/* Runs begin + call in one implicit transaction (pipeline, one round trip).
- * client_fd >= 0: a hang-up cancels the query. */
+/* Runs begin (when begin_params is not NULL) + call in one implicit
+ * transaction (pipeline, one round trip).  client_fd >= 0: a hang-up cancels
+ * the query. */
 extern void pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int client_fd,
 					 SqlResult *res);
 /* One simple query returning one text value (for catalogue, jwks, ready). */
@@ -248,6 +255,30 @@ extern void metrics_inflight(int delta);
 /* Appends the Prometheus text of httpd's own metrics, then of isa.metrics()
  * rows given as JSON (may be NULL). */
 extern void metrics_render(Buf *out, const char *isa_metrics_json);
+
+/* ---------------------------------------------------------------- files.c */
+/*
+ * Streams: an upload route's function begins an upload and returns its id;
+ * the body goes to <schema>.put_chunk(upload_id, seq, data) as it arrives,
+ * 256 KiB at a time, then <schema>.finish_upload(upload_id, sha256).  A
+ * download route's function returns the file's info (size, sha256,
+ * content_type, name, file_id); the bytes come from <schema>.read_file(file_id,
+ * offset, length), with Range and If-None-Match.
+ */
+typedef struct Upload Upload;
+extern Upload *upload_start(const char *schema, const char *upload_id, const char *const *begin_params);
+/* false once an error is recorded in err (then the rest is dropped). */
+extern bool upload_write(Upload *u, const char *data, size_t n, SqlResult *err);
+extern void upload_finish(Upload *u, SqlResult *res);
+extern void upload_free(Upload *u);
+
+struct MHD_Connection;
+struct MHD_Response;
+/* The response for a download (200, 206, 304 or 416); NULL with *status and
+ * *message for an unusable file info. */
+extern struct MHD_Response *download_response(const char *schema, const char *file_json, const char *range,
+											  const char *if_none_match, bool head, int *status,
+											  const char **message);
 
 /* ---------------------------------------------------------------- ratelimit.c */
 /* false when the client has no token left; *retry_after in seconds. */

@@ -149,14 +149,6 @@ maintenance(void *arg)
 
 /* ---------------------------------------------------------------- requests */
 
-typedef struct Request
-{
-	double		start;
-	Buf			body;
-	bool		too_large;
-	bool		started;
-} Request;
-
 typedef struct KV
 {
 	Source	   *items;
@@ -428,50 +420,145 @@ map_sql_error(Answer *a, const SqlResult *res, bool anonymous, const char *reque
 		a->retry_after = 1;
 }
 
-static void
-serve(struct MHD_Connection *conn, const char *method, const char *url, Request *req,
-	  const char *request_id, Answer *a)
+/*
+ * A request, from its headers to its answer.  What can be decided from the
+ * headers is decided at once (route, rate limit, token; an upload begins),
+ * so an upload streams to the database as it arrives and a refused one is
+ * answered before its body is sent.
+ */
+typedef struct Request
 {
-	RouteTable *t = NULL;
-	const Route *r = NULL;
-	char	   *segs[MAX_SEGMENTS];
+	double		start;
+	Buf			body;
+	bool		too_large;
+	bool		builtin;
+	char		request_id[140];
+	Answer		early;			/* status != 0: the answer is decided */
+	RouteTable *t;
+	const Route *r;
 	char		storage[2048];
-	int			nsegs;
+	char	   *segs[MAX_SEGMENTS];
 	PathParam	pparams[MAX_SEGMENTS];
 	int			npp;
-	bool		path_matched;
-	Buf			allow = {0};
-	json_t	   *claims = NULL;
-	json_t	   *body = NULL;
-	KV			query = {0};
-	Call		call = {0};
-	char	   *message = NULL;
-	char	   *claims_text = NULL;
-	char	   *request_json = NULL;
-	const char *subject = NULL;
+	json_t	   *claims;
+	char	   *claims_text;
+	const char *subject;
+	char	   *request_json;
+	char		timeout[16];
+	const char *begin_params[8];
+	Upload	   *upload;
+	SqlResult	upload_err;
+} Request;
 
-	a->route = "unmatched";
-	if (builtin(conn, method, url, a))
-		return;
-	if (req->too_large)
+static void
+request_free(Request *req)
+{
+	buf_free(&req->body);
+	free(req->early.body);
+	json_decref(req->claims);
+	free(req->claims_text);
+	free(req->request_json);
+	upload_free(req->upload);
+	sql_result_clear(&req->upload_err);
+	routes_put(req->t);
+	free(req);
+}
+
+/* Runs a call of the request (isa.http_begin first), retrying serialization
+ * failures and deadlocks; false with the answer set on an error. */
+static bool
+run_request_call(struct MHD_Connection *conn, Request *req, const Call *call, SqlResult *res, Answer *a)
+{
+	for (int attempt = 0;; attempt++)
 	{
-		answer_error(a, 413, "ISA413", "the request body is too large", NULL, NULL);
+		bool		timed_out;
+		PoolConn   *c = pool_acquire(&timed_out);
+
+		if (c == NULL)
+		{
+			memset(res, 0, sizeof *res);
+			answer_error(a, 503, "ISA503", timed_out ? "all database connections are busy" :
+						 "the database is not reachable", NULL, NULL);
+			a->retry_after = 1;
+			return false;
+		}
+		req->begin_params[3] = call->self_value;
+		req->begin_params[4] = call->resource_value;
+		pool_run(c, req->begin_params, call, conn ? client_fd(conn) : -1, res);
+		pool_release(c);
+		if (res->canceled)
+		{
+			answer_error(a, 499, "57014", "the client closed the connection", NULL, NULL);
+			return false;
+		}
+		if (!res->ok && (!strcmp(res->err.sqlstate, "40001") || !strcmp(res->err.sqlstate, "40P01")) &&
+			attempt < cfg.retries)
+		{
+			sql_result_clear(res);
+			usleep((useconds_t) (1000 << attempt));
+			continue;
+		}
+		if (!res->ok)
+		{
+			map_sql_error(a, res, req->claims == NULL, req->request_id);
+			return false;
+		}
+		return true;
+	}
+}
+
+/* Query string and body to arguments; false with the answer set. */
+static bool
+request_call(struct MHD_Connection *conn, Request *req, json_t *body, Call *call, Answer *a)
+{
+	KV			query = {0};
+	char	   *message = NULL;
+	bool		ok;
+
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect, &query);
+	if (query.duplicate)
+	{
+		answer_error(a, 400, "ISA400", "a query parameter is given twice", query.dup_name, NULL);
+		free(query.items);
+		return false;
+	}
+	ok = build_call(req->r, req->pparams, req->npp, query.items, query.n, body, req->body.data, req->body.len,
+					lookup_header, conn, req->subject, call, &message);
+	if (!ok)
+		answer_error(a, 400, "ISA400", message, NULL, "GET /openapi.json describes each route's arguments.");
+	free(message);
+	free(query.items);
+	return ok;
+}
+
+/* What the headers decide: the route, the rate limit, the token. */
+static void
+prepare(struct MHD_Connection *conn, const char *method, const char *url, Request *req)
+{
+	Answer	   *a = &req->early;
+	Buf			allow = {0};
+	bool		path_matched;
+	int			nsegs;
+
+	if (!strcmp(url, "/live") || !strcmp(url, "/ready") || !strcmp(url, "/metrics") || !strcmp(url, "/openapi.json"))
+	{
+		req->builtin = true;
 		return;
 	}
-	t = routes_get();
-	if (t == NULL)
+	req->t = routes_get();
+	if (req->t == NULL)
 	{
 		answer_error(a, 503, "ISA503", "the routes are not loaded yet", NULL, NULL);
 		a->retry_after = 1;
 		return;
 	}
-	if (!split_path(url, segs, &nsegs, storage, sizeof storage))
+	if (!split_path(url, req->segs, &nsegs, req->storage, sizeof req->storage))
 	{
 		answer_error(a, 400, "ISA400", "invalid path", "Empty, \".\" and \"..\" segments are not allowed.", NULL);
-		goto done;
+		return;
 	}
-	r = route_match(t, method, segs, nsegs, pparams, &npp, &path_matched, &allow);
-	if (r == NULL)
+	req->r = route_match(req->t, method, req->segs, nsegs, req->pparams, &req->npp, &path_matched, &allow);
+	if (req->r == NULL)
 	{
 		if (path_matched)
 		{
@@ -480,11 +567,19 @@ serve(struct MHD_Connection *conn, const char *method, const char *url, Request 
 		}
 		else
 			answer_error(a, 404, "ISA404", "no such route", NULL, "GET /openapi.json lists the routes.");
-		goto done;
+		buf_free(&allow);
+		return;
 	}
-	a->route = r->path;
+	buf_free(&allow);
+	/* an upload's size limit is the service's (put_chunk), not max_body_bytes */
+	if (req->too_large && !(req->r->stream && !strcmp(req->r->stream, "upload")))
+	{
+		answer_error(a, 413, "ISA413", "the request body is too large", NULL, NULL);
+		return;
+	}
+	req->too_large = false;
 
-	if (r->rate_limited)
+	if (req->r->rate_limited)
 	{
 		char		addr[64];
 		int			retry = 1;
@@ -494,11 +589,11 @@ serve(struct MHD_Connection *conn, const char *method, const char *url, Request 
 		{
 			answer_error(a, 429, "ISA429", "too many requests", NULL, NULL);
 			a->retry_after = retry;
-			goto done;
+			return;
 		}
 	}
 
-	/* the token: verified here, its session in SQL */
+	/* the token: its signature and times here, its session in SQL */
 	const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
 
 	if (authz)
@@ -509,26 +604,108 @@ serve(struct MHD_Connection *conn, const char *method, const char *url, Request 
 		{
 			answer_error(a, 401, "ISA401", "the Authorization header must be Bearer <token>", NULL, NULL);
 			a->www_authenticate = "Bearer";
-			goto done;
+			return;
 		}
-		claims = jwt_verify(authz + 7, &reason);
-		if (claims == NULL)
+		req->claims = jwt_verify(authz + 7, &reason);
+		if (req->claims == NULL)
 		{
 			answer_error(a, 401, "28000", reason, NULL, NULL);
 			a->www_authenticate = "Bearer error=\"invalid_token\"";
-			goto done;
+			return;
 		}
-		subject = json_string_value(json_object_get(claims, "sub"));
-		claims_text = json_dumps(claims, JSON_COMPACT);
+		req->subject = json_string_value(json_object_get(req->claims, "sub"));
+		req->claims_text = json_dumps(req->claims, JSON_COMPACT);
 	}
-	else if (r->auth != AUTH_PUBLIC)
+	else if (req->r->auth != AUTH_PUBLIC)
 	{
 		answer_error(a, 401, "28000", "authentication required", NULL, "Send Authorization: Bearer <access token>.");
 		a->www_authenticate = "Bearer";
-		goto done;
+		return;
 	}
 
-	/* the body: JSON named arguments, or the raw body for raw_body_param */
+	json_t	   *rq = json_object();
+	json_t	   *headers = json_object();
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, headers);
+	json_object_set_new(rq, "method", json_string(method));
+	json_object_set_new(rq, "path", json_string(url));
+	json_object_set_new(rq, "headers", headers);
+	json_object_set_new(rq, "id", json_string(req->request_id));
+	req->request_json = json_dumps(rq, JSON_COMPACT);
+	json_decref(rq);
+	if (req->request_json == NULL)
+	{
+		answer_error(a, 400, "ISA400", "a header is not valid UTF-8", NULL, NULL);
+		return;
+	}
+	snprintf(req->timeout, sizeof req->timeout, "%d", cfg.statement_timeout_ms);
+	req->begin_params[0] = req->claims_text;
+	req->begin_params[1] = req->r->method;
+	req->begin_params[2] = req->r->path;
+	req->begin_params[5] = req->request_json;
+	req->begin_params[6] = !strcmp(req->r->method, "GET") ? "true" : "false";
+	req->begin_params[7] = req->timeout;
+
+	if (req->r->stream && !strcmp(req->r->stream, "upload"))
+	{
+		Call		call;
+		SqlResult	res;
+
+		if (!request_call(conn, req, NULL, &call, a))
+			return;
+		if (run_request_call(NULL, req, &call, &res, a))
+		{
+			json_error_t jerr;
+			json_t	   *id = json_loads(res.value ? res.value : "null", JSON_DECODE_ANY, &jerr);
+
+			if (json_is_string(id))
+				req->upload = upload_start(req->r->schema, json_string_value(id), req->begin_params);
+			else
+				answer_error(a, 500, "XX000", "the upload route did not return an upload id", NULL, NULL);
+			json_decref(id);
+		}
+		sql_result_clear(&res);
+		call_free(&call);
+	}
+}
+
+/* The answer once the whole request is in. */
+static void
+finish(struct MHD_Connection *conn, const char *method, Request *req, Answer *a, struct MHD_Response **stream)
+{
+	const Route *r = req->r;
+	json_t	   *body = NULL;
+	Call		call = {0};
+	SqlResult	res = {0};
+
+	if (req->upload)
+	{
+		if (req->too_large)
+			answer_error(a, 413, "ISA413", "the request body is too large", NULL, NULL);
+		else if (!req->upload_err.ok && req->upload_err.err.sqlstate[0])
+			map_sql_error(a, &req->upload_err, req->claims == NULL, req->request_id);
+		else
+		{
+			upload_finish(req->upload, &res);
+			if (!res.ok)
+				map_sql_error(a, &res, req->claims == NULL, req->request_id);
+			else
+			{
+				a->status = r->status;
+				a->content_type = "application/json; charset=utf-8";
+				a->body = res.value ? res.value : xstrdup("null");
+				res.value = NULL;
+			}
+		}
+		sql_result_clear(&res);
+		return;
+	}
+	if (req->too_large)
+	{
+		answer_error(a, 413, "ISA413", "the request body is too large", NULL, NULL);
+		return;
+	}
+
 	bool		has_body = !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH");
 
 	if (has_body && req->body.len > 0 && !r->raw_body_param)
@@ -538,122 +715,73 @@ serve(struct MHD_Connection *conn, const char *method, const char *url, Request 
 		if (!is_json_content_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type")))
 		{
 			answer_error(a, 415, "ISA415", "the request body must be application/json", NULL, NULL);
-			goto done;
+			return;
 		}
 		body = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
 		if (body == NULL)
 		{
 			answer_error(a, 400, "ISA400", "the request body is not valid JSON", jerr.text, NULL);
-			goto done;
+			return;
 		}
 	}
-
-	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect, &query);
-	if (query.duplicate)
+	if (request_call(conn, req, body, &call, a) && run_request_call(conn, req, &call, &res, a))
 	{
-		answer_error(a, 400, "ISA400", "a query parameter is given twice", query.dup_name, NULL);
-		goto done;
-	}
-	if (!build_call(r, pparams, npp, query.items, query.n, body, req->body.data, req->body.len,
-					lookup_header, conn, subject, &call, &message))
-	{
-		answer_error(a, 400, "ISA400", message, NULL, "GET /openapi.json describes each route's arguments.");
-		goto done;
-	}
-
-	{
-		json_t	   *rq = json_object();
-		json_t	   *headers = json_object();
-
-		MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, headers);
-		json_object_set_new(rq, "method", json_string(method));
-		json_object_set_new(rq, "path", json_string(url));
-		json_object_set_new(rq, "headers", headers);
-		json_object_set_new(rq, "id", json_string(request_id));
-		request_json = json_dumps(rq, JSON_COMPACT);
-		json_decref(rq);
-		if (request_json == NULL)
+		a->status = r->status;
+		a->content_type = "application/json; charset=utf-8";
+		if (r->stream && !strcmp(r->stream, "download"))
 		{
-			answer_error(a, 400, "ISA400", "a header is not valid UTF-8", NULL, NULL);
-			goto done;
+			int			status = 500;
+			const char *message = NULL;
+
+			*stream = download_response(r->schema, res.value,
+										MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Range"),
+										MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "If-None-Match"),
+										!strcmp(method, "HEAD"), &status, &message);
+			if (*stream == NULL)
+				answer_error(a, status, "XX000", message, NULL, NULL);
+			else
+				a->status = status;
 		}
-	}
-
-	char		timeout[16];
-	bool		read_only = !strcmp(r->method, "GET");
-
-	snprintf(timeout, sizeof timeout, "%d", cfg.statement_timeout_ms);
-	const char *begin_params[8] = {
-		claims_text, r->method, r->path, call.self_value, call.resource_value, request_json,
-		read_only ? "true" : "false", timeout
-	};
-
-	for (int attempt = 0;; attempt++)
-	{
-		bool		timed_out;
-		PoolConn   *c = pool_acquire(&timed_out);
-		SqlResult	res;
-
-		if (c == NULL)
+		else if (r->returns == RET_VOID || r->status == 204)
 		{
-			answer_error(a, 503, "ISA503", timed_out ? "all database connections are busy" :
-						 "the database is not reachable", NULL, NULL);
-			a->retry_after = 1;
-			break;
+			a->status = 204;
+			a->content_type = NULL;
 		}
-		pool_run(c, begin_params, &call, client_fd(conn), &res);
-		pool_release(c);
-		if (res.canceled)
-		{
-			answer_error(a, 499, "57014", "the client closed the connection", NULL, NULL);
-			sql_result_clear(&res);
-			break;
-		}
-		if (!res.ok && (!strcmp(res.err.sqlstate, "40001") || !strcmp(res.err.sqlstate, "40P01")) &&
-			attempt < cfg.retries)
-		{
-			sql_result_clear(&res);
-			usleep((useconds_t) (1000 << attempt));
-			continue;
-		}
-		if (!res.ok)
-			map_sql_error(a, &res, claims == NULL, request_id);
 		else
 		{
-			a->status = r->status;
-			a->content_type = "application/json; charset=utf-8";
-			if (r->returns == RET_VOID || r->status == 204)
-			{
-				a->status = 204;
-				a->content_type = NULL;
-			}
-			else
-			{
-				a->body = res.value ? res.value : xstrdup("null");
-				res.value = NULL;
-			}
+			a->body = res.value ? res.value : xstrdup("null");
+			res.value = NULL;
 		}
-		sql_result_clear(&res);
-		break;
 	}
-done:
-	free(message);
-	free(claims_text);
-	free(request_json);
-	free(query.items);
+	sql_result_clear(&res);
 	call_free(&call);
-	json_decref(claims);
 	json_decref(body);
-	buf_free(&allow);
-	if (r)
-	{
-		/* the label outlives the route table, released below */
-		static __thread char label[256];
+}
 
-		snprintf(label, sizeof label, "%s", r->path);
-		a->route = label;
+static enum MHD_Result
+respond(struct MHD_Connection *conn, const char *method, const char *url, Request *req, Answer *a,
+		struct MHD_Response *stream)
+{
+	double		elapsed = now_seconds() - req->start;
+	const char *route = req->builtin ? url : req->r ? req->r->path : "unmatched";
+	enum MHD_Result rc;
+
+	if (a->status == 0)
+		answer_error(a, 500, "XX000", "internal error", NULL, NULL);
+	metrics_observe(route, method, a->status, elapsed);
+	if (cfg.log_requests)
+		log_line("%s %s %d %.3fms %s", method, url, a->status, elapsed * 1000, req->request_id);
+	if (stream)
+	{
+		MHD_add_response_header(stream, "X-Request-Id", req->request_id);
+		rc = MHD_queue_response(conn, (unsigned) a->status, stream);
+		MHD_destroy_response(stream);
+		return rc;
 	}
-	routes_put(t);
+	rc = send_answer(conn, a, req->request_id);
+	free(a->body);
+	a->body = NULL;
+	return rc;
 }
 
 static enum MHD_Result
@@ -662,29 +790,39 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 {
 	Request    *req = *con_cls;
 	Answer		a = {0};
-	char		request_id[140];
-	const char *rid;
-	enum MHD_Result rc;
+	struct MHD_Response *stream = NULL;
 
 	(void) cls;
 	(void) version;
 	if (req == NULL)
 	{
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+		const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
 
 		req = xcalloc(1, sizeof(Request));
 		req->start = now_seconds();
 		*con_cls = req;
 		metrics_inflight(1);
-		req->started = true;
+		if (valid_request_id(rid))
+			snprintf(req->request_id, sizeof req->request_id, "%s", rid);
+		else
+			new_request_id(req->request_id);
 		if (cl && strtoll(cl, NULL, 10) > cfg.max_body_bytes)
-			req->too_large = true;	/* answered when the upload is over (or refused now) */
-		if (!req->too_large)
-			return MHD_YES;
+			req->too_large = true;
+		prepare(conn, method, url, req);
+		/* refused at the headers: answer now, without reading the body */
+		if (req->early.status)
+			return respond(conn, method, url, req, &req->early, NULL);
+		return MHD_YES;
 	}
 	if (*upload_data_size)
 	{
-		if (!req->too_large)
+		if (req->upload)
+		{
+			if (!req->upload_err.err.sqlstate[0])
+				upload_write(req->upload, upload_data, *upload_data_size, &req->upload_err);
+		}
+		else if (!req->too_large)
 		{
 			if (req->body.len + *upload_data_size > (size_t) cfg.max_body_bytes)
 			{
@@ -697,25 +835,13 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-
-	rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
-	if (valid_request_id(rid))
-		snprintf(request_id, sizeof request_id, "%s", rid);
+	if (req->early.status)
+		return MHD_YES;			/* already answered */
+	if (req->builtin)
+		builtin(conn, method, url, &a);
 	else
-		new_request_id(request_id);
-
-	serve(conn, method, url, req, request_id, &a);
-	if (a.status == 0)
-		answer_error(&a, 500, "XX000", "internal error", NULL, NULL);
-
-	double		elapsed = now_seconds() - req->start;
-
-	metrics_observe(a.route ? a.route : "unmatched", method, a.status, elapsed);
-	if (cfg.log_requests)
-		log_line("%s %s %d %.3fms %s", method, url, a.status, elapsed * 1000, request_id);
-	rc = send_answer(conn, &a, request_id);
-	free(a.body);
-	return rc;
+		finish(conn, method, req, &a, &stream);
+	return respond(conn, method, url, req, &a, stream);
 }
 
 static void
@@ -728,10 +854,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 	(void) toe;
 	if (req == NULL)
 		return;
-	if (req->started)
-		metrics_inflight(-1);
-	buf_free(&req->body);
-	free(req);
+	metrics_inflight(-1);
+	request_free(req);
 	*con_cls = NULL;
 }
 

@@ -303,21 +303,26 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 	int			call_step;
 
 	memset(res, 0, sizeof *res);
-	named = stmt_name(c, BEGIN_SQL, name, sizeof name, &begin_prepared, &begin_slot);
-	if (!begin_prepared && !PQsendPrepare(c->pg, name, BEGIN_SQL, 0, NULL))
-		return broken(c, res);
-	if (!begin_prepared)
+	begin_prepared = true;
+	begin_slot = -1;
+	if (begin_params)
+	{
+		named = stmt_name(c, BEGIN_SQL, name, sizeof name, &begin_prepared, &begin_slot);
+		if (!begin_prepared && !PQsendPrepare(c->pg, name, BEGIN_SQL, 0, NULL))
+			return broken(c, res);
+		if (!begin_prepared)
+			commands++;
+		if (!PQsendQueryPrepared(c->pg, name, 8, begin_params, NULL, NULL, 0))
+			return broken(c, res);
 		commands++;
-	if (!PQsendQueryPrepared(c->pg, name, 8, begin_params, NULL, NULL, 0))
-		return broken(c, res);
-	commands++;
-	(void) named;
+	}
 
 	named = stmt_name(c, call->sql, name, sizeof name, &call_prepared, &call_slot);
 	if (!named)
 	{
+		call_prepared = true;	/* nothing to remember */
 		if (!PQsendQueryParams(c->pg, call->sql, call->nparams, NULL, (const char *const *) call->params,
-							   NULL, NULL, 0))
+							   call->lengths, call->formats, call->binary_result))
 			return broken(c, res);
 	}
 	else
@@ -328,7 +333,8 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 				return broken(c, res);
 			commands++;
 		}
-		if (!PQsendQueryPrepared(c->pg, name, call->nparams, (const char *const *) call->params, NULL, NULL, 0))
+		if (!PQsendQueryPrepared(c->pg, name, call->nparams, (const char *const *) call->params,
+								 call->lengths, call->formats, call->binary_result))
 			return broken(c, res);
 	}
 	call_step = commands;		/* index of the call's result */
@@ -364,20 +370,27 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 				result_error(&res->err, r);
 			if (step == 0 && !begin_prepared)
 				prepares_ok[0] = false;
-			if (named && !call_prepared && step == call_step - 1)
+			if (!call_prepared && step == call_step - 1)
 				prepares_ok[1] = false;
 		}
 		else if (step == call_step && st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !res->has_row)
 		{
 			res->has_row = true;
 			if (!PQgetisnull(r, 0, 0))
-				res->value = xstrdup(PQgetvalue(r, 0, 0));
+			{
+				int			len = PQgetlength(r, 0, 0);
+
+				res->value = xmalloc((size_t) len + 1);
+				memcpy(res->value, PQgetvalue(r, 0, 0), (size_t) len);
+				res->value[len] = '\0';
+				res->value_len = (size_t) len;
+			}
 		}
 		PQclear(r);
 	}
 	if (!begin_prepared && begin_slot >= 0 && prepares_ok[0])
 		c->stmt_hash[c->nstmts++] = fnv1a(BEGIN_SQL);
-	if (named && !call_prepared && call_slot >= 0 && prepares_ok[1] && c->nstmts < STMT_CACHE)
+	if (!call_prepared && call_slot >= 0 && prepares_ok[1] && c->nstmts < STMT_CACHE)
 		c->stmt_hash[c->nstmts++] = fnv1a(call->sql);
 	res->ok = res->err.sqlstate[0] == '\0';
 	if (PQstatus(c->pg) != CONNECTION_OK)

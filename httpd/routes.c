@@ -32,6 +32,8 @@ route_free_fields(Route *r)
 	free(r->subject_param);
 	free(r->raw_body_param);
 	free(r->return_type);
+	free(r->stream);
+	free(r->schema);
 	json_decref(r->header_params);
 	for (int i = 0; i < r->nargs; i++)
 	{
@@ -76,6 +78,7 @@ parse_route(json_t *o, Route *r, char **err)
 	r->subject_param = dup_or_null(o, "subject_param");
 	r->raw_body_param = dup_or_null(o, "raw_body_param");
 	r->return_type = dup_or_null(o, "return_type");
+	r->stream = dup_or_null(o, "stream");
 	r->header_params = json_incref(json_object_get(o, "header_params"));
 	r->status = (int) json_integer_value(json_object_get(o, "status"));
 	r->rate_limited = json_is_true(json_object_get(o, "rate_limited"));
@@ -86,6 +89,9 @@ parse_route(json_t *o, Route *r, char **err)
 	}
 	if (!r->summary)
 		r->summary = xstrdup("");
+	r->schema = xstrdup(r->function);
+	if (strchr(r->schema, '.'))
+		*strchr(r->schema, '.') = '\0';
 	if (!r->service)
 		r->service = xstrdup("isa");
 	r->auth = !strcmp(auth, "user") ? AUTH_USER : !strcmp(auth, "device") ? AUTH_DEVICE :
@@ -442,7 +448,7 @@ build_call(const Route *r, const PathParam *path, int npath, const Source *query
 			int			i = arg_index(r, key);
 			const char *h = json_is_string(v) && get_header ? get_header(header_ctx, json_string_value(v)) : NULL;
 
-			if (i >= 0 && !b[i].set)
+			if (i >= 0 && !b[i].set && h != NULL)
 			{
 				b[i].set = true;
 				b[i].from = "header";
@@ -545,6 +551,8 @@ call_free(Call *c)
 		for (int i = 0; i < c->nparams; i++)
 			free(c->params[i]);
 	free(c->params);
+	free(c->lengths);
+	free(c->formats);
 	free(c->sql);
 	free(c->self_value);
 	free(c->resource_value);

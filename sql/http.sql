@@ -18,6 +18,7 @@ CREATE TABLE isa.http_routes (
     rate_limited   boolean NOT NULL DEFAULT false,  -- per client address (isa-httpd's rate_limit settings)
     raw_body_param text,            -- the argument that receives the request body unparsed
     header_params  jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(header_params) = 'object'),
+    stream         text CHECK (stream IN ('upload', 'download')),  -- files: see isa.http_route()
     PRIMARY KEY (method, path)
 );
 COMMENT ON TABLE isa.http_routes IS
@@ -40,7 +41,7 @@ CREATE FUNCTION isa.http_route(
     method text, path text, function regprocedure, auth text, summary text,
     permission text DEFAULT NULL, resource_param text DEFAULT NULL, self_param text DEFAULT NULL,
     subject_param text DEFAULT NULL, status integer DEFAULT 200, rate_limited boolean DEFAULT false,
-    raw_body_param text DEFAULT NULL, header_params jsonb DEFAULT '{}')
+    raw_body_param text DEFAULT NULL, header_params jsonb DEFAULT '{}', stream text DEFAULT NULL)
 RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -58,7 +59,9 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     SELECT coalesce(array_agg(a.name ORDER BY a.pos), '{}') INTO v_args FROM isa._http_function_args(function) a;
-    IF array_length(v_args, 1) IS DISTINCT FROM nullif(v_nargs, 0) OR '' = ANY (v_args) THEN
+    -- (a function with no named argument has no proargnames: its names are NULL)
+    IF array_length(v_args, 1) IS DISTINCT FROM nullif(v_nargs, 0) OR '' = ANY (v_args)
+       OR array_position(v_args, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'route % %: every argument of % needs a name', method, path, function
             USING ERRCODE = '22023';
     END IF;
@@ -80,23 +83,35 @@ BEGIN
     IF (resource_param IS NOT NULL) AND permission IS NULL THEN
         RAISE EXCEPTION 'route % %: resource_param needs a permission', method, path USING ERRCODE = '22023';
     END IF;
+    IF stream = 'upload' AND (method NOT IN ('POST', 'PUT')
+            OR to_regprocedure(format('%I.put_chunk(uuid, integer, bytea)', v_schema)) IS NULL
+            OR to_regprocedure(format('%I.finish_upload(uuid, text)', v_schema)) IS NULL) THEN
+        RAISE EXCEPTION 'route % %: an upload is a POST or PUT to a schema with put_chunk(uuid, integer, bytea) and finish_upload(uuid, text)',
+            method, path USING ERRCODE = '22023';
+    END IF;
+    IF stream = 'download' AND (method <> 'GET'
+            OR to_regprocedure(format('%I.read_file(uuid, bigint, integer)', v_schema)) IS NULL) THEN
+        RAISE EXCEPTION 'route % %: a download is a GET to a schema with read_file(uuid, bigint, integer)',
+            method, path USING ERRCODE = '22023';
+    END IF;
     IF method IN ('GET', 'DELETE') AND raw_body_param IS NOT NULL THEN
         RAISE EXCEPTION 'route % %: a % request has no body', method, path, method USING ERRCODE = '22023';
     END IF;
     INSERT INTO isa.http_routes AS r (method, path, function, auth, summary, permission, resource_param, self_param,
-                                      subject_param, status, rate_limited, raw_body_param, header_params)
+                                      subject_param, status, rate_limited, raw_body_param, header_params, stream)
     VALUES (method, path, function, auth, summary, permission, resource_param, self_param,
-            subject_param, status, rate_limited, raw_body_param, header_params)
+            subject_param, status, rate_limited, raw_body_param, header_params, stream)
     ON CONFLICT ON CONSTRAINT http_routes_pkey DO UPDATE
        SET function = EXCLUDED.function, auth = EXCLUDED.auth, summary = EXCLUDED.summary,
            permission = EXCLUDED.permission, resource_param = EXCLUDED.resource_param,
            self_param = EXCLUDED.self_param, subject_param = EXCLUDED.subject_param,
            status = EXCLUDED.status, rate_limited = EXCLUDED.rate_limited,
-           raw_body_param = EXCLUDED.raw_body_param, header_params = EXCLUDED.header_params;
+           raw_body_param = EXCLUDED.raw_body_param, header_params = EXCLUDED.header_params,
+           stream = EXCLUDED.stream;
 END
 $$;
-COMMENT ON FUNCTION isa.http_route(text, text, regprocedure, text, text, text, text, text, text, integer, boolean, text, jsonb) IS
-    'Adds (or replaces) an isa-httpd route: METHOD /path/{arg} to a service function. Path, query and JSON body fields become the named arguments; subject_param is filled from the caller''s token; permission is checked with authz.check (resource: resource_param) unless self_param equals the caller. 22023 when an argument named does not exist.';
+COMMENT ON FUNCTION isa.http_route(text, text, regprocedure, text, text, text, text, text, text, integer, boolean, text, jsonb, text) IS
+    'Adds (or replaces) an isa-httpd route: METHOD /path/{arg} to a service function. Path, query and JSON body fields become the named arguments; subject_param is filled from the caller''s token; permission is checked with authz.check (resource: resource_param) unless self_param equals the caller. stream upload: the function begins an upload (returns its id) and the body goes to the schema''s put_chunk and finish_upload; stream download: the function returns a file''s info and the bytes come from the schema''s read_file, with Range. 22023 when an argument named does not exist.';
 
 -- What isa-httpd loads: every route with its function's arguments and result
 -- shape, as one JSON array (the order of the routes does not matter: a path
@@ -113,6 +128,7 @@ BEGIN ATOMIC
                'self_param', r.self_param, 'subject_param', r.subject_param,
                'status', r.status, 'rate_limited', r.rate_limited,
                'raw_body_param', r.raw_body_param, 'header_params', r.header_params,
+               'stream', r.stream,
                'returns', CASE WHEN p.proretset THEN 'set'
                                WHEN p.prorettype = 'void'::regtype THEN 'void'
                                ELSE 'one' END,
@@ -200,7 +216,7 @@ CREATE FUNCTION isa.http_claims() RETURNS jsonb
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+    SELECT nullif(nullif(current_setting('request.jwt.claims', true), '')::jsonb, '{}');
 END;
 COMMENT ON FUNCTION isa.http_claims() IS
     'The verified JWT claims of the HTTP request being served (request.jwt.claims), NULL outside a request or for an anonymous one.';
