@@ -408,3 +408,33 @@ GRANT EXECUTE ON FUNCTION
     account.get_notification_preferences(uuid),
     account.set_notification_preferences(uuid, jsonb)
 TO isa_app;
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- A user's own account needs no permission (self_param); anyone else's needs
+-- account:read / account:write / account:delete on it.  Sign-up is
+-- auth.sign_up (POST /v1/auth/signup): an account is made with its password.
+SELECT isa.http_route('GET', '/v1/me', 'account.get_user(uuid)', 'user',
+    'The caller''s profile.', subject_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/accounts/{user_id}', 'account.get_user(uuid)', 'user',
+    'A user''s profile.',
+    permission => 'account:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/accounts/{user_id}/exists', 'account.user_exists(uuid)', 'user',
+    'Whether a user exists and is not deleted.',
+    permission => 'account:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/accounts/by-email', 'account.find_user_by_email(text)', 'user',
+    'The active user with an email address, compared case-insensitively.',
+    permission => 'account:read');
+SELECT isa.http_route('PATCH', '/v1/accounts/{user_id}', 'account.update_user(uuid, text, text)', 'user',
+    'Changes a user''s email and/or name.',
+    permission => 'account:write', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('DELETE', '/v1/accounts/{user_id}', 'account.delete_user(uuid)', 'user',
+    'Deletes a user (soft delete); the email becomes free.',
+    permission => 'account:delete', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/accounts/{user_id}/notification-preferences',
+    'account.get_notification_preferences(uuid)', 'user',
+    'A user''s notification preferences: {"email": bool, "push": bool, "mqtt": bool}.',
+    permission => 'account:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('PATCH', '/v1/accounts/{user_id}/notification-preferences',
+    'account.set_notification_preferences(uuid, jsonb)', 'user',
+    'Merges the channels of prefs into a user''s notification preferences.',
+    permission => 'account:write', resource_param => 'user_id', self_param => 'user_id');

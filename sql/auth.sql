@@ -353,6 +353,63 @@ $$;
 COMMENT ON FUNCTION auth.set_password(uuid, text, uuid) IS
     'Sets (or replaces) a user''s password, hashed with argon2id, and ends the user''s sessions except keep_session (user.logged_out reason password_changed). 22023 unless 8 to 1024 characters, P0002 unknown or deleted user.';
 
+-- Sign-up over HTTP: the account (account.create_user) and its password in
+-- one transaction, so that a new user can log in.  A retry with the same
+-- idempotency key and arguments (the password too) returns the first call's
+-- user and changes nothing.
+CREATE FUNCTION auth.sign_up(email text, name text, password text, idempotency_key text DEFAULT NULL)
+RETURNS account.user_profile
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    profile account.user_profile;
+    pw_hash text;
+BEGIN
+    IF password IS NULL THEN
+        RAISE EXCEPTION 'password must not be null' USING ERRCODE = '22004';
+    END IF;
+    profile := account.create_user(email, name, idempotency_key);
+    SELECT p.hash INTO pw_hash FROM auth.passwords p WHERE p.user_id = profile.user_id;
+    IF NOT FOUND THEN
+        PERFORM auth.set_password(profile.user_id, password);
+    ELSIF octet_length(password) > 4096 OR NOT auth._verify_password(pw_hash, password) THEN
+        RAISE EXCEPTION 'idempotency key "%" was already used to sign up with another password', idempotency_key
+            USING ERRCODE = '23505', HINT = 'Use a new idempotency key for a new sign-up.';
+    END IF;
+    RETURN profile;
+END
+$$;
+COMMENT ON FUNCTION auth.sign_up(text, text, text, text) IS
+    'Creates a user (account.create_user, user.created) with a password (auth.set_password) in one transaction. The same idempotency key with the same arguments returns the first call''s user; 23505 email taken or key used with other arguments, 22023 malformed email, name or password.';
+
+-- A user's own password change: the current password proves it is the user,
+-- not someone holding a stolen access token.
+CREATE FUNCTION auth.change_password(user_id uuid, current_password text, new_password text,
+                                     keep_session uuid DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pw_hash text;
+BEGIN
+    IF user_id IS NULL OR current_password IS NULL OR new_password IS NULL THEN
+        RAISE EXCEPTION '% must not be null',
+            CASE WHEN user_id IS NULL THEN 'user_id' WHEN current_password IS NULL THEN 'current_password'
+                 ELSE 'new_password' END USING ERRCODE = '22004';
+    END IF;
+    PERFORM account.require_user(user_id);
+    SELECT p.hash INTO pw_hash FROM auth.passwords p WHERE p.user_id = change_password.user_id;
+    -- no password yet: a dummy verification costs the same time
+    IF octet_length(current_password) > 4096 OR NOT auth._verify_password(pw_hash, current_password) THEN
+        RAISE EXCEPTION 'the current password is wrong' USING ERRCODE = '28000';
+    END IF;
+    PERFORM auth.set_password(user_id, new_password, keep_session);
+END
+$$;
+COMMENT ON FUNCTION auth.change_password(uuid, text, text, uuid) IS
+    'Changes a user''s password after checking the current one, then ends the user''s sessions except keep_session (auth.set_password). 28000 wrong current password, 22023 new password not 8 to 1024 characters, P0002 unknown or deleted user.';
+
 CREATE FUNCTION auth.login(email text, password text) RETURNS auth.tokens
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -893,6 +950,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA auth FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA auth FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     auth.set_password(uuid, text, uuid),
+    auth.sign_up(text, text, text, text),
+    auth.change_password(uuid, text, text, uuid),
     auth.login(text, text),
     auth.refresh(text),
     auth.logout(text),
@@ -917,3 +976,37 @@ TO isa_admin;
 -- GRANT ALL ON ALL TABLES IN SCHEMA auth TO isa_admin must leave it out).
 GRANT SELECT ON auth.sessions, auth.devices TO isa_admin;
 GRANT SELECT (kid, algorithm, public_key, created_at, retired_at) ON auth.signing_keys TO isa_admin;
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- Sign-up, login, refresh and the device handshake are public and limited per
+-- client address; a refresh token is its own proof for logout.  Setting
+-- another user's password, ending a session by id and registering a device
+-- are for administrators (isa:admin).
+SELECT isa.http_route('POST', '/v1/auth/signup', 'auth.sign_up(text, text, text, text)', 'public',
+    'Creates an account with its password (sign-up).', status => 201, rate_limited => true);
+SELECT isa.http_route('POST', '/v1/auth/login', 'auth.login(text, text)', 'public',
+    'Email and password to an access token, a refresh token and a new session.', rate_limited => true);
+SELECT isa.http_route('POST', '/v1/auth/refresh', 'auth.refresh(text)', 'public',
+    'Rotates a refresh token: a new access token and refresh token of the same session.', rate_limited => true);
+SELECT isa.http_route('POST', '/v1/auth/logout', 'auth.logout(text)', 'public',
+    'Ends the session of a refresh token: true if it ended it, false if it had ended already.');
+SELECT isa.http_route('POST', '/v1/auth/verify', 'auth.verify_token(text)', 'public',
+    'The claims of a valid access or device token with a live session; 401 otherwise.');
+SELECT isa.http_route('GET', '/v1/auth/jwks', 'auth.jwks()', 'public',
+    'The public keys that verify tokens (JSON Web Key Set).');
+SELECT isa.http_route('PUT', '/v1/auth/password', 'auth.change_password(uuid, text, text, uuid)', 'user',
+    'Changes the caller''s password (the current one must be given) and ends the other sessions but keep_session.',
+    subject_param => 'user_id', rate_limited => true);
+SELECT isa.http_route('PUT', '/v1/auth/users/{user_id}/password', 'auth.set_password(uuid, text, uuid)', 'admin',
+    'Sets a user''s password and ends the user''s sessions but keep_session.');
+SELECT isa.http_route('POST', '/v1/auth/users/{user_id}/logout-all', 'auth.logout_all(uuid)', 'user',
+    'Ends every session of a user (log out everywhere); returns how many.',
+    permission => 'auth:write', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('DELETE', '/v1/auth/sessions/{session_id}', 'auth.logout(uuid)', 'admin',
+    'Ends a session by its id (the sid claim): true if it ended it.');
+SELECT isa.http_route('PUT', '/v1/devices/{device_id}', 'auth.register_device(text, bytea, uuid)', 'admin',
+    'Registers a device''s Ed25519 public key, optionally with its owner: true if new, false if registered already.');
+SELECT isa.http_route('POST', '/v1/devices/{device_id}/challenge', 'auth.device_challenge(text)', 'public',
+    'A nonce for the device to sign with its key, valid 60 seconds.', rate_limited => true);
+SELECT isa.http_route('POST', '/v1/devices/{device_id}/token', 'auth.device_authenticate(text, text, bytea)', 'public',
+    'A device token for a device that signed an open challenge nonce.', rate_limited => true);

@@ -511,3 +511,35 @@ GRANT EXECUTE ON FUNCTION
     authz.revoke_permission(uuid, text, text, uuid),
     authz.list_user_permissions(uuid, uuid)
 TO isa_app;
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- Anyone may ask about their own permissions (self_param); asking about
+-- another user, or reading roles, needs authz:read.  Changing roles, bindings
+-- and grants is for administrators (isa:admin).
+SELECT isa.http_route('GET', '/v1/authz/check', 'authz.check(uuid, text, text, uuid)', 'user',
+    'Whether a user may do permission on resource_id in org_id.',
+    permission => 'authz:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/authz/users/{user_id}/permissions', 'authz.list_user_permissions(uuid, uuid)', 'user',
+    'What a user may do in org_id: one row per role binding and permission, and per grant.',
+    permission => 'authz:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/authz/roles', 'authz.list_roles()', 'user',
+    'Every role with its permissions.', permission => 'authz:read');
+SELECT isa.http_route('GET', '/v1/authz/roles/{name}', 'authz.get_role(text)', 'user',
+    'A role with its permissions.', permission => 'authz:read');
+SELECT isa.http_route('POST', '/v1/authz/roles', 'authz.create_role(text, text, text[])', 'admin',
+    'Creates a role with its permissions.', status => 201);
+SELECT isa.http_route('DELETE', '/v1/authz/roles/{role}', 'authz.delete_role(text)', 'admin',
+    'Deletes a role and its bindings.');
+SELECT isa.http_route('POST', '/v1/authz/roles/{role}/permissions', 'authz.add_role_permission(text, text)', 'admin',
+    'Adds a permission to a role: true if added, false if the role had it.');
+SELECT isa.http_route('DELETE', '/v1/authz/roles/{role}/permissions/{permission}',
+    'authz.remove_role_permission(text, text)', 'admin',
+    'Removes a permission from a role: true if removed, false if the role did not have it.');
+SELECT isa.http_route('POST', '/v1/authz/users/{user_id}/roles', 'authz.bind_role(uuid, text, uuid)', 'admin',
+    'Gives a user a role, everywhere or in one organization: true if bound, false if it was.');
+SELECT isa.http_route('DELETE', '/v1/authz/users/{user_id}/roles/{role}', 'authz.unbind_role(uuid, text, uuid)', 'admin',
+    'Takes a role binding away (the one with exactly this org_id): true if removed.');
+SELECT isa.http_route('POST', '/v1/authz/users/{user_id}/grants', 'authz.grant_permission(uuid, text, text, uuid)', 'admin',
+    'Lets a user do permission on one resource: true if granted, false if it was.');
+SELECT isa.http_route('DELETE', '/v1/authz/users/{user_id}/grants', 'authz.revoke_permission(uuid, text, text, uuid)', 'admin',
+    'Takes a grant away (the one with exactly this org_id): true if removed.');

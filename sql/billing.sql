@@ -532,3 +532,19 @@ TO isa_app;
 -- ---------------------------------------------------------------- subscriptions
 SELECT isa.subscribe_to_events('billing', 'external.usage.recorded.>',
                                'billing.on_usage_recorded(isa.event)'::regprocedure, '{"versions": [1]}');
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- A user reads their own billing (self_param); anyone else needs billing:read
+-- on the user.  The estimate is a POST for its quantities object; it writes
+-- nothing.
+SELECT isa.http_route('GET', '/v1/billing/{user_id}/records', 'billing.get_billing_records(uuid, integer)', 'user',
+    'A user''s newest billing records (limit 1 to 1000, default 100).',
+    permission => 'billing:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/billing/{user_id}/usage',
+    'billing.usage_summary(uuid, timestamptz, timestamptz)', 'user',
+    'A user''s billed usage in [from, to) per usage kind and model: count, quantities, cost, tokens.',
+    permission => 'billing:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('POST', '/v1/billing/{user_id}/estimate',
+    'billing.calculate_cost(text, uuid, text, jsonb, timestamptz)', 'user',
+    'What a usage would cost the user now (one row), without recording anything.',
+    permission => 'billing:read', resource_param => 'user_id', self_param => 'user_id');

@@ -197,7 +197,8 @@ BEGIN
     IF r.auth = 'admin' AND NOT authz.check(sub::uuid, 'isa:admin') THEN
         RAISE EXCEPTION 'permission denied: isa:admin required' USING ERRCODE = '42501';
     END IF;
-    IF r.self_param IS NOT NULL AND self_value IS NOT DISTINCT FROM sub THEN
+    -- ids are compared case-blind: a uuid in upper case names the same owner
+    IF r.self_param IS NOT NULL AND lower(self_value) IS NOT DISTINCT FROM lower(sub) THEN
         RETURN;
     END IF;
     IF r.permission IS NOT NULL THEN

@@ -263,6 +263,44 @@ $$;
 COMMENT ON FUNCTION orders.cancel_order(uuid, text) IS
     'Cancels a pending order and publishes order.canceled; 23514 for a fulfilled or canceled order.';
 
+-- An order as its owner sees it, and its cancellation by its owner: the
+-- routes /v1/me/orders/{order_id} fill user_id from the caller's token.
+-- Another user's order is P0002 like an unknown one, so the answer does not
+-- tell which orders exist.
+CREATE FUNCTION orders.get_my_order(user_id uuid, order_id uuid) RETURNS orders.order_info
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o orders.orders;
+BEGIN
+    IF user_id IS NULL OR order_id IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN user_id IS NULL THEN 'user_id' ELSE 'order_id' END
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO o FROM orders.orders x WHERE x.order_id = get_my_order.order_id AND x.user_id = get_my_order.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'order % not found', order_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN orders._info(o);
+END
+$$;
+COMMENT ON FUNCTION orders.get_my_order(uuid, uuid) IS
+    'An order of the given user; P0002 if there is none or it is another user''s.';
+
+CREATE FUNCTION orders.cancel_my_order(user_id uuid, order_id uuid, reason text DEFAULT 'canceled on request')
+RETURNS orders.order_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM orders.get_my_order(user_id, order_id);     -- 22004, or P0002 unless it is the user's
+    RETURN orders.cancel_order(order_id, reason);
+END
+$$;
+COMMENT ON FUNCTION orders.cancel_my_order(uuid, uuid, text) IS
+    'orders.cancel_order for the order''s owner: P0002 if the order is not the given user''s, 23514 unless pending.';
+
 -- ---------------------------------------------------------------- handlers
 -- payment_service.payment.completed: fulfil the order the payment is for.  An
 -- order that its own payment's failure canceled is fulfilled too (Stripe lets
@@ -346,6 +384,31 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA orders FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     orders.create_order(uuid, bigint, text, text, text, bigint, text, jsonb),
     orders.get_order(uuid),
+    orders.get_my_order(uuid, uuid),
     orders.list_orders(uuid, integer),
-    orders.cancel_order(uuid, text)
+    orders.cancel_order(uuid, text),
+    orders.cancel_my_order(uuid, uuid, text)
 TO isa_app;
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- A user orders for themselves (subject_param) and reads their own orders
+-- (self_param on the list, /v1/me for one order: an order's path does not
+-- name its owner).  Anyone else needs orders:read / orders:write.
+-- Not the caller's own route: create_order trusts its amount and tokens, so
+-- an end user placing one could pay 1 for a billion tokens.  A checkout
+-- backend holding orders:write prices the order and places it for the user
+-- (docs/http.md, "Orders").
+SELECT isa.http_route('POST', '/v1/orders', 'orders.create_order(uuid, bigint, text, text, text, bigint, text, jsonb)', 'user',
+    'Places an order for a user (a checkout backend with orders:write, which priced it): a wallet order is paid and fulfilled at once, a card order waits for its payment.',
+    permission => 'orders:write', status => 201);
+SELECT isa.http_route('GET', '/v1/orders', 'orders.list_orders(uuid, integer)', 'user',
+    'A user''s orders, newest first (at most row_limit, 1 to 1000).',
+    permission => 'orders:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/orders/{order_id}', 'orders.get_order(uuid)', 'user',
+    'An order by its id.', permission => 'orders:read', resource_param => 'order_id');
+SELECT isa.http_route('POST', '/v1/orders/{order_id}/cancel', 'orders.cancel_order(uuid, text)', 'user',
+    'Cancels a pending order.', permission => 'orders:write', resource_param => 'order_id');
+SELECT isa.http_route('GET', '/v1/me/orders/{order_id}', 'orders.get_my_order(uuid, uuid)', 'user',
+    'One of the caller''s orders.', subject_param => 'user_id');
+SELECT isa.http_route('POST', '/v1/me/orders/{order_id}/cancel', 'orders.cancel_my_order(uuid, uuid, text)', 'user',
+    'Cancels one of the caller''s pending orders.', subject_param => 'user_id');

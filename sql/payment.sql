@@ -459,6 +459,31 @@ END
 $$;
 COMMENT ON FUNCTION payment.get_payment(uuid) IS 'A payment by its id; P0002 if there is none.';
 
+-- A payment as its owner sees it (GET /v1/me/payments/{payment_id}: the
+-- owner is not in the path).  Another user's payment is P0002 like an
+-- unknown one, so the answer does not tell which payments exist.
+CREATE FUNCTION payment.get_my_payment(user_id uuid, payment_id uuid) RETURNS payment.payment_info
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p payment.payments;
+BEGIN
+    IF user_id IS NULL OR payment_id IS NULL THEN
+        RAISE EXCEPTION '% must not be null', CASE WHEN user_id IS NULL THEN 'user_id' ELSE 'payment_id' END
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO p FROM payment.payments x
+     WHERE x.payment_id = get_my_payment.payment_id AND x.user_id = get_my_payment.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payment % not found', payment_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN payment._info(p);
+END
+$$;
+COMMENT ON FUNCTION payment.get_my_payment(uuid, uuid) IS
+    'A payment of the given user; P0002 if there is none or it is another user''s.';
+
 CREATE FUNCTION payment.get_payment_by_intent(stripe_payment_intent_id text) RETURNS payment.payment_info
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -655,8 +680,32 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA payment FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     payment.create_payment(uuid, uuid, bigint, text, text, bigint),
     payment.get_payment(uuid),
+    payment.get_my_payment(uuid, uuid),
     payment.get_payment_by_intent(text),
     payment.list_payments(uuid, integer),
     payment.list_subscriptions(uuid),
     payment.handle_stripe_webhook(text, text)
 TO isa_app;
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- Stripe's webhook is public: its signature (Stripe-Signature) is the proof.
+-- A user reads their own payments (self_param, or /v1/me for one payment by
+-- id); anyone else needs payment:read.  Payments are created by
+-- orders.create_order (POST /v1/orders), not by a route of their own.
+SELECT isa.http_route('POST', '/webhooks/stripe', 'payment.handle_stripe_webhook(text, text)', 'public',
+    'Stripe''s webhook: verifies the signature, records the event once and applies it.',
+    raw_body_param => 'raw_body', header_params => '{"signature_header": "Stripe-Signature"}');
+SELECT isa.http_route('GET', '/v1/payments', 'payment.list_payments(uuid, integer)', 'user',
+    'A user''s payments, newest first (at most row_limit, 1 to 1000).',
+    permission => 'payment:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/payments/{payment_id}', 'payment.get_payment(uuid)', 'user',
+    'A payment by its id.', permission => 'payment:read', resource_param => 'payment_id');
+SELECT isa.http_route('GET', '/v1/payments/by-intent/{stripe_payment_intent_id}',
+    'payment.get_payment_by_intent(text)', 'user',
+    'The payment of a Stripe PaymentIntent.',
+    permission => 'payment:read', resource_param => 'stripe_payment_intent_id');
+SELECT isa.http_route('GET', '/v1/me/payments/{payment_id}', 'payment.get_my_payment(uuid, uuid)', 'user',
+    'One of the caller''s payments.', subject_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/subscriptions', 'payment.list_subscriptions(uuid)', 'user',
+    'A user''s Stripe subscriptions, newest first.',
+    permission => 'payment:read', resource_param => 'user_id', self_param => 'user_id');

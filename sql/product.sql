@@ -625,3 +625,20 @@ GRANT EXECUTE ON FUNCTION
     product.price_quote(text, text, numeric, timestamptz, numeric),
     product.try_price_quote(text, text, numeric, timestamptz, numeric)
 TO isa_app;
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- The catalogue and its prices are public (a price list); products and prices
+-- are set by administrators (isa:admin).
+SELECT isa.http_route('GET', '/v1/products', 'product.list_products(text)', 'public',
+    'Every product, or those of one usage type.');
+SELECT isa.http_route('GET', '/v1/products/{product_id}', 'product.get_product(uuid)', 'public',
+    'A product.');
+SELECT isa.http_route('GET', '/v1/products/{product_id}/prices', 'product.list_prices(uuid)', 'public',
+    'A product''s prices in effective order, each with effective_to.');
+SELECT isa.http_route('GET', '/v1/prices/quote', 'product.price_quote(text, text, numeric, timestamptz, numeric)', 'public',
+    'The exact cost of quantity units of a usage type for a model at a time, after already_used units (one row).');
+SELECT isa.http_route('POST', '/v1/products', 'product.create_product(text, text, text, text)', 'admin',
+    'Creates a product for a usage type and model.', status => 201);
+SELECT isa.http_route('POST', '/v1/products/{product_id}/prices',
+    'product.set_price(uuid, text, numeric, jsonb, numeric, numeric, timestamptz)', 'admin',
+    'Sets a product''s price from effective_from: per_unit, graduated or package.', status => 201);

@@ -831,3 +831,34 @@ SELECT isa.subscribe_to_events('wallet', 'billing_service.billing.calculated', '
 SELECT isa.subscribe_to_events('wallet', 'payment_service.payment.completed', 'wallet.on_payment_completed(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('wallet', 'payment_service.subscription.created', 'wallet.on_subscription_created(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('wallet', 'payment_service.payment.refunded', 'wallet.on_payment_refunded(isa.event)'::regprocedure);
+
+-- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
+-- A user reads their own wallet (self_param); anyone else needs wallet:read on
+-- the user.  Tokens are added and deducted only with wallet:write, never by
+-- the owner alone: users buy tokens with orders.  reconcile_balances is for
+-- isa_admin (pg_cron), not isa_app, so it has no route.
+SELECT isa.http_route('GET', '/v1/wallets/{user_id}', 'wallet.get_wallet(uuid)', 'user',
+    'A user''s wallet: balance, low-balance threshold.',
+    permission => 'wallet:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('PUT', '/v1/wallets/{user_id}', 'wallet.open_wallet(uuid)', 'user',
+    'Opens the user''s wallet (balance 0) or returns the one it has.',
+    permission => 'wallet:write', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/wallets/{user_id}/balance', 'wallet.get_balance(uuid)', 'user',
+    'The balance (tokens) of a user''s wallet.',
+    permission => 'wallet:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/wallets/{user_id}/check', 'wallet.check_balance(uuid, bigint)', 'user',
+    'Whether the wallet holds at least amount tokens now.',
+    permission => 'wallet:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('GET', '/v1/wallets/{user_id}/transactions', 'wallet.list_transactions(uuid, integer, timestamptz)', 'user',
+    'A user''s ledger, newest first, a page at a time (limit 1 to 1000, default 50; before: the created_at to continue from).',
+    permission => 'wallet:read', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('PUT', '/v1/wallets/{user_id}/low-balance-threshold',
+    'wallet.set_low_balance_threshold(uuid, bigint)', 'user',
+    'Sets the balance below which a deduction publishes wallet.balance.low (0: never).',
+    permission => 'wallet:write', resource_param => 'user_id', self_param => 'user_id');
+SELECT isa.http_route('POST', '/v1/wallets/{user_id}/add', 'wallet.add(uuid, bigint, text, text, text, text)', 'user',
+    'Adds tokens to a user''s wallet (idempotency_key: a retry returns the first transaction).',
+    permission => 'wallet:write', resource_param => 'user_id', status => 201);
+SELECT isa.http_route('POST', '/v1/wallets/{user_id}/deduct', 'wallet.deduct(uuid, bigint, text, text, text, text)', 'user',
+    'Deducts tokens from a user''s wallet (idempotency_key: a retry returns the first transaction).',
+    permission => 'wallet:write', resource_param => 'user_id', status => 201);

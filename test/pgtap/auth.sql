@@ -6,7 +6,7 @@
 -- permission.revoked handlers, the events in auth.outbox and the privileges.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(196);
+SELECT plan(211);
 
 -- The settings this file assumes, whatever the server's configuration says.
 SET LOCAL isa.jwt_algorithm = 'EdDSA';
@@ -76,7 +76,7 @@ $$;
 
 -- Earlier runs roll back, but the throttle lives in shared memory.
 SELECT auth._throttle_reset(e)
-  FROM unnest(ARRAY['alice', 'bob', 'carol', 'dave', 'erin', 'ghost', 'frank']) l, pg_temp.email(l) e
+  FROM unnest(ARRAY['alice', 'bob', 'carol', 'dave', 'erin', 'ghost', 'frank', 'grace']) l, pg_temp.email(l) e
  UNION ALL SELECT auth._throttle_reset('not an email');
 
 INSERT INTO t_ids SELECT l, (account.create_user(pg_temp.email(l), initcap(l))).user_id
@@ -487,6 +487,41 @@ SELECT throws_ok(format($$SELECT auth.login(%L, 'bob secret password')$$, pg_tem
                  '28000', 'invalid email or password', 'the old password no longer logs in');
 SELECT isnt((auth.login(pg_temp.email('bob'), 'bob new password')).access_token, NULL, 'the new one does');
 
+-- changing one's own password needs the current one
+SELECT throws_ok(format($$SELECT auth.change_password(%L, 'not the password', 'bob newer password')$$, pg_temp.id('bob')),
+                 '28000', 'the current password is wrong', 'change_password with a wrong current password raises 28000');
+SELECT is(pg_temp.try_login(pg_temp.email('bob'), 'bob new password'), 'ok', 'and the password stays');
+SELECT throws_ok(format($$SELECT auth.change_password(%L, 'bob new password', 'short')$$, pg_temp.id('bob')),
+                 '22023', 'a password has 8 to 1024 characters, not 5', 'change_password to a short password raises 22023');
+SELECT throws_ok(format($$SELECT auth.change_password(%L, NULL, 'bob newer password')$$, pg_temp.id('bob')),
+                 '22004', 'current_password must not be null', 'change_password without the current password raises 22004');
+SELECT lives_ok(format($$SELECT auth.change_password(%L, 'bob new password', 'bob newer password', %L)$$,
+                       pg_temp.id('bob'), (pg_temp.tok('b7')).session_id),
+                'change_password with the current password');
+SELECT is(pg_temp.try_login(pg_temp.email('bob'), 'bob new password') || ' ' || pg_temp.try_login(pg_temp.email('bob'), 'bob newer password'),
+          '28000 ok', 'the new password logs in, the old one no more');
+SELECT is((SELECT revoked_at FROM auth.sessions WHERE session_id = (pg_temp.tok('b7')).session_id), NULL,
+          'the session it was asked to keep goes on');
+
+-- ---------------------------------------------------------------- sign-up
+SELECT is((SELECT (u.email, u.name, u.status)::text FROM auth.sign_up(pg_temp.email('grace'), 'Grace', 'grace password', 'signup-grace') u),
+          (pg_temp.email('grace'), 'Grace', 'active')::text, 'sign_up creates the user');
+INSERT INTO t_ids SELECT 'grace', user_id FROM account.find_user_by_email(pg_temp.email('grace'));
+SELECT is(pg_temp.try_login(pg_temp.email('grace'), 'grace password'), 'ok', 'with the password: the new user can log in');
+SELECT is((auth.sign_up(pg_temp.email('grace'), 'Grace', 'grace password', 'signup-grace')).user_id, pg_temp.id('grace'),
+          'sign_up again with the same idempotency key and arguments returns the same user');
+SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Grace', 'another password', 'signup-grace')$$, pg_temp.email('grace')),
+                 '23505', 'idempotency key "signup-grace" was already used to sign up with another password',
+                 'the same key with another password raises 23505');
+SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Grace', 'grace password')$$, pg_temp.email('grace')),
+                 '23505', NULL, 'signing up with a taken email raises 23505');
+SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Heidi', 'short')$$, pg_temp.email('heidi')),
+                 '22023', 'a password has 8 to 1024 characters, not 5', 'signing up with a short password raises 22023');
+SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Heidi', NULL)$$, pg_temp.email('heidi')),
+                 '22004', 'password must not be null', 'signing up without a password raises 22004');
+SELECT is((SELECT count(*) FROM account.users WHERE lower(email) = pg_temp.email('heidi')), 0::bigint,
+          'a refused sign-up leaves no user behind');
+
 -- ---------------------------------------------------------------- devices
 INSERT INTO t_keys SELECT 'frame-1', public_key, secret_key FROM auth._ed25519_keypair();
 INSERT INTO t_keys SELECT 'other', public_key, secret_key FROM auth._ed25519_keypair();
@@ -632,7 +667,8 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscript
               'auth subscribes to user.deleted and permission.revoked');
 SELECT ok(bool_and(has_function_privilege('isa_app', f, 'EXECUTE')),
           'isa_app may execute the API') FROM unnest(ARRAY[
-    'auth.set_password(uuid,text,uuid)', 'auth.login(text,text)', 'auth.refresh(text)', 'auth.logout(text)', 'auth.logout(uuid)',
+    'auth.set_password(uuid,text,uuid)', 'auth.sign_up(text,text,text,text)', 'auth.change_password(uuid,text,text,uuid)',
+    'auth.login(text,text)', 'auth.refresh(text)', 'auth.logout(text)', 'auth.logout(uuid)',
     'auth.logout_all(uuid)', 'auth.verify_token(text)', 'auth.jwks()', 'auth.register_device(text,bytea,uuid)',
     'auth.device_challenge(text)', 'auth.device_authenticate(text,text,bytea)']) f;
 SELECT is(array_agg(f ORDER BY f) FILTER (WHERE has_function_privilege('isa_app', f, 'EXECUTE')), NULL,

@@ -6,7 +6,7 @@
 -- idempotency key with the same arguments returns the first order.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(76);
+SELECT plan(82);
 
 -- ---------------------------------------------------------------- fixtures
 DO $$BEGIN PERFORM set_config('h5.run', substr(md5(random()::text), 1, 10), true); END$$;
@@ -58,7 +58,8 @@ SELECT tables_are('orders', ARRAY['orders', 'outbox', 'inbox'], 'schema orders h
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'orders'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')$$,
               ARRAY['orders.create_order(uuid,bigint,text,text,text,bigint,text,jsonb)', 'orders.get_order(uuid)',
-                    'orders.list_orders(uuid,integer)', 'orders.cancel_order(uuid,text)'],
+                    'orders.get_my_order(uuid,uuid)', 'orders.list_orders(uuid,integer)', 'orders.cancel_order(uuid,text)',
+                    'orders.cancel_my_order(uuid,uuid,text)'],
               'isa_app may execute exactly the API: not the handlers');
 SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'orders'::regnamespace
              AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0))),
@@ -214,6 +215,15 @@ SELECT is((SELECT orders.get_order((o).order_id)::text FROM ord WHERE label = 'c
 SELECT throws_ok($$SELECT orders.get_order('01a21c2c-86e5-759b-a185-c2f760b7b60e')$$,
                  'P0002', 'order 01a21c2c-86e5-759b-a185-c2f760b7b60e not found', 'get_order of an unknown id is P0002');
 SELECT throws_ok($$SELECT orders.get_order(NULL)$$, '22004', 'order_id must not be null', 'get_order(NULL) is 22004');
+SELECT is((SELECT orders.get_my_order(u.user_id, (o).order_id)::text FROM ord, usr u WHERE ord.label = 'c1' AND u.label = 'bob'),
+          (SELECT o::text FROM ord WHERE label = 'c1'), 'get_my_order returns the order to its owner');
+SELECT throws_ok(format('SELECT orders.get_my_order(%L, %L)', u.user_id, (o).order_id),
+                 'P0002', format('order %s not found', (o).order_id),
+                 'get_my_order of another user''s order is P0002, as for an unknown one')
+  FROM ord, usr u WHERE ord.label = 'c1' AND u.label = 'ann';
+SELECT throws_ok(format('SELECT orders.get_my_order(NULL, %L)', (o).order_id), '22004', 'user_id must not be null',
+                 'get_my_order without a user is 22004')
+  FROM ord WHERE label = 'c1';
 SELECT is((SELECT array_agg(l.order_id) FROM usr u, orders.list_orders(u.user_id) l WHERE u.label = 'bob'),
           (SELECT array_agg(order_id ORDER BY order_id DESC) FROM orders.orders o, usr u WHERE u.label = 'bob' AND o.user_id = u.user_id),
           'list_orders returns a user''s orders, newest first');
@@ -285,6 +295,15 @@ SELECT is((SELECT (orders.cancel_order((o).order_id)).cancel_reason FROM ord WHE
           'the default reason is "canceled on request"');
 SELECT throws_ok($$SELECT orders.cancel_order('01a21c2c-86e5-759b-a185-c2f760b7b60e')$$,
                  'P0002', 'order 01a21c2c-86e5-759b-a185-c2f760b7b60e not found', 'canceling an unknown order is P0002');
+INSERT INTO ord SELECT 'c6', orders.create_order(user_id, 700, 'usd', 'card', 'card-6', 0, pg_temp.intent('C6'))
+                  FROM usr WHERE label = 'bob';
+SELECT throws_ok(format('SELECT orders.cancel_my_order(%L, %L)', u.user_id, (o).order_id),
+                 'P0002', format('order %s not found', (o).order_id), 'cancel_my_order of another user''s order is P0002')
+  FROM ord, usr u WHERE ord.label = 'c6' AND u.label = 'ann';
+SELECT is((SELECT status FROM ord, orders.get_order((o).order_id) WHERE label = 'c6'), 'pending', 'and leaves it pending');
+SELECT is((SELECT (orders.cancel_my_order(u.user_id, (o).order_id, 'not needed')).cancel_reason
+             FROM ord, usr u WHERE ord.label = 'c6' AND u.label = 'bob'),
+          'not needed', 'cancel_my_order cancels the owner''s pending order');
 SELECT throws_ok(format('SELECT orders.cancel_order(%L, %L)', (o).order_id, ' '), '22023', 'reason must be 1 to 500 characters',
                  'a blank reason is 22023')
   FROM ord WHERE label = 'c1';

@@ -6,7 +6,7 @@
 -- subscription.created / canceled; everything else accepted and ignored.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(119);
+SELECT plan(122);
 
 -- ---------------------------------------------------------------- fixtures
 -- A suffix of this run, so that ids never meet committed rows of other runs.
@@ -69,6 +69,7 @@ SELECT tables_are('payment', ARRAY['payments', 'stripe_events', 'subscriptions',
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'payment'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')$$,
               ARRAY['payment.create_payment(uuid,uuid,bigint,text,text,bigint)', 'payment.get_payment(uuid)',
+                    'payment.get_my_payment(uuid,uuid)',
                     'payment.get_payment_by_intent(text)', 'payment.list_payments(uuid,integer)',
                     'payment.list_subscriptions(uuid)', 'payment.handle_stripe_webhook(text,text)'],
               'isa_app may execute exactly the API, no internal function');
@@ -157,6 +158,15 @@ SELECT is((SELECT p.payment_id FROM pay x, payment.get_payment_by_intent(x.inten
           (SELECT payment_id FROM pay WHERE label = 'b'), 'get_payment_by_intent finds the payment of a PaymentIntent');
 SELECT throws_ok(format('SELECT payment.get_payment(%L)', '01a21c2c-86e5-759b-a185-c2f760b7b60e'),
                  'P0002', 'payment 01a21c2c-86e5-759b-a185-c2f760b7b60e not found', 'get_payment of an unknown id is P0002');
+SELECT is((SELECT payment.get_my_payment(u.user_id, x.payment_id)::text FROM pay x, usr u WHERE x.label = 'b' AND u.label = 'ann'),
+          (SELECT payment.get_payment(payment_id)::text FROM pay WHERE label = 'b'), 'get_my_payment returns the payment to its owner');
+SELECT throws_ok(format('SELECT payment.get_my_payment(%L, %L)', u.user_id, x.payment_id),
+                 'P0002', format('payment %s not found', x.payment_id),
+                 'get_my_payment of another user''s payment is P0002, as for an unknown one')
+  FROM pay x, usr u WHERE x.label = 'b' AND u.label = 'bob';
+SELECT throws_ok(format('SELECT payment.get_my_payment(%L, NULL)', user_id), '22004', 'payment_id must not be null',
+                 'get_my_payment without a payment is 22004')
+  FROM usr WHERE label = 'ann';
 SELECT throws_ok(format('SELECT payment.get_payment_by_intent(%L)', pg_temp.intent('Nobody')),
                  'P0002', format('no payment for PaymentIntent %s', pg_temp.intent('Nobody')), 'get_payment_by_intent of an unknown PaymentIntent is P0002');
 SELECT throws_ok($$SELECT payment.get_payment_by_intent('evt_123')$$, '22023', NULL,
