@@ -20,6 +20,7 @@ OBJS = \
 	extension/auth.o \
 	extension/auth_shmem.o \
 	extension/jwt.o \
+	extension/http.o \
 	bridge/worker.o \
 	bridge/nats_link.o \
 	bridge/publisher.o \

@@ -34,6 +34,75 @@ static volatile int unknown_kid_seen;
 static char hs_kid[17];
 static char hs_prev_kid[17];
 
+/*
+ * Tokens verified lately: a client sends the same access token with every
+ * request until it expires, and an Ed25519 verification costs more than the
+ * rest of a request's work in isa-httpd.  A hit still checks exp (and nbf) on
+ * the clock; new keys (a rotation, a retirement) empty the cache.
+ */
+#define CACHE_SLOTS 4096
+
+typedef struct CacheEntry
+{
+	uint64_t	hash;
+	char	   *token;
+	json_t	   *claims;
+	double		exp;
+	double		nbf;
+	uint64_t	generation;
+} CacheEntry;
+
+static CacheEntry cache[CACHE_SLOTS];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t cache_generation = 1;
+
+static uint64_t
+token_hash(const char *s)
+{
+	uint64_t	h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+	return h;
+}
+
+static json_t *
+cache_get(const char *token, uint64_t h)
+{
+	CacheEntry *e = &cache[h % CACHE_SLOTS];
+	json_t	   *claims = NULL;
+	double		now = (double) time(NULL);
+
+	pthread_mutex_lock(&cache_lock);
+	if (e->token && e->hash == h && e->generation == cache_generation && strcmp(e->token, token) == 0 &&
+		e->exp > now - cfg.jwt_clock_skew && e->nbf <= now + cfg.jwt_clock_skew)
+		claims = json_incref(e->claims);
+	pthread_mutex_unlock(&cache_lock);
+	return claims;
+}
+
+static void
+cache_put(const char *token, uint64_t h, json_t *claims)
+{
+	CacheEntry *e = &cache[h % CACHE_SLOTS];
+	json_t	   *nbf = json_object_get(claims, "nbf");
+	char	   *old_token;
+	json_t	   *old_claims;
+
+	pthread_mutex_lock(&cache_lock);
+	old_token = e->token;
+	old_claims = e->claims;
+	e->token = xstrdup(token);
+	e->claims = json_incref(claims);
+	e->hash = h;
+	e->exp = json_number_value(json_object_get(claims, "exp"));
+	e->nbf = json_is_number(nbf) ? json_number_value(nbf) : -1e18;
+	e->generation = cache_generation;
+	pthread_mutex_unlock(&cache_lock);
+	free(old_token);
+	json_decref(old_claims);
+}
+
 static void
 hs256_kid(const char *secret, char *out)
 {
@@ -131,6 +200,10 @@ jwt_set_jwks(const char *json, char **err)
 	keys_loaded_at = now_seconds();
 	unknown_kid_seen = 0;
 	pthread_rwlock_unlock(&keys_lock);
+	/* a retired key's tokens must not be served from the cache */
+	pthread_mutex_lock(&cache_lock);
+	cache_generation++;
+	pthread_mutex_unlock(&cache_lock);
 	return 0;
 }
 
@@ -285,9 +358,17 @@ jwt_verify(const char *token, const char **reason)
 			   *typ;
 	bool		valid = false;
 
+	uint64_t	h;
+
 	*reason = "invalid token: malformed";
 	if (strlen(token) > 16384 || !dot1 || !dot2 || strchr(dot2 + 1, '.'))
 		return NULL;
+	h = token_hash(token);
+	if ((claims = cache_get(token, h)) != NULL)
+	{
+		*reason = NULL;
+		return claims;
+	}
 	header = decode_json_part(token, (size_t) (dot1 - token));
 	if (header == NULL)
 		goto fail;
@@ -361,6 +442,7 @@ jwt_verify(const char *token, const char **reason)
 	if (!check_claims(claims, reason))
 		goto fail;
 	json_decref(header);
+	cache_put(token, h, claims);
 	*reason = NULL;
 	return claims;
 fail:

@@ -602,27 +602,39 @@ $$;
 COMMENT ON FUNCTION auth.logout_all(uuid) IS
     'Ends every active session of a user (log out everywhere); one user.logged_out reason logout per session. Returns how many. P0002 unknown or deleted user.';
 
--- Whether the session of verified claims is live: it exists, is not revoked
--- (nor flagged in shared memory), matches the token's type and subject, and
--- its user still exists.  The signature and times are checked by the caller
--- (auth.verify_token here, isa-httpd over HTTP).
+-- Whether a session is live for a token's sid, sub and typ: it exists, is not
+-- revoked (nor flagged in shared memory), matches the token's kind and
+-- subject, and its user still exists (read from account.users directly: this
+-- runs for every HTTP request, from isa.http_begin).  PL/pgSQL keeps its plan
+-- for the backend's life; a SQL function with a subquery is not inlined and
+-- would be parsed again at every call.  The signature and times are checked
+-- by the caller (auth.verify_token here, isa-httpd over HTTP).
+CREATE FUNCTION auth._session_live(sid uuid, sub text, typ text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN coalesce((
+        SELECT s.revoked_at IS NULL AND NOT auth._session_flagged(s.session_id)
+           AND (typ = 'access') = (s.kind = 'user')
+           AND sub IS NOT DISTINCT FROM coalesce(s.device_id, s.user_id::text)
+           AND (s.kind <> 'user'
+                OR EXISTS (SELECT FROM account.users u WHERE u.user_id = s.user_id AND u.status = 'active'))
+          FROM auth.sessions s WHERE s.session_id = sid), false);
+END
+$$;
+
 CREATE FUNCTION auth.session_is_live(claims jsonb) RETURNS boolean
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     sid text := claims ->> 'sid';
-    s   auth.sessions;
 BEGIN
     IF sid IS NULL OR sid !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
         RETURN false;
     END IF;
-    SELECT * INTO s FROM auth.sessions x WHERE x.session_id = sid::uuid;
-    RETURN FOUND
-       AND s.revoked_at IS NULL AND NOT auth._session_flagged(s.session_id)
-       AND (claims ->> 'typ' = 'access') = (s.kind = 'user')
-       AND claims ->> 'sub' IS NOT DISTINCT FROM coalesce(s.device_id, s.user_id::text)
-       AND (s.kind <> 'user' OR account.user_exists(s.user_id));
+    RETURN auth._session_live(sid::uuid, claims ->> 'sub', claims ->> 'typ');
 END
 $$;
 COMMENT ON FUNCTION auth.session_is_live(jsonb) IS

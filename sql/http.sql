@@ -160,56 +160,9 @@ CREATE FUNCTION isa.http_begin(
     claims jsonb, route_method text, route_path text, self_value text, resource_value text,
     request jsonb, read_only boolean, timeout_ms integer)
 RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r   isa.http_routes;
-    sub text := claims ->> 'sub';
-    typ text := claims ->> 'typ';
-BEGIN
-    PERFORM set_config('request.jwt.claims', coalesce(claims, '{}')::text, true),
-            set_config('request.method', coalesce(request ->> 'method', ''), true),
-            set_config('request.path', coalesce(request ->> 'path', ''), true),
-            set_config('request.headers', coalesce(request -> 'headers', '{}')::text, true),
-            set_config('request.id', coalesce(request ->> 'id', ''), true),
-            set_config('statement_timeout', greatest(coalesce(timeout_ms, 0), 0)::text, true);
-    IF read_only THEN
-        PERFORM set_config('transaction_read_only', 'on', true);
-    END IF;
-    SELECT * INTO r FROM isa.http_routes x WHERE x.method = route_method AND x.path = route_path;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no route % %', route_method, route_path USING ERRCODE = '42883';
-    END IF;
-    IF r.auth = 'public' THEN
-        RETURN;
-    END IF;
-    IF claims IS NULL OR sub IS NULL THEN
-        RAISE EXCEPTION 'authentication required' USING ERRCODE = '28000';
-    END IF;
-    IF (r.auth = 'device') <> (typ = 'device') OR typ NOT IN ('access', 'device') THEN
-        RAISE EXCEPTION 'invalid token: % token for a % route', coalesce(typ, 'untyped'), r.auth
-            USING ERRCODE = '28000';
-    END IF;
-    IF NOT auth.session_is_live(claims) THEN
-        RAISE EXCEPTION 'invalid token: session ended' USING ERRCODE = '28000';
-    END IF;
-    IF r.auth = 'admin' AND NOT authz.check(sub::uuid, 'isa:admin') THEN
-        RAISE EXCEPTION 'permission denied: isa:admin required' USING ERRCODE = '42501';
-    END IF;
-    -- ids are compared case-blind: a uuid in upper case names the same owner
-    IF r.self_param IS NOT NULL AND lower(self_value) IS NOT DISTINCT FROM lower(sub) THEN
-        RETURN;
-    END IF;
-    IF r.permission IS NOT NULL THEN
-        IF typ <> 'access' OR NOT authz.check(sub::uuid, r.permission, resource_value) THEN
-            RAISE EXCEPTION 'permission denied: % required', r.permission USING ERRCODE = '42501';
-        END IF;
-    ELSIF r.self_param IS NOT NULL THEN
-        RAISE EXCEPTION 'permission denied: only the owner may do this' USING ERRCODE = '42501';
-    END IF;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'isa_http_begin'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION isa.http_begin(jsonb, text, text, text, text, jsonb, boolean, integer) IS
     'Called by isa-httpd first in every request''s transaction: sets request.jwt.claims, request.method, request.path, request.headers, request.id, statement_timeout and read-only mode, then applies the route''s access rule (live session, isa:admin, owner or authz permission). 28000 / 42501.';
 
