@@ -30,7 +30,7 @@ OBJS = \
 # The install script is the SQL files in dependency order: core first, the
 # service registry before anything that names a service, then one file per
 # service (ISA_SERVICES, in the order of the calls between them), grants last.
-ISA_SERVICES ?= account authz auth product billing wallet payment orders
+ISA_SERVICES ?= account authz auth product billing wallet payment orders storage
 SQL_SOURCES = \
 	sql/core.sql \
 	sql/crypto.sql \

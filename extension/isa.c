@@ -158,6 +158,7 @@ isa_define_gucs(void)
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	isa_bridge_define_gucs();
 	isa_crypto_define_gucs();
+	isa_storage_define_gucs();
 	isa_auth_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }

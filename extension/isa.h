@@ -81,6 +81,8 @@ extern char *isa_stripe_webhook_secret;
 extern int	isa_stripe_webhook_tolerance;	/* seconds */
 extern void isa_crypto_init(void);
 extern void isa_crypto_define_gucs(void);
+/* extension/http.c */
+extern void isa_storage_define_gucs(void);
 extern void isa_hmac_sha256_buf(unsigned char *out, const unsigned char *key, size_t keylen,
 								const unsigned char *msg, size_t len);
 extern bool isa_secure_equals_buf(const void *a, size_t alen, const void *b, size_t blen);
