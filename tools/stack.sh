@@ -200,7 +200,7 @@ SQL
   ISA_HTTPD_LISTEN=127.0.0.1 ISA_HTTPD_PORT=$HTTP_PORT \
   ISA_HTTPD_DATABASE_URL="host=127.0.0.1 port=$PG_PORT dbname=$DB user=isa_httpd application_name=isa-httpd" \
   ISA_HTTPD_PUBLIC_URL="http://127.0.0.1:$HTTP_PORT" \
-    nohup "$HTTPD_BIN" ${ISA_HTTPD_ARGS:-} >>"$HTTPD_LOG" 2>&1 &
+    nohup "$HTTPD_BIN" ${ISA_HTTPD_ARGS:-} >"$HTTPD_LOG" 2>&1 &
   echo $! >"$HTTPD_PID"
   local i
   for ((i = 0; i < 100; i++)); do
