@@ -111,7 +111,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES = \
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
 	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
-	libsodium-dev libjansson-dev pkg-config curl procps bc gcc clang jq \
+	libsodium-dev libjansson-dev pkg-config curl procps bc gcc clang jq systemd \
 	wrk prometheus
 
 .PHONY: deps node-deps run stop psql status test bench

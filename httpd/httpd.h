@@ -28,7 +28,6 @@ typedef struct HttpdConfig
 	int			max_header_bytes;
 	int			max_connections;
 	int			connection_timeout_s;
-	int			threads;			/* unused: one thread per connection */
 	double		rate_limit;			/* requests per second per client, rate-limited routes */
 	int			rate_burst;
 	int			retries;			/* serialization failures and deadlocks */
