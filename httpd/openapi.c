@@ -64,15 +64,20 @@ openapi_render(const RouteTable *t)
 											   "description", "The HTTP API of isa (docs/http.md). Routes come from isa.http_routes."));
 	if (cfg.public_url)
 		json_object_set_new(doc, "servers", json_pack("[{s:s}]", "url", cfg.public_url));
-	json_object_set_new(doc, "components", json_pack(
-		"{s:{s:{s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s}}, s:{s:{s:s, s:{s:s, s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}}}}}}",
-		"securitySchemes",
-		"user", "type", "http", "scheme", "bearer", "bearerFormat", "JWT",
-		"description", "An access token from POST /v1/auth/login (admin routes: its user holds isa:admin)",
-		"device", "type", "http", "scheme", "bearer", "bearerFormat", "JWT",
-		"description", "A device token from the device challenge",
-		"schemas", "Error", "type", "object", "properties",
-		"code", "type", "string", "message", "type", "string", "details", "type", "string", "hint", "type", "string"));
+	json_t	   *schemes = json_object();
+	json_t	   *error = json_pack("{s:s, s:{s:{s:s}, s:{s:s}, s:{s:s, s:b}, s:{s:s, s:b}}}",
+								  "type", "object", "properties",
+								  "code", "type", "string", "message", "type", "string",
+								  "details", "type", "string", "nullable", 1, "hint", "type", "string", "nullable", 1);
+
+	json_object_set_new(schemes, "user", json_pack("{s:s, s:s, s:s, s:s}", "type", "http", "scheme", "bearer",
+												   "bearerFormat", "JWT",
+												   "description", "An access token from POST /v1/auth/login (admin routes: its user holds isa:admin)"));
+	json_object_set_new(schemes, "device", json_pack("{s:s, s:s, s:s, s:s}", "type", "http", "scheme", "bearer",
+													 "bearerFormat", "JWT",
+													 "description", "A device token from POST /v1/devices/{device_id}/token"));
+	json_object_set_new(doc, "components", json_pack("{s:o, s:{s:o}}", "securitySchemes", schemes,
+													 "schemas", "Error", error));
 
 	for (int i = 0; t && i < t->nroutes; i++)
 	{
@@ -94,7 +99,21 @@ openapi_render(const RouteTable *t)
 		}
 		json_object_set_new(op, "summary", json_string(r->summary));
 		json_object_set_new(op, "tags", json_pack("[s]", r->service));
-		snprintf(opid, sizeof opid, "%s_%s", r->method, r->function);
+		/* unique: the method and the path, as an identifier */
+		{
+			size_t		k = 0;
+
+			for (const char *m = r->method; *m && k < sizeof opid - 1; m++)
+				opid[k++] = (char) (*m | 0x20);
+			for (const char *p = r->path; *p && k < sizeof opid - 1; p++)
+				if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))
+					opid[k++] = *p;
+				else if (k > 0 && opid[k - 1] != '_')
+					opid[k++] = '_';
+			while (k > 0 && opid[k - 1] == '_')
+				k--;
+			opid[k] = '\0';
+		}
 		json_object_set_new(op, "operationId", json_string(opid));
 		for (int a = 0; a < r->nargs; a++)
 		{
@@ -113,6 +132,23 @@ openapi_render(const RouteTable *t)
 				json_object_set_new(props, arg->name, schema_of(arg));
 				if (!arg->optional)
 					json_array_append_new(required, json_string(arg->name));
+			}
+		}
+		{
+			const char *hname;
+			json_t	   *hv;
+
+			json_object_foreach(r->header_params, hname, hv)
+			{
+				const RouteArg *arg = NULL;
+
+				for (int a = 0; a < r->nargs; a++)
+					if (!strcmp(r->args[a].name, hname))
+						arg = &r->args[a];
+				if (arg && json_is_string(hv))
+					json_array_append_new(params, json_pack("{s:s, s:s, s:b, s:o}", "name", json_string_value(hv),
+															"in", "header", "required", !arg->optional,
+															"schema", schema_of(arg)));
 			}
 		}
 		json_object_set_new(op, "parameters", params);
@@ -137,7 +173,8 @@ openapi_render(const RouteTable *t)
 			json_object_set_new(op, "security", json_pack("[{s:[]}]", "device"));
 		else
 			json_object_set_new(op, "security", json_array());
-		snprintf(status, sizeof status, "%d", r->status);
+		/* a void function answers 204, whatever the route's status */
+		snprintf(status, sizeof status, "%d", r->returns == RET_VOID ? 204 : r->status);
 		json_object_set_new(op, "responses", json_pack("{s:{s:s}, s:{s:s, s:{s:{s:{s:s}}}}}",
 													   status, "description", r->returns == RET_VOID ? "done" : r->return_type,
 													   "default", "description", "an error",
