@@ -184,6 +184,16 @@ typedef struct Source
  * with *status (400) and *message set (malloc'ed).
  */
 typedef const char *(*HeaderLookup) (void *ctx, const char *name);
+/*
+ * The statement of a request: isa.http_begin($1 … $8) first, then the call,
+ * in one statement (one Bind/Execute instead of two):
+ *   SELECT (SELECT <value> [FROM <from>] WHERE b.ok) FROM (SELECT isa.http_begin(…) AS ok) b
+ * The subquery refers to b, so it runs after http_begin, for its one row.
+ * The call's own parameters start at $9 (BEGIN_PARAMS + 1).
+ */
+#define BEGIN_PARAMS 8
+extern char *sql_with_begin(const char *value, const char *from);
+
 extern bool build_call(const Route *r, const PathParam *path, int npath, const Source *query, int nquery,
 					   json_t *body, const char *raw_body, size_t raw_len,
 					   HeaderLookup get_header, void *header_ctx,
@@ -228,9 +238,9 @@ extern void pool_shutdown(void);
 /* NULL after cfg.pool_timeout_ms (*timed_out) or when no connection can be made. */
 extern PoolConn *pool_acquire(bool *timed_out);
 extern void pool_release(PoolConn *c);
-/* Runs begin (when begin_params is not NULL) + call in one implicit
- * transaction (pipeline, one round trip).  client_fd >= 0: a hang-up cancels
- * the query. */
+/* Runs the call, one statement in its own transaction (one round trip).
+ * With begin_params (BEGIN_PARAMS of them), the call's SQL was made by
+ * sql_with_begin.  client_fd >= 0: a hang-up cancels the query. */
 extern void pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int client_fd,
 					 SqlResult *res);
 /* One simple query returning one text value (for catalogue, jwks, ready). */

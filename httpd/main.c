@@ -149,6 +149,16 @@ maintenance(void *arg)
 
 /* ---------------------------------------------------------------- requests */
 
+/* control characters, and %00 (unescape() decodes it as DEL) */
+static bool
+has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char) *s < 0x20 || (unsigned char) *s == 0x7f)
+			return true;
+	return false;
+}
+
 typedef struct KV
 {
 	Source	   *items;
@@ -156,6 +166,7 @@ typedef struct KV
 	int			cap;
 	bool		duplicate;
 	const char *dup_name;
+	bool		control;		/* a name or value holds a control character (or %00) */
 } KV;
 
 static enum MHD_Result
@@ -164,6 +175,8 @@ collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 	KV		   *kv = cls;
 
 	(void) kind;
+	if (has_control(key) || (value && has_control(value)))
+		kv->control = true;
 	for (int i = 0; i < kv->n; i++)
 		if (!strcmp(kv->items[i].name, key))
 		{
@@ -434,6 +447,7 @@ typedef struct Request
 	bool		builtin;
 	char		request_id[140];
 	Answer		early;			/* status != 0: the answer is decided */
+	bool		early_sent;
 	RouteTable *t;
 	const Route *r;
 	char		storage[2048];
@@ -500,7 +514,8 @@ run_request_call(struct MHD_Connection *conn, Request *req, const Call *call, Sq
 		}
 		if (!res->ok)
 		{
-			map_sql_error(a, res, req->claims == NULL, req->request_id);
+			/* 401 asks for a token: only where a token would help */
+			map_sql_error(a, res, req->claims == NULL && req->r->auth != AUTH_PUBLIC, req->request_id);
 			return false;
 		}
 		return true;
@@ -516,9 +531,12 @@ request_call(struct MHD_Connection *conn, Request *req, json_t *body, Call *call
 	bool		ok;
 
 	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect, &query);
-	if (query.duplicate)
+	if (query.duplicate || query.control)
 	{
-		answer_error(a, 400, "ISA400", "a query parameter is given twice", query.dup_name, NULL);
+		if (query.control)
+			answer_error(a, 400, "ISA400", "a query parameter holds a control character or %00", NULL, NULL);
+		else
+			answer_error(a, 400, "ISA400", "a query parameter is given twice", query.dup_name, NULL);
 		free(query.items);
 		return false;
 	}
@@ -552,9 +570,10 @@ prepare(struct MHD_Connection *conn, const char *method, const char *url, Reques
 		a->retry_after = 1;
 		return;
 	}
-	if (!split_path(url, req->segs, &nsegs, req->storage, sizeof req->storage))
+	if (has_control(url) || !split_path(url, req->segs, &nsegs, req->storage, sizeof req->storage))
 	{
-		answer_error(a, 400, "ISA400", "invalid path", "Empty, \".\" and \"..\" segments are not allowed.", NULL);
+		answer_error(a, 400, "ISA400", "invalid path",
+					 "Empty, \".\" and \"..\" segments, control characters and %00 are not allowed.", NULL);
 		return;
 	}
 	req->r = route_match(req->t, method, req->segs, nsegs, req->pparams, &req->npp, &path_matched, &allow);
@@ -822,9 +841,16 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		if (cl && strtoll(cl, NULL, 10) > cfg.max_body_bytes)
 			req->too_large = true;
 		prepare(conn, method, url, req);
-		/* refused at the headers: answer now, without reading the body */
-		if (req->early.status)
+		/* refused at the headers with a body coming: answer now, without
+		 * reading it (libmicrohttpd then closes the connection); without a
+		 * body, answer at the end as usual and keep the connection */
+		if (req->early.status &&
+			((cl && strcmp(cl, "0") != 0) ||
+			 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding")))
+		{
+			req->early_sent = true;
 			return respond(conn, method, url, req, &req->early, NULL);
+		}
 		return MHD_YES;
 	}
 	if (*upload_data_size)
@@ -847,8 +873,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	if (req->early.status)
+	if (req->early_sent)
 		return MHD_YES;			/* already answered */
+	if (req->early.status)
+		return respond(conn, method, url, req, &req->early, NULL);
 	if (req->builtin)
 		builtin(conn, method, url, &a);
 	else
@@ -869,6 +897,44 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 	metrics_inflight(-1);
 	request_free(req);
 	*con_cls = NULL;
+}
+
+/*
+ * Percent-decoding of paths and query arguments, as libmicrohttpd's own, but
+ * %00 becomes DEL (0x7f) instead of a NUL that would cut the C string short
+ * ("evil.exe%00.txt" read as "evil.exe"): split_path and the query check
+ * refuse control characters, so such a request is a 400.
+ */
+static int
+hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static size_t
+unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char	   *w = s;
+
+	(void) cls;
+	(void) conn;
+	for (const char *r = s; *r; r++)
+	{
+		int			hi,
+					lo;
+
+		if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0)
+		{
+			int			c = hi * 16 + lo;
+
+			*w++ = c == 0 ? 0x7f : (char) c;
+			r += 2;
+		}
+		else
+			*w++ = *r;
+	}
+	*w = '\0';
+	return (size_t) (w - s);
 }
 
 static void
@@ -936,6 +1002,7 @@ main(int argc, char **argv)
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) cfg.connection_timeout_s,
 						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) cfg.max_header_bytes + 16384,
 						 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+						 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 						 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned) 1024,
 						 MHD_OPTION_END);
 	if (d == NULL)
@@ -945,6 +1012,10 @@ main(int argc, char **argv)
 	}
 	log_line("isa-httpd listening on http://%s:%d (pool %d, jwt %s)", cfg.listen, cfg.port, cfg.pool_size,
 			 cfg.jwt_algorithm);
+	/* the routes and keys before the first request, when the database is up
+	 * (otherwise the maintenance thread keeps trying; requests get 503) */
+	if (load_from_db(true, jwt_keys_from_db()))
+		reload_requested = 0;
 	pthread_create(&maint, NULL, maintenance, NULL);
 	while (!stopping)
 		pause();

@@ -4,9 +4,11 @@
  * A connection is opened when first needed and again after it broke, with
  * exponential backoff between failed attempts (100 ms … 5 s) so that a
  * restarting PostgreSQL is not hammered.  Each connection stays in pipeline
- * mode: a request is isa.http_begin + the route's call + Sync, sent at once
- * and answered in one round trip, in one implicit transaction.  Statements are
- * prepared once per connection (a small cache keyed by the SQL text).
+ * mode: a request is one statement (isa.http_begin, then the route's call:
+ * see sql_with_begin) + Sync, sent at once and answered in one round trip.
+ * Statements are prepared once per connection (a small cache keyed by the SQL
+ * text).  statement_timeout is the connection's: set once when it opens, it
+ * covers every statement.
  */
 #include "httpd.h"
 
@@ -21,8 +23,6 @@
 
 #define STMT_CACHE 512
 
-static const char BEGIN_SQL[] =
-	"SELECT isa.http_begin($1::jsonb, $2, $3, $4, $5, $6::jsonb, $7::boolean, $8::integer)";
 
 struct PoolConn
 {
@@ -96,6 +96,16 @@ open_conn(PoolConn *c)
 	}
 	c->backoff = 0;
 	c->next_attempt = 0;
+	{
+		char		set[64];
+		PGresult   *r;
+
+		snprintf(set, sizeof set, "SET statement_timeout = %d", cfg.statement_timeout_ms);
+		r = PQexec(c->pg, set);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK)
+			log_line("cannot set statement_timeout: %s", PQerrorMessage(c->pg));
+		PQclear(r);
+	}
 	c->cancel = PQgetCancel(c->pg);
 	PQsetnonblocking(c->pg, 1);
 	if (PQenterPipelineMode(c->pg) != 1)
@@ -285,66 +295,65 @@ broken(PoolConn *c, SqlResult *res)
 }
 
 /*
- * Sends [prepare begin] begin [prepare call] call Sync, then reads every
- * result up to the Sync.  The value is the call's first column of its first
- * row.
+ * Sends [Parse] Bind/Execute Sync for the call, then reads every result up to
+ * the Sync.  With begin_params, the call's SQL takes them as $1 … $8 (see
+ * sql_with_begin) and its own from $9.  The value is the first column of the
+ * first row.
  */
 void
 pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int client_fd, SqlResult *res)
 {
 	char		name[32];
-	bool		begin_prepared,
-				call_prepared;
-	int			begin_slot,
-				call_slot;
+	bool		prepared;
+	int			slot;
 	bool		named;
+	bool		prepare_ok = true;
+	int			nb = begin_params ? BEGIN_PARAMS : 0;
+	int			n = nb + call->nparams;
+	const char *values[BEGIN_PARAMS + 64];
+	int			lengths[BEGIN_PARAMS + 64];
+	int			formats[BEGIN_PARAMS + 64];
 	int			commands = 0;
 	int			step;
-	int			call_step;
 
 	memset(res, 0, sizeof *res);
-	begin_prepared = true;
-	begin_slot = -1;
-	if (begin_params)
+	if (n > (int) (sizeof values / sizeof values[0]))
 	{
-		named = stmt_name(c, BEGIN_SQL, name, sizeof name, &begin_prepared, &begin_slot);
-		if (!begin_prepared && !PQsendPrepare(c->pg, name, BEGIN_SQL, 0, NULL))
-			return broken(c, res);
-		if (!begin_prepared)
-			commands++;
-		if (!PQsendQueryPrepared(c->pg, name, 8, begin_params, NULL, NULL, 0))
-			return broken(c, res);
-		commands++;
+		set_error(&res->err, "54023", "too many arguments", NULL, NULL);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		int			k = i - nb;
+
+		values[i] = i < nb ? begin_params[i] : call->params[k];
+		lengths[i] = i < nb || !call->lengths ? 0 : call->lengths[k];
+		formats[i] = i < nb || !call->formats ? 0 : call->formats[k];
 	}
 
-	named = stmt_name(c, call->sql, name, sizeof name, &call_prepared, &call_slot);
+	named = stmt_name(c, call->sql, name, sizeof name, &prepared, &slot);
 	if (!named)
 	{
-		call_prepared = true;	/* nothing to remember */
-		if (!PQsendQueryParams(c->pg, call->sql, call->nparams, NULL, (const char *const *) call->params,
-							   call->lengths, call->formats, call->binary_result))
+		prepared = true;		/* nothing to remember */
+		if (!PQsendQueryParams(c->pg, call->sql, n, NULL, values, lengths, formats, call->binary_result))
 			return broken(c, res);
 	}
 	else
 	{
-		if (!call_prepared)
+		if (!prepared)
 		{
 			if (!PQsendPrepare(c->pg, name, call->sql, 0, NULL))
 				return broken(c, res);
 			commands++;
 		}
-		if (!PQsendQueryPrepared(c->pg, name, call->nparams, (const char *const *) call->params,
-								 call->lengths, call->formats, call->binary_result))
+		if (!PQsendQueryPrepared(c->pg, name, n, values, lengths, formats, call->binary_result))
 			return broken(c, res);
 	}
-	call_step = commands;		/* index of the call's result */
 	commands++;
 	if (!PQpipelineSync(c->pg))
 		return broken(c, res);
 
 	/* every command's results (each ended by a NULL), then the sync */
-	bool		prepares_ok[2] = {true, true};
-
 	for (step = 0;;)
 	{
 		if (!wait_readable(c, client_fd, res))
@@ -368,12 +377,10 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 		{
 			if (st == PGRES_FATAL_ERROR)
 				result_error(&res->err, r);
-			if (step == 0 && !begin_prepared)
-				prepares_ok[0] = false;
-			if (!call_prepared && step == call_step - 1)
-				prepares_ok[1] = false;
+			if (!prepared && step == 0)
+				prepare_ok = false;
 		}
-		else if (step == call_step && st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !res->has_row)
+		else if (step == commands - 1 && st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !res->has_row)
 		{
 			res->has_row = true;
 			if (!PQgetisnull(r, 0, 0))
@@ -388,9 +395,7 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 		}
 		PQclear(r);
 	}
-	if (!begin_prepared && begin_slot >= 0 && prepares_ok[0])
-		c->stmt_hash[c->nstmts++] = fnv1a(BEGIN_SQL);
-	if (!call_prepared && call_slot >= 0 && prepares_ok[1] && c->nstmts < STMT_CACHE)
+	if (!prepared && slot >= 0 && prepare_ok && c->nstmts < STMT_CACHE)
 		c->stmt_hash[c->nstmts++] = fnv1a(call->sql);
 	res->ok = res->err.sqlstate[0] == '\0';
 	if (PQstatus(c->pg) != CONNECTION_OK)

@@ -190,6 +190,9 @@ split_path(const char *path, char **segs, int *nsegs, char *storage, size_t stor
 			*slash = '\0';
 		if (*p == '\0' || !strcmp(p, ".") || !strcmp(p, "..") || *nsegs == MAX_SEGMENTS)
 			return false;
+		for (const char *c = p; *c; c++)
+			if ((unsigned char) *c < 0x20 || (unsigned char) *c == 0x7f)
+				return false;	/* control characters, and %00 (decoded as DEL) */
 		segs[(*nsegs)++] = p;
 		if (!slash)
 			return true;
@@ -373,7 +376,6 @@ build_call(const Route *r, const PathParam *path, int npath, const Source *query
 		   const char *subject, Call *call, char **message)
 {
 	Bound	   *b = xcalloc((size_t) r->nargs, sizeof(Bound));
-	Buf			sql = {0};
 	Buf			args = {0};
 	bool		ok = false;
 	int			n = 0;
@@ -495,16 +497,16 @@ build_call(const Route *r, const PathParam *path, int npath, const Source *query
 		switch (a->kind)
 		{
 			case ARG_TEXT:
-				buf_printf(&args, " => $%d::%s", n, a->type);
-				break;
 			case ARG_JSON:
-				buf_printf(&args, " => $%d::%s", n, a->type);
+				buf_printf(&args, " => $%d::%s", BEGIN_PARAMS + n, a->type);
 				break;
 			case ARG_ARRAY:
-				buf_printf(&args, " => ARRAY(SELECT jsonb_array_elements_text($%d::jsonb))::%s", n, a->type);
+				buf_printf(&args, " => ARRAY(SELECT jsonb_array_elements_text($%d::jsonb))::%s", BEGIN_PARAMS + n,
+						   a->type);
 				break;
 			case ARG_BYTEA:
-				buf_printf(&args, " => isa.base64url_decode(translate(rtrim($%d::text, '='), '+/', '-_'))", n);
+				buf_printf(&args, " => isa.base64url_decode(translate(rtrim($%d::text, '='), '+/', '-_'))",
+						   BEGIN_PARAMS + n);
 				break;
 		}
 		if (r->self_param && !strcmp(a->name, r->self_param) && call->params[n - 1])
@@ -513,28 +515,28 @@ build_call(const Route *r, const PathParam *path, int npath, const Source *query
 			call->resource_value = xstrdup(call->params[n - 1]);
 	}
 	call->nparams = n;
-	switch (r->returns)
 	{
-		case RET_ONE:
-			buf_printf(&sql, "SELECT to_jsonb(%s(%s))::text", r->function, args.data ? args.data : "");
-			break;
-		case RET_SET:
-			buf_printf(&sql, "SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]')::text FROM %s(%s) r",
-					   r->function, args.data ? args.data : "");
-			break;
-		case RET_VOID:
-			buf_printf(&sql, "SELECT NULL::text FROM %s(%s)", r->function, args.data ? args.data : "");
-			break;
+		Buf			expr = {0};
+
+		if (r->returns == RET_ONE)
+		{
+			buf_printf(&expr, "to_jsonb(%s(%s))::text", r->function, args.data ? args.data : "");
+			call->sql = sql_with_begin(expr.data, NULL);
+		}
+		else
+		{
+			buf_printf(&expr, "%s(%s) r", r->function, args.data ? args.data : "");
+			call->sql = sql_with_begin(r->returns == RET_SET ? "coalesce(jsonb_agg(to_jsonb(r)), '[]')::text" :
+									   "NULL::text", expr.data);
+		}
+		buf_free(&expr);
 	}
-	call->sql = sql.data;
-	sql.data = NULL;
 	ok = true;
 done:
 	for (int i = 0; i < r->nargs; i++)
 		free(b[i].value);
 	free(b);
 	buf_free(&args);
-	buf_free(&sql);
 	if (!ok)
 	{
 		call_free(call);
@@ -542,6 +544,17 @@ done:
 			*message = xstrdup("the request cannot be mapped to the route's arguments");
 	}
 	return ok;
+}
+
+char *
+sql_with_begin(const char *value, const char *from)
+{
+	Buf			sql = {0};
+
+	buf_printf(&sql, "SELECT (SELECT %s%s%s WHERE b.ok) FROM (SELECT isa.http_begin($1::jsonb, $2, $3, $4, $5, "
+			   "$6::jsonb, $7::boolean, $8::integer) AS ok) b",
+			   value, from ? " FROM " : "", from ? from : "");
+	return sql.data;
 }
 
 void

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <pthread.h>
+#include <unistd.h>
 
 void *
 xmalloc(size_t n)
@@ -119,27 +120,38 @@ now_seconds(void)
 	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* One line on stderr, prefixed with the UTC time. */
+/* One line on stderr, prefixed with the UTC time: built first, then one
+ * write(2), so concurrent lines never interleave and a line costs one call. */
 void
 log_line(const char *fmt,...)
 {
-	char		stamp[32];
+	char		line[1024];
 	struct timespec ts;
 	struct tm	tm;
 	va_list		ap;
+	size_t		n;
+	int			m;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-	pthread_mutex_lock(&log_lock);
-	fprintf(stderr, "%s.%03ldZ ", stamp, ts.tv_nsec / 1000000);
+	n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+	n += (size_t) snprintf(line + n, sizeof line - n, ".%03ldZ ", ts.tv_nsec / 1000000);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	pthread_mutex_unlock(&log_lock);
+	if (m < 0)
+		m = 0;
+	n += (size_t) m < sizeof line - n - 1 ? (size_t) m : sizeof line - n - 2;
+	line[n++] = '\n';
+	for (const char *p = line; n > 0;)
+	{
+		ssize_t		w = write(STDERR_FILENO, p, n);
+
+		if (w <= 0)
+			break;
+		p += w;
+		n -= (size_t) w;
+	}
 }
 
 char *

@@ -73,7 +73,7 @@ check_sql(const Route *r, const Call *c)
 	{
 		long		n = strtol(p + 1, (char **) &p, 10);
 
-		if (n < 1 || n > c->nparams)
+		if (n < 1 || n > BEGIN_PARAMS + c->nparams)
 			abort();
 	}
 	if (c->nparams > r->nargs)
