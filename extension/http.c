@@ -112,7 +112,7 @@ plan_bool(SPIPlanPtr plan, Datum *args, const char *nulls)
 /*
  * isa.http_begin(claims jsonb, route_method text, route_path text,
  *                self_value text, resource_value text, request jsonb,
- *                read_only boolean, timeout_ms integer) RETURNS void
+ *                read_only boolean, timeout_ms integer) RETURNS boolean (true)
  */
 PG_FUNCTION_INFO_V1(isa_http_begin);
 Datum
@@ -190,7 +190,7 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	if (strcmp(auth, "public") == 0)
 	{
 		SPI_finish();
-		PG_RETURN_VOID();
+		PG_RETURN_BOOL(true);
 	}
 	if (claims == NULL || sub == NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
@@ -200,7 +200,7 @@ isa_http_begin(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 						errmsg("invalid token: %s token for a %s route", typ ? typ : "untyped", auth)));
 
-	/* the session: live, of this subject and kind (auth._session_live) */
+	/* the session: live, of this subject and kind (auth.live_sessions, in the plan) */
 	if (!is_uuid_text(sid))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 						errmsg("invalid token: session ended")));
@@ -208,7 +208,8 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	{
 		Oid			t3[3] = {TEXTOID, TEXTOID, TEXTOID};
 
-		session_plan = keep_plan("SELECT auth._session_live($1::uuid, $2, $3)", 3, t3);
+		session_plan = keep_plan("SELECT EXISTS (SELECT FROM auth.live_sessions l "
+								 "WHERE l.session_id = $1::uuid AND l.subject = $2 AND l.token_type = $3)", 3, t3);
 	}
 	args[0] = CStringGetTextDatum(sid);
 	args[1] = CStringGetTextDatum(sub);
@@ -235,7 +236,7 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	if (self_param && self_value && pg_strcasecmp(self_value, sub) == 0)
 	{
 		SPI_finish();
-		PG_RETURN_VOID();
+		PG_RETURN_BOOL(true);
 	}
 	if (permission)
 	{
@@ -256,5 +257,5 @@ isa_http_begin(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						errmsg("permission denied: only the owner may do this")));
 	SPI_finish();
-	PG_RETURN_VOID();
+	PG_RETURN_BOOL(true);
 }

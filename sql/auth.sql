@@ -602,27 +602,30 @@ $$;
 COMMENT ON FUNCTION auth.logout_all(uuid) IS
     'Ends every active session of a user (log out everywhere); one user.logged_out reason logout per session. Returns how many. P0002 unknown or deleted user.';
 
--- Whether a session is live for a token's sid, sub and typ: it exists, is not
--- revoked (nor flagged in shared memory), matches the token's kind and
--- subject, and its user still exists (read from account.users directly: this
--- runs for every HTTP request, from isa.http_begin).  PL/pgSQL keeps its plan
--- for the backend's life; a SQL function with a subquery is not inlined and
--- would be parsed again at every call.  The signature and times are checked
--- by the caller (auth.verify_token here, isa-httpd over HTTP).
+-- The live sessions, as a token sees them: not revoked (nor flagged in shared
+-- memory), their user still active (read from account.users directly), with
+-- the subject and token type a token of theirs carries.  The one statement of
+-- the rule: auth._session_live and isa.http_begin (every HTTP request, where
+-- a view is planned into its query and a function call would not be) read it.
+CREATE VIEW auth.live_sessions AS
+SELECT s.session_id,
+       coalesce(s.device_id, s.user_id::text) AS subject,
+       CASE s.kind WHEN 'user' THEN 'access' ELSE 'device' END AS token_type
+  FROM auth.sessions s
+ WHERE s.revoked_at IS NULL
+   AND NOT auth._session_flagged(s.session_id)
+   AND (s.kind <> 'user'
+        OR EXISTS (SELECT FROM account.users u WHERE u.user_id = s.user_id AND u.status = 'active'));
+COMMENT ON VIEW auth.live_sessions IS
+    'Sessions a token may still use: not ended, user active; subject and token_type (access, device) are what the token must carry.';
+
+-- Whether a session is live for a token's sid, sub and typ.  The signature
+-- and times are checked by the caller (auth.verify_token, isa-httpd).
 CREATE FUNCTION auth._session_live(sid uuid, sub text, typ text) RETURNS boolean
-    LANGUAGE plpgsql VOLATILE
+    LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN coalesce((
-        SELECT s.revoked_at IS NULL AND NOT auth._session_flagged(s.session_id)
-           AND (typ = 'access') = (s.kind = 'user')
-           AND sub IS NOT DISTINCT FROM coalesce(s.device_id, s.user_id::text)
-           AND (s.kind <> 'user'
-                OR EXISTS (SELECT FROM account.users u WHERE u.user_id = s.user_id AND u.status = 'active'))
-          FROM auth.sessions s WHERE s.session_id = sid), false);
-END
-$$;
+    RETURN EXISTS (SELECT FROM auth.live_sessions l
+                    WHERE l.session_id = sid AND l.subject = sub AND l.token_type = typ);
 
 CREATE FUNCTION auth.session_is_live(claims jsonb) RETURNS boolean
     LANGUAGE plpgsql STABLE SECURITY DEFINER
