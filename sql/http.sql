@@ -159,12 +159,12 @@ COMMENT ON FUNCTION isa.http_route_catalogue() IS
 CREATE FUNCTION isa.http_begin(
     claims jsonb, route_method text, route_path text, self_value text, resource_value text,
     request jsonb, read_only boolean, timeout_ms integer)
-RETURNS void
+RETURNS boolean
     AS 'MODULE_PATHNAME', 'isa_http_begin'
     LANGUAGE C VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION isa.http_begin(jsonb, text, text, text, text, jsonb, boolean, integer) IS
-    'Called by isa-httpd first in every request''s transaction: sets request.jwt.claims, request.method, request.path, request.headers, request.id, statement_timeout and read-only mode, then applies the route''s access rule (live session, isa:admin, owner or authz permission). 28000 / 42501.';
+    'Called by isa-httpd first in every request''s statement: sets request.jwt.claims, request.method, request.path, request.headers, request.id, statement_timeout (for the statements after it) and read-only mode, then applies the route''s access rule (live session, isa:admin, owner or authz permission). Returns true; 28000 / 42501 otherwise.';
 
 CREATE FUNCTION isa.http_claims() RETURNS jsonb
     LANGUAGE sql STABLE

@@ -182,8 +182,9 @@ SQL
 httpd_pid() { [ -f "$HTTPD_PID" ] && cat "$HTTPD_PID"; }
 httpd_running() { local p; p=$(httpd_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
-# isa-httpd connects as isa_httpd, a login member of isa_app (trust on
-# loopback in these stacks); auth needs one signing key to issue tokens.
+# isa-httpd connects as isa_httpd, a login member of isa_app (trust in these
+# stacks), over the cluster's Unix socket as a front on the same host would;
+# auth needs one signing key to issue tokens.
 start_httpd() {
   [ -x "$HTTPD_BIN" ] || { echo "warning: $HTTPD_BIN is not built (make): no HTTP front" >&2; return 0; }
   psql_db -d "$DB" -o /dev/null <<'SQL'
@@ -198,7 +199,7 @@ SELECT auth.rotate_signing_key()
    AND NOT EXISTS (SELECT FROM auth.signing_keys WHERE retired_at IS NULL);
 SQL
   ISA_HTTPD_LISTEN=127.0.0.1 ISA_HTTPD_PORT=$HTTP_PORT \
-  ISA_HTTPD_DATABASE_URL="host=127.0.0.1 port=$PG_PORT dbname=$DB user=isa_httpd application_name=isa-httpd" \
+  ISA_HTTPD_DATABASE_URL="host=$PGDIR/socket port=$PG_PORT dbname=$DB user=isa_httpd application_name=isa-httpd" \
   ISA_HTTPD_PUBLIC_URL="http://127.0.0.1:$HTTP_PORT" \
     nohup "$HTTPD_BIN" ${ISA_HTTPD_ARGS:-} >"$HTTPD_LOG" 2>&1 &
   echo $! >"$HTTPD_PID"
