@@ -161,6 +161,11 @@ typedef struct Call
  * "." or ".." segment, or too many of them. */
 extern bool split_path(const char *path, char **segs, int *nsegs, char *storage, size_t storage_len);
 
+/* The same for a raw path ("/v1/a%2Fb"): split first, then each segment
+ * percent-decoded, so an encoded "/" stays inside its segment; false also on
+ * a bad escape, a control character or %00. */
+extern bool decode_path(const char *raw, char **segs, int *nsegs, char *storage, size_t len);
+
 /* The route for a method and path: NULL and *path_matched when only the
  * method differs (405). Path parameters are returned in params (name=value). */
 typedef struct PathParam

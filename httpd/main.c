@@ -149,6 +149,12 @@ maintenance(void *arg)
 
 /* ---------------------------------------------------------------- requests */
 
+static int
+hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
 /* control characters, and %00 (unescape() decodes it as DEL) */
 static bool
 has_control(const char *s)
@@ -235,6 +241,7 @@ typedef struct Answer
 	char	   *body;			/* malloc'ed; NULL: empty */
 	const char *content_type;
 	char		allow[128];
+	bool		allow_empty;	/* send "Allow:" with no method */
 	int			retry_after;
 	const char *www_authenticate;
 	const char *route;			/* metrics label */
@@ -265,7 +272,7 @@ send_answer(struct MHD_Connection *conn, Answer *a, const char *request_id)
 		MHD_add_response_header(resp, "Content-Type", a->content_type ? a->content_type : "application/json; charset=utf-8");
 	MHD_add_response_header(resp, "X-Request-Id", request_id);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
-	if (a->allow[0])
+	if (a->allow[0] || a->allow_empty)
 		MHD_add_response_header(resp, "Allow", a->allow);
 	if (a->retry_after > 0)
 	{
@@ -441,6 +448,8 @@ map_sql_error(Answer *a, const SqlResult *res, bool anonymous, const char *reque
  */
 typedef struct Request
 {
+	bool		seen;			/* the access handler has run once */
+	char	   *raw_path;		/* the path as sent (before percent-decoding) */
 	double		start;
 	Buf			body;
 	bool		too_large;
@@ -467,6 +476,7 @@ typedef struct Request
 static void
 request_free(Request *req)
 {
+	free(req->raw_path);
 	buf_free(&req->body);
 	free(req->early.body);
 	json_decref(req->claims);
@@ -476,6 +486,28 @@ request_free(Request *req)
 	sql_result_clear(&req->upload_err);
 	routes_put(req->t);
 	free(req);
+}
+
+/* Allow of a 405 from SQL (a GET whose function writes): the path's other methods. */
+static void
+allowed_methods(Request *req, Answer *a)
+{
+	Buf			b = {0};
+
+	for (int i = 0; i < req->t->nroutes; i++)
+	{
+		const Route *o = &req->t->routes[i];
+
+		if (!strcmp(o->path, req->r->path) && strcmp(o->method, req->r->method) != 0)
+		{
+			if (b.len)
+				buf_puts(&b, ", ");
+			buf_puts(&b, o->method);
+		}
+	}
+	snprintf(a->allow, sizeof a->allow, "%s", b.data ? b.data : "");
+	a->allow_empty = b.data == NULL;
+	buf_free(&b);
 }
 
 /* Runs a call of the request (isa.http_begin first), retrying serialization
@@ -512,10 +544,19 @@ run_request_call(struct MHD_Connection *conn, Request *req, const Call *call, Sq
 			usleep((useconds_t) (1000 << attempt));
 			continue;
 		}
+		/* a backend ended by the server (terminate, shutdown, restart) rolled
+		 * back whatever it was doing: once more, on a new connection */
+		if (!res->ok && !strncmp(res->err.sqlstate, "57P0", 4) && attempt == 0)
+		{
+			sql_result_clear(res);
+			continue;
+		}
 		if (!res->ok)
 		{
 			/* 401 asks for a token: only where a token would help */
 			map_sql_error(a, res, req->claims == NULL && req->r->auth != AUTH_PUBLIC, req->request_id);
+			if (a->status == 405)
+				allowed_methods(req, a);
 			return false;
 		}
 		return true;
@@ -570,7 +611,8 @@ prepare(struct MHD_Connection *conn, const char *method, const char *url, Reques
 		a->retry_after = 1;
 		return;
 	}
-	if (has_control(url) || !split_path(url, req->segs, &nsegs, req->storage, sizeof req->storage))
+	if (has_control(url) || !decode_path(req->raw_path ? req->raw_path : url, req->segs, &nsegs,
+										 req->storage, sizeof req->storage))
 	{
 		answer_error(a, 400, "ISA400", "invalid path",
 					 "Empty, \".\" and \"..\" segments, control characters and %00 are not allowed.", NULL);
@@ -815,6 +857,22 @@ respond(struct MHD_Connection *conn, const char *method, const char *url, Reques
 	return rc;
 }
 
+/* Before libmicrohttpd decodes the URI: keep the raw path, so that a path is
+ * split before its segments are decoded ("a%2Fb" is one segment). */
+static void *
+on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	Request    *req = xcalloc(1, sizeof(Request));
+	size_t		n = strcspn(uri, "?");
+
+	(void) cls;
+	(void) conn;
+	req->raw_path = xmalloc(n + 1);
+	memcpy(req->raw_path, uri, n);
+	req->raw_path[n] = '\0';
+	return req;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
 		   const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -825,12 +883,14 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
 	(void) cls;
 	(void) version;
-	if (req == NULL)
+	if (req == NULL || !req->seen)
 	{
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
 		const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
 
-		req = xcalloc(1, sizeof(Request));
+		if (req == NULL)
+			req = xcalloc(1, sizeof(Request));
+		req->seen = true;
 		req->start = now_seconds();
 		*con_cls = req;
 		metrics_inflight(1);
@@ -894,7 +954,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 	(void) toe;
 	if (req == NULL)
 		return;
-	metrics_inflight(-1);
+	if (req->seen)
+		metrics_inflight(-1);
 	request_free(req);
 	*con_cls = NULL;
 }
@@ -905,12 +966,6 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
  * ("evil.exe%00.txt" read as "evil.exe"): split_path and the query check
  * refuse control characters, so such a request is a 400.
  */
-static int
-hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 static size_t
 unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
@@ -1000,9 +1055,11 @@ main(int argc, char **argv)
 						 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
 						 MHD_OPTION_CONNECTION_LIMIT, (unsigned) cfg.max_connections,
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) cfg.connection_timeout_s,
-						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) cfg.max_header_bytes + 16384,
+						 /* the request line and headers must fit, with room for the answer's headers */
+						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) cfg.max_header_bytes + 2048,
 						 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 						 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+						 MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
 						 MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned) 1024,
 						 MHD_OPTION_END);
 	if (d == NULL)

@@ -97,13 +97,20 @@ open_conn(PoolConn *c)
 	c->backoff = 0;
 	c->next_attempt = 0;
 	{
-		char		set[64];
+		char		set[128];
 		PGresult   *r;
 
-		snprintf(set, sizeof set, "SET statement_timeout = %d", cfg.statement_timeout_ms);
+		/*
+		 * Generic plans: with a custom plan, a parameter's cast ('x'::uuid)
+		 * is evaluated while planning, before isa.http_begin has checked the
+		 * session and the access rule, so a bad argument would be answered
+		 * before a missing right.
+		 */
+		snprintf(set, sizeof set, "SET statement_timeout = %d; SET plan_cache_mode = force_generic_plan",
+				 cfg.statement_timeout_ms);
 		r = PQexec(c->pg, set);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK)
-			log_line("cannot set statement_timeout: %s", PQerrorMessage(c->pg));
+			log_line("cannot set statement_timeout and plan_cache_mode: %s", PQerrorMessage(c->pg));
 		PQclear(r);
 	}
 	c->cancel = PQgetCancel(c->pg);
@@ -160,8 +167,16 @@ pool_acquire(bool *timed_out)
 	got->busy = true;
 	pthread_mutex_unlock(&lock);
 
-	if (got->pg && PQstatus(got->pg) != CONNECTION_OK)
-		close_conn(got);
+	/* an idle connection has nothing to read (isa-httpd never LISTENs): if
+	 * it has, its backend ended (terminated, restarted) and sent its last
+	 * words; open a new one rather than fail a request on it */
+	if (got->pg)
+	{
+		struct pollfd p = {.fd = PQsocket(got->pg), .events = POLLIN};
+
+		if (PQstatus(got->pg) != CONNECTION_OK || poll(&p, 1, 0) != 0)
+			close_conn(got);
+	}
 	if (got->pg == NULL && !open_conn(got))
 	{
 		pool_release(got);
@@ -313,6 +328,7 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 	const char *values[BEGIN_PARAMS + 64];
 	int			lengths[BEGIN_PARAMS + 64];
 	int			formats[BEGIN_PARAMS + 64];
+	Oid			types[BEGIN_PARAMS + 64];
 	int			commands = 0;
 	int			step;
 
@@ -329,20 +345,23 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 		values[i] = i < nb ? begin_params[i] : call->params[k];
 		lengths[i] = i < nb || !call->lengths ? 0 : call->lengths[k];
 		formats[i] = i < nb || !call->formats ? 0 : call->formats[k];
+		/* text parameters (bytea when binary): the casts in the SQL run in
+		 * the statement, after isa.http_begin, not when the values are bound */
+		types[i] = formats[i] ? 17 : 25;
 	}
 
 	named = stmt_name(c, call->sql, name, sizeof name, &prepared, &slot);
 	if (!named)
 	{
 		prepared = true;		/* nothing to remember */
-		if (!PQsendQueryParams(c->pg, call->sql, n, NULL, values, lengths, formats, call->binary_result))
+		if (!PQsendQueryParams(c->pg, call->sql, n, types, values, lengths, formats, call->binary_result))
 			return broken(c, res);
 	}
 	else
 	{
 		if (!prepared)
 		{
-			if (!PQsendPrepare(c->pg, name, call->sql, 0, NULL))
+			if (!PQsendPrepare(c->pg, name, call->sql, n, types))
 				return broken(c, res);
 			commands++;
 		}

@@ -200,6 +200,54 @@ split_path(const char *path, char **segs, int *nsegs, char *storage, size_t stor
 	}
 }
 
+static int
+hexdigit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Splits the raw path, then decodes each segment; false on a bad escape, a
+ * control character (or %00), an empty, "." or ".." segment. */
+bool
+decode_path(const char *raw, char **segs, int *nsegs, char *storage, size_t len)
+{
+	char		copy[2048];
+	char	   *csegs[MAX_SEGMENTS];
+	int			n;
+	size_t		used = 0;
+
+	if (strlen(raw) >= sizeof copy || !split_path(raw, csegs, &n, copy, sizeof copy))
+		return false;
+	for (int i = 0; i < n; i++)
+	{
+		char	   *out = storage + used;
+
+		for (const char *r = csegs[i]; *r; r++)
+		{
+			int			hi,
+						lo,
+						c = (unsigned char) *r;
+
+			if (*r == '%')
+			{
+				if ((hi = hexdigit(r[1])) < 0 || (lo = hexdigit(r[2])) < 0)
+					return false;
+				c = hi * 16 + lo;
+				r += 2;
+			}
+			if (c < 0x20 || c == 0x7f || used + 2 > len)
+				return false;
+			storage[used++] = (char) c;
+		}
+		storage[used++] = '\0';
+		if (!strcmp(out, ".") || !strcmp(out, ".."))
+			return false;
+		segs[i] = out;
+	}
+	*nsegs = n;
+	return true;
+}
+
 /*
  * The route whose template matches: literal segments equal, {name} segments
  * take any value.  The most literal segments win, so /v1/accounts/me beats

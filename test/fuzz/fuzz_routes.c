@@ -127,8 +127,12 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 			line[i] = nl + 1;
 		}
 	}
-	if (line[1] == NULL || !split_path(line[1], segs, &nsegs, storage, sizeof storage))
+	if (line[1] == NULL || !decode_path(line[1], segs, &nsegs, storage, sizeof storage))
 		goto out;
+	for (int i = 0; i < nsegs; i++)
+		for (const char *c = segs[i]; *c; c++)
+			if ((unsigned char) *c < 0x20 || (unsigned char) *c == 0x7f)
+				abort();		/* decode_path lets no control character through */
 	const Route *r = route_match(table, line[0], segs, nsegs, pp, &npp, &matched, &allow);
 
 	if (r == NULL)
