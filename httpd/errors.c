@@ -1,9 +1,13 @@
 /*
  * errors.c — SQLSTATE to HTTP status (PostgREST's table, with isa's two
- * authentication codes) and the JSON error body {code, message, details, hint}.
+ * authentication codes), the JSON error body {code, message, details, hint},
+ * and sending an answer.
  */
 #include "httpd.h"
 
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int
@@ -56,3 +60,74 @@ error_body(const char *code, const char *message, const char *details, const cha
 		s = xstrdup("{\"code\":\"XX000\",\"message\":\"error\",\"details\":null,\"hint\":null}");
 	return s;
 }
+
+void
+answer_error(Answer *a, int status, const char *code, const char *message, const char *details, const char *hint)
+{
+	free(a->body);
+	a->status = status;
+	a->body = error_body(code, message, details, hint);
+	a->content_type = "application/json; charset=utf-8";
+}
+
+enum MHD_Result
+send_answer(struct MHD_Connection *conn, Answer *a, const char *request_id)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result rc;
+	size_t		len = a->body ? strlen(a->body) : 0;
+
+	resp = MHD_create_response_from_buffer(len, a->body ? a->body : (char *) "",
+										   a->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	a->body = NULL;
+	if (resp == NULL)
+		return MHD_NO;
+	if (len || a->content_type)
+		MHD_add_response_header(resp, "Content-Type", a->content_type ? a->content_type : "application/json; charset=utf-8");
+	MHD_add_response_header(resp, "X-Request-Id", request_id);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	if (a->allow[0] || a->allow_empty)
+		MHD_add_response_header(resp, "Allow", a->allow);
+	if (a->retry_after > 0)
+	{
+		char		ra[16];
+
+		snprintf(ra, sizeof ra, "%d", a->retry_after);
+		MHD_add_response_header(resp, "Retry-After", ra);
+	}
+	if (a->www_authenticate)
+		MHD_add_response_header(resp, "WWW-Authenticate", a->www_authenticate);
+	rc = MHD_queue_response(conn, (unsigned) a->status, resp);
+	MHD_destroy_response(resp);
+	return rc;
+}
+
+void
+map_sql_error(Answer *a, const SqlResult *res, bool anonymous, const char *request_id)
+{
+	const char *s = res->err.sqlstate;
+	int			status = sqlstate_http_status(s, anonymous);
+	bool		internal = status == 500 && (!strncmp(s, "XX", 2) || !strncmp(s, "58", 2) || !strncmp(s, "F0", 2));
+
+	if (internal || res->broken)
+	{
+		log_line("request %s: SQLSTATE %s: %s", request_id, s, res->err.message ? res->err.message : "");
+		answer_error(a, res->broken ? 503 : status, s, res->broken ? "the database is not reachable" : "internal error",
+					 NULL, "The server log has the details under this request's X-Request-Id.");
+		if (res->broken)
+			a->retry_after = 1;
+		return;
+	}
+	answer_error(a, status, s, res->err.message, res->err.detail, res->err.hint);
+	if (status == 401)
+		a->www_authenticate = "Bearer error=\"invalid_token\"";
+	if (status == 503)
+		a->retry_after = 1;
+}
+
+/*
+ * A request, from its headers to its answer.  What can be decided from the
+ * headers is decided at once (route, rate limit, token; an upload begins),
+ * so an upload streams to the database as it arrives and a refused one is
+ * answered before its body is sent.
+ */

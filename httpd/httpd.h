@@ -161,6 +161,9 @@ typedef struct Call
  * "." or ".." segment, or too many of them. */
 extern bool split_path(const char *path, char **segs, int *nsegs, char *storage, size_t storage_len);
 
+/* The value of a hex digit, or -1. */
+extern int	hexdigit(char c);
+
 /* The same for a raw path ("/v1/a%2Fb"): split first, then each segment
  * percent-decoded, so an encoded "/" stays inside its segment; false also on
  * a bad escape, a control character or %00. */
@@ -204,6 +207,47 @@ extern bool build_call(const Route *r, const PathParam *path, int npath, const S
 					   HeaderLookup get_header, void *header_ctx,
 					   const char *subject, Call *call, char **message);
 extern void call_free(Call *c);
+
+/* ---------------------------------------------------------------- main.c */
+/* The route table of the moment, held until routes_put (a reload may swap it). */
+extern RouteTable *routes_get(void);
+extern void routes_put(RouteTable *t);
+extern bool routes_loaded(void);
+
+/* ---------------------------------------------------------------- request.c */
+/* libmicrohttpd's callbacks (the daemon is set up in main.c) */
+#include <microhttpd.h>
+extern void *request_uri(void *cls, const char *uri, struct MHD_Connection *conn);
+extern enum MHD_Result request_handle(void *cls, struct MHD_Connection *conn, const char *url,
+									  const char *method, const char *version, const char *upload_data,
+									  size_t *upload_data_size, void **con_cls);
+extern void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+							  enum MHD_RequestTerminationCode toe);
+extern size_t request_unescape(void *cls, struct MHD_Connection *conn, char *s);
+
+/* ---------------------------------------------------------------- input.c */
+/* Query arguments, collected by collect() (libmicrohttpd's iterator). */
+typedef struct KV
+{
+	Source	   *items;
+	int			n;
+	int			cap;
+	bool		duplicate;
+	const char *dup_name;
+	bool		control;		/* a name or value holds a control character (or %00) */
+} KV;
+extern enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value);
+/* control characters, and %00 (request_unescape decodes it as DEL) */
+extern bool has_control(const char *s);
+extern const char *lookup_header(void *ctx, const char *name);
+/* A client's X-Request-Id is kept when 1-128 characters of [A-Za-z0-9-_.:]. */
+extern bool valid_request_id(const char *s);
+extern void new_request_id(char *out);	/* a UUID v4, 37 bytes */
+extern void client_address(struct MHD_Connection *conn, char *out, size_t len);
+extern int	client_fd(struct MHD_Connection *conn);
+/* The request headers as a JSON object, without the credentials (request.headers). */
+extern enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value);
+extern bool is_json_content_type(const char *ct);
 
 /* ---------------------------------------------------------------- jwt.c */
 /* Verifies a compact JWS with the configured algorithm and keys, and its
@@ -302,6 +346,29 @@ extern bool ratelimit_take(const char *client, int *retry_after);
 extern char *openapi_render(const RouteTable *t);
 
 /* ---------------------------------------------------------------- errors.c */
+/* An answer being made: a status with a JSON body (or a file, files.c). */
+typedef struct Answer
+{
+	int			status;
+	char	   *body;			/* malloc'ed; NULL: empty */
+	const char *content_type;
+	char		allow[128];
+	bool		allow_empty;	/* send "Allow:" with no method */
+	int			retry_after;
+	const char *www_authenticate;
+	const char *route;			/* metrics label */
+} Answer;
+
+extern void answer_error(Answer *a, int status, const char *code, const char *message, const char *details,
+						 const char *hint);
+extern enum MHD_Result send_answer(struct MHD_Connection *conn, Answer *a, const char *request_id);
+/* An SQL error as an answer: the status of its SQLSTATE; internal ones are
+ * logged under the request id and answered without their message. */
+extern void map_sql_error(Answer *a, const SqlResult *res, bool anonymous, const char *request_id);
+
+/* ---------------------------------------------------------------- endpoints.c */
+/* /live, /ready, /metrics, /openapi.json: false for any other URL. */
+extern bool builtin(struct MHD_Connection *conn, const char *method, const char *url, Answer *a);
 /* PostgREST's SQLSTATE → HTTP status table; anonymous: 42501 → 401. */
 extern int sqlstate_http_status(const char *sqlstate, bool anonymous);
 /* {code, message, details, hint} */

@@ -200,7 +200,7 @@ split_path(const char *path, char **segs, int *nsegs, char *storage, size_t stor
 	}
 }
 
-static int
+int
 hexdigit(char c)
 {
 	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
@@ -370,7 +370,7 @@ json_to_param(const RouteArg *a, json_t *v, char **out, char **message)
 }
 
 static bool
-bind(const Route *r, Bound *b, const char *name, const char *from, char *value, bool take, char **message)
+bind_arg(const Route *r, Bound *b, const char *name, const char *from, char *value, bool take, char **message)
 {
 	int			i = arg_index(r, name);
 
@@ -440,11 +440,11 @@ build_call(const Route *r, const PathParam *path, int npath, const Source *query
 			goto done;
 		memcpy(name, path[i].name + 1, len - 2);
 		name[len - 2] = '\0';
-		if (!bind(r, b, name, "path", (char *) path[i].value, false, message))
+		if (!bind_arg(r, b, name, "path", (char *) path[i].value, false, message))
 			goto done;
 	}
 	for (int i = 0; i < nquery; i++)
-		if (!bind(r, b, query[i].name, "query string", (char *) query[i].value, false, message))
+		if (!bind_arg(r, b, query[i].name, "query string", (char *) query[i].value, false, message))
 			goto done;
 	if (body && !r->raw_body_param)
 	{
@@ -468,7 +468,7 @@ build_call(const Route *r, const PathParam *path, int npath, const Source *query
 			}
 			if (!json_to_param(&r->args[i], v, &text, message))
 				goto done;
-			if (!bind(r, b, key, "body", text, true, message))
+			if (!bind_arg(r, b, key, "body", text, true, message))
 				goto done;
 		}
 	}
