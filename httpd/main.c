@@ -63,6 +63,25 @@ routes_loaded(void)
 	return loaded;
 }
 
+/* A loading error, logged when it changes or once a minute: the maintenance
+ * thread retries every second and must not flood the log. */
+static void
+load_error(const char *what, const char *why)
+{
+	static char last[512];
+	static double last_at;
+	char		line[512];
+	double		now = now_seconds();
+
+	snprintf(line, sizeof line, "%s: %s", what, why ? why : "no answer");
+	if (strcmp(line, last) != 0 || now - last_at >= 60)
+	{
+		log_line("%s", line);
+		snprintf(last, sizeof last, "%s", line);
+		last_at = now;
+	}
+}
+
 /* Loads the routes (and the EdDSA keys) from the database. */
 static bool
 load_from_db(bool want_routes, bool want_keys)
@@ -95,14 +114,14 @@ load_from_db(bool want_routes, bool want_keys)
 			}
 			else
 			{
-				log_line("cannot use the routes: %s", msg);
+				load_error("cannot use the routes", msg);
 				free(msg);
 				ok = false;
 			}
 		}
 		else
 		{
-			log_line("cannot load the routes: %s", err.message ? err.message : "no answer");
+			load_error("cannot load the routes", err.message);
 			ok = false;
 		}
 		free(value);
@@ -116,12 +135,12 @@ load_from_db(bool want_routes, bool want_keys)
 
 			if (jwt_set_jwks(value, &msg) != 0)
 			{
-				log_line("cannot use auth.jwks(): %s", msg);
+				load_error("cannot use auth.jwks()", msg);
 				free(msg);
 			}
 		}
 		else
-			log_line("cannot load the signing keys: %s", err.message ? err.message : "no answer");
+			load_error("cannot load the signing keys", err.message);
 		free(value);
 		free(err.message), free(err.detail), free(err.hint);
 	}

@@ -187,16 +187,20 @@ httpd_running() { local p; p=$(httpd_pid 2>/dev/null) && [ -n "$p" ] && kill -0 
 # auth needs one signing key to issue tokens.
 start_httpd() {
   [ -x "$HTTPD_BIN" ] || { echo "warning: $HTTPD_BIN is not built (make): no HTTP front" >&2; return 0; }
+  # (in PL/pgSQL, so that a database made by an older checkout, without auth,
+  # is not an error: isa-httpd then answers 503 until it is recreated)
   psql_db -d "$DB" -o /dev/null <<'SQL'
 SET client_min_messages = warning;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'isa_httpd') THEN
     CREATE ROLE isa_httpd LOGIN IN ROLE isa_app;
   END IF;
+  IF to_regclass('auth.signing_keys') IS NOT NULL THEN   -- planned only when it exists
+    IF NOT EXISTS (SELECT FROM auth.signing_keys WHERE retired_at IS NULL) THEN
+      PERFORM auth.rotate_signing_key();
+    END IF;
+  END IF;
 END $$;
-SELECT auth.rotate_signing_key()
- WHERE to_regclass('auth.signing_keys') IS NOT NULL
-   AND NOT EXISTS (SELECT FROM auth.signing_keys WHERE retired_at IS NULL);
 SQL
   ISA_HTTPD_LISTEN=127.0.0.1 ISA_HTTPD_PORT=$HTTP_PORT \
   ISA_HTTPD_DATABASE_URL="host=$PGDIR/socket port=$PG_PORT dbname=$DB user=isa_httpd application_name=isa-httpd" \
