@@ -4,7 +4,8 @@
  * An upload never holds the body: every 256 KiB go to put_chunk in their own
  * transaction (each after isa.http_begin, so an ended session stops an upload)
  * while the SHA-256 is computed on the way; finish_upload checks size and
- * digest and makes the file visible.  A download reads 256 KiB at a time
+ * digest and makes the file visible; an upload that ends otherwise goes at
+ * once (abort_upload).  A download reads 256 KiB at a time
  * through read_file as the client takes them.  Connections are taken from the
  * pool per chunk, so a slow client does not hold one.
  */
@@ -25,6 +26,8 @@ struct Upload
 {
 	char	   *put_sql;
 	char	   *finish_sql;
+	char	   *abort_sql;
+	bool		finished;		/* finish_upload ran (and answered) */
 	char	   *upload_id;
 	const char *const *begin_params;	/* owned by the request */
 	int			seq;
@@ -63,7 +66,9 @@ upload_start(const char *schema, const char *upload_id, const char *const *begin
 	b.len = 0;
 	buf_printf(&b, "to_jsonb(%s.finish_upload($9::uuid, $10::text))::text", schema);
 	u->finish_sql = sql_with_begin(b.data, NULL);
-	buf_free(&b);
+	b.len = 0;
+	buf_printf(&b, "SELECT %s.abort_upload($1::uuid)::text", schema);
+	u->abort_sql = b.data;
 	u->upload_id = xstrdup(upload_id);
 	u->begin_params = begin_params;
 	crypto_hash_sha256_init(&u->sha);
@@ -139,6 +144,29 @@ upload_finish(Upload *u, SqlResult *res)
 	call.nparams = 2;
 	call.params = params;
 	run_call(u->begin_params, &call, res);
+	u->finished = res->ok;
+}
+
+/* An upload that ends unfinished (the client went away, a chunk or the
+ * finish was refused) is removed at once, not left for the purge. */
+void
+upload_abort(Upload *u)
+{
+	char	   *params[1] = {u->upload_id};
+	Call		call = {0};
+	SqlResult	res;
+
+	if (u->finished)
+		return;
+	call.sql = u->abort_sql;
+	call.nparams = 1;
+	call.params = params;
+	run_call(NULL, &call, &res);
+	if (!res.ok)
+		log_line("upload %s could not be aborted: SQLSTATE %s %s", u->upload_id, res.err.sqlstate,
+				 res.err.message ? res.err.message : "");
+	u->finished = true;
+	sql_result_clear(&res);
 }
 
 void
@@ -148,6 +176,7 @@ upload_free(Upload *u)
 		return;
 	free(u->put_sql);
 	free(u->finish_sql);
+	free(u->abort_sql);
 	free(u->upload_id);
 	buf_free(&u->pending);
 	free(u);

@@ -318,7 +318,8 @@ extern void metrics_render(Buf *out, const char *isa_metrics_json);
 /*
  * Streams: an upload route's function begins an upload and returns its id;
  * the body goes to <schema>.put_chunk(upload_id, seq, data) as it arrives,
- * 256 KiB at a time, then <schema>.finish_upload(upload_id, sha256).  A
+ * 256 KiB at a time, then <schema>.finish_upload(upload_id, sha256); an upload
+ * that ends otherwise goes to <schema>.abort_upload(upload_id).  A
  * download route's function returns the file's info (size, sha256,
  * content_type, name, file_id); the bytes come from <schema>.read_file(file_id,
  * offset, length), with Range and If-None-Match.
@@ -328,6 +329,8 @@ extern Upload *upload_start(const char *schema, const char *upload_id, const cha
 /* false once an error is recorded in err (then the rest is dropped). */
 extern bool upload_write(Upload *u, const char *data, size_t n, SqlResult *err);
 extern void upload_finish(Upload *u, SqlResult *res);
+/* <schema>.abort_upload(upload_id) unless finish_upload succeeded. */
+extern void upload_abort(Upload *u);
 extern void upload_free(Upload *u);
 
 struct MHD_Connection;

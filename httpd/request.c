@@ -47,6 +47,8 @@ typedef struct Request
 static void
 request_free(Request *req)
 {
+	if (req->upload)
+		upload_abort(req->upload);	/* nothing when it finished */
 	free(req->raw_path);
 	buf_free(&req->body);
 	free(req->early.body);

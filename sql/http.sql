@@ -85,8 +85,9 @@ BEGIN
     END IF;
     IF stream = 'upload' AND (method NOT IN ('POST', 'PUT')
             OR to_regprocedure(format('%I.put_chunk(uuid, integer, bytea)', v_schema)) IS NULL
-            OR to_regprocedure(format('%I.finish_upload(uuid, text)', v_schema)) IS NULL) THEN
-        RAISE EXCEPTION 'route % %: an upload is a POST or PUT to a schema with put_chunk(uuid, integer, bytea) and finish_upload(uuid, text)',
+            OR to_regprocedure(format('%I.finish_upload(uuid, text)', v_schema)) IS NULL
+            OR to_regprocedure(format('%I.abort_upload(uuid)', v_schema)) IS NULL) THEN
+        RAISE EXCEPTION 'route % %: an upload is a POST or PUT to a schema with put_chunk(uuid, integer, bytea), finish_upload(uuid, text) and abort_upload(uuid)',
             method, path USING ERRCODE = '22023';
     END IF;
     IF stream = 'download' AND (method <> 'GET'

@@ -346,6 +346,25 @@ $$;
 COMMENT ON FUNCTION storage.finish_upload(uuid, text) IS
     'Finishes an upload: checks the declared size and, when given, the SHA-256 (hex) of the content, makes the file visible, publishes file.uploaded and returns the file. Finishing a finished upload again returns it. 22004, 22023 size or sha256 mismatch, P0002 unknown upload.';
 
+-- What isa-httpd calls when an upload ends without finish_upload (the client
+-- went away, put_chunk refused a chunk, the session ended): its row and chunks
+-- go at once rather than at the purge.  Only an upload in progress: a
+-- finished file is never removed here.
+CREATE FUNCTION storage.abort_upload(upload_id uuid) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF upload_id IS NULL THEN
+        RAISE EXCEPTION 'upload_id must not be null' USING ERRCODE = '22004';
+    END IF;
+    DELETE FROM storage.files f WHERE f.file_id = abort_upload.upload_id AND f.status = 'uploading';  -- chunks: cascade
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION storage.abort_upload(uuid) IS
+    'Removes an upload still in progress, with its chunks (no event: it was never announced); true when there was one. A finished file is left alone. isa-httpd calls it when an upload ends unfinished.';
+
 CREATE FUNCTION storage.purge_abandoned_uploads(older_than interval DEFAULT '1 hour') RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -519,17 +538,23 @@ BEGIN
         RAISE EXCEPTION 'file_id must not be null' USING ERRCODE = '22004';
     END IF;
     SELECT x.status INTO v_status FROM storage.files x
-     WHERE x.file_id = delete_file.file_id AND x.owner_id = delete_file.owner_id AND x.status <> 'uploading'
+     WHERE x.file_id = delete_file.file_id AND x.owner_id = delete_file.owner_id
        FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'file % not found', file_id USING ERRCODE = 'P0002';
+    END IF;
+    -- An upload in progress is aborted: it goes with its chunks, and no event
+    -- (it was never announced).
+    IF v_status = 'uploading' THEN
+        DELETE FROM storage.files x WHERE x.file_id = delete_file.file_id;   -- chunks: cascade
+        RETURN;
     END IF;
     -- Deleting a deleted file again: done already, no second event.
     PERFORM storage._delete(ARRAY[delete_file.file_id], 'owner');
 END
 $$;
 COMMENT ON FUNCTION storage.delete_file(uuid, uuid) IS
-    'Deletes a file of owner_id (soft delete: its content goes) and publishes file.deleted; deleting it again does nothing. P0002 (the same error) when it does not exist, is not finished or belongs to someone else.';
+    'Deletes a file of owner_id (soft delete: its content goes) and publishes file.deleted; deleting it again does nothing. An upload of owner_id still in progress is aborted (removed with its chunks, no event). P0002 (the same error) when it does not exist or belongs to someone else.';
 
 -- ---------------------------------------------------------------- API: signed downloads
 CREATE FUNCTION storage.sign_download(file_id uuid, ttl_seconds integer DEFAULT 300) RETURNS jsonb
@@ -632,6 +657,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA storage FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     storage.begin_upload(uuid, text, text, bigint),
     storage.put_chunk(uuid, integer, bytea),
+    storage.abort_upload(uuid),
     storage.finish_upload(uuid, text),
     storage.get_file(uuid),
     storage.get_my_file(uuid, uuid),

@@ -317,7 +317,7 @@ SELECT is((SELECT array_agg(format('%s %s', method, path)) FROM isa.http_routes
 -- The synchronous API of every service is reachable over HTTP, except what
 -- another function serves (create_user: sign_up; try_price_quote:
 -- price_quote; create_payment: create_order), what isa-httpd itself does
--- (session_is_live; storage's put_chunk, finish_upload and read_file, which
+-- (session_is_live; storage's put_chunk, finish_upload, abort_upload and read_file, which
 -- isa-httpd calls while it streams), require_user, user_exists's
 -- error-raising twin, and storage's get_file and sign_download, for services
 -- (a user reaches get_my_file and sign_my_download).
@@ -329,9 +329,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'product.try_price_quote(text,text,numeric,timestamp with time zone,numeric)',
                     'payment.create_payment(uuid,uuid,bigint,text,text,bigint)',
                     'storage.put_chunk(uuid,integer,bytea)', 'storage.finish_upload(uuid,text)',
+                    'storage.abort_upload(uuid)',
                     'storage.read_file(uuid,bigint,integer)', 'storage.get_file(uuid)',
                     'storage.sign_download(uuid,integer)'],
-              'every API function isa_app may execute has a route, but ten that others serve');
+              'every API function isa_app may execute has a route, but eleven that others serve');
 SELECT is((SELECT array_agg(format('%s %s', method, path) ORDER BY path) FROM isa.http_routes
             WHERE function IN ('wallet.add(uuid,bigint,text,text,text,text)'::regprocedure,
                                'wallet.deduct(uuid,bigint,text,text,text,text)'::regprocedure)

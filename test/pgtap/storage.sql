@@ -5,7 +5,7 @@
 -- operation puts in storage.outbox, the settings, and who may call what.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(195);
+SELECT plan(202);
 
 -- Users this file creates, by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
@@ -189,8 +189,8 @@ SELECT throws_ok(format('SELECT storage.get_my_file(%L, %L)', pg_temp.uid('alice
                  'nor for get_my_file');
 SELECT throws_ok(format('SELECT storage.read_file(%L, 0, 10)', pg_temp.fid('a1')), 'P0002', NULL, 'nor for read_file');
 SELECT is((SELECT count(*) FROM storage.list_files(pg_temp.uid('alice'))), 0::bigint, 'nor for list_files');
-SELECT throws_ok(format('SELECT storage.delete_file(%L, %L)', pg_temp.uid('alice'), pg_temp.fid('a1')), 'P0002', NULL,
-                 'nor for delete_file');
+SELECT throws_ok(format('SELECT storage.delete_file(%L, %L)', pg_temp.uid('bob'), pg_temp.fid('a1')), 'P0002', NULL,
+                 'nor for delete_file by another user');
 
 -- ---------------------------------------------------------------- put_chunk
 SELECT lives_ok(format('SELECT storage.put_chunk(%L, 0, %L)', pg_temp.fid('a1'), pg_temp.bytes('0123456789')), 'put_chunk 0');
@@ -443,6 +443,23 @@ SELECT is((SELECT count(*) FROM ev WHERE data ->> 'file_id' = pg_temp.fid('a2'):
           'and publishes nothing more');
 SELECT throws_ok(format('SELECT storage.delete_file(%L, %L)', pg_temp.uid('alice'), gen_random_uuid()), 'P0002', NULL,
                  'deleting an unknown file is P0002');
+-- abort_upload (isa-httpd, when an upload ends unfinished): an upload in progress goes, a file stays.
+SELECT pg_temp.begin('abort2', 'alice', 'partial2.bin');
+SELECT storage.put_chunk(pg_temp.fid('abort2'), 0, pg_temp.bytes('some bytes'));
+SELECT is(storage.abort_upload(pg_temp.fid('abort2')), true, 'abort_upload removes an upload in progress');
+SELECT ok(NOT EXISTS (SELECT FROM storage.chunks c WHERE c.file_id = pg_temp.fid('abort2')), '  with its chunks');
+SELECT is(storage.abort_upload(pg_temp.fid('a2')), false, 'abort_upload of a file that is not an upload in progress does nothing');
+SELECT ok(EXISTS (SELECT FROM storage.files WHERE file_id = pg_temp.fid('a2')), '  and the file stays');
+SELECT is(storage.abort_upload(gen_random_uuid()), false, 'abort_upload of an unknown id is false');
+-- An upload in progress, deleted by its owner, is aborted: gone with its chunks, no event.
+SELECT pg_temp.begin('abort1', 'alice', 'partial.bin');
+SELECT storage.put_chunk(pg_temp.fid('abort1'), 0, pg_temp.bytes('some bytes'));
+SELECT lives_ok(format('SELECT storage.delete_file(%L, %L)', pg_temp.uid('alice'), pg_temp.fid('abort1')),
+                'the owner deletes an upload in progress (aborts it)');
+SELECT ok(NOT EXISTS (SELECT FROM storage.files x WHERE x.file_id = pg_temp.fid('abort1'))
+          AND NOT EXISTS (SELECT FROM storage.chunks c WHERE c.file_id = pg_temp.fid('abort1'))
+          AND NOT EXISTS (SELECT FROM ev WHERE data ->> 'file_id' = pg_temp.fid('abort1')::text),
+          'an aborted upload leaves no row, no chunk and no event');
 SELECT throws_ok(format('SELECT storage.delete_file(NULL, %L)', pg_temp.fid('a1')), '22004', 'owner_id must not be null',
                  'delete_file(NULL, ...) is 22004');
 SELECT throws_ok(format('SELECT storage.delete_file(%L, NULL)', pg_temp.uid('alice')), '22004', 'file_id must not be null',
@@ -514,7 +531,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
           NULL, 'no function of schema storage is executable by PUBLIC');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'storage'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')$$,
-              ARRAY['storage.begin_upload(uuid,text,text,bigint)', 'storage.put_chunk(uuid,integer,bytea)',
+              ARRAY['storage.begin_upload(uuid,text,text,bigint)', 'storage.put_chunk(uuid,integer,bytea)', 'storage.abort_upload(uuid)',
                     'storage.finish_upload(uuid,text)', 'storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)',
                     'storage.read_file(uuid,bigint,integer)', 'storage.list_files(uuid,integer)',
                     'storage.delete_file(uuid,uuid)', 'storage.sign_download(uuid,integer)',
