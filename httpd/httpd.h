@@ -67,6 +67,7 @@ extern void *xmalloc(size_t n);
 extern void *xcalloc(size_t n, size_t m);
 extern char *xstrdup(const char *s);
 extern double now_seconds(void);	/* CLOCK_MONOTONIC */
+extern uint64_t hash_string(const char *s);
 extern void log_line(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 
 /* ---------------------------------------------------------------- routes.c */

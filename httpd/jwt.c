@@ -56,16 +56,6 @@ static CacheEntry cache[CACHE_SLOTS];
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t cache_generation = 1;
 
-static uint64_t
-token_hash(const char *s)
-{
-	uint64_t	h = 1469598103934665603ULL;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-	return h;
-}
-
 static json_t *
 cache_get(const char *token, uint64_t h)
 {
@@ -363,7 +353,7 @@ jwt_verify(const char *token, const char **reason)
 	*reason = "invalid token: malformed";
 	if (strlen(token) > 16384 || !dot1 || !dot2 || strchr(dot2 + 1, '.'))
 		return NULL;
-	h = token_hash(token);
+	h = hash_string(token);
 	if ((claims = cache_get(token, h)) != NULL)
 	{
 		*reason = NULL;

@@ -211,24 +211,11 @@ pool_stats(PoolStats *s)
 	s->reconnects = __atomic_load_n(&reconnects, __ATOMIC_RELAXED);
 }
 
-static uint64_t
-fnv1a(const char *s)
-{
-	uint64_t	h = 1469598103934665603ULL;
-
-	for (; *s; s++)
-	{
-		h ^= (unsigned char) *s;
-		h *= 1099511628211ULL;
-	}
-	return h ? h : 1;
-}
-
 /* The statement's name on c, and whether it must be prepared first. */
 static bool
 stmt_name(PoolConn *c, const char *sql, char *name, size_t len, bool *prepared, int *slot)
 {
-	uint64_t	h = fnv1a(sql);
+	uint64_t	h = hash_string(sql);
 
 	snprintf(name, len, "isa_%016llx", (unsigned long long) h);
 	*slot = -1;
@@ -415,7 +402,7 @@ pool_run(PoolConn *c, const char *const *begin_params, const Call *call, int cli
 		PQclear(r);
 	}
 	if (!prepared && slot >= 0 && prepare_ok && c->nstmts < STMT_CACHE)
-		c->stmt_hash[c->nstmts++] = fnv1a(call->sql);
+		c->stmt_hash[c->nstmts++] = hash_string(call->sql);
 	res->ok = res->err.sqlstate[0] == '\0';
 	if (PQstatus(c->pg) != CONNECTION_OK)
 		close_conn(c);

@@ -23,21 +23,11 @@ typedef struct Bucket
 static Bucket buckets[SLOTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static unsigned
-hash(const char *s)
-{
-	unsigned	h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char) *s) * 16777619u;
-	return h;
-}
-
 bool
 ratelimit_take(const char *client, int *retry_after)
 {
 	double		now = now_seconds();
-	unsigned	h = hash(client);
+	unsigned	h = (unsigned) hash_string(client);
 	Bucket	   *b = NULL;
 	Bucket	   *oldest = NULL;
 	bool		ok;

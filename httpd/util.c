@@ -111,6 +111,21 @@ buf_free(Buf *b)
 	b->len = b->cap = 0;
 }
 
+/* FNV-1a, 64 bits, never 0: the keys of isa-httpd's small tables (statement
+ * cache, token cache, rate-limit buckets). */
+uint64_t
+hash_string(const char *s)
+{
+	uint64_t	h = 1469598103934665603ULL;
+
+	for (; *s; s++)
+	{
+		h ^= (unsigned char) *s;
+		h *= 1099511628211ULL;
+	}
+	return h ? h : 1;
+}
+
 double
 now_seconds(void)
 {
