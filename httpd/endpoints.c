@@ -16,7 +16,6 @@ builtin(struct MHD_Connection *conn, const char *method, const char *url, Answer
 
 	if (strcmp(url, "/live") && strcmp(url, "/ready") && strcmp(url, "/metrics") && strcmp(url, "/openapi.json"))
 		return false;
-	a->route = url;
 	if (!get)
 	{
 		snprintf(a->allow, sizeof a->allow, "GET, HEAD");

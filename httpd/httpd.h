@@ -124,14 +124,12 @@ typedef struct Route
 	int			nsegments;
 	char	   *segments[MAX_SEGMENTS];	/* literal, or "{name}" */
 	int			nliterals;
-	int			metrics_index;
 } Route;
 
 typedef struct RouteTable
 {
 	int			nroutes;
 	Route	   *routes;
-	json_t	   *source;			/* the catalogue, kept for openapi.json */
 	int			refcount;
 } RouteTable;
 
@@ -308,7 +306,6 @@ typedef struct PoolStats
 extern void pool_stats(PoolStats *s);
 
 /* ---------------------------------------------------------------- metrics.c */
-extern void metrics_init(int nroutes_hint);
 extern void metrics_observe(const char *route, const char *method, int status, double seconds);
 extern void metrics_inflight(int delta);
 /* Appends the Prometheus text of httpd's own metrics, then of isa.metrics()
@@ -360,7 +357,6 @@ typedef struct Answer
 	bool		allow_empty;	/* send "Allow:" with no method */
 	int			retry_after;
 	const char *www_authenticate;
-	const char *route;			/* metrics label */
 } Answer;
 
 extern void answer_error(Answer *a, int status, const char *code, const char *message, const char *details,

@@ -223,7 +223,6 @@ main(int argc, char **argv)
 		return 2;
 	}
 	pool_init();
-	metrics_init(0);
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;

@@ -32,12 +32,6 @@ static int	inflight;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 void
-metrics_init(int nroutes_hint)
-{
-	(void) nroutes_hint;
-}
-
-void
 metrics_inflight(int delta)
 {
 	__atomic_add_fetch(&inflight, delta, __ATOMIC_RELAXED);

@@ -53,7 +53,6 @@ routes_free(RouteTable *t)
 	for (int i = 0; i < t->nroutes; i++)
 		route_free_fields(&t->routes[i]);
 	free(t->routes);
-	json_decref(t->source);
 	free(t);
 }
 
@@ -152,7 +151,6 @@ routes_from_json(const char *json, char **err)
 		return NULL;
 	}
 	t = xcalloc(1, sizeof(RouteTable));
-	t->source = root;
 	t->nroutes = (int) json_array_size(root);
 	t->routes = xcalloc((size_t) t->nroutes, sizeof(Route));
 	for (int i = 0; i < t->nroutes; i++)
@@ -161,10 +159,11 @@ routes_from_json(const char *json, char **err)
 		{
 			t->nroutes = i + 1;
 			routes_free(t);
+			json_decref(root);
 			return NULL;
 		}
-		t->routes[i].metrics_index = i;
 	}
+	json_decref(root);			/* the routes hold copies (and references) of what they need */
 	return t;
 }
 
