@@ -184,7 +184,8 @@ prepare(struct MHD_Connection *conn, const char *method, const char *url, Reques
 		a->retry_after = 1;
 		return;
 	}
-	if (has_control(url) || !decode_path(req->raw_path ? req->raw_path : url, req->segs, &nsegs,
+	/* decode_path refuses control characters and %00 itself */
+	if (!decode_path(req->raw_path ? req->raw_path : url, req->segs, &nsegs,
 										 req->storage, sizeof req->storage))
 	{
 		answer_error(a, 400, "ISA400", "invalid path",

@@ -501,12 +501,7 @@ BEGIN
     IF get_billing_records.user_id IS NULL THEN
         RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
     END IF;
-    IF get_billing_records."limit" IS NULL THEN
-        RAISE EXCEPTION 'limit must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF get_billing_records."limit" NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'limit must be from 1 to 1000, not %', get_billing_records."limit" USING ERRCODE = '22023';
-    END IF;
+    PERFORM isa.check_page_size('limit', get_billing_records."limit");
     IF NOT account.user_exists(get_billing_records.user_id)
        AND NOT EXISTS (SELECT 1 FROM billing.billing_records r WHERE r.user_id = get_billing_records.user_id) THEN
         RAISE EXCEPTION 'user % not found', get_billing_records.user_id USING ERRCODE = 'P0002';

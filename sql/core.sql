@@ -32,6 +32,23 @@ CREATE FUNCTION isa.uuid_v7() RETURNS uuid
 COMMENT ON FUNCTION isa.uuid_v7() IS
     'A new time-ordered UUID (RFC 9562 version 7), monotonic within a session.';
 
+-- The page size of the services' list functions: 22004 when NULL, 22023
+-- outside 1 … 1000, the message naming the argument (row_limit, limit).
+CREATE FUNCTION isa.check_page_size(name text, value integer) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be null', name USING ERRCODE = '22004';
+    ELSIF value NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION '% must be from 1 to 1000, not %', name, value USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION isa.check_page_size(text, integer) IS
+    'Raises 22004 when a list function''s page size is NULL and 22023 when it is not from 1 to 1000, naming the argument.';
+
 CREATE FUNCTION isa.uuid_v7_time(id uuid) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'isa_uuid_v7_time' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION isa.uuid_v7_time(uuid) IS

@@ -512,13 +512,10 @@ CREATE FUNCTION payment.list_payments(user_id uuid, row_limit integer DEFAULT 10
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL OR row_limit IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN user_id IS NULL THEN 'user_id' ELSE 'row_limit' END
-            USING ERRCODE = '22004';
+    IF user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
     END IF;
-    IF row_limit NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'row_limit must be from 1 to 1000, not %', row_limit USING ERRCODE = '22023';
-    END IF;
+    PERFORM isa.check_page_size('row_limit', row_limit);
     PERFORM account.require_user(user_id);
     RETURN QUERY SELECT i.* FROM payment.payments p, LATERAL payment._info(p) i
                   WHERE p.user_id = list_payments.user_id ORDER BY p.payment_id DESC LIMIT row_limit;

@@ -488,11 +488,8 @@ AS $$
 BEGIN
     IF owner_id IS NULL THEN
         RAISE EXCEPTION 'owner_id must not be null' USING ERRCODE = '22004';
-    ELSIF row_limit IS NULL THEN
-        RAISE EXCEPTION 'row_limit must not be null' USING ERRCODE = '22004';
-    ELSIF row_limit NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'row_limit must be from 1 to 1000, not %', row_limit USING ERRCODE = '22023';
     END IF;
+    PERFORM isa.check_page_size('row_limit', row_limit);
     RETURN QUERY
         SELECT f.file_id, f.owner_id, f.name, f.content_type, f.size, encode(f.sha256, 'hex'), f.created_at
           FROM storage.files f

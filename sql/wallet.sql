@@ -394,12 +394,7 @@ BEGIN
     IF list_transactions.user_id IS NULL THEN
         RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
     END IF;
-    IF list_transactions."limit" IS NULL THEN
-        RAISE EXCEPTION 'limit must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF list_transactions."limit" NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'limit must be from 1 to 1000, not %', list_transactions."limit" USING ERRCODE = '22023';
-    END IF;
+    PERFORM isa.check_page_size('limit', list_transactions."limit");
     SELECT w.wallet_id INTO wid FROM wallet.wallets w WHERE w.user_id = list_transactions.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'user % has no wallet', list_transactions.user_id USING ERRCODE = 'P0002';
