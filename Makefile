@@ -1,53 +1,49 @@
-# isa — PGXS build of the extension plus the developer commands of the README.
-#
-#   make run     install what is missing, build, start PostgreSQL + NATS under ./.isa/run
-#   make test    the same on private ports under ./.isa/test, then every test
-#   make bench   benchmarks, each printing one comparable line
-#   make stop    stop the `make run` stack;  make psql  open a shell on it
-#   make deps    apt-get the Debian packages isa builds and runs with
+# isa — the PGXS build: the extension (isa.so and its SQL scripts) and the HTTP
+# front isa-httpd.  This file builds and installs, nothing else; the developer
+# commands of the README (make deps, run, test, bench, installcheck, deb …) are
+# in tools/dev.mk, included at the end.  docs/architecture.md describes the
+# layout and the rule for versions and upgrade scripts.
 
-EXTENSION  = isa
-EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" isa.control)
+EXTENSION = isa
+
+# Every version, oldest first.  The last is the one being built (isa.control's
+# default_version); the first is the oldest a database can be upgraded from:
+# its full install script is kept in sql/released/.  Each later version has an
+# upgrade script isa--A--B.sql, made from the fragments sql/*/upgrades/A--B.sql.
+ISA_VERSIONS = 0.1.0 0.2.0
+
+# The platform's core (sql/core/), then one folder per service: sql/<service>/
+# holds <service>.sql and its upgrade fragments, test/pgtap/<service>/ its tests,
+# docs/services/<service>.md its API.  Services load in the order of the calls
+# between them; adding a service is its files plus its name here.
+ISA_CORE = core crypto outbox subscriptions jobs services bridge http
+ISA_SERVICES ?= account authz auth product billing wallet payment orders storage
+
+EXTVERSION = $(lastword $(ISA_VERSIONS))
+ifneq ($(EXTVERSION),$(shell sed -n "s/^default_version = '\(.*\)'/\1/p" isa.control))
+$(error isa.control's default_version is not $(EXTVERSION), the last of ISA_VERSIONS)
+endif
 
 MODULE_big = isa
-OBJS = \
-	extension/isa.o \
-	extension/uuid_v7.o \
-	extension/wakeup.o \
-	extension/publish.o \
-	extension/envelope.o \
-	extension/crypto.o \
-	extension/auth.o \
-	extension/auth_shmem.o \
-	extension/jwt.o \
-	extension/http.o \
-	bridge/worker.o \
-	bridge/nats_link.o \
-	bridge/publisher.o \
-	bridge/consumer.o \
-	bridge/metrics.o
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c extension/*/*.c bridge/*.c ota/*.c)))
 
-# The install script is the SQL files in dependency order: core first, the
-# service registry before anything that names a service, then one file per
-# service (ISA_SERVICES, in the order of the calls between them), grants last.
-ISA_SERVICES ?= account authz auth product billing wallet payment orders storage
+# ---------------------------------------------------------------- SQL scripts
 SQL_SOURCES = \
-	sql/core.sql \
-	sql/crypto.sql \
-	sql/outbox.sql \
-	sql/subscriptions.sql \
-	sql/jobs.sql \
-	sql/services.sql \
-	sql/bridge.sql \
-	sql/http.sql \
-	$(foreach s,$(ISA_SERVICES),sql/$(s).sql) \
-	sql/grants.sql
+	$(ISA_CORE:%=sql/core/%.sql) \
+	$(foreach s,$(ISA_SERVICES),sql/$(s)/$(s).sql) \
+	sql/core/grants.sql
 
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql
-EXTRA_CLEAN = $(EXTENSION)--$(EXTVERSION).sql
+# isa--A--B.sql for each pair of consecutive versions
+ISA_STEPS = $(join $(addsuffix --,$(wordlist 1,$(words $(ISA_VERSIONS)),x $(ISA_VERSIONS))),$(ISA_VERSIONS))
+UPGRADE_SCRIPTS = $(patsubst %,$(EXTENSION)--%.sql,$(filter-out x--%,$(ISA_STEPS)))
+UPGRADE_FRAGMENTS = $(wildcard sql/*/upgrades/*.sql)
+
+DATA = $(wildcard sql/released/$(EXTENSION)--*.sql)
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_SCRIPTS)
+EXTRA_CLEAN = $(DATA_built)
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge
+PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge -DISA_SQL_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK = -lnats -lsodium
 # -Wextra minus the two warnings PostgreSQL's own headers and fmgr style trigger.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
@@ -55,30 +51,35 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initi
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
-else
-# On a fresh machine pg_config (postgresql-server-dev-15) is not there yet:
-# install the packages, then make the same goal again, now with PGXS.
-.DEFAULT_GOAL := all
-all install run test bench:
-	@$(MAKE) --no-print-directory deps
-	@command -v $(PG_CONFIG) >/dev/null || { echo "$(PG_CONFIG) not found after make deps" >&2; exit 1; }
-	@$(MAKE) --no-print-directory $@
+else ifeq ($(filter deps deps-% run test bench installcheck deb,$(MAKECMDGOALS)),)
+$(error $(PG_CONFIG) not found: install postgresql-server-dev-15 (make deps does))
 endif
 
 # PGXS does not track headers: every object depends on isa's own (a struct
-# that changes in isa.h must not keep its old layout in an unchanged .c file).
-$(OBJS): extension/isa.h extension/auth.h bridge/bridge.h
+# that changes in a header must not keep its old layout in an unchanged .c file).
+$(OBJS): $(wildcard extension/*.h extension/*/*.h bridge/*.h)
 
-# The list of files is a prerequisite too: `make ISA_SERVICES=... install`
-# must rebuild the script when only the list changed.
+# The lists of files are prerequisites too: `make ISA_SERVICES=... install`
+# must rebuild the scripts when only a list changed.
 SQL_LIST_STAMP = .sql-sources
-$(shell echo '$(SQL_SOURCES)' | cmp -s - $(SQL_LIST_STAMP) || echo '$(SQL_SOURCES)' > $(SQL_LIST_STAMP))
+$(shell echo '$(SQL_SOURCES) $(UPGRADE_FRAGMENTS)' | cmp -s - $(SQL_LIST_STAMP) || echo '$(SQL_SOURCES) $(UPGRADE_FRAGMENTS)' > $(SQL_LIST_STAMP))
 EXTRA_CLEAN += $(SQL_LIST_STAMP)
 
+# The full script of the version being built: the files, in order.
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(SQL_LIST_STAMP) isa.control Makefile
-	@{ echo "-- generated from sql/*.sql by make; edit those files"; \
+	@{ echo "-- generated from sql/ by make; edit those files"; \
 	   printf '%s\n' '\echo Use "CREATE EXTENSION isa" to load this file. \quit'; \
 	   for f in $(SQL_SOURCES); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
+
+# An upgrade script: the core's fragment of the step, each service's in the
+# order of ISA_SERVICES, then sql/core/grants.sql again (it is idempotent, so
+# the grants of a new object are the same as in a fresh install).
+$(UPGRADE_SCRIPTS): $(EXTENSION)--%.sql: $(UPGRADE_FRAGMENTS) sql/core/grants.sql $(SQL_LIST_STAMP) Makefile
+	@{ echo "-- generated from sql/*/upgrades/$*.sql by make; edit those files"; \
+	   printf '%s\n' '\echo Use "ALTER EXTENSION isa UPDATE" to load this file. \quit'; \
+	   for a in core $(ISA_SERVICES); do \
+	     f=sql/$$a/upgrades/$*.sql; [ -f $$f ] || continue; echo; echo "-- ==== $$f"; cat $$f; done; \
+	   echo; echo "-- ==== sql/core/grants.sql"; cat sql/core/grants.sql; } > $@
 
 # ---------------------------------------------------------------- isa-httpd
 # The HTTP front (httpd/): a program of its own, built with the extension.
@@ -105,67 +106,4 @@ PREFIX ?= /usr/local
 install-httpd: httpd/isa-httpd
 	install -D -m 755 httpd/isa-httpd $(DESTDIR)$(PREFIX)/bin/isa-httpd
 
-# ---------------------------------------------------------------- developer commands
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-
-DEBIAN_PACKAGES = \
-	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
-	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
-	libsodium-dev libjansson-dev pkg-config curl procps bc gcc clang jq systemd \
-	wrk prometheus
-
-.PHONY: deps node-deps run stop psql status test bench
-
-deps:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	    echo "make deps: installing" $$missing; \
-	    $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "make deps: all packages present"; fi
-	@$(MAKE) --no-print-directory node-deps
-
-# Node.js for the independent NATS test client (test/natsclient) and the relay
-# benchmark (bench/relay_node), then their modules, exactly as package-lock.json
-# pins them.  nodejs and npm are installed only when `npm` is missing: they are not
-# in DEBIAN_PACKAGES because a NodeSource nodejs (which ships npm itself) conflicts
-# with Debian's npm package, and apt would refuse.
-NODE_DIRS = test/natsclient bench/relay_node
-
-node-deps:
-	@command -v npm >/dev/null || { echo "make deps: installing nodejs npm"; \
-	    $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
-	@for d in $(NODE_DIRS); do \
-	    if [ ! -f $$d/node_modules/.package-lock.json ] || [ $$d/package-lock.json -nt $$d/node_modules/.package-lock.json ]; then \
-	        echo "make deps: npm ci in $$d"; \
-	        npm ci --omit=dev --prefer-offline --no-audit --no-fund --prefix $$d >/dev/null || exit 1; \
-	    fi; \
-	done
-
-stop:
-	@tools/stack.sh run stop
-
-status:
-	@tools/stack.sh run status
-
-psql:
-	@tools/stack.sh run psql
-
-ifneq ($(PGXS),)
-# Built and installed into the local PostgreSQL: what run, test and bench start from.
-.PHONY: installed
-installed: deps
-	@$(MAKE) --no-print-directory all
-	@$(SUDO) $(MAKE) --no-print-directory install >/dev/null
-
-run: installed
-	@tools/stack.sh run start
-
-test: installed node-deps
-	@test/run.sh
-
-bench: installed node-deps
-	@bench/run.sh
-endif
+include tools/dev.mk

@@ -1,5 +1,5 @@
 /*
- * auth.c — C for the auth service (sql/auth.sql, docs/services/auth.md): its
+ * auth.c — C for the auth service (sql/auth/auth.sql, docs/services/auth.md): its
  * settings (JWT algorithm, keys, lifetimes, password hashing cost, login
  * throttle), password hashing (argon2id) and Ed25519 keys, signatures and
  * their verification.  The shared-memory tables are in auth_shmem.c, JWT

@@ -5,7 +5,7 @@
  * with set_config_option (no SQL), and the three lookups it may need — the
  * route's access rule, whether the token's session is live, the authz
  * permission — are SPI plans kept for the life of the backend.  The rules are
- * those documented in sql/http.sql.  (A PL/pgSQL version took about half the
+ * those documented in sql/core/http.sql.  (A PL/pgSQL version took about half the
  * throughput of bench/http_api: docs/benchmarks.md, "http_api".)
  */
 #include "postgres.h"

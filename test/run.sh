@@ -24,14 +24,26 @@ psql -X -A -t -c 'SELECT connected, last_error FROM isa.bridge_status()' | grep 
 
 echo
 echo "== pgTAP (test/pgtap)"
-out=$(mktemp)
-PGOPTIONS='-c client_min_messages=warning' pg_prove --failures --ext .sql test/pgtap/*.sql 2>&1 | tee "$out"
-prove_rc=${PIPESTATUS[0]}
-tap_total=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\).*/\1/p' "$out" | tail -n 1)
-tap_failed=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$out" | awk '{split($2, a, "/"); s += a[1]} END {print s + 0}')
-rm -f "$out"
-tap_total=${tap_total:-0}
-if [ "$prove_rc" != 0 ] && [ "$tap_failed" = 0 ]; then tap_failed=1; fi   # a file that died counts
+# One pg_prove per file, so that each file's duration is printed and a file
+# that runs past ISA_TEST_FILE_TIMEOUT seconds (180) fails.
+limit=${ISA_TEST_FILE_TIMEOUT:-180}
+tap_total=0 tap_failed=0 prove_rc=0
+for f in test/pgtap/*/*.sql; do
+  out=$(mktemp)
+  t0=$(date +%s.%N)
+  PGOPTIONS='-c client_min_messages=warning' timeout "$limit" pg_prove --failures --ext .sql "$f" >"$out" 2>&1
+  rc=$?
+  secs=$(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)")
+  n=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\).*/\1/p' "$out" | tail -n 1)
+  bad=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$out" | awk '{split($2, a, "/"); s += a[1]} END {print s + 0}')
+  if [ "$rc" = 124 ]; then echo "not ok - $f ran past ${limit} s"; bad=$((bad + 1)); fi
+  if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi      # a file that died counts
+  [ "$rc" != 0 ] && { sed 's/^/    /' "$out"; prove_rc=1; }
+  echo "$( [ "$bad" = 0 ] && echo ok || echo 'not ok') - $f (${n:-0} tests, ${secs} s)"
+  tap_total=$((tap_total + ${n:-0})); tap_failed=$((tap_failed + bad))
+  rm -f "$out"
+done
+echo "pgTAP: $((tap_total - tap_failed)) passed, $tap_failed failed"
 
 echo
 echo "== integration (test/integration)"

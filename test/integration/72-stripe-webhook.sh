@@ -65,7 +65,7 @@ is "$(webhook "$body" "t=$t,v1=$(sign "$t" "$body" "whsec_notTheEndpointSecret")
 is "$(webhook "${body/1999,/1990,}" "t=$t,v1=$(sign "$t" "$body")")" "error 22023" \
    "a tampered body (amount changed after signing) is refused"
 # date +%s is whole seconds and the call takes a moment: 301 s in the past is
-# always too old, but a future timestamp needs a margin (test/pgtap/payment.sql
+# always too old, but a future timestamp needs a margin (test/pgtap/payment/payment.sql
 # checks both at exactly 301 s, on the transaction's clock).
 t=$(date +%s)
 is "$(webhook "$body" "t=$((t - 301)),v1=$(sign "$((t - 301))" "$body")")" "error 22023" \

@@ -4,7 +4,7 @@
 -- wallets.balance = sum(transactions.amount) >= 0.  A deduction is one guarded
 -- UPDATE (the wallet's row lock serialises deductions on a wallet; no
 -- SERIALIZABLE needed) plus one ledger INSERT in the same transaction.
--- Schema, outbox and inbox come from sql/services.sql.  docs/services/wallet.md
+-- Schema, outbox and inbox come from sql/core/services.sql.  docs/services/wallet.md
 -- documents the API, the events and the handlers.
 
 -- ---------------------------------------------------------------- tables

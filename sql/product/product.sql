@@ -3,7 +3,7 @@
 -- per model, agent runs, MCP tool calls) and their prices over time (per unit,
 -- graduated tiers, packages), with price_quote, the exact cost of a quantity.
 -- Prices are numeric tokens per unit, never float.  Schema, outbox and inbox
--- come from sql/services.sql.  product subscribes to nothing.
+-- come from sql/core/services.sql.  product subscribes to nothing.
 -- docs/services/product.md documents the API.
 
 -- ---------------------------------------------------------------- tables

@@ -490,7 +490,7 @@ $$;
 COMMENT ON FUNCTION authz.on_user_deleted(isa.event) IS
     'Handler of account_service.user.deleted: removes the user''s role bindings and grants, publishing permission.revoked for each.';
 
-SELECT isa.subscribe_to_events('authorization', 'account_service.user.deleted',
+SELECT isa.subscribe_to_events('authz', 'account_service.user.deleted',
                                'authz.on_user_deleted(isa.event)'::regprocedure);
 
 -- ---------------------------------------------------------------- privileges

@@ -6,7 +6,7 @@
 -- touch only the chunks it overlaps.  Devices download through signed,
 -- expiring URLs (sign_download / get_signed_file).  isa-httpd streams uploads
 -- and downloads through these functions.  Schema, outbox and inbox come from
--- sql/services.sql.  docs/services/storage.md documents the API, the events,
+-- sql/core/services.sql.  docs/services/storage.md documents the API, the events,
 -- the handler and the settings.
 
 -- ---------------------------------------------------------------- tables

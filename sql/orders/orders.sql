@@ -373,8 +373,8 @@ COMMENT ON FUNCTION orders.on_payment_completed(isa.event) IS
 COMMENT ON FUNCTION orders.on_payment_failed(isa.event) IS
     'Handler of payment_service.payment.failed: cancels the pending order with reason payment_failed: <reason> and publishes order.canceled.';
 
-SELECT isa.subscribe_to_events('order', 'payment_service.payment.completed', 'orders.on_payment_completed(isa.event)');
-SELECT isa.subscribe_to_events('order', 'payment_service.payment.failed', 'orders.on_payment_failed(isa.event)');
+SELECT isa.subscribe_to_events('orders', 'payment_service.payment.completed', 'orders.on_payment_completed(isa.event)');
+SELECT isa.subscribe_to_events('orders', 'payment_service.payment.failed', 'orders.on_payment_failed(isa.event)');
 
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA orders FROM PUBLIC;

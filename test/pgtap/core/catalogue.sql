@@ -8,7 +8,7 @@ SELECT plan(31);
 
 -- ---------------------------------------------------------------- services
 SELECT set_eq($$SELECT name FROM isa.services$$,
-              ARRAY['account', 'auth', 'authorization', 'device', 'payment', 'wallet', 'billing', 'order',
+              ARRAY['account', 'auth', 'authz', 'device', 'payment', 'wallet', 'billing', 'orders',
                     'organization', 'storage', 'notification', 'session', 'event', 'audit', 'ota', 'product',
                     'external'],
               'isa.services holds the sixteen platform services and external');
@@ -17,13 +17,13 @@ SELECT set_eq($$SELECT name FROM isa.services WHERE schema_name IS NULL$$,
               'external is the only service without a schema (its events come from NATS clients)');
 SELECT is((SELECT source FROM isa.services WHERE name = 'external'), 'external',
           'the external service publishes under source external');
-SELECT is((SELECT count(*) FROM isa.services WHERE schema_name IS NOT NULL AND source <> name || '_service'),
+SELECT is((SELECT count(*) FROM isa.services WHERE schema_name IS NOT NULL AND name <> schema_name),
           0::bigint,
-          'every platform service publishes under source <name>_service');
-SELECT is((SELECT schema_name::text FROM isa.services WHERE name = 'order'), 'orders',
-          'service order lives in schema orders (order is a reserved word)');
-SELECT is((SELECT schema_name::text FROM isa.services WHERE name = 'authorization'), 'authz',
-          'service authorization lives in schema authz');
+          'every platform service is named after its schema');
+SELECT is((SELECT source FROM isa.services WHERE name = 'orders'), 'order_service',
+          'service orders publishes as order_service (a NATS source is a published contract)');
+SELECT is((SELECT source FROM isa.services WHERE name = 'authz'), 'authorization_service',
+          'service authz publishes as authorization_service');
 
 SELECT is((SELECT array_agg(s.schema_name ORDER BY s.name) FROM isa.services s
             WHERE s.schema_name IS NOT NULL

@@ -960,7 +960,7 @@ SELECT isa.subscribe_to_events('auth', 'authorization_service.permission.revoked
 SELECT auth.rotate_signing_key();
 
 -- ---------------------------------------------------------------- privileges
--- (sql/grants.sql, loaded last, marks every table for pg_dump.)
+-- (sql/core/grants.sql, loaded last, marks every table for pg_dump.)
 REVOKE ALL ON ALL TABLES IN SCHEMA auth FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA auth FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -987,7 +987,7 @@ GRANT EXECUTE ON FUNCTION
     auth.jwks()
 TO isa_admin;
 -- isa_admin may look at sessions and devices and at the public half of the
--- signing keys; private_key is readable by the owner only (sql/grants.sql's
+-- signing keys; private_key is readable by the owner only (sql/core/grants.sql's
 -- GRANT ALL ON ALL TABLES IN SCHEMA auth TO isa_admin must leave it out).
 GRANT SELECT ON auth.sessions, auth.devices TO isa_admin;
 GRANT SELECT (kid, algorithm, public_key, created_at, retired_at) ON auth.signing_keys TO isa_admin;

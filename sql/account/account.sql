@@ -1,7 +1,7 @@
 -- account.sql — the account service (schema account, source account_service):
 -- users (unique email among live users, soft delete), their notification
 -- preferences, and the events user.created / user.updated / user.deleted.
--- Schema, outbox and inbox come from sql/services.sql.  account subscribes to
+-- Schema, outbox and inbox come from sql/core/services.sql.  account subscribes to
 -- nothing.  docs/services/account.md documents the API.
 
 -- ---------------------------------------------------------------- tables

@@ -46,7 +46,7 @@ COMMENT ON FUNCTION isa.publish_event(text, text, jsonb, jsonb) IS
     'Writes an event to the outbox of its source service in the caller''s transaction and returns its id (UUIDv7). metadata.correlation_id defaults to the event id.';
 
 -- Builds a service's home: its schema and its outbox and inbox partitions.
--- Service SQL files and sql/services.sql call it; idempotent.
+-- Service SQL files and sql/core/services.sql call it; idempotent.
 CREATE FUNCTION isa.register_service(name text, schema_name name, source text, description text)
 RETURNS void
     LANGUAGE plpgsql

@@ -41,7 +41,7 @@ SELECT set_eq($$SELECT event_type || ' ' || (SELECT string_agg(k, ',' ORDER BY k
               ARRAY['permission.granted org_id,permission,resource_id,resource_type,role,user_id,via',
                     'permission.revoked org_id,permission,resource_id,resource_type,role,user_id,via'],
               'permission.granted and permission.revoked are registered with the contract''s data fields');
-SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'authorization'$$,
+SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'authz'$$,
               ARRAY['account_service.user.deleted authz.on_user_deleted(isa.event)'],
               'authorization subscribes to account_service.user.deleted with authz.on_user_deleted');
 

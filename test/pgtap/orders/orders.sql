@@ -71,7 +71,7 @@ SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'orders'::regna
              AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
              AND NOT (p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig))),
           0::bigint, 'every API function is SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp');
-SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'order'$$,
+SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'orders'$$,
               ARRAY['payment_service.payment.completed orders.on_payment_completed(isa.event)',
                     'payment_service.payment.failed orders.on_payment_failed(isa.event)'],
               'service order subscribes to payment.completed and payment.failed');

@@ -4,7 +4,7 @@
 -- records each usage once (dedupe on the producer's usage id), and publishes
 -- billing.calculated (which wallet deducts) or billing.error (bad usage is
 -- answered, never retried).  Costs are exact numeric tokens; the tokens charged
--- are ceil(cost).  Schema, outbox and inbox come from sql/services.sql.
+-- are ceil(cost).  Schema, outbox and inbox come from sql/core/services.sql.
 -- docs/services/billing.md documents the API.
 
 -- ---------------------------------------------------------------- tables
