@@ -164,12 +164,24 @@ create_db() {
     psql_db -d postgres -c "CREATE DATABASE $DB"
     created=1
   fi
-  if [ "$created" = 1 ]; then
+  # A database of an older version is updated (ALTER EXTENSION isa UPDATE runs
+  # the upgrade scripts); one made from other scripts of the same, unreleased
+  # version cannot be, and is only reported (docs/architecture.md, "Versions
+  # and upgrades").
+  local have want
+  have=$(psql_db -d "$DB" -tAc "SELECT extversion FROM pg_extension WHERE extname = 'isa'")
+  want=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ROOT/isa.control")
+  if [ -n "$have" ] && [ "$have" != "$want" ]; then
+    echo "database $DB has isa $have: updating it to $want (ALTER EXTENSION isa UPDATE)"
+    psql_db -d "$DB" -c "SET client_min_messages = warning" -c "ALTER EXTENSION isa UPDATE" ||
+      { echo "the update of database $DB failed; its data is untouched" >&2; exit 1; }
+    script_sum > "$STACK/extension.sum"
+  elif [ "$created" = 1 ]; then
     script_sum > "$STACK/extension.sum"
   elif [ "$(cat "$STACK/extension.sum" 2>/dev/null)" != "$(script_sum)" ]; then
-    echo "warning: database $DB was created from an older isa install script; its functions and" >&2
-    echo "         tables may not match this checkout. To recreate it (its data is dropped):" >&2
-    echo "         tools/stack.sh $NAME start --fresh" >&2
+    echo "warning: database $DB was created from other install scripts of isa $want (a version" >&2
+    echo "         still in development); its functions and tables may not match this checkout." >&2
+    echo "         To recreate it (its data is dropped): tools/stack.sh $NAME start --fresh" >&2
   fi
   psql_db -d "$DB" -o /dev/null <<'SQL'
 SET client_min_messages = warning;

@@ -2,7 +2,7 @@
 -- the event type catalogue.  Schema isa itself is created by CREATE EXTENSION
 -- (isa.control: schema = isa).
 
--- Roles (DESIGN.md §8).  Roles are cluster-wide, so they are created only when
+-- Roles (docs/architecture.md, "Security").  Roles are cluster-wide, so they are created only when
 -- absent and survive DROP EXTENSION.
 DO $roles$
 DECLARE
@@ -65,7 +65,7 @@ CREATE TYPE isa.event AS (
     metadata    jsonb
 );
 COMMENT ON TYPE isa.event IS
-    'The event envelope (DESIGN.md §3); its JSON form is isa.event_to_json / isa.event_from_json.';
+    'The event envelope (docs/architecture.md, "The event"); its JSON form is isa.event_to_json / isa.event_from_json.';
 
 -- The envelope rules and the wire parser are C (extension/envelope.c): the
 -- bridge parses every message it receives with isa.event_from_json.

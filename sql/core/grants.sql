@@ -1,4 +1,4 @@
--- grants.sql — privileges (DESIGN.md §8), last so that they cover every object
+-- grants.sql — privileges (docs/architecture.md, "Security"), last so that they cover every object
 -- above.  isa_app may execute the API and read the catalogue, never touch an
 -- outbox or inbox; isa_bridge moves events; isa_admin owns the operations.
 

@@ -13,7 +13,7 @@ like "$out" "psql \"postgresql://postgres@127.0.0.1:$ISA_PG_PORT/isa\"" "start p
 like "$out" "nats://127.0.0.1:$ISA_NATS_PORT" "start prints the NATS URL"
 ok "status reports both servers running" stack status
 is "$(psql -X -At -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "SELECT extversion FROM pg_extension WHERE extname = 'isa'")" \
-  0.1.0 "database isa has the extension"
+  "$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$root/isa.control")" "database isa has the extension at the version being built"
 is "$(psql -X -At -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "SELECT count(*) FILTER (WHERE jobid IS NULL) || ' of ' || count(*) FROM isa.jobs")" \
   "0 of $(psql -X -At -h 127.0.0.1 -p "$ISA_PG_PORT" -U postgres -d isa -c "SELECT count(*) FROM isa.scheduled_jobs")" \
   "every job of isa.scheduled_jobs (retention, wallet reconciliation …) is scheduled with pg_cron"

@@ -45,8 +45,8 @@ like "$(jq -r .data.timestamp <<<"$msg")" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:
 is "$(jq -c .data.data <<<"$msg")" '{"n":1,"note":"é\"x"}' "data arrives intact (unicode and quotes)"
 is "$(jq -r .data.metadata.correlation_id <<<"$msg")" "$id" "a first event is its own correlation"
 is "$(sql "SELECT count(*) FROM isa.outbox WHERE id = '$id' AND published_at IS NOT NULL")" 1 "the outbox row is marked published"
-is "$(sql "SELECT value FROM isa.metrics() WHERE metric = 'event_published_total' AND labels = '{\"service\": \"order\", \"event_type\": \"$ET\"}'")" 1 \
-   "event_published_total{service=order,event_type=$ET} counts it"
+is "$(sql "SELECT value FROM isa.metrics() WHERE metric = 'event_published_total' AND labels = '{\"service\": \"orders\", \"event_type\": \"$ET\"}'")" 1 \
+   "event_published_total{service=orders,event_type=$ET} counts it"
 
 # --- consuming, with a subscription added at runtime
 sql "SELECT isa.subscribe_to_events('billing', 'order_service.$ET', 'it_flow.on_order(isa.event)', '{\"deliver_policy\": \"new\"}');

@@ -1,4 +1,4 @@
--- envelope.sql — the event envelope (DESIGN.md §3): composite type isa.event,
+-- envelope.sql — the event envelope (docs/architecture.md, "The event"): composite type isa.event,
 -- its JSON wire form (isa.event_to_json) and the parser that validates a wire
 -- event (isa.event_from_json).  Every malformed envelope is refused with
 -- SQLSTATE 22023 and a message naming the offending field.

@@ -1,4 +1,4 @@
--- privileges.sql — the roles of DESIGN.md §8.  isa_app (applications) may
+-- privileges.sql — the roles of docs/architecture.md, "Security".  isa_app (applications) may
 -- execute the API and read the catalogue but never touch an outbox, an inbox,
 -- the subscriptions or the dead letters; it publishes only through
 -- isa.publish_event (which writes as its owner).  isa_bridge reads and marks the

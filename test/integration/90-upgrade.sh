@@ -1,0 +1,148 @@
+# The upgrade path (docs/architecture.md, "Versions and upgrades"): a database
+# created with the oldest kept version (0.1.0, from its own script), holding
+# data put in through the API while events flowed through the bridge, is
+# updated with ALTER EXTENSION isa UPDATE; it must then be what a fresh
+# install of the newest version is (objects, grants, catalogue rows, pg_cron
+# jobs), with its data intact, and events must still flow.  A change to the
+# SQL without its upgrade step makes the comparison fail and prints the diff.
+# Runs on a stack of its own (it-upgrade) so the bridge serves the upgraded
+# database.
+source "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+NATS="node $here/../natsclient/isa-nats.mjs"
+oldest=$(sed -n 's/^ISA_VERSIONS = \([^ ]*\).*/\1/p' "$root/Makefile")
+newest=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$root/isa.control")
+
+export ISA_PG_PORT=$((PGPORT + 7)) ISA_NATS_PORT=$((${ISA_NATS_URL##*:} + 7)) \
+       ISA_NATS_MONITOR_PORT=$((${ISA_NATS_MONITOR##*:} + 7)) ISA_HTTP_PORT=$((PGPORT + 17))
+stack() { "$root/tools/stack.sh" it-upgrade "$@"; }
+TMP=$(mktemp -d)
+trap 'stack stop >/dev/null 2>&1; [ -n "${ISA_KEEP:-}" ] || rm -rf "$(readlink -f "$root/.isa/it-upgrade/pg")" "$root/.isa/it-upgrade" "$TMP"' EXIT
+stack start >/dev/null 2>&1 || { echo "not ok 1 - the it-upgrade stack starts"; exit 1; }
+eval "$(stack env)"
+export PGDATABASE=isa
+
+# ---------------------------------------------------------------- the old version
+psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE isa WITH (FORCE)" -c "CREATE DATABASE isa"
+sql "SET client_min_messages = warning;
+     CREATE EXTENSION isa VERSION '$oldest' CASCADE;
+     CREATE EXTENSION pg_cron;
+     SELECT FROM isa.schedule_jobs();" >/dev/null
+is "$(sql "SELECT extversion FROM pg_extension WHERE extname = 'isa'")" "$oldest" "isa $oldest installs from its own script"
+is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 30)" t "the bridge of this library runs a database of isa $oldest"
+is "$(wait_for "SELECT subscriptions >= (SELECT count(*) FROM isa.subscriptions) FROM isa.bridge_status()" t 20)" t \
+   "and every subscription of $oldest has its consumer"
+
+# Data through the API, with events through NATS: users (user.created gives
+# each a wallet), ledger rows, billing records from usage events published by
+# an outside NATS client, an order paid in tokens.
+MODEL="up-model-$$"
+sql "SELECT product.set_price((product.create_product('model_input_tokens', '$MODEL', 'input', 'test')).product_id,
+                              'per_unit', 0.002, effective_from => now() - interval '1 day');
+     SELECT product.set_price((product.create_product('model_output_tokens', '$MODEL', 'output', 'test')).product_id,
+                              'per_unit', 0.004, effective_from => now() - interval '1 day');" >/dev/null
+for i in 1 2 3; do
+  sql "SELECT user_id FROM account.create_user('up$i-$$@example.com', 'Upgrade $i')" > "$TMP/u$i"
+done
+u1=$(cat "$TMP/u1") u2=$(cat "$TMP/u2")
+is "$(wait_for "SELECT count(*) FROM wallet.wallets" 3 20)" 3 "user.created reached wallet through NATS: three wallets"
+sql "SELECT wallet.add('$u1', 1000, 'up-seed-1', 'manual');
+     SELECT wallet.add('$u2', 500, 'up-seed-2', 'manual');
+     SELECT orders.create_order('$u2', 120, 'tokens', 'wallet', 'up-order-1');" >/dev/null
+usage() { # USAGE_ID USER
+  $NATS pub-events usage.recorded.model --data-template \
+    "{\"usage_id\": \"$1\", \"user_id\": \"$2\", \"model\": \"$MODEL\", \"input_tokens\": 100000, \"output_tokens\": 25000}" >/dev/null
+}
+usage "up-$$-1" "$u1"
+is "$(wait_for "SELECT balance FROM wallet.wallets WHERE user_id = '$u1'" 700 20)" 700 \
+   "a usage event is billed and deducted through the bridge before the update"
+
+# Every row of the services' tables and of isa's catalogue, as a fingerprint
+# per table: what the update must keep.  isa.services, subscriptions, dead
+# letters and inbox rows are renamed by 0.1.0→0.2.0 (services named after
+# their schemas) and are compared below on what the update keeps.
+fingerprint() {
+  sql "SELECT string_agg(format('%s %s %s', c.oid::regclass, c.n, c.h), E'\n' ORDER BY c.oid::regclass::text)
+         FROM (SELECT r.oid, x.n, x.h
+                 FROM pg_class r JOIN pg_namespace s ON s.oid = r.relnamespace,
+                      LATERAL (SELECT (xpath('/row/n/text()', q))[1]::text AS n, (xpath('/row/h/text()', q))[1]::text AS h
+                                 FROM query_to_xml(format('SELECT count(*) AS n, md5(coalesce(string_agg(t::text, ''|'' ORDER BY t::text), '''')) AS h FROM %s t',
+                                                          r.oid::regclass), false, false, '') AS q) x
+                WHERE r.relkind IN ('r', 'p') AND NOT r.relispartition
+                  AND s.nspname IN (SELECT schema_name FROM isa.services WHERE schema_name IS NOT NULL)
+                  AND r.oid NOT IN ('isa.services'::regclass)
+               UNION ALL
+               SELECT r.oid, x.n, x.h
+                 FROM pg_class r JOIN pg_namespace s ON s.oid = r.relnamespace,
+                      LATERAL (SELECT (xpath('/row/n/text()', q))[1]::text AS n, (xpath('/row/h/text()', q))[1]::text AS h
+                                 FROM query_to_xml(format('SELECT count(*) AS n, md5(coalesce(string_agg(t::text, ''|'' ORDER BY t::text), '''')) AS h FROM %s t',
+                                                          r.oid::regclass), false, false, '') AS q) x
+                WHERE r.relkind IN ('r', 'p') AND s.nspname = 'isa'
+                  AND r.oid NOT IN ('isa.services'::regclass, 'isa.subscriptions'::regclass,
+                                    'isa.dead_letters'::regclass, 'isa.inbox'::regclass)) c"
+}
+inbox_rows() { sql "SELECT count(*) || ' ' || count(DISTINCT (consumer, event_id)) FROM isa.inbox"; }
+before=$(fingerprint)
+inbox_before=$(inbox_rows)
+jobs_before=$(sql "SELECT string_agg(jobname || ' ' || schedule || ' ' || command, E'\n' ORDER BY jobname) FROM cron.job")
+subs_before=$(sql "SELECT string_agg(durable_name || ' ' || handler::text || ' ' || subject_filter, E'\n' ORDER BY durable_name) FROM isa.subscriptions")
+
+# ---------------------------------------------------------------- the update
+ok "ALTER EXTENSION isa UPDATE runs the chain $oldest → $newest" \
+  psql -X -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" -c "ALTER EXTENSION isa UPDATE"
+is "$(sql "SELECT extversion FROM pg_extension WHERE extname = 'isa'")" "$newest" "the database is at $newest"
+is "$(fingerprint)" "$before" "every row of every service table and of isa's catalogue is intact"
+is "$(inbox_rows)" "$inbox_before" "the inbox keeps every applied event (renamed services included)"
+is "$(sql "SELECT string_agg(durable_name || ' ' || handler::text || ' ' || subject_filter, E'\n' ORDER BY durable_name) FROM isa.subscriptions")" \
+   "$subs_before" "subscriptions keep their durable names, so their consumers keep their place in the stream"
+is "$(sql "SELECT string_agg(jobname || ' ' || schedule || ' ' || command, E'\n' ORDER BY jobname) FROM cron.job")" \
+   "$jobs_before" "the pg_cron jobs are unchanged"
+is "$(sql "SELECT count(*) FROM isa.jobs WHERE jobid IS NULL")" 0 "and every job of isa.scheduled_jobs is scheduled"
+
+# ---------------------------------------------------------------- events still flow
+is "$(wait_for "SELECT connected AND last_error IS NULL FROM isa.bridge_status()" t 20)" t "the bridge runs on after the update"
+usage "up-$$-2" "$u1"
+is "$(wait_for "SELECT balance FROM wallet.wallets WHERE user_id = '$u1'" 400 20)" 400 \
+   "a usage event after the update is billed and deducted once"
+is "$(sql "SELECT count(*) FROM billing.billing_records WHERE user_id = '$u1'")" 2 "two billing records, one per usage"
+sql "SELECT user_id FROM account.create_user('up4-$$@example.com', 'Upgrade 4')" >/dev/null
+is "$(wait_for "SELECT count(*) FROM wallet.wallets" 4 20)" 4 "user.created still reaches wallet: a fourth wallet"
+sql "SELECT orders.create_order('$u2', 30, 'tokens', 'wallet', 'up-order-2')" >/dev/null
+is "$(sql "SELECT balance FROM wallet.wallets WHERE user_id = '$u2'")" 350 "an order after the update is paid from the wallet (500 - 120 - 30)"
+
+# ---------------------------------------------------------------- same as a fresh install
+# pg_dump leaves an extension's objects out unless --binary-upgrade, which
+# dumps each one (and its grants) with the OIDs it had; the OIDs and the
+# extension's version are all that may differ (pg_cron, which a second
+# database cannot hold, is left out: --extension=isa).
+psql -X -q -d postgres -c "CREATE DATABASE isa_fresh"
+sql "SET client_min_messages = warning; CREATE EXTENSION isa CASCADE" -d isa_fresh >/dev/null
+schema() {
+  pg_dump --schema-only --binary-upgrade --extension=isa -h "$PGHOST" -p "$PGPORT" -U postgres -d "$1" | sed "s/^WHERE oid = .[0-9]*.;$/WHERE oid = ?;/" |
+    grep -v -e '^--' -e '^$' -e 'binary_upgrade_set_next_' -e 'binary_upgrade_set_pg_class_oids' \
+            -e 'binary_upgrade_set_record_init_privs' -e 'binary_upgrade_create_empty_extension' \
+            -e '^SET ' -e "^SELECT pg_catalog.set_config('search_path'" -e '^\\\(un\)\?restrict ' -e "relfrozenxid" -e "relminmxid" \
+            -e "datfrozenxid" -e "datminmxid"
+}
+schema isa > "$TMP/upgraded.sql"
+schema isa_fresh > "$TMP/fresh.sql"
+d=$(diff "$TMP/fresh.sql" "$TMP/upgraded.sql" | head -n 60)
+is "$d" "" "the upgraded database has the objects and grants of a fresh install of $newest (pg_dump --binary-upgrade, normalised)"
+[ "$(wc -l < "$TMP/fresh.sql")" -gt 1000 ] && _report ok "the comparison covers the extension's objects ($(wc -l < "$TMP/fresh.sql") lines)" ||
+  _report fail "the comparison covers the extension's objects" "only $(wc -l < "$TMP/fresh.sql") lines"
+
+# The catalogue rows, without ids, times and durable names (see above).
+catalogue() {
+  psql -X -A -t -q -d "$1" -c "
+    SELECT 'service ' || name || ' ' || coalesce(schema_name, '-') || ' ' || source || ' ' || description FROM isa.services
+    UNION ALL SELECT 'event_type ' || source || ' ' || event_type || ' ' || version || ' ' || description || ' ' || data_fields::text FROM isa.event_types
+    UNION ALL SELECT 'subscription ' || service || ' ' || subject_filter || ' ' || handler::text || ' ' || options::text || ' ' || owner_role FROM isa.subscriptions
+    UNION ALL SELECT 'route ' || r::text FROM isa.http_routes r
+    UNION ALL SELECT 'job ' || j::text FROM isa.scheduled_jobs j
+    ORDER BY 1"
+}
+is "$(catalogue isa)" "$(catalogue isa_fresh)" \
+   "the catalogue rows (services, event types, subscriptions, routes, jobs) are a fresh install's"
+psql -X -q -d postgres -c "DROP DATABASE isa_fresh WITH (FORCE)"
+done_testing
