@@ -40,7 +40,7 @@ UPGRADE_FRAGMENTS = $(wildcard sql/*/upgrades/*.sql)
 
 DATA = $(wildcard sql/released/$(EXTENSION)--*.sql)
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_SCRIPTS)
-EXTRA_CLEAN = $(DATA_built)
+EXTRA_CLEAN = $(DATA_built) $(addsuffix .tmp,$(UPGRADE_SCRIPTS))
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge -DISA_SQL_VERSION='"$(EXTVERSION)"'
@@ -71,15 +71,19 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(SQL_LIST_STAMP) isa.control Ma
 	   printf '%s\n' '\echo Use "CREATE EXTENSION isa" to load this file. \quit'; \
 	   for f in $(SQL_SOURCES); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
 
-# An upgrade script: the core's fragment of the step, each service's in the
-# order of ISA_SERVICES, then sql/core/grants.sql again (it is idempotent, so
-# the grants of a new object are the same as in a fresh install).
-$(UPGRADE_SCRIPTS): $(EXTENSION)--%.sql: $(UPGRADE_FRAGMENTS) sql/core/grants.sql $(SQL_LIST_STAMP) Makefile
-	@{ echo "-- generated from sql/*/upgrades/$*.sql by make; edit those files"; \
+# An upgrade script: the step's hand-written fragments (the core's, then each
+# service's in the order of ISA_SERVICES), then what every upgrade runs again
+# from the newest sources (functions as CREATE OR REPLACE, comments, grants:
+# tools/sql-replay.py), then sql/core/grants.sql (idempotent: a new object
+# gets the grants of a fresh install).
+REPLAYED_SOURCES = $(filter-out sql/core/grants.sql,$(SQL_SOURCES))
+$(UPGRADE_SCRIPTS): $(EXTENSION)--%.sql: $(UPGRADE_FRAGMENTS) $(SQL_SOURCES) tools/sql-replay.py $(SQL_LIST_STAMP) Makefile
+	@{ echo "-- generated from sql/ by make; edit those files"; \
 	   printf '%s\n' '\echo Use "ALTER EXTENSION isa UPDATE" to load this file. \quit'; \
 	   for a in core $(ISA_SERVICES); do \
 	     f=sql/$$a/upgrades/$*.sql; [ -f $$f ] || continue; echo; echo "-- ==== $$f"; cat $$f; done; \
-	   echo; echo "-- ==== sql/core/grants.sql"; cat sql/core/grants.sql; } > $@
+	   python3 tools/sql-replay.py $(REPLAYED_SOURCES) && \
+	   echo && echo "-- ==== sql/core/grants.sql" && cat sql/core/grants.sql; } > $@.tmp && mv $@.tmp $@
 
 # ---------------------------------------------------------------- isa-httpd
 # The HTTP front (httpd/): a program of its own, built with the extension.

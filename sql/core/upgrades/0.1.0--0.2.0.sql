@@ -33,6 +33,3 @@ ALTER TABLE isa.subscriptions ADD CONSTRAINT subscriptions_service_fkey
 ALTER TABLE isa.dead_letters ADD CONSTRAINT dead_letters_service_fkey
     FOREIGN KEY (service) REFERENCES isa.services (name);
 
--- The design moved into the repository (docs/architecture.md).
-COMMENT ON TYPE isa.event IS
-    'The event envelope (docs/architecture.md, "The event"); its JSON form is isa.event_to_json / isa.event_from_json.';
