@@ -82,9 +82,7 @@ AS $$
 DECLARE
     e text := btrim(email, E' \t\r\n');
 BEGIN
-    IF email IS NULL THEN
-        RAISE EXCEPTION 'email must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('email', email);
     IF length(e) > 254
        OR length(split_part(e, '@', 1)) > 64
        OR e !~ '^[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})$' THEN
@@ -103,9 +101,7 @@ AS $$
 DECLARE
     n text := btrim(name, E' \t\r\n');
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'name must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('name', name);
     IF n = '' THEN
         RAISE EXCEPTION 'name must not be empty' USING ERRCODE = '22023';
     END IF;
@@ -142,9 +138,7 @@ CREATE FUNCTION account.require_user(user_id uuid) RETURNS void
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     IF NOT EXISTS (SELECT 1 FROM account.users u WHERE u.user_id = require_user.user_id AND u.status = 'active') THEN
         RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
     END IF;
@@ -160,9 +154,7 @@ AS $$
 DECLARE
     u account.users;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     SELECT * INTO u FROM account.users x WHERE x.user_id = get_user.user_id AND x.status = 'active';
     IF NOT FOUND THEN
         RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
@@ -254,9 +246,7 @@ DECLARE
     u       account.users;
     changed text[] := '{}';
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     SELECT * INTO u FROM account.users x
      WHERE x.user_id = update_user.user_id AND x.status = 'active' FOR UPDATE;
     IF NOT FOUND THEN
@@ -303,9 +293,7 @@ AS $$
 DECLARE
     u account.users;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     SELECT * INTO u FROM account.users x WHERE x.user_id = delete_user.user_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
@@ -331,9 +319,7 @@ AS $$
 DECLARE
     prefs jsonb;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     SELECT u.notification_preferences INTO prefs FROM account.users u
      WHERE u.user_id = get_notification_preferences.user_id AND u.status = 'active';
     IF NOT FOUND THEN
@@ -355,12 +341,7 @@ DECLARE
     u      account.users;
     merged jsonb;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF prefs IS NULL THEN
-        RAISE EXCEPTION 'prefs must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, prefs', user_id, prefs);
     IF jsonb_typeof(prefs) <> 'object' THEN
         RAISE EXCEPTION 'notification preferences must be a JSON object, not %', jsonb_typeof(prefs)
             USING ERRCODE = '22023', HINT = 'For example {"email": true, "push": false, "mqtt": true}.';

@@ -332,12 +332,7 @@ CREATE FUNCTION auth.set_password(user_id uuid, password text, keep_session uuid
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF password IS NULL THEN
-        RAISE EXCEPTION 'password must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, password', user_id, password);
     IF length(password) NOT BETWEEN 8 AND 1024 THEN
         RAISE EXCEPTION 'a password has 8 to 1024 characters, not %', length(password) USING ERRCODE = '22023';
     END IF;
@@ -366,9 +361,7 @@ DECLARE
     profile account.user_profile;
     pw_hash text;
 BEGIN
-    IF password IS NULL THEN
-        RAISE EXCEPTION 'password must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('password', password);
     profile := account.create_user(email, name, idempotency_key);
     SELECT p.hash INTO pw_hash FROM auth.passwords p WHERE p.user_id = profile.user_id;
     IF NOT FOUND THEN
@@ -393,11 +386,8 @@ AS $$
 DECLARE
     pw_hash text;
 BEGIN
-    IF user_id IS NULL OR current_password IS NULL OR new_password IS NULL THEN
-        RAISE EXCEPTION '% must not be null',
-            CASE WHEN user_id IS NULL THEN 'user_id' WHEN current_password IS NULL THEN 'current_password'
-                 ELSE 'new_password' END USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, current_password, new_password',
+                         user_id, current_password, new_password);
     PERFORM account.require_user(user_id);
     SELECT p.hash INTO pw_hash FROM auth.passwords p WHERE p.user_id = change_password.user_id;
     -- no password yet: a dummy verification costs the same time
@@ -421,9 +411,7 @@ DECLARE
     pw_hash text;
     result  auth.tokens;
 BEGIN
-    IF email IS NULL OR password IS NULL THEN
-        RAISE EXCEPTION 'email and password must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('email, password', email, password);
     IF NOT auth._shmem_available() THEN
         RAISE EXCEPTION 'login is unavailable: isa is not in shared_preload_libraries' USING ERRCODE = '55000',
             HINT = 'The login throttle lives in shared memory: add isa to shared_preload_libraries and restart PostgreSQL.';
@@ -488,9 +476,7 @@ DECLARE
     s      auth.sessions;
     result auth.tokens;
 BEGIN
-    IF refresh_token IS NULL THEN
-        RAISE EXCEPTION 'refresh_token must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('refresh_token', refresh_token);
     IF NOT auth._shmem_available() THEN
         RAISE EXCEPTION 'refresh is unavailable: isa is not in shared_preload_libraries' USING ERRCODE = '55000',
             HINT = 'Refresh-token reuse is recorded in shared memory: add isa to shared_preload_libraries and restart PostgreSQL.';
@@ -549,9 +535,7 @@ DECLARE
     sid uuid;
     done boolean;
 BEGIN
-    IF refresh_token IS NULL THEN
-        RAISE EXCEPTION 'refresh_token must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('refresh_token', refresh_token);
     SELECT r.session_id INTO sid FROM auth.refresh_tokens r
      WHERE r.token_hash = sha256(convert_to(refresh_token, 'UTF8'));
     IF NOT FOUND THEN
@@ -572,9 +556,7 @@ AS $$
 DECLARE
     done boolean;
 BEGIN
-    IF session_id IS NULL THEN
-        RAISE EXCEPTION 'session_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('session_id', session_id);
     IF NOT EXISTS (SELECT 1 FROM auth.sessions s WHERE s.session_id = logout.session_id) THEN
         RAISE EXCEPTION 'session % not found', session_id USING ERRCODE = 'P0002';
     END IF;
@@ -652,9 +634,7 @@ DECLARE
     sid    text;
     s      auth.sessions;
 BEGIN
-    IF token IS NULL THEN
-        RAISE EXCEPTION 'token must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('token', token);
     claims := auth._verify_jwt(token);
     IF NOT coalesce(claims ->> 'typ' IN ('access', 'device'), false) THEN
         RAISE EXCEPTION 'invalid token: not an access or device token' USING ERRCODE = '28000';
@@ -710,9 +690,7 @@ AS $$
 DECLARE
     k auth.signing_keys;
 BEGIN
-    IF kid IS NULL THEN
-        RAISE EXCEPTION 'kid must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('kid', kid);
     SELECT * INTO k FROM auth.signing_keys s WHERE s.kid = retire_signing_key.kid FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'signing key "%" not found', left(kid, 100) USING ERRCODE = 'P0002';
@@ -758,9 +736,7 @@ AS $$
 DECLARE
     d auth.devices;
 BEGIN
-    IF device_id IS NULL OR public_key IS NULL THEN
-        RAISE EXCEPTION 'device_id and public_key must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('device_id, public_key', device_id, public_key);
     IF device_id !~ '^[A-Za-z0-9._:-]{1,128}$' THEN
         RAISE EXCEPTION 'invalid device id "%"', left(device_id, 140) USING ERRCODE = '22023',
             HINT = 'A device id is 1 to 128 characters of A-Z a-z 0-9 . _ : -';
@@ -795,9 +771,7 @@ AS $$
 DECLARE
     result auth.challenge;
 BEGIN
-    IF device_id IS NULL THEN
-        RAISE EXCEPTION 'device_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('device_id', device_id);
     IF device_id !~ '^[A-Za-z0-9._:-]{1,128}$' THEN
         RAISE EXCEPTION 'invalid device id "%"', left(device_id, 140) USING ERRCODE = '22023',
             HINT = 'A device id is 1 to 128 characters of A-Z a-z 0-9 . _ : -';
@@ -832,9 +806,7 @@ DECLARE
     ok     boolean;
     result auth.device_token;
 BEGIN
-    IF device_id IS NULL OR nonce IS NULL OR signature IS NULL THEN
-        RAISE EXCEPTION 'device_id, nonce and signature must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('device_id, nonce, signature', device_id, nonce, signature);
     SELECT * INTO d FROM auth.devices x WHERE x.device_id = device_authenticate.device_id;
     SELECT * INTO c FROM auth.device_challenges x
      WHERE x.nonce = device_authenticate.nonce AND x.device_id = device_authenticate.device_id
@@ -871,9 +843,7 @@ CREATE FUNCTION auth.reset_login_throttle(email text) RETURNS boolean
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF email IS NULL THEN
-        RAISE EXCEPTION 'email must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('email', email);
     IF NOT auth._shmem_available() THEN
         RAISE EXCEPTION 'there is no login throttle: isa is not in shared_preload_libraries' USING ERRCODE = '55000';
     END IF;

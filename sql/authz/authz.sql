@@ -25,9 +25,7 @@ CREATE FUNCTION authz._check_permission(permission text) RETURNS text
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF permission IS NULL THEN
-        RAISE EXCEPTION 'permission must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('permission', permission);
     IF NOT authz._is_permission(permission) THEN
         RAISE EXCEPTION 'malformed permission "%"', left(permission, 200) USING ERRCODE = '22023',
             HINT = 'A permission is resource:action in lower-case letters, digits and _, e.g. wallet:read; the action may be * for every action.';
@@ -127,9 +125,7 @@ AS $$
 DECLARE
     r authz.roles;
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'role must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('role', name);
     IF for_update THEN
         SELECT * INTO r FROM authz.roles x WHERE x.name = _role.name FOR UPDATE;
     ELSE
@@ -208,9 +204,7 @@ BEGIN
         RAISE EXCEPTION 'malformed role name "%"', left(name, 200) USING ERRCODE = '22023',
             HINT = 'A role name is 1 to 63 lower-case letters, digits, _ and -, starting with a letter.';
     END IF;
-    IF description IS NULL THEN
-        RAISE EXCEPTION 'description must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('description', description);
     IF length(description) > 1000 THEN
         RAISE EXCEPTION 'description is too long (% characters; at most 1000)', length(description)
             USING ERRCODE = '22023';
@@ -246,9 +240,7 @@ AS $$
 DECLARE
     r authz.roles;
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'role must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('role', name);
     SELECT * INTO r FROM authz.roles x WHERE x.name = get_role.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'role "%" not found', left(name, 200) USING ERRCODE = 'P0002';
@@ -362,9 +354,7 @@ DECLARE
     r     authz.roles;
     perms text[];
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     r := authz._role(role, false);
     DELETE FROM authz.role_bindings b
      WHERE b.user_id = unbind_role.user_id AND b.role_id = r.role_id
@@ -414,9 +404,7 @@ DECLARE
     p   text := authz._check_permission(permission);
     res text := authz._check_resource_id(resource_id);
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     DELETE FROM authz.grants g
      WHERE g.user_id = revoke_permission.user_id AND g.resource_id = res AND g.permission = p
        AND g.org_id IS NOT DISTINCT FROM revoke_permission.org_id;
@@ -437,9 +425,7 @@ RETURNS SETOF authz.user_permission
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     RETURN QUERY
     SELECT s.permission, split_part(s.permission, ':', 1), s.resource_id, s.org_id, s.via, s.role
       FROM (SELECT p AS permission, NULL::text AS resource_id, b.org_id, 'role'::text AS via, r.name AS role

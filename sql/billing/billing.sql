@@ -396,18 +396,14 @@ DECLARE
     q    bigint[] := '{}';
     p    record;
 BEGIN
-    IF calculate_cost.usage_kind IS NULL THEN
-        RAISE EXCEPTION 'usage_kind must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('usage_kind', calculate_cost.usage_kind);
     keys := CASE calculate_cost.usage_kind WHEN 'model' THEN ARRAY['input_tokens', 'output_tokens']
                                            WHEN 'agent' THEN ARRAY['runs'] WHEN 'mcp' THEN ARRAY['calls'] END;
     IF keys IS NULL THEN
         RAISE EXCEPTION 'unknown usage kind "%"', calculate_cost.usage_kind USING ERRCODE = '22023',
             HINT = 'Usage kinds: model, agent, mcp.';
     END IF;
-    IF calculate_cost.user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', calculate_cost.user_id);
     IF calculate_cost.model IS NULL THEN
         RAISE EXCEPTION 'model must not be null' USING ERRCODE = '22004',
             HINT = 'The model for usage kind model, the agent for agent, the tool for mcp.';
@@ -415,9 +411,7 @@ BEGIN
     IF calculate_cost.model = '' OR length(calculate_cost.model) > 200 THEN
         RAISE EXCEPTION 'model must be 1 to 200 characters' USING ERRCODE = '22023';
     END IF;
-    IF quantities IS NULL THEN
-        RAISE EXCEPTION 'quantities must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('quantities', quantities);
     IF jsonb_typeof(quantities) <> 'object' THEN
         RAISE EXCEPTION 'quantities must be a JSON object, not %', jsonb_typeof(quantities) USING ERRCODE = '22023';
     END IF;
@@ -434,9 +428,7 @@ BEGIN
         END IF;
         q := q || billing._quantity(quantities -> k);
     END LOOP;
-    IF calculate_cost.at IS NULL THEN
-        RAISE EXCEPTION 'at must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('at', calculate_cost.at);
     PERFORM account.require_user(calculate_cost.user_id);
 
     p := billing._price(calculate_cost.usage_kind, calculate_cost.user_id, calculate_cost.model,
@@ -460,12 +452,8 @@ RETURNS TABLE (usage_kind text, model text, count bigint, quantities jsonb, cost
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF usage_summary.user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF usage_summary."from" IS NULL OR usage_summary."to" IS NULL THEN
-        RAISE EXCEPTION 'from and to must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, from, to',
+                         usage_summary.user_id, usage_summary."from", usage_summary."to");
     IF usage_summary."from" > usage_summary."to" THEN
         RAISE EXCEPTION 'from (%) is after to (%)', usage_summary."from", usage_summary."to" USING ERRCODE = '22023';
     END IF;
@@ -498,9 +486,7 @@ RETURNS SETOF billing.billing_records
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF get_billing_records.user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', get_billing_records.user_id);
     PERFORM isa.check_page_size('limit', get_billing_records."limit");
     IF NOT account.user_exists(get_billing_records.user_id)
        AND NOT EXISTS (SELECT 1 FROM billing.billing_records r WHERE r.user_id = get_billing_records.user_id) THEN

@@ -32,6 +32,14 @@ CREATE FUNCTION isa.uuid_v7() RETURNS uuid
 COMMENT ON FUNCTION isa.uuid_v7() IS
     'A new time-ordered UUID (RFC 9562 version 7), monotonic within a session.';
 
+-- The one way a service function refuses NULL arguments (extension/arguments.c):
+-- 22004 "<name> must not be null" for the first NULL value, e.g.
+-- PERFORM isa.not_null('user_id, amount', user_id, amount).
+CREATE FUNCTION isa.not_null(names text, VARIADIC "any") RETURNS void
+    AS 'MODULE_PATHNAME', 'isa_not_null' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION isa.not_null(text, "any") IS
+    'Raises 22004 "<name> must not be null" for the first NULL value, names being a comma-separated list with one name per value.';
+
 -- The page size of the services' list functions: 22004 when NULL, 22023
 -- outside 1 … 1000, the message naming the argument (row_limit, limit).
 CREATE FUNCTION isa.check_page_size(name text, value integer) RETURNS void

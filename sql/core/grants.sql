@@ -12,7 +12,7 @@ GRANT EXECUTE ON FUNCTION
     isa.is_valid_event_type(text), isa.is_valid_version(text), isa.is_valid_subject_filter(text),
     isa.event_catalogue_markdown(), isa.http_routes_markdown(), isa.current_event(),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
-    isa.base64url_encode(bytea), isa.base64url_decode(text)
+    isa.base64url_encode(bytea), isa.base64url_decode(text), isa.not_null(text, "any")
 TO isa_app, isa_bridge;
 GRANT SELECT ON isa.services, isa.event_types TO isa_app, isa_bridge;
 -- isa-httpd connects as a member of isa_app: the routes, the first call of

@@ -93,14 +93,8 @@ DECLARE
     o           orders.orders;
     fingerprint bytea;
 BEGIN
-    IF user_id IS NULL OR amount IS NULL OR currency IS NULL OR payment_method IS NULL
-       OR idempotency_key IS NULL OR tokens IS NULL OR items IS NULL THEN
-        RAISE EXCEPTION '% must not be null',
-            CASE WHEN user_id IS NULL THEN 'user_id' WHEN amount IS NULL THEN 'amount'
-                 WHEN currency IS NULL THEN 'currency' WHEN payment_method IS NULL THEN 'payment_method'
-                 WHEN idempotency_key IS NULL THEN 'idempotency_key' WHEN tokens IS NULL THEN 'tokens' ELSE 'items' END
-            USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, amount, currency, payment_method, idempotency_key, tokens, items',
+                         user_id, amount, currency, payment_method, idempotency_key, tokens, items);
     IF amount <= 0 THEN
         RAISE EXCEPTION 'amount must be positive, not %', amount USING ERRCODE = '22023';
     END IF;
@@ -198,9 +192,7 @@ AS $$
 DECLARE
     o orders.orders;
 BEGIN
-    IF order_id IS NULL THEN
-        RAISE EXCEPTION 'order_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('order_id', order_id);
     SELECT * INTO o FROM orders.orders x WHERE x.order_id = get_order.order_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'order % not found', order_id USING ERRCODE = 'P0002';
@@ -215,9 +207,7 @@ CREATE FUNCTION orders.list_orders(user_id uuid, row_limit integer DEFAULT 50) R
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     PERFORM isa.check_page_size('row_limit', row_limit);
     PERFORM account.require_user(user_id);
     RETURN QUERY SELECT i.* FROM orders.orders o, LATERAL orders._info(o) i
@@ -233,10 +223,7 @@ AS $$
 DECLARE
     o orders.orders;
 BEGIN
-    IF order_id IS NULL OR reason IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN order_id IS NULL THEN 'order_id' ELSE 'reason' END
-            USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('order_id, reason', order_id, reason);
     IF btrim(reason) = '' OR length(reason) > 500 THEN
         RAISE EXCEPTION 'reason must be 1 to 500 characters' USING ERRCODE = '22023';
     END IF;
@@ -271,10 +258,7 @@ AS $$
 DECLARE
     o orders.orders;
 BEGIN
-    IF user_id IS NULL OR order_id IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN user_id IS NULL THEN 'user_id' ELSE 'order_id' END
-            USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, order_id', user_id, order_id);
     SELECT * INTO o FROM orders.orders x WHERE x.order_id = get_my_order.order_id AND x.user_id = get_my_order.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'order % not found', order_id USING ERRCODE = 'P0002';

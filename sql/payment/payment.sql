@@ -384,14 +384,8 @@ AS $$
 DECLARE
     p payment.payments;
 BEGIN
-    IF order_id IS NULL OR user_id IS NULL OR amount IS NULL OR currency IS NULL
-       OR stripe_payment_intent_id IS NULL OR tokens IS NULL THEN
-        RAISE EXCEPTION '% must not be null',
-            CASE WHEN order_id IS NULL THEN 'order_id' WHEN user_id IS NULL THEN 'user_id'
-                 WHEN amount IS NULL THEN 'amount' WHEN currency IS NULL THEN 'currency'
-                 WHEN stripe_payment_intent_id IS NULL THEN 'stripe_payment_intent_id' ELSE 'tokens' END
-            USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('order_id, user_id, amount, currency, stripe_payment_intent_id, tokens',
+                         order_id, user_id, amount, currency, stripe_payment_intent_id, tokens);
     IF amount <= 0 THEN
         RAISE EXCEPTION 'amount must be a positive number of minor currency units (cents), not %', amount
             USING ERRCODE = '22023';
@@ -447,9 +441,7 @@ AS $$
 DECLARE
     p payment.payments;
 BEGIN
-    IF payment_id IS NULL THEN
-        RAISE EXCEPTION 'payment_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('payment_id', payment_id);
     SELECT * INTO p FROM payment.payments x WHERE x.payment_id = get_payment.payment_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment % not found', payment_id USING ERRCODE = 'P0002';
@@ -469,10 +461,7 @@ AS $$
 DECLARE
     p payment.payments;
 BEGIN
-    IF user_id IS NULL OR payment_id IS NULL THEN
-        RAISE EXCEPTION '% must not be null', CASE WHEN user_id IS NULL THEN 'user_id' ELSE 'payment_id' END
-            USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, payment_id', user_id, payment_id);
     SELECT * INTO p FROM payment.payments x
      WHERE x.payment_id = get_my_payment.payment_id AND x.user_id = get_my_payment.user_id;
     IF NOT FOUND THEN
@@ -491,9 +480,7 @@ AS $$
 DECLARE
     p payment.payments;
 BEGIN
-    IF stripe_payment_intent_id IS NULL THEN
-        RAISE EXCEPTION 'stripe_payment_intent_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('stripe_payment_intent_id', stripe_payment_intent_id);
     IF stripe_payment_intent_id !~ '^pi_[A-Za-z0-9]{1,250}$' THEN
         RAISE EXCEPTION 'stripe_payment_intent_id must be a Stripe PaymentIntent id (pi_ and letters or digits), not "%"',
             left(stripe_payment_intent_id, 40) USING ERRCODE = '22023';
@@ -512,9 +499,7 @@ CREATE FUNCTION payment.list_payments(user_id uuid, row_limit integer DEFAULT 10
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     PERFORM isa.check_page_size('row_limit', row_limit);
     PERFORM account.require_user(user_id);
     RETURN QUERY SELECT i.* FROM payment.payments p, LATERAL payment._info(p) i

@@ -85,9 +85,7 @@ CREATE FUNCTION product._check_usage_type(usage_type text) RETURNS text
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF usage_type IS NULL THEN
-        RAISE EXCEPTION 'usage_type must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('usage_type', usage_type);
     IF usage_type NOT IN ('model_input_tokens', 'model_output_tokens', 'agent_run', 'mcp_call') THEN
         RAISE EXCEPTION 'unknown usage type "%"', usage_type USING ERRCODE = '22023',
             HINT = 'Usage types: model_input_tokens, model_output_tokens, agent_run, mcp_call.';
@@ -217,9 +215,7 @@ BEGIN
         RAISE EXCEPTION 'model must be 1 to 200 characters without surrounding spaces, not "%"', model
             USING ERRCODE = '22023';
     END IF;
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'name must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('name', name);
     IF n = '' OR length(n) > 200 THEN
         RAISE EXCEPTION 'name must be 1 to 200 characters' USING ERRCODE = '22023';
     END IF;
@@ -251,9 +247,7 @@ AS $$
 DECLARE
     p product.products;
 BEGIN
-    IF product_id IS NULL THEN
-        RAISE EXCEPTION 'product_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('product_id', product_id);
     SELECT * INTO p FROM product.products x WHERE x.product_id = get_product.product_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'product % not found', product_id USING ERRCODE = 'P0002';
@@ -302,15 +296,8 @@ DECLARE
     psize bigint;
     pp    numeric;
 BEGIN
-    IF product_id IS NULL THEN
-        RAISE EXCEPTION 'product_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF pricing_model IS NULL THEN
-        RAISE EXCEPTION 'pricing_model must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF effective_from IS NULL THEN
-        RAISE EXCEPTION 'effective_from must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('product_id, pricing_model, effective_from',
+                         product_id, pricing_model, effective_from);
     IF NOT isfinite(effective_from) THEN
         RAISE EXCEPTION 'effective_from must be a finite time, not %', effective_from USING ERRCODE = '22023';
     END IF;
@@ -398,9 +385,7 @@ RETURNS TABLE (price_id uuid, pricing_model text, unit_price numeric, tiers json
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF product_id IS NULL THEN
-        RAISE EXCEPTION 'product_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('product_id', product_id);
     IF NOT EXISTS (SELECT 1 FROM product.products x WHERE x.product_id = list_prices.product_id) THEN
         RAISE EXCEPTION 'product % not found', product_id USING ERRCODE = 'P0002';
     END IF;
@@ -428,15 +413,11 @@ BEGIN
     IF model IS NULL AND usage_type NOT IN ('agent_run', 'mcp_call') THEN
         RAISE EXCEPTION 'model must not be null for usage type %', usage_type USING ERRCODE = '22004';
     END IF;
-    IF quantity IS NULL THEN
-        RAISE EXCEPTION 'quantity must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('quantity', quantity);
     IF NOT (quantity >= 0 AND quantity < 'Infinity') THEN
         RAISE EXCEPTION 'quantity must be a finite number >= 0, not %', quantity USING ERRCODE = '22023';
     END IF;
-    IF at IS NULL THEN
-        RAISE EXCEPTION 'at must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('at', at);
     IF NOT (coalesce(already_used, 0) >= 0 AND coalesce(already_used, 0) < 'Infinity') THEN
         RAISE EXCEPTION 'already_used must be a finite number >= 0, not %', already_used USING ERRCODE = '22023';
     END IF;
@@ -582,9 +563,7 @@ AS $$
 DECLARE
     q product.quote;
 BEGIN
-    IF price_quote.already_used IS NULL THEN
-        RAISE EXCEPTION 'already_used must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('already_used', price_quote.already_used);
     q := product.try_price_quote(price_quote.usage_type, price_quote.model, price_quote.quantity,
                                  price_quote.at, price_quote.already_used);
     IF q.product_id IS NULL THEN

@@ -162,9 +162,8 @@ CREATE FUNCTION storage._check_name(name text) RETURNS text
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF name IS NULL THEN
-        RAISE EXCEPTION 'name must not be null' USING ERRCODE = '22004';
-    ELSIF name = '' THEN
+    PERFORM isa.not_null('name', name);
+    IF name = '' THEN
         RAISE EXCEPTION 'file name must not be empty' USING ERRCODE = '22023';
     ELSIF length(name) > 255 THEN
         RAISE EXCEPTION 'file name is too long (% characters; at most 255)', length(name) USING ERRCODE = '22023';
@@ -230,9 +229,7 @@ DECLARE
     v_max  bigint := storage._max_file_bytes();
     v_id   uuid;
 BEGIN
-    IF owner_id IS NULL THEN
-        RAISE EXCEPTION 'owner_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('owner_id', owner_id);
     IF size < 0 THEN
         RAISE EXCEPTION 'size must not be negative, not %', size USING ERRCODE = '22023';
     END IF;
@@ -259,13 +256,8 @@ DECLARE
     n     bigint := octet_length(data);
     v_max bigint := storage._max_file_bytes();
 BEGIN
-    IF upload_id IS NULL THEN
-        RAISE EXCEPTION 'upload_id must not be null' USING ERRCODE = '22004';
-    ELSIF seq IS NULL THEN
-        RAISE EXCEPTION 'seq must not be null' USING ERRCODE = '22004';
-    ELSIF data IS NULL THEN
-        RAISE EXCEPTION 'data must not be null' USING ERRCODE = '22004';
-    ELSIF n = 0 THEN
+    PERFORM isa.not_null('upload_id, seq, data', upload_id, seq, data);
+    IF n = 0 THEN
         RAISE EXCEPTION 'a chunk must not be empty' USING ERRCODE = '22023';
     ELSIF n > 1048576 THEN
         RAISE EXCEPTION 'chunk too large: % bytes; at most 1048576 (1 MiB)', n USING ERRCODE = '22023';
@@ -303,9 +295,7 @@ DECLARE
     digest   bytea;
     event_id uuid;
 BEGIN
-    IF upload_id IS NULL THEN
-        RAISE EXCEPTION 'upload_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('upload_id', upload_id);
     IF finish_upload.sha256 IS NOT NULL THEN
         IF finish_upload.sha256 !~ '^[0-9A-Fa-f]{64}$' THEN
             RAISE EXCEPTION 'sha256 must be 64 hexadecimal digits' USING ERRCODE = '22023';
@@ -355,9 +345,7 @@ CREATE FUNCTION storage.abort_upload(upload_id uuid) RETURNS boolean
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF upload_id IS NULL THEN
-        RAISE EXCEPTION 'upload_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('upload_id', upload_id);
     DELETE FROM storage.files f WHERE f.file_id = abort_upload.upload_id AND f.status = 'uploading';  -- chunks: cascade
     RETURN FOUND;
 END
@@ -372,9 +360,8 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    IF older_than IS NULL THEN
-        RAISE EXCEPTION 'older_than must not be null' USING ERRCODE = '22004';
-    ELSIF older_than < interval '0' THEN
+    PERFORM isa.not_null('older_than', older_than);
+    IF older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must not be negative, not %', older_than USING ERRCODE = '22023';
     END IF;
     DELETE FROM storage.files f WHERE f.status = 'uploading' AND f.updated_at < now() - older_than;  -- chunks: cascade
@@ -398,9 +385,7 @@ AS $$
 DECLARE
     f storage.files;
 BEGIN
-    IF file_id IS NULL THEN
-        RAISE EXCEPTION 'file_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('file_id', file_id);
     SELECT * INTO f FROM storage.files x WHERE x.file_id = get_file.file_id AND x.status = 'complete';
     IF NOT FOUND THEN
         RAISE EXCEPTION 'file % not found', file_id USING ERRCODE = 'P0002';
@@ -418,11 +403,7 @@ AS $$
 DECLARE
     f storage.files;
 BEGIN
-    IF owner_id IS NULL THEN
-        RAISE EXCEPTION 'owner_id must not be null' USING ERRCODE = '22004';
-    ELSIF file_id IS NULL THEN
-        RAISE EXCEPTION 'file_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('owner_id, file_id', owner_id, file_id);
     SELECT * INTO f FROM storage.files x
      WHERE x.file_id = get_my_file.file_id AND x.owner_id = get_my_file.owner_id AND x.status = 'complete';
     IF NOT FOUND THEN
@@ -446,13 +427,8 @@ DECLARE
     v_first bigint;
     result  bytea;
 BEGIN
-    IF file_id IS NULL THEN
-        RAISE EXCEPTION 'file_id must not be null' USING ERRCODE = '22004';
-    ELSIF v_off IS NULL THEN
-        RAISE EXCEPTION 'offset must not be null' USING ERRCODE = '22004';
-    ELSIF read_file.length IS NULL THEN
-        RAISE EXCEPTION 'length must not be null' USING ERRCODE = '22004';
-    ELSIF v_off < 0 THEN
+    PERFORM isa.not_null('file_id, offset, length', file_id, v_off, read_file.length);
+    IF v_off < 0 THEN
         RAISE EXCEPTION 'offset must not be negative, not %', v_off USING ERRCODE = '22023';
     ELSIF read_file.length NOT BETWEEN 0 AND 4194304 THEN
         RAISE EXCEPTION 'length must be from 0 to 4194304 (4 MiB), not %', read_file.length USING ERRCODE = '22023';
@@ -486,9 +462,7 @@ CREATE FUNCTION storage.list_files(owner_id uuid, row_limit integer DEFAULT 100)
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF owner_id IS NULL THEN
-        RAISE EXCEPTION 'owner_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('owner_id', owner_id);
     PERFORM isa.check_page_size('row_limit', row_limit);
     RETURN QUERY
         SELECT f.file_id, f.owner_id, f.name, f.content_type, f.size, encode(f.sha256, 'hex'), f.created_at
@@ -529,11 +503,7 @@ AS $$
 DECLARE
     v_status text;
 BEGIN
-    IF owner_id IS NULL THEN
-        RAISE EXCEPTION 'owner_id must not be null' USING ERRCODE = '22004';
-    ELSIF file_id IS NULL THEN
-        RAISE EXCEPTION 'file_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('owner_id, file_id', owner_id, file_id);
     SELECT x.status INTO v_status FROM storage.files x
      WHERE x.file_id = delete_file.file_id AND x.owner_id = delete_file.owner_id
        FOR UPDATE;
@@ -561,11 +531,8 @@ AS $$
 DECLARE
     v_expires bigint;
 BEGIN
-    IF file_id IS NULL THEN
-        RAISE EXCEPTION 'file_id must not be null' USING ERRCODE = '22004';
-    ELSIF ttl_seconds IS NULL THEN
-        RAISE EXCEPTION 'ttl_seconds must not be null' USING ERRCODE = '22004';
-    ELSIF ttl_seconds NOT BETWEEN 1 AND 86400 THEN
+    PERFORM isa.not_null('file_id, ttl_seconds', file_id, ttl_seconds);
+    IF ttl_seconds NOT BETWEEN 1 AND 86400 THEN
         RAISE EXCEPTION 'ttl_seconds must be from 1 to 86400 (a day), not %', ttl_seconds USING ERRCODE = '22023';
     END IF;
     PERFORM storage.get_file(file_id);
@@ -596,13 +563,7 @@ AS $$
 DECLARE
     valid boolean;
 BEGIN
-    IF file_id IS NULL THEN
-        RAISE EXCEPTION 'file_id must not be null' USING ERRCODE = '22004';
-    ELSIF expires IS NULL THEN
-        RAISE EXCEPTION 'expires must not be null' USING ERRCODE = '22004';
-    ELSIF signature IS NULL THEN
-        RAISE EXCEPTION 'signature must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('file_id, expires, signature', file_id, expires, signature);
     -- Compared in constant time; a bad and an expired signature get one answer.
     valid := isa.secure_equals(convert_to(storage._signature(file_id, expires), 'UTF8'),
                                convert_to(signature, 'UTF8'));

@@ -287,12 +287,7 @@ RETURNS void
     LANGUAGE plpgsql IMMUTABLE    -- no SET search_path: called only by API functions, which pin it
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF amount IS NULL THEN
-        RAISE EXCEPTION 'amount must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, amount', user_id, amount);
     IF amount <= 0 OR amount > 1000000000000000 THEN
         RAISE EXCEPTION 'amount must be from 1 to 1000000000000000 tokens, not %', amount USING ERRCODE = '22023';
     END IF;
@@ -303,9 +298,7 @@ BEGIN
     IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters' USING ERRCODE = '22023';
     END IF;
-    IF reference_type IS NULL THEN
-        RAISE EXCEPTION 'reference_type must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('reference_type', reference_type);
     IF reference_type NOT IN ('billing', 'order', 'payment', 'subscription', 'refund', 'manual') THEN
         RAISE EXCEPTION 'unknown reference_type "%"', reference_type USING ERRCODE = '22023',
             HINT = 'One of billing, order, payment, subscription, refund, manual.';
@@ -325,12 +318,7 @@ CREATE FUNCTION wallet.check_balance(user_id uuid, amount bigint) RETURNS boolea
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF amount IS NULL THEN
-        RAISE EXCEPTION 'amount must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, amount', user_id, amount);
     IF amount <= 0 THEN
         RAISE EXCEPTION 'amount must be positive, not %', amount USING ERRCODE = '22023';
     END IF;
@@ -348,9 +336,7 @@ AS $$
 DECLARE
     b bigint;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     SELECT w.balance INTO b FROM wallet.wallets w WHERE w.user_id = get_balance.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'user % has no wallet', user_id USING ERRCODE = 'P0002';
@@ -368,9 +354,7 @@ AS $$
 DECLARE
     r wallet.wallet_info;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     SELECT w.wallet_id, w.user_id, w.balance, w.low_balance_threshold, w.created_at, w.updated_at
       INTO r FROM wallet.wallets w WHERE w.user_id = get_wallet.user_id;
     IF NOT FOUND THEN
@@ -391,9 +375,7 @@ AS $$
 DECLARE
     wid uuid;
 BEGIN
-    IF list_transactions.user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', list_transactions.user_id);
     PERFORM isa.check_page_size('limit', list_transactions."limit");
     SELECT w.wallet_id INTO wid FROM wallet.wallets w WHERE w.user_id = list_transactions.user_id;
     IF NOT FOUND THEN
@@ -420,9 +402,7 @@ AS $$
 DECLARE
     w wallet.wallets;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id', user_id);
     SELECT * INTO w FROM wallet.wallets x WHERE x.user_id = open_wallet.user_id;
     IF NOT FOUND THEN
         IF NOT account.user_exists(user_id) THEN
@@ -510,12 +490,7 @@ AS $$
 DECLARE
     r wallet.wallet_info;
 BEGIN
-    IF user_id IS NULL THEN
-        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22004';
-    END IF;
-    IF threshold IS NULL THEN
-        RAISE EXCEPTION 'threshold must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('user_id, threshold', user_id, threshold);
     IF threshold < 0 THEN
         RAISE EXCEPTION 'threshold must not be negative, not %', threshold USING ERRCODE = '22023',
             HINT = '0 turns the low-balance event off.';
@@ -542,9 +517,7 @@ AS $$
 DECLARE
     c record;
 BEGIN
-    IF repair IS NULL THEN
-        RAISE EXCEPTION 'repair must not be null' USING ERRCODE = '22004';
-    END IF;
+    PERFORM isa.not_null('repair', repair);
     -- One snapshot: a balance and its ledger rows are written by the same
     -- transactions, so a consistent wallet never shows up here.
     FOR c IN

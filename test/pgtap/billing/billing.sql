@@ -379,7 +379,7 @@ SELECT throws_ok($$SELECT * FROM billing.usage_summary(gen_random_uuid(), now(),
                  'usage_summary: from after to is 22023');
 SELECT throws_ok($$SELECT * FROM billing.usage_summary(NULL, now(), now())$$, '22004', 'user_id must not be null',
                  'usage_summary: NULL user_id is 22004');
-SELECT throws_ok($$SELECT * FROM billing.usage_summary(gen_random_uuid(), NULL, now())$$, '22004', 'from and to must not be null',
+SELECT throws_ok($$SELECT * FROM billing.usage_summary(gen_random_uuid(), NULL, now())$$, '22004', 'from must not be null',
                  'usage_summary: NULL from is 22004');
 SELECT throws_ok($$SELECT * FROM billing.usage_summary('00000000-0000-7000-8000-000000000000', now() - interval '1 day', now())$$,
                  'P0002', 'user 00000000-0000-7000-8000-000000000000 not found', 'usage_summary: an unknown user is P0002');

@@ -30,10 +30,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'isa.is_valid_subject_filter(text)', 'isa.event_catalogue_markdown()',
                     'isa.current_event()',
                     'isa.hmac_sha256(bytea,bytea)', 'isa.secure_equals(bytea,bytea)', 'isa.random_bytes(integer)',
-                    'isa.base64url_encode(bytea)', 'isa.base64url_decode(text)',
+                    'isa.base64url_encode(bytea)', 'isa.base64url_decode(text)', 'isa.not_null(text,"any")',
                     'isa.http_route_catalogue()', 'isa.http_begin(jsonb,text,text,text,text,jsonb,boolean,integer)',
                     'isa.http_claims()', 'isa.http_routes_markdown()', 'isa.http_ready()', 'isa.http_metrics()'],
-              'isa_app may execute exactly the envelope, id, publish, current-event, crypto and isa-httpd functions');
+              'isa_app may execute exactly the envelope, id, publish, current-event, crypto, argument-check and isa-httpd functions');
 SELECT ok(has_function_privilege('isa_admin', 'isa.subscribe_to_events(text,text,regprocedure,jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_admin', 'isa.register_event_type(text,text,text,text,jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_admin', 'isa.purge_retention()', 'EXECUTE'),
