@@ -6,9 +6,7 @@
 #ifndef ISA_AUTH_H
 #define ISA_AUTH_H
 
-/* the values of isa.jwt_algorithm (isa_jwt_algorithm) */
-#define ISA_JWT_EDDSA 0
-#define ISA_JWT_HS256 1
+#include "jwt_verify.h"			/* ISA_JWT_EDDSA, ISA_JWT_HS256: the values of isa_jwt_algorithm */
 
 /* auth_settings.c: the auth service's settings  */
 extern int	isa_jwt_algorithm;
