@@ -13,11 +13,13 @@
  */
 #include "jwt_verify.h"
 
+#include <math.h>
 #include <sodium.h>
 #include <string.h>
 
 #define MAX_DEPTH 64			/* nesting of JSON arrays and objects */
 #define MAX_EXPONENT 1000		/* |e| of a JSON number: PostgreSQL's numeric refuses more */
+#define MAX_INTEGER_DIGITS 18	/* an integer fits in 64 bits, which jansson (isa-httpd) needs */
 
 static const char *const verdict_texts[] = {
 	[ISA_JWT_OK] = "ok",
@@ -277,7 +279,12 @@ parse_string(Parser *ps, char *out, size_t cap, size_t *len)
 	return false;
 }
 
-/* A number (RFC 8259 grammar) as a double: exact for integers up to 2^53, which Unix times are. */
+/*
+ * A number (RFC 8259 grammar) as a double: exact for integers up to 2^53,
+ * which Unix times are.  A number that is not a finite double, or an integer
+ * of more than 18 digits, is refused: jansson (isa-httpd's claims) cannot
+ * hold it, and no token of isa's has one.
+ */
 static bool
 parse_number(Parser *ps, double *value)
 {
@@ -288,6 +295,8 @@ parse_number(Parser *ps, double *value)
 	long		exponent = 0;
 	long		e = 0;
 	bool		e_negative = false;
+	int			integer_digits = 0;
+	bool		integer = true;
 
 	if (p < ps->end && *p == '-')
 	{
@@ -301,6 +310,7 @@ parse_number(Parser *ps, double *value)
 	else
 		for (; p < ps->end && *p >= '0' && *p <= '9'; p++)
 		{
+			integer_digits++;
 			if (significant < 19)
 			{
 				mantissa = mantissa * 10 + (*p - '0');
@@ -311,6 +321,7 @@ parse_number(Parser *ps, double *value)
 		}
 	if (p < ps->end && *p == '.')
 	{
+		integer = false;
 		p++;
 		if (p >= ps->end || *p < '0' || *p > '9')
 			return false;
@@ -325,6 +336,7 @@ parse_number(Parser *ps, double *value)
 	}
 	if (p < ps->end && (*p == 'e' || *p == 'E'))
 	{
+		integer = false;
 		p++;
 		if (p < ps->end && (*p == '+' || *p == '-'))
 			e_negative = *p++ == '-';
@@ -342,6 +354,8 @@ parse_number(Parser *ps, double *value)
 		mantissa *= 10;
 	for (; exponent < 0; exponent++)
 		mantissa /= 10;
+	if ((integer && integer_digits > MAX_INTEGER_DIGITS) || !isfinite(mantissa))
+		return false;
 	*value = negative ? -mantissa : mantissa;
 	ps->p = p;
 	return true;
