@@ -87,9 +87,11 @@ $(UPGRADE_SCRIPTS): $(EXTENSION)--%.sql: $(UPGRADE_FRAGMENTS) $(SQL_SOURCES) too
 
 # ---------------------------------------------------------------- isa-httpd
 # The HTTP front (httpd/): a program of its own, built with the extension.
-HTTPD_OBJS = $(patsubst %.c,%.o,$(wildcard httpd/*.c))
+# It also compiles auth's token verification (extension/auth/jwt_verify.c,
+# plain C over libsodium), so that both programs run the same rules.
+HTTPD_OBJS = $(patsubst %.c,%.o,$(wildcard httpd/*.c)) httpd/jwt_verify.o
 HTTPD_PKGS = libmicrohttpd jansson libsodium
-HTTPD_CFLAGS = -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -pthread \
+HTTPD_CFLAGS = -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -pthread -Iextension/auth \
 	$(shell pkg-config --cflags $(HTTPD_PKGS) 2>/dev/null) -I$(shell $(PG_CONFIG) --includedir 2>/dev/null)
 HTTPD_LIBS = $(shell pkg-config --libs $(HTTPD_PKGS) 2>/dev/null) \
 	-L$(shell $(PG_CONFIG) --libdir 2>/dev/null) -lpq -pthread -lm
@@ -99,7 +101,10 @@ all: httpd/isa-httpd
 httpd/isa-httpd: $(HTTPD_OBJS)
 	$(CC) -o $@ $(HTTPD_OBJS) $(HTTPD_LIBS)
 
-httpd/%.o: httpd/%.c httpd/httpd.h
+httpd/%.o: httpd/%.c httpd/httpd.h extension/auth/jwt_verify.h
+	$(CC) $(HTTPD_CFLAGS) -c -o $@ $<
+
+httpd/jwt_verify.o: extension/auth/jwt_verify.c extension/auth/jwt_verify.h
 	$(CC) $(HTTPD_CFLAGS) -c -o $@ $<
 
 EXTRA_CLEAN += httpd/*.o httpd/isa-httpd

@@ -1,9 +1,8 @@
 /*
  * crypto.c — the cryptographic primitives the services share (libsodium):
- * HMAC-SHA256, constant-time comparison, random bytes and base64url, plus the
- * Stripe webhook settings.  Services build on these in SQL, and C on the
- * isa_*_buf and isa_b64url_* functions (isa.h) the SQL functions wrap;
- * nothing here knows a service.
+ * HMAC-SHA256, constant-time comparison, random bytes and base64url.
+ * Services build on these in SQL, and C on the isa_*_buf and isa_b64url_*
+ * functions (isa.h) the SQL functions wrap; nothing here knows a service.
  */
 #include "postgres.h"
 
@@ -12,12 +11,8 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 
 #include "isa.h"
-
-char	   *isa_stripe_webhook_secret = NULL;
-int			isa_stripe_webhook_tolerance = 300;
 
 /* libsodium must be initialised once per process before use; idempotent. */
 void
@@ -27,27 +22,6 @@ isa_crypto_init(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("libsodium could not be initialised")));
-}
-
-void
-isa_crypto_define_gucs(void)
-{
-	/*
-	 * GUC_SUPERUSER_ONLY hides the value from SHOW and pg_settings for other
-	 * roles; GUC_NO_SHOW_ALL keeps it out of SHOW ALL.  SECURITY DEFINER
-	 * functions owned by a superuser still read it.
-	 */
-	DefineCustomStringVariable("isa.stripe_webhook_secret",
-							   "Stripe webhook endpoint signing secret (whsec_...).",
-							   "Superuser-only; never shown to other roles nor logged by isa.",
-							   &isa_stripe_webhook_secret, "",
-							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
-	DefineCustomIntVariable("isa.stripe_webhook_tolerance",
-							"How far a Stripe-Signature timestamp may be from now, in the past or the future.",
-							NULL,
-							&isa_stripe_webhook_tolerance, 300, 1, 24 * 3600,
-							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /*

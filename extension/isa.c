@@ -1,5 +1,6 @@
 /*
- * isa.c — module entry: GUCs, shared memory and the hooks that need them.
+ * isa.c — module entry: the core's GUCs and each service's (one call per
+ * service), shared memory and the hooks that need them.
  *
  * Works preloaded (shared memory, commit-time wake-up of the bridge) and not
  * preloaded (publishing still writes the outbox; there is just nobody to wake).
@@ -157,9 +158,10 @@ isa_define_gucs(void)
 							&isa_cron_history_retention, 7 * 24 * 3600, 60, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	isa_bridge_define_gucs();
-	isa_crypto_define_gucs();
-	isa_storage_define_gucs();
+	/* each service's own, from its folder */
 	isa_auth_define_gucs();
+	isa_payment_define_gucs();
+	isa_storage_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }
 

@@ -12,7 +12,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-/* GUCs (extension/isa.c) */
+/* The core's GUCs (extension/isa.c); each service defines its own (below). */
 extern char *isa_database;
 extern char *isa_nats_url;
 extern char *isa_stream;
@@ -76,36 +76,23 @@ extern bool isa_valid_version(const char *s, int len);
 extern bool isa_valid_source(const char *s, int len);
 extern bool isa_parse_uuid(const char *s, int len, pg_uuid_t *uuid);
 
-/* extension/crypto.c: libsodium primitives and the Stripe webhook settings */
-extern char *isa_stripe_webhook_secret;
-extern int	isa_stripe_webhook_tolerance;	/* seconds */
+/* extension/crypto.c: libsodium primitives */
 extern void isa_crypto_init(void);
-extern void isa_crypto_define_gucs(void);
-/* extension/http.c */
-extern void isa_storage_define_gucs(void);
 extern void isa_hmac_sha256_buf(unsigned char *out, const unsigned char *key, size_t keylen,
 								const unsigned char *msg, size_t len);
 extern bool isa_secure_equals_buf(const void *a, size_t alen, const void *b, size_t blen);
 extern char *isa_b64url_encode(const unsigned char *data, size_t len);
 extern bool isa_b64url_decode(const char *in, size_t len, unsigned char **out, size_t *outlen);
 
-/* extension/auth.c: the auth service's settings */
-extern int	isa_jwt_algorithm;	/* 0 EdDSA, 1 HS256 */
-extern char *isa_jwt_secret;
-extern char *isa_jwt_previous_secret;
-extern char *isa_jwt_issuer;
-extern char *isa_jwt_audience;
-extern int	isa_jwt_access_ttl;	/* seconds */
-extern int	isa_refresh_ttl;	/* seconds */
-extern int	isa_jwt_clock_skew; /* seconds */
-extern int	isa_password_opslimit;
-extern int	isa_password_memlimit;	/* kB */
-extern int	isa_login_max_failures;
-extern int	isa_login_failure_window;	/* seconds */
-extern int	isa_login_lockout;	/* seconds */
+/*
+ * What the core calls of the services, whose C lives in extension/<service>/.
+ * Settings: one call per service from _PG_init (auth/auth_settings.c,
+ * payment/payment_settings.c, storage/storage_settings.c).
+ */
 extern void isa_auth_define_gucs(void);
-
-/* extension/auth_shmem.c: the auth service's login throttle and flagged sessions */
+extern void isa_payment_define_gucs(void);
+extern void isa_storage_define_gucs(void);
+/* auth/auth_shmem.c: the login throttle and the flagged sessions */
 extern void isa_auth_shmem_request(void);
 extern void isa_auth_shmem_startup(void);
 

@@ -1,15 +1,17 @@
 /*
  * jwt.c — verifying the bearer tokens auth issues, without the database.
  *
- * The algorithm is the configured one (jwt_algorithm), never the token's:
- * a header naming another algorithm ("none", HS256 on an EdDSA server …) is
- * refused.  EdDSA keys come from auth.jwks() (refreshed by the server when a
- * token names an unknown kid, at most every few seconds) or from a JWKS file;
- * HS256 uses the secret file (and the previous secret during a rotation).
- * Then exp/nbf/iat with clock skew, iss and aud.  Whether the session is
- * still live is checked in SQL (isa.http_begin), in the request's transaction.
+ * The rules are auth's own, in extension/auth/jwt_verify.c, compiled into
+ * isa-httpd too (Makefile), so isa-httpd and auth.verify_token accept and
+ * refuse the same tokens (test/integration/16-jwt-corpus.sh).  This file
+ * keeps what is isa-httpd's: the keys (EdDSA from auth.jwks(), refreshed when
+ * a token names an unknown kid, at most every few seconds, or from a JWKS
+ * file; HS256 from the secret files), the cache of verified tokens, and the
+ * messages of its 401s.  Whether the session is still live is checked in SQL
+ * (isa.http_begin), in the request's transaction.
  */
 #include "httpd.h"
+#include "jwt_verify.h"
 
 #include <pthread.h>
 #include <sodium.h>
@@ -31,8 +33,6 @@ static Key	keys[MAX_KEYS];
 static int	nkeys;
 static double keys_loaded_at;
 static volatile int unknown_kid_seen;
-static char hs_kid[17];
-static char hs_prev_kid[17];
 
 /*
  * Tokens verified lately: a client sends the same access token with every
@@ -93,19 +93,6 @@ cache_put(const char *token, uint64_t h, json_t *claims)
 	json_decref(old_claims);
 }
 
-static void
-hs256_kid(const char *secret, char *out)
-{
-	static const char label[] = "isa-jwt-kid";
-	unsigned char mac[crypto_auth_hmacsha256_BYTES];
-	crypto_auth_hmacsha256_state st;
-
-	crypto_auth_hmacsha256_init(&st, (const unsigned char *) secret, strlen(secret));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *) label, strlen(label));
-	crypto_auth_hmacsha256_final(&st, mac);
-	sodium_bin2hex(out, 17, mac, 8);
-}
-
 bool
 jwt_keys_from_db(void)
 {
@@ -121,12 +108,7 @@ jwt_init(char **err)
 		return -1;
 	}
 	if (!strcmp(cfg.jwt_algorithm, "HS256"))
-	{
-		hs256_kid(cfg.jwt_secret, hs_kid);
-		if (cfg.jwt_previous_secret)
-			hs256_kid(cfg.jwt_previous_secret, hs_prev_kid);
 		return 0;
-	}
 	if (cfg.jwks_file)
 	{
 		char	   *text = read_file(cfg.jwks_file, NULL);
@@ -212,231 +194,135 @@ jwt_wants_keys(void)
 	return keys_loaded_at == 0 || age > 60 || (unknown_kid_seen && age > 5);
 }
 
-static bool
-number_claim(json_t *claims, const char *name, bool required, double *v, const char **reason)
+/*
+ * The message of a refusal: the verdicts of jwt_verify.c in isa-httpd's words
+ * (docs/http.md), coarser than auth's for what a client cannot fix.
+ */
+static const char *
+refusal(IsaJwtVerdict verdict)
 {
-	json_t	   *c = json_object_get(claims, name);
-
-	if (c == NULL)
+	switch (verdict)
 	{
-		if (required)
-			*reason = "invalid token: no exp claim";
-		return !required;
+		case ISA_JWT_TOO_LONG:
+		case ISA_JWT_MALFORMED:
+		case ISA_JWT_MALFORMED_HEADER:
+		case ISA_JWT_MALFORMED_SIGNATURE:
+			return "invalid token: malformed";
+		case ISA_JWT_NO_ALGORITHM:
+		case ISA_JWT_WRONG_ALGORITHM:
+			return "invalid token: unexpected algorithm";
+		case ISA_JWT_BAD_TYP:
+		case ISA_JWT_CRIT:
+			return "invalid token: unsupported header";
+		case ISA_JWT_NO_KID:
+			return "invalid token: no kid";
+		case ISA_JWT_UNKNOWN_KEY:
+		case ISA_JWT_KEY_RETIRED:
+			return "invalid token: unknown signing key";
+		case ISA_JWT_BAD_SIGNATURE:
+			return "invalid token: bad signature";
+		case ISA_JWT_MALFORMED_CLAIMS:
+			return "invalid token: the claims are not a JSON object";
+		case ISA_JWT_NO_EXP:
+			return "invalid token: no exp claim";
+		case ISA_JWT_TIME_NOT_NUMBER:
+			return "invalid token: a time claim is not a number";
+		case ISA_JWT_EXPIRED:
+			return "invalid token: expired";
+		case ISA_JWT_NOT_YET_VALID:
+			return "invalid token: not valid yet (nbf)";
+		case ISA_JWT_ISSUED_IN_FUTURE:
+			return "invalid token: issued in the future (iat)";
+		case ISA_JWT_WRONG_ISSUER:
+			return "invalid token: wrong issuer";
+		case ISA_JWT_WRONG_AUDIENCE:
+			return "invalid token: wrong audience";
+		case ISA_JWT_NO_SUBJECT:
+			return "invalid token: no subject";
+		case ISA_JWT_OK:
+			break;
 	}
-	if (!json_is_number(c))
-	{
-		*reason = "invalid token: a time claim is not a number";
-		return false;
-	}
-	*v = json_number_value(c);
-	return true;
+	return "invalid token";
 }
 
-static bool
-check_claims(json_t *claims, const char **reason)
+/*
+ * The key of a parsed token's kid: the HS256 secret it names, or its Ed25519
+ * public key copied into pk (the table may be replaced meanwhile); a verdict.
+ */
+static IsaJwtVerdict
+find_key(const IsaJwt *jwt, unsigned char *pk, const unsigned char **key, size_t *keylen)
 {
-	double		now = (double) time(NULL);
-	double		exp = 0,
-				nbf = -1e18,
-				iat = -1e18;
-	json_t	   *aud;
-	const char *iss;
-	bool		aud_ok = false;
+	if (!strcmp(cfg.jwt_algorithm, "HS256"))
+	{
+		const char *secret = isa_jwt_hs256_secret(jwt->kid, cfg.jwt_secret, cfg.jwt_previous_secret);
 
-	if (!json_is_object(claims))
-	{
-		*reason = "invalid token: the claims are not a JSON object";
-		return false;
+		if (secret == NULL)
+			return ISA_JWT_UNKNOWN_KEY;
+		*key = (const unsigned char *) secret;
+		*keylen = strlen(secret);
+		return ISA_JWT_OK;
 	}
-	if (!number_claim(claims, "exp", true, &exp, reason) ||
-		!number_claim(claims, "nbf", false, &nbf, reason) ||
-		!number_claim(claims, "iat", false, &iat, reason))
-		return false;
-	if (exp <= now - cfg.jwt_clock_skew)
-	{
-		*reason = "invalid token: expired";
-		return false;
-	}
-	if (nbf > now + cfg.jwt_clock_skew)
-	{
-		*reason = "invalid token: not valid yet (nbf)";
-		return false;
-	}
-	if (iat > now + cfg.jwt_clock_skew)
-	{
-		*reason = "invalid token: issued in the future (iat)";
-		return false;
-	}
-	iss = json_string_value(json_object_get(claims, "iss"));
-	if (iss == NULL || strcmp(iss, cfg.jwt_issuer) != 0)
-	{
-		*reason = "invalid token: wrong issuer";
-		return false;
-	}
-	aud = json_object_get(claims, "aud");
-	if (json_is_string(aud))
-		aud_ok = !strcmp(json_string_value(aud), cfg.jwt_audience);
-	else if (json_is_array(aud))
-		for (size_t i = 0; i < json_array_size(aud); i++)
-			if (json_is_string(json_array_get(aud, i)) &&
-				!strcmp(json_string_value(json_array_get(aud, i)), cfg.jwt_audience))
-				aud_ok = true;
-	if (!aud_ok)
-	{
-		*reason = "invalid token: wrong audience";
-		return false;
-	}
-	if (!json_is_string(json_object_get(claims, "sub")))
-	{
-		*reason = "invalid token: no subject";
-		return false;
-	}
-	return true;
-}
-
-static json_t *
-decode_json_part(const char *p, size_t len)
-{
-	unsigned char *raw;
-	size_t		rawlen;
-	json_t	   *j;
-	json_error_t jerr;
-
-	if (len == 0 || len > 8192)
-		return NULL;
-	raw = xmalloc(len);
-	if (!b64url_decode(p, len, raw, len, &rawlen))
-	{
-		free(raw);
-		return NULL;
-	}
-	j = json_loadb((const char *) raw, rawlen, JSON_REJECT_DUPLICATES, &jerr);
-	free(raw);
-	if (!json_is_object(j))
-	{
-		json_decref(j);
-		return NULL;
-	}
-	return j;
-}
-
-static bool
-hs256_ok(const char *secret, const char *msg, size_t len, const unsigned char *sig, size_t siglen)
-{
-	unsigned char mac[crypto_auth_hmacsha256_BYTES];
-	crypto_auth_hmacsha256_state st;
-
-	if (secret == NULL || siglen != sizeof mac)
-		return false;
-	crypto_auth_hmacsha256_init(&st, (const unsigned char *) secret, strlen(secret));
-	crypto_auth_hmacsha256_update(&st, (const unsigned char *) msg, len);
-	crypto_auth_hmacsha256_final(&st, mac);
-	return sodium_memcmp(mac, sig, sizeof mac) == 0;
+	pthread_rwlock_rdlock(&keys_lock);
+	for (int i = 0; i < nkeys; i++)
+		if (!strcmp(keys[i].kid, jwt->kid))
+		{
+			memcpy(pk, keys[i].pk, crypto_sign_PUBLICKEYBYTES);
+			*key = pk;
+			*keylen = crypto_sign_PUBLICKEYBYTES;
+			pthread_rwlock_unlock(&keys_lock);
+			return ISA_JWT_OK;
+		}
+	pthread_rwlock_unlock(&keys_lock);
+	unknown_kid_seen = 1;
+	return ISA_JWT_UNKNOWN_KEY;
 }
 
 json_t *
 jwt_verify(const char *token, const char **reason)
 {
-	const char *dot1 = strchr(token, '.');
-	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
-	json_t	   *header = NULL;
-	json_t	   *claims = NULL;
-	unsigned char sig[128];
-	size_t		siglen;
-	const char *alg,
-			   *kid,
-			   *typ;
-	bool		valid = false;
+	IsaJwt		jwt;
+	IsaJwtPolicy policy;
+	IsaJwtVerdict verdict;
+	unsigned char pk[crypto_sign_PUBLICKEYBYTES];
+	const unsigned char *key = NULL;
+	size_t		keylen = 0;
+	json_t	   *claims;
+	json_error_t jerr;
+	size_t		len = strlen(token);
+	uint64_t	h = 0;
+	int			algorithm = !strcmp(cfg.jwt_algorithm, "HS256") ? ISA_JWT_HS256 : ISA_JWT_EDDSA;
 
-	uint64_t	h;
-
-	*reason = "invalid token: malformed";
-	if (strlen(token) > 16384 || !dot1 || !dot2 || strchr(dot2 + 1, '.'))
-		return NULL;
-	h = hash_string(token);
-	if ((claims = cache_get(token, h)) != NULL)
-	{
-		*reason = NULL;
-		return claims;
-	}
-	header = decode_json_part(token, (size_t) (dot1 - token));
-	if (header == NULL)
-		goto fail;
-	alg = json_string_value(json_object_get(header, "alg"));
-	kid = json_string_value(json_object_get(header, "kid"));
-	typ = json_string_value(json_object_get(header, "typ"));
-	if (alg == NULL || strcmp(alg, cfg.jwt_algorithm) != 0)
-	{
-		*reason = "invalid token: unexpected algorithm";
-		goto fail;
-	}
-	if (json_object_get(header, "crit") || (json_object_get(header, "typ") && (!typ || strcmp(typ, "JWT"))))
-	{
-		*reason = "invalid token: unsupported header";
-		goto fail;
-	}
-	if (!b64url_decode(dot2 + 1, strlen(dot2 + 1), sig, sizeof sig, &siglen))
-		goto fail;
-
-	if (!strcmp(cfg.jwt_algorithm, "HS256"))
-	{
-		size_t		len = (size_t) (dot2 - token);
-
-		/* the kid, when present, names the secret (isa.jwt_secret's kid) */
-		if (kid && strcmp(kid, hs_kid) && (!cfg.jwt_previous_secret || strcmp(kid, hs_prev_kid)))
-			*reason = "invalid token: unknown signing key";
-		else if (hs256_ok(cfg.jwt_secret, token, len, sig, siglen) ||
-				 hs256_ok(cfg.jwt_previous_secret, token, len, sig, siglen))
-			valid = true;
-		else
-			*reason = "invalid token: bad signature";
-	}
-	else
-	{
-		Key			key;
-		bool		found = false;
-
-		if (kid == NULL)
-		{
-			*reason = "invalid token: no kid";
-			goto fail;
-		}
-		pthread_rwlock_rdlock(&keys_lock);
-		for (int i = 0; i < nkeys; i++)
-			if (!strcmp(keys[i].kid, kid))
-			{
-				key = keys[i];
-				found = true;
-			}
-		pthread_rwlock_unlock(&keys_lock);
-		if (!found)
-		{
-			unknown_kid_seen = 1;
-			*reason = "invalid token: unknown signing key";
-		}
-		else if (siglen == crypto_sign_BYTES &&
-				 crypto_sign_verify_detached(sig, (const unsigned char *) token,
-											 (unsigned long long) (dot2 - token), key.pk) == 0)
-			valid = true;
-		else
-			*reason = "invalid token: bad signature";
-	}
-	if (!valid)
-		goto fail;
-	claims = decode_json_part(dot1 + 1, (size_t) (dot2 - dot1 - 1));
-	if (claims == NULL)
-	{
-		*reason = "invalid token: the claims are not a JSON object";
-		goto fail;
-	}
-	if (!check_claims(claims, reason))
-		goto fail;
-	json_decref(header);
-	cache_put(token, h, claims);
 	*reason = NULL;
+	if (len <= ISA_JWT_MAX_TOKEN)
+	{
+		h = hash_string(token);
+		if ((claims = cache_get(token, h)) != NULL)
+			return claims;
+	}
+	verdict = isa_jwt_parse(&jwt, token, len, algorithm);
+	if (verdict == ISA_JWT_OK)
+		verdict = find_key(&jwt, pk, &key, &keylen);
+	if (verdict == ISA_JWT_OK)
+	{
+		policy.issuer = cfg.jwt_issuer;
+		policy.audience = cfg.jwt_audience;
+		policy.clock_skew = cfg.jwt_clock_skew;
+		policy.now = (int64_t) time(NULL);
+		verdict = isa_jwt_verify(&jwt, algorithm, key, keylen, &policy);
+	}
+	if (verdict != ISA_JWT_OK)
+	{
+		*reason = refusal(verdict);
+		return NULL;
+	}
+	/* jwt_verify.c has checked the text: jansson only builds the value */
+	claims = json_loadb(jwt.claims, jwt.claims_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(claims))
+	{
+		json_decref(claims);
+		*reason = refusal(ISA_JWT_MALFORMED_CLAIMS);
+		return NULL;
+	}
+	cache_put(token, h, claims);
 	return claims;
-fail:
-	json_decref(header);
-	json_decref(claims);
-	return NULL;
 }

@@ -8,7 +8,8 @@
 # route — each 401 with WWW-Authenticate; 403 for another user's resource and
 # an admin route until authz grants it; the rate limit of login (429 with
 # Retry-After, then recovery); and a second isa-httpd in HS256 mode (a short
-# secret refused at start; tokens of the secret, of the previous secret and of
+# secret refused at start; tokens of the secret, of the previous secret (each
+# under its kid; a token without kid refused, as auth does) and of
 # auth itself accepted; EdDSA and other secrets refused).
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -400,19 +401,20 @@ is "$(grep -c -F "$SECRET" "$TMP/hs.log")" 0 "its log does not show the secret"
 T3=$(login "it81-bob-$run@example.com")
 bclaims=$(claims_of "$(jq -r .access_token <<<"$T3")")
 hs_claims() { jq -c --argjson now "$(date +%s)" "$1" <<<"$bclaims"; }
-HSH='{"alg":"HS256","typ":"JWT"}'
+# auth always signs under the kid of its secret, and both verifiers require one
+HSH="{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"$(hs256_kid "$SECRET")\"}"
 tok=$(mint HS256 "$SECRET" "$HSH" "$(hs_claims '.exp = $now + 300')")
 BASE=$HS call GET /v1/me -H "$(auth "$tok")"
-is "$ST $(field user_id)" "200 $bob" "an HS256 token (Node's HMAC, the secret file's text) of a live session: 200"
-tok=$(mint HS256 "$SECRET" "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"$(hs256_kid "$SECRET")\"}" "$(hs_claims '.exp = $now + 300')")
+is "$ST $(field user_id)" "200 $bob" "an HS256 token (Node's HMAC, the secret file's text, the kid auth derives from it) of a live session: 200"
+tok=$(mint HS256 "$SECRET" '{"alg":"HS256","typ":"JWT"}' "$(hs_claims '.exp = $now + 300')")
 BASE=$HS call GET /v1/me -H "$(auth "$tok")"
-is "$ST" 200 "with the kid auth derives from the secret: 200"
+is "$ST $(field message)" "401 invalid token: no kid" "without a kid: 401 no kid (as auth.verify_token)"
 tok=$(mint HS256 "$SECRET" '{"alg":"HS256","typ":"JWT","kid":"0123456789abcdef"}' "$(hs_claims '.exp = $now + 300')")
 BASE=$HS call GET /v1/me -H "$(auth "$tok")"
 is "$ST $(field message)" "401 invalid token: unknown signing key" "with another kid: 401 unknown signing key"
-tok=$(mint HS256 "$PREV" "$HSH" "$(hs_claims '.exp = $now + 300')")
+tok=$(mint HS256 "$PREV" "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"$(hs256_kid "$PREV")\"}" "$(hs_claims '.exp = $now + 300')")
 BASE=$HS call GET /v1/me -H "$(auth "$tok")"
-is "$ST" 200 "signed with the previous secret (a rotation): 200"
+is "$ST" 200 "signed with the previous secret under its kid (a rotation): 200"
 tok=$(mint HS256 "$SECRET-not" "$HSH" "$(hs_claims '.exp = $now + 300')")
 BASE=$HS call GET /v1/me -H "$(auth "$tok")"
 is "$(refusal)" "401 28000 | $INVALID | invalid token: bad signature" "signed with another secret: 401 bad signature"

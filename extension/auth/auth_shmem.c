@@ -30,6 +30,7 @@
 #include "utils/uuid.h"
 
 #include "isa.h"
+#include "auth.h"
 
 /* ---------------------------------------------------------------- shared memory */
 
