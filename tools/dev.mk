@@ -65,6 +65,10 @@ psql:
 installcheck:
 	@tools/installcheck.sh
 
+# Packages to install: the build needs a clean copy, not this tree's objects.
+deb:
+	@tools/build-deb.sh
+
 ifneq ($(PGXS),)
 # Built and installed into the local PostgreSQL: what run, test and bench start from.
 .PHONY: installed

@@ -12,6 +12,10 @@
 #
 #   tools/installcheck.sh            every file of test/pgtap/ but those below
 #   tools/installcheck.sh FILE...    only these
+#
+# In a Debian build (tools/debian/rules), ISA_INSTALLCHECK_PACKAGE names the
+# package whose files, still in debian/PACKAGE/, are tested instead of the
+# installed ones (pg_virtualenv -p: Debian's extension_destdir).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,14 +74,16 @@ for need in pg_virtualenv pg_prove; do
   command -v "$need" >/dev/null ||
     { echo "installcheck: $need not found (packages postgresql-common, libtap-parser-sourcehandler-pgtap-perl)" >&2; exit 2; }
 done
+cd "$ROOT"
+pkg=${ISA_INSTALLCHECK_PACKAGE:-}
 for ext in isa pgtap pg_cron; do
-  [ -f "$SHAREDIR/extension/$ext.control" ] ||
+  [ -f "$SHAREDIR/extension/$ext.control" ] || [ -f "debian/$pkg$SHAREDIR/extension/$ext.control" ] ||
     { echo "installcheck: extension $ext is not installed in $SHAREDIR (make install; packages postgresql-$PG_MAJOR-pgtap, postgresql-$PG_MAJOR-cron)" >&2; exit 2; }
 done
 
-cd "$ROOT"
 if [ $# -gt 0 ]; then
-  files=("$@")
+  files=()
+  for f in "$@"; do [[ $f = /* ]] || f=$OLDPWD/$f; files+=("$f"); done
 else
   files=()
   for f in test/pgtap/*/*.sql; do
@@ -97,5 +103,6 @@ fi
 
 opts=()
 for s in "${SETTINGS[@]}"; do opts+=(-o "$s"); done
+[ -n "$pkg" ] && opts+=(-p "$pkg")
 # -t: a cluster of its own under /tmp even as root (not /etc/postgresql/)
 PGPORT=$port exec pg_virtualenv -t -v "$PG_MAJOR" "${opts[@]}" "$ROOT/tools/installcheck.sh" --inside "${files[@]}"
