@@ -22,7 +22,7 @@ done
 OUT=$ROOT/.isa/deb
 
 version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" isa.control)
-heading=$(grep -m 1 "^## $version[ (]" CHANGELOG.md) ||
+heading=$(grep -m 1 "^## ${version}[ (]" CHANGELOG.md) ||
   { echo "make deb: CHANGELOG.md has no section '## $version'" >&2; exit 1; }
 if [ -d .git ] || [ -f .git ]; then
   commit=$(git rev-parse --short HEAD)
@@ -64,4 +64,4 @@ if ! (cd "$build" && pg_buildext updatecontrol && dpkg-buildpackage -us -uc -b -
   exit 1
 fi
 rm -rf "$build"
-ls "$OUT"/*.deb | sed "s|^$ROOT/|  |"
+for f in "$OUT"/*.deb; do echo "  ${f#"$ROOT"/}"; done

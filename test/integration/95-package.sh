@@ -40,11 +40,15 @@ q() { psql -X -A -t -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres
 make -s -C "$root" deb >"$work/make-deb.log" 2>&1
 debs=()
 for p in "${packages[@]}"; do
-  f=$(ls "$root"/.isa/deb/"${p}"_*.deb 2>/dev/null)
-  ok "make deb leaves ${p}_….deb in .isa/deb/" test -f "$f"
-  debs+=("$f")
+  f=("$root"/.isa/deb/"${p}"_*.deb)
+  ok "make deb leaves one ${p}_….deb in .isa/deb/" test "${#f[@]}" = 1 -a -f "${f[0]}"
+  debs+=("${f[0]}")
 done
-[ "$_failed" = 0 ] || { sed 's/^/#   /' "$work/make-deb.log"; done_testing; exit 1; }
+if [ ! -f "${debs[0]}" ] || [ ! -f "${debs[1]}" ]; then
+  sed 's/^/#   /' "$work/make-deb.log"
+  done_testing
+  exit 1
+fi
 
 # ---------------------------------------------------------------- install
 ok "dpkg -i installs both packages" dpkg -i "${debs[@]}"
@@ -55,8 +59,8 @@ done
 is "$(dpkg -S /usr/lib/postgresql/15/lib/isa.so /usr/share/postgresql/15/extension/isa.control 2>&1 | cut -d: -f1 | sort -u)" \
   postgresql-15-isa "postgresql-15-isa holds isa.so and isa.control"
 # the scripts make install installs: the kept ones of sql/released/ and the built ones
-want=$(cd "$root" && ls sql/released/isa--*.sql isa--*.sql | xargs -n 1 basename | sort)
-got=$(grep '/usr/share/postgresql/15/extension/isa--.*\.sql$' "$work/postgresql-15-isa.files" | xargs -n 1 basename | sort)
+want=$(for f in "$root"/sql/released/isa--*.sql "$root"/isa--*.sql; do basename "$f"; done | sort)
+got=$(sed -n 's|^/usr/share/postgresql/15/extension/\(isa--.*\.sql\)$|\1|p' "$work/postgresql-15-isa.files" | sort)
 is "$got" "$want" "postgresql-15-isa holds every SQL script that make install installs"
 is "$(stat -c '%U:%G %a' /etc/isa /etc/isa/httpd.conf 2>&1 | tr '\n' ' ')" "root:isa-httpd 750 root:isa-httpd 640 " \
   "/etc/isa and its httpd.conf are readable by group isa-httpd only"
