@@ -6,7 +6,8 @@
 # The copy holds the files git knows or would add (tracked and new, not the
 # ignored build products and stacks), as they are in the work tree: like
 # `make test`, it builds what you have, committed or not.  The version is
-# isa.control's default_version; while CHANGELOG.md calls it unreleased it is
+# isa.control's default_version, which CHANGELOG.md must have a section for and
+# META.json must state; while CHANGELOG.md calls it unreleased it is
 # VERSION~dev.<date and time of HEAD>, which sorts before VERSION itself.
 #
 # DEB_BUILD_OPTIONS=nocheck skips the build's `make installcheck` against the
@@ -24,6 +25,9 @@ OUT=$ROOT/.isa/deb
 version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" isa.control)
 heading=$(grep -m 1 "^## ${version}[ (]" CHANGELOG.md) ||
   { echo "make deb: CHANGELOG.md has no section '## $version'" >&2; exit 1; }
+meta=$(sed -n 's/^\t"version": "\(.*\)",$/\1/p' META.json | head -n 1)
+[ "$meta" = "$version" ] ||
+  { echo "make deb: META.json says version $meta, isa.control $version" >&2; exit 1; }
 if [ -d .git ] || [ -f .git ]; then
   commit=$(git rev-parse --short HEAD)
   when=$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S)

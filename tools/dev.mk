@@ -17,7 +17,7 @@ DEBIAN_PACKAGES = \
 	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
 	libsodium-dev libjansson-dev pkg-config curl procps bc gcc clang jq systemd \
 	wrk prometheus \
-	debhelper postgresql-server-dev-all dpkg-dev fakeroot
+	debhelper postgresql-server-dev-all dpkg-dev
 
 .PHONY: deps node-deps run stop psql status test bench installcheck deb
 
