@@ -6,6 +6,9 @@
 #   make bench   benchmarks, each printing one comparable line
 #   make stop    stop the `make run` stack;  make psql  open a shell on it
 #   make deps    apt-get the Debian packages isa builds and runs with
+#   make installcheck  the pgTAP files that need no NATS, on a throw-away cluster,
+#                against the isa installed (make install or the Debian package)
+#   make deb     the Debian packages postgresql-15-isa and isa-httpd, in .isa/deb/
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -13,9 +16,10 @@ DEBIAN_PACKAGES = \
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
 	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
 	libsodium-dev libjansson-dev pkg-config curl procps bc gcc clang jq systemd \
-	wrk prometheus
+	wrk prometheus \
+	debhelper postgresql-server-dev-all dpkg-dev
 
-.PHONY: deps node-deps run stop psql status test bench
+.PHONY: deps node-deps run stop psql status test bench installcheck deb
 
 deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
@@ -53,6 +57,17 @@ status:
 
 psql:
 	@tools/stack.sh run psql
+
+# PGXS defines installcheck too, with a recipe only when REGRESS (pg_regress)
+# is set, which isa does not use: this adds the one recipe, so make does not
+# warn of an overridden one.  Like PGXS's, it tests what is installed and
+# builds nothing (tools/installcheck.sh).
+installcheck:
+	@tools/installcheck.sh
+
+# Packages to install: the build needs a clean copy, not this tree's objects.
+deb:
+	@tools/build-deb.sh
 
 ifneq ($(PGXS),)
 # Built and installed into the local PostgreSQL: what run, test and bench start from.
