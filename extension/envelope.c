@@ -1,5 +1,5 @@
 /*
- * envelope.c — the event envelope (DESIGN.md §3): the rules for its fields and
+ * envelope.c — the event envelope (docs/architecture.md, "The event"): the rules for its fields and
  * the parser of its JSON wire form.
  *
  *   isa.is_valid_event_type(text)  ^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$, at most 200 characters

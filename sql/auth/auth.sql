@@ -3,8 +3,8 @@
 -- rotation), rotating refresh tokens whose reuse revokes the session, device
 -- challenge/response authentication, and the handlers that end sessions when
 -- a user is deleted or loses a permission.  docs/services/auth.md describes it;
--- the C is extension/auth.c (settings, passwords, Ed25519), extension/jwt.c
--- (tokens) and extension/auth_shmem.c (the tables in shared memory).
+-- the C is in extension/auth/: auth.c (passwords, Ed25519), auth_settings.c, jwt.c
+-- and jwt_verify.c (tokens), auth_shmem.c (the tables in shared memory).
 
 -- ---------------------------------------------------------------- tables
 CREATE TABLE auth.passwords (
@@ -103,7 +103,7 @@ CREATE TYPE auth.device_token AS (
 );
 COMMENT ON TYPE auth.device_token IS 'What auth.device_authenticate returns.';
 
--- ---------------------------------------------------------------- C (extension/auth.c, jwt.c, auth_shmem.c)
+-- ---------------------------------------------------------------- C (extension/auth/)
 CREATE FUNCTION auth._shmem_available() RETURNS boolean
     AS 'MODULE_PATHNAME', 'isa_auth_shmem_available' LANGUAGE C VOLATILE;
 CREATE FUNCTION auth._throttle_attempt(email text) RETURNS integer
