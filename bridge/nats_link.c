@@ -255,6 +255,15 @@ nl_conn(void)
 	return conn;
 }
 
+/* The URL of the server the connection is up to, or "" (credentials included). */
+void
+nl_server_url(char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (nl_connected() && natsConnection_GetConnectedUrl(conn, buf, len) != NATS_OK)
+		buf[0] = '\0';
+}
+
 const char *
 nl_inbox_prefix(void)
 {
