@@ -220,13 +220,12 @@ isa_apply_arrived(void)
 	ds = palloc(sizeof(Delivery) * n);
 	for (m = head; m; m = m->next)
 	{
-		const char *reply = natsMsg_GetReply(m->msg);
 		char		consumer[256];
 		uint64		delivered;
 		BridgeSub  *s = NULL;
 		const char *status = nl_status(m->msg);
 
-		if (status != NULL || reply == NULL || !nl_parse_ack_subject(reply, consumer, sizeof(consumer), &delivered))
+		if (status != NULL || !nl_delivery(m->msg, consumer, sizeof(consumer), &delivered))
 		{
 			/* end (408 expired, 409 ...) or heartbeat (100) of a pull request */
 			isa_subscriptions_pull_ended(natsMsg_GetSubject(m->msg), status);

@@ -96,8 +96,7 @@ extern bool nl_pull(const char *durable, const char *reply, int batch, int64 exp
 extern void nl_ack(natsMsg *msg);
 extern void nl_nak(natsMsg *msg, int64 delay_ms);
 extern void nl_term(natsMsg *msg);
-extern bool nl_parse_ack_subject(const char *reply, char *consumer, size_t consumer_len,
-								 uint64 *delivered);
+extern bool nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered);
 extern const char *nl_status(natsMsg *msg);
 
 /* Publishing a batch: results per message, filled by the ack callback. */
