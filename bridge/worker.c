@@ -220,12 +220,12 @@ static bool
 sql_version_served(Turn *t)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	bool		changed = pg_atomic_exchange_u32(&isa_shared->subscriptions_changed[isa_bridge_worker], 0);
 	char	   *version;
 	bool		served;
 
-	if (pg_atomic_exchange_u32(&isa_shared->subscriptions_changed[isa_bridge_worker], 0))
-		t->subscriptions_stale = true;
-	if (t->sql_checked_at != 0 && !t->subscriptions_stale &&
+	t->subscriptions_stale |= changed;
+	if (t->sql_checked_at != 0 && !changed &&
 		!TimestampDifferenceExceeds(t->sql_checked_at, now, SQL_VERSION_RECHECK_MS))
 	{
 		if (!t->sql_served)
