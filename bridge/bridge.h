@@ -1,6 +1,8 @@
 /*
  * bridge.h — the parts of the bridge worker (bridge/) and what the rest of
- * isa.so calls in it.
+ * isa.so calls in it, one section per file (docs/bridge.md has the map).
+ * The sections are in the order of use: a file calls only files of
+ * sections above its own, never one below (no cycle).
  *
  * Threads: nats.c runs its own threads.  Code in nats_link.c that runs on
  * them (the nl_on_* callbacks) touches only pthread mutexes, malloc'd queue
@@ -12,6 +14,7 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
@@ -19,7 +22,7 @@
 
 #include <nats/nats.h>
 
-/* GUCs of the bridge (bridge/worker.c) */
+/* ------------------------------------------------------------ settings.c */
 extern bool isa_bridge_enabled;
 extern char *isa_services;
 extern char *isa_nats_user;
@@ -37,11 +40,31 @@ extern int	isa_consume_batch_size;
 extern int	isa_bridge_idle_interval;	/* ms */
 extern char *isa_bridge_apply_groups;
 extern int	isa_bridge_worker;		/* 0: the bridge; k: apply worker of group k */
-extern int	isa_bridge_apply_group(const char *service);
-
 extern void isa_bridge_define_gucs(void);
-extern void isa_bridge_register(void);
+extern int	isa_bridge_apply_group_count(void);
+extern bool isa_bridge_runs_service(const char *service);
+
+/* ------------------------------------------------------------ status.c */
+extern void isa_bridge_report_started(void);
+extern void isa_bridge_report_stopped(int code, Datum arg);
+extern void isa_bridge_report_connection(bool connected, const char *server, uint64 reconnects);
+extern void isa_bridge_report_subscriptions(int n);
+extern void isa_bridge_report_published(void);
 extern void isa_bridge_record_error(const char *fmt,...) pg_attribute_printf(1, 2);
+extern void isa_bridge_clear_error(const char *prefix);
+extern void isa_bridge_strip_credentials(char *urls);
+
+/* ------------------------------------------------------------ metrics.c */
+#define ISA_METRIC_PUBLISHED 0
+#define ISA_METRIC_PROCESSED 1
+extern void isa_metrics_shmem_request(void);
+extern void isa_metrics_shmem_startup(void);
+extern void isa_metric_count(int kind, const char *service, const char *event_type,
+							 const char *status, double seconds);
+
+/* ------------------------------------------------------------ publish.c (extension/) */
+extern void isa_set_current_event(Datum event, const pg_uuid_t *id, const char *correlation_id);
+extern void isa_clear_current_event(void);
 
 /* ------------------------------------------------------------ nats_link.c */
 
@@ -61,6 +84,7 @@ extern void nl_drain_eventfd(void);
 extern NlMsg *nl_take_messages(int max, int *n);
 extern const char *nl_inbox_prefix(void);
 extern natsConnection *nl_conn(void);
+extern void nl_server_url(char *buf, size_t len);
 extern uint64 nl_reconnects(void);
 extern bool nl_last_error(char *buf, size_t len);
 
@@ -72,8 +96,7 @@ extern bool nl_pull(const char *durable, const char *reply, int batch, int64 exp
 extern void nl_ack(natsMsg *msg);
 extern void nl_nak(natsMsg *msg, int64 delay_ms);
 extern void nl_term(natsMsg *msg);
-extern bool nl_parse_ack_subject(const char *reply, char *consumer, size_t consumer_len,
-								 uint64 *delivered);
+extern bool nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered);
 extern const char *nl_status(natsMsg *msg);
 
 /* Publishing a batch: results per message, filled by the ack callback. */
@@ -84,29 +107,79 @@ extern bool nl_publish_batch(int n, char **subjects, char **ids, char **bodies, 
 							 char **traceparents, char **correlations, char *results,
 							 int64 timeout_ms);
 
+/* ------------------------------------------------------------ subxact.c */
+extern ErrorData *isa_in_subtransaction(void (*fn) (void *), void *arg);
+
+/* ------------------------------------------------------------ handler.c */
+extern SPIPlanPtr isa_handler_prepare(void);
+extern bool isa_handler_apply(const char *service, const char *consumer, Oid handler,
+							  const char *owner_role, Datum event, FmgrInfo *cached);
+
+/* ------------------------------------------------------------ subscriptions.c */
+
+/* A subscription this process runs: a row of isa.subscriptions and its consumer. */
+typedef struct BridgeSub
+{
+	int64		id;
+	char	   *service;
+	char	   *source;			/* the service's event source */
+	char	   *durable;
+	char	   *filter;
+	Oid			handler;
+	char	   *owner_role;
+	int			max_deliver;	/* 0: isa.max_deliver */
+	int			batch_size;		/* 0: isa.consume_batch_size */
+	int		   *versions;		/* accepted major versions; NULL: any */
+	int			nversions;
+	bool		deliver_new;
+	char	   *reply;			/* <inbox prefix>.<id>: where pulls are answered */
+	bool		ready;			/* consumer exists on the server */
+	int			outstanding;	/* messages asked for, not yet received */
+	TimestampTz pull_deadline;
+	bool		seen;			/* still a row of isa.subscriptions */
+	bool		disabled;		/* its service is not in isa.services */
+	FmgrInfo	finfo;			/* the handler's, kept so plpgsql keeps its plans */
+	Oid			finfo_oid;		/* handler finfo was made for; InvalidOid: none */
+} BridgeSub;
+
+extern void isa_subscriptions_load(void);
+extern void isa_subscriptions_setup(void);
+extern void isa_subscriptions_forget_server_state(void);
+extern int	isa_subscriptions_unready(void);
+extern void isa_subscriptions_pull(TimestampTz now, long *next_wake_ms);
+extern void isa_subscriptions_pull_ended(const char *subject, const char *status);
+extern void isa_subscription_received(BridgeSub *s);
+extern BridgeSub *isa_subscription_by_id(int64 id);
+extern BridgeSub *isa_subscription_by_durable(const char *durable);
+extern int	isa_subscription_max_deliver(const BridgeSub *s);
+
+/* ------------------------------------------------------------ dead_letters.c */
+/* Why a message failed: what its dead letter records. */
+typedef struct ApplyFailure
+{
+	const char *reason;			/* invalid_envelope, unsupported_version, handler_error */
+	char	   *message;
+	char		sqlstate[6];
+	Datum		event_json;		/* the envelope when it parsed, else 0 */
+} ApplyFailure;
+
+extern void isa_dead_letters_prepare(void);
+extern bool isa_dead_letter_write(const BridgeSub *sub, natsMsg *msg, uint64 delivered,
+								  const ApplyFailure *f);
+
+/* ------------------------------------------------------------ apply.c */
+extern int	isa_apply_arrived(void);
+extern void isa_apply_hand_back(void);
+
 /* ------------------------------------------------------------ publisher.c */
 extern int	isa_publish_round(void);
 extern void isa_publisher_reset(void);
 
-/* ------------------------------------------------------------ consumer.c */
-extern void isa_consumers_load(void);
-extern void isa_consumers_setup(void);
-extern void isa_consumers_forget_server_state(void);
-extern void isa_consumers_pull(TimestampTz now, long *next_wake_ms);
-extern int	isa_consumers_apply(void);
-extern void isa_consumers_shutdown(void);
-extern int	isa_consumers_unready(void);
+/* ------------------------------------------------------------ sql_version.c */
+extern char *isa_installed_sql_version(void);
+extern bool isa_sql_version_served(const char *version);
 
-/* ------------------------------------------------------------ metrics.c */
-#define ISA_METRIC_PUBLISHED 0
-#define ISA_METRIC_PROCESSED 1
-extern void isa_metrics_shmem_request(void);
-extern void isa_metrics_shmem_startup(void);
-extern void isa_metric_count(int kind, const char *service, const char *event_type,
-							 const char *status, double seconds);
-
-/* ------------------------------------------------------------ publish.c (extension/) */
-extern void isa_set_current_event(Datum event, const pg_uuid_t *id, const char *correlation_id);
-extern void isa_clear_current_event(void);
+/* ------------------------------------------------------------ worker.c */
+extern void isa_bridge_register(void);
 
 #endif							/* ISA_BRIDGE_H */

@@ -1,12 +1,13 @@
 /*
- * metrics.c — the bridge's counters in shared memory, and the SQL functions
- * that read them (isa._bridge_metrics(), isa._bridge_state(); the SQL
- * wrappers isa.metrics() and isa.bridge_status() add the outbox gauges).
+ * metrics.c — the bridge's counters in shared memory, and the C function
+ * that reads them, isa._bridge_metrics() (the SQL wrapper isa.metrics() adds
+ * the outbox and dead-letter gauges).  What isa.bridge_status() shows is
+ * status.c's.
  *
  * One hash table keyed by (kind, service, event_type, status) under one
  * LWLock: only the bridge writes, readers take it shared.  A full table
  * drops new label sets rather than fail the bridge (counted in
- * metrics_dropped).
+ * metrics_dropped).  Docs: docs/bridge.md, "isa.metrics()".
  */
 #include "postgres.h"
 
@@ -217,85 +218,4 @@ isa_bridge_metrics(PG_FUNCTION_ARGS)
 			pg_atomic_read_u32(&isa_shared->bridge_procno) != ISA_INVALID_PROCNO ? 1.0 : 0.0);
 	}
 	return (Datum) 0;
-}
-
-PG_FUNCTION_INFO_V1(isa_bridge_state);
-
-/*
- * isa._bridge_state(): running, pid, connected, server, reconnects,
- * subscriptions, started_at, last_publish_at, last_error, last_error_at.
- */
-Datum
-isa_bridge_state(PG_FUNCTION_ARGS)
-{
-	TupleDesc	tupdesc;
-	Datum		values[10];
-	bool		nulls[10];
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	memset(nulls, true, sizeof(nulls));
-	values[0] = BoolGetDatum(false);
-	nulls[0] = false;
-	if (isa_shared)
-	{
-		bool		running = pg_atomic_read_u32(&isa_shared->bridge_procno) != ISA_INVALID_PROCNO;
-
-		values[0] = BoolGetDatum(running);
-		if (running)
-		{
-			values[1] = Int32GetDatum((int32) pg_atomic_read_u32(&isa_shared->bridge_pid));
-			nulls[1] = false;
-		}
-		values[2] = BoolGetDatum(running && pg_atomic_read_u32(&isa_shared->nats_connected) != 0);
-		nulls[2] = false;
-		values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&isa_shared->nats_reconnects));
-		nulls[4] = false;
-		{
-			char		server[sizeof(isa_shared->nats_server)];
-			char		error[sizeof(isa_shared->last_error)];
-			int32		nsubs;
-			TimestampTz started,
-						published,
-						errored;
-
-			/* copy under the spinlock, build datums after it */
-			SpinLockAcquire(&isa_shared->mutex);
-			memcpy(server, isa_shared->nats_server, sizeof(server));
-			memcpy(error, isa_shared->last_error, sizeof(error));
-			nsubs = 0;
-			for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)
-				nsubs += isa_shared->subscriptions[k];
-			started = isa_shared->started_at;
-			published = isa_shared->last_publish_at;
-			errored = isa_shared->last_error_at;
-			SpinLockRelease(&isa_shared->mutex);
-
-			if (running && server[0])
-			{
-				values[3] = CStringGetTextDatum(server);
-				nulls[3] = false;
-			}
-			values[5] = Int32GetDatum(nsubs);
-			nulls[5] = false;
-			if (started)
-			{
-				values[6] = TimestampTzGetDatum(started);
-				nulls[6] = false;
-			}
-			if (published)
-			{
-				values[7] = TimestampTzGetDatum(published);
-				nulls[7] = false;
-			}
-			if (error[0])
-			{
-				values[8] = CStringGetTextDatum(error);
-				nulls[8] = false;
-				values[9] = TimestampTzGetDatum(errored);
-				nulls[9] = false;
-			}
-		}
-	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -255,6 +255,15 @@ nl_conn(void)
 	return conn;
 }
 
+/* The URL of the server the connection is up to, or "" (credentials included). */
+void
+nl_server_url(char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (nl_connected() && natsConnection_GetConnectedUrl(conn, buf, len) != NATS_OK)
+		buf[0] = '\0';
+}
+
 const char *
 nl_inbox_prefix(void)
 {
@@ -645,46 +654,27 @@ nl_term(natsMsg *msg)
 }
 
 /*
- * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (or the
- * newer form with domain and account hash after $JS.ACK): the consumer name
- * and the delivery count.
+ * The consumer and delivery count of a JetStream message, from its ack
+ * subject, as nats.c reads it (both forms: $JS.ACK.<stream>.<consumer>... and
+ * the newer one with domain and account hash).  False for anything else: a
+ * message without such a reply subject is not one of a consumer's.
  */
 bool
-nl_parse_ack_subject(const char *reply, char *consumer, size_t consumer_len,
-					 uint64 *delivered)
+nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered)
 {
-	const char *tok[16];
-	size_t		len[16];
-	int			n = 0;
-	const char *p = reply;
-	int			ci;
+	jsMsgMetaData *meta = NULL;
+	bool		ok;
 
-	if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0)
+	if (natsMsg_GetMetaData(&meta, msg) != NATS_OK)
 		return false;
-	p = reply + 8;
-	while (n < 16)
+	ok = meta->Consumer != NULL && strlen(meta->Consumer) < consumer_len;
+	if (ok)
 	{
-		const char *dot = strchr(p, '.');
-
-		tok[n] = p;
-		len[n] = dot ? (size_t) (dot - p) : strlen(p);
-		n++;
-		if (!dot)
-			break;
-		p = dot + 1;
+		strlcpy(consumer, meta->Consumer, consumer_len);
+		*delivered = meta->NumDelivered;
 	}
-	if (n == 7)
-		ci = 1;					/* stream, consumer, delivered, ... */
-	else if (n >= 9)
-		ci = 3;					/* domain, account hash, stream, consumer, ... */
-	else
-		return false;
-	if (len[ci] + 1 > consumer_len)
-		return false;
-	memcpy(consumer, tok[ci], len[ci]);
-	consumer[len[ci]] = '\0';
-	*delivered = strtoull(tok[ci + 1], NULL, 10);
-	return true;
+	jsMsgMetaData_Destroy(meta);
+	return ok;
 }
 
 /* The status code of a control message (no data, "NATS/1.0 408"), or NULL. */

@@ -8,6 +8,8 @@
  * behind a failed row of the same source, which wait for it so that a
  * source's events never overtake each other across rounds.  A crash before
  * the commit republishes the batch under the same ids.
+ *
+ * Docs: docs/bridge.md, "Publishing".
  */
 #include "postgres.h"
 
@@ -302,12 +304,7 @@ isa_publish_round(void)
 		if (mark[i])
 			isa_metric_count(ISA_METRIC_PUBLISHED, services[i] ? services[i] : sources[i], types[i],
 							 NULL, 0);
-	if (isa_shared)
-	{
-		SpinLockAcquire(&isa_shared->mutex);
-		isa_shared->last_publish_at = GetCurrentTimestamp();
-		SpinLockRelease(&isa_shared->mutex);
-	}
+	isa_bridge_report_published();
 	if (nfailed > 0)
 	{
 		isa_bridge_record_error("%d of %d events were not acknowledged by JetStream; they stay in the outbox",

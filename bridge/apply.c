@@ -1,0 +1,378 @@
+/*
+ * apply.c — the apply path: the messages the consumers delivered, into SQL
+ * handlers, exactly once in effect.
+ *
+ * The messages that arrived since the last turn are applied in one
+ * transaction, each in its own subtransaction:
+ *
+ *   parse the envelope -> check its major version -> insert into the inbox
+ *   (a conflict means "already applied": skip) -> call the handler as the
+ *   subscription's owner  (the last two: handler.c)
+ *
+ * Commit, then ack.  A handler error rolls back its subtransaction only; the
+ * message is nak'ed with an exponential delay, or after max_deliver attempts
+ * dead-lettered (dead_letters.c; committed before the +TERM).  A message that
+ * is not a valid envelope or has an unsupported version is dead-lettered at
+ * once: bad data is not a transient error.  Which subscription a message
+ * belongs to, and its pulls, are subscriptions.c's.
+ *
+ * Docs: docs/bridge.md, "Consuming" and "Handlers".
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+
+#include <time.h>
+
+#include "isa.h"
+#include "bridge.h"
+
+typedef enum ApplyResult
+{
+	APPLY_OK,
+	APPLY_DUPLICATE,
+	APPLY_RETRY,
+	APPLY_DEAD
+} ApplyResult;
+
+static const char *const status_names[] = {"ok", "duplicate", "retry", "dead_letter"};
+
+static MemoryContext round_cxt = NULL;	/* outlives the round's SPI and transaction */
+static Oid	event_from_json_oid = InvalidOid;
+static FmgrInfo event_from_json_finfo;
+
+typedef struct Delivery
+{
+	natsMsg    *msg;
+	BridgeSub  *sub;
+	uint64		delivered;
+	ApplyResult result;
+	char	   *event_type;
+	double		seconds;
+} Delivery;
+
+static void
+prepare_plans(void)
+{
+	if (!OidIsValid(event_from_json_oid))
+	{
+		event_from_json_oid = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+																   CStringGetDatum("isa.event_from_json(jsonb)")));
+		fmgr_info_cxt(event_from_json_oid, &event_from_json_finfo, TopMemoryContext);
+	}
+	(void) isa_handler_prepare();
+	isa_dead_letters_prepare();
+}
+
+static int
+major_of(const char *version)
+{
+	return atoi(version);
+}
+
+static FmgrInfo *
+handler_finfo(BridgeSub *s)
+{
+	if (s->finfo_oid != s->handler)
+	{
+		s->finfo_oid = InvalidOid;
+		fmgr_info_cxt(s->handler, &s->finfo, TopMemoryContext);
+		s->finfo_oid = s->handler;
+	}
+	return &s->finfo;
+}
+
+static double
+seconds_since(struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+typedef struct ApplyState
+{
+	Delivery   *d;
+	int			stage;			/* 0 parse, 1 version, 2 handler */
+	Datum		event_json;		/* once the bytes parsed as JSON */
+	ApplyResult result;
+} ApplyState;
+
+static void
+apply_message_body(void *arg)
+{
+	ApplyState *st = arg;
+	Delivery   *d = st->d;
+	const char *data = natsMsg_GetData(d->msg);
+	int			len = natsMsg_GetDataLength(d->msg);
+	Datum		event;
+	HeapTupleHeader th;
+	bool		isnull;
+	char	   *version;
+	char	   *buf = palloc(len + 1);
+
+	memcpy(buf, data, len);
+	buf[len] = '\0';
+	if (len == 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						errmsg("empty message")));
+	if (memchr(data, '\0', len) != NULL)
+		ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						errmsg("message contains a NUL byte")));
+	if (!pg_verify_mbstr(PG_UTF8, buf, len, true))
+		ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						errmsg("message is not valid UTF-8")));
+	st->event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
+	event = FunctionCall1(&event_from_json_finfo, st->event_json);
+	th = DatumGetHeapTupleHeader(event);
+	d->event_type = MemoryContextStrdup(round_cxt,
+										TextDatumGetCString(GetAttributeByName(th, "event_type", &isnull)));
+
+	st->stage = 1;
+	version = TextDatumGetCString(GetAttributeByName(th, "version", &isnull));
+	if (d->sub->versions)
+	{
+		bool		ok = false;
+
+		for (int i = 0; i < d->sub->nversions; i++)
+			ok |= d->sub->versions[i] == major_of(version);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("event version %s is not accepted by subscription %s", version,
+							d->sub->durable)));
+	}
+
+	st->stage = 2;
+	if (!isa_handler_apply(d->sub->service, d->sub->durable, d->sub->handler, d->sub->owner_role,
+						   event, handler_finfo(d->sub)))
+		st->result = APPLY_DUPLICATE;
+}
+
+/* One message in its own subtransaction; f says why when it failed. */
+static ApplyResult
+apply_message(Delivery *d, ApplyFailure *f)
+{
+	ApplyState	st = {d, 0, (Datum) 0, APPLY_OK};
+	ErrorData  *edata;
+
+	memset(f, 0, sizeof(*f));
+	edata = isa_in_subtransaction(apply_message_body, &st);
+	if (edata == NULL)
+		return st.result;
+
+	f->message = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+	strlcpy(f->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(f->sqlstate));
+	f->event_json = st.event_json;
+	FreeErrorData(edata);
+	if (st.stage == 0)
+	{
+		f->reason = "invalid_envelope";
+		return APPLY_DEAD;
+	}
+	if (st.stage == 1)
+	{
+		f->reason = "unsupported_version";
+		return APPLY_DEAD;
+	}
+	f->reason = "handler_error";
+	return (int64) d->delivered >= isa_subscription_max_deliver(d->sub) ? APPLY_DEAD : APPLY_RETRY;
+}
+
+static int64
+retry_delay_ms(uint64 delivered)
+{
+	int64		delay = isa_retry_base;
+
+	for (uint64 i = 1; i < delivered && delay < isa_retry_max; i++)
+		delay *= 2;
+	return Min(delay, (int64) isa_retry_max);
+}
+
+/*
+ * Applies what arrived: control messages update the pull state, the rest is
+ * applied in one transaction, then acked.  Returns the messages handled.
+ */
+int
+isa_apply_arrived(void)
+{
+	int			n;
+	NlMsg	   *head = nl_take_messages(Max(isa_consume_batch_size * 4, 1000), &n);
+	Delivery   *ds;
+	int			nd = 0;
+	NlMsg	   *m;
+
+	if (head == NULL)
+		return 0;
+	round_cxt = CurrentMemoryContext;
+	ds = palloc(sizeof(Delivery) * n);
+	for (m = head; m; m = m->next)
+	{
+		char		consumer[256];
+		uint64		delivered;
+		BridgeSub  *s = NULL;
+		const char *status = nl_status(m->msg);
+
+		if (status != NULL || !nl_delivery(m->msg, consumer, sizeof(consumer), &delivered))
+		{
+			/* end (408 expired, 409 ...) or heartbeat (100) of a pull request */
+			isa_subscriptions_pull_ended(natsMsg_GetSubject(m->msg), status);
+			natsMsg_Destroy(m->msg);
+			continue;
+		}
+		s = isa_subscription_by_durable(consumer);
+		if (s == NULL)
+		{
+			/*
+			 * Answering a pull made before its subscription was removed or
+			 * its service excluded (isa.services): hand it back now, not
+			 * after ack_wait, for whoever runs that consumer.
+			 */
+			nl_nak(m->msg, 0);
+			natsMsg_Destroy(m->msg);
+			continue;
+		}
+		isa_subscription_received(s);
+		ds[nd].msg = m->msg;
+		ds[nd].sub = s;
+		ds[nd].delivered = delivered;
+		ds[nd].event_type = NULL;
+		ds[nd].seconds = 0;
+		ds[nd].result = APPLY_RETRY;
+		nd++;
+	}
+	while (head)
+	{
+		NlMsg	   *next = head->next;
+
+		free(head);
+		head = next;
+	}
+	/*
+	 * A subscription whose batch has all arrived asks for the next one now,
+	 * so that JetStream delivers it while this one is applied (at most two
+	 * batches in flight, within MaxAckPending).
+	 */
+	{
+		long		ignored = LONG_MAX;
+
+		isa_subscriptions_pull(GetCurrentTimestamp(), &ignored);
+	}
+	if (nd == 0)
+		return n;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		MemoryContext msg_cxt;
+
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "isa bridge: applying events");
+		prepare_plans();
+		msg_cxt = AllocSetContextCreate(round_cxt, "isa bridge message", ALLOCSET_DEFAULT_SIZES);
+		for (int i = 0; i < nd; i++)
+		{
+			ApplyFailure f;
+			struct timespec t0;
+			MemoryContext spi_cxt;
+
+			/* what one message allocates goes when the next one starts */
+			MemoryContextReset(msg_cxt);
+			spi_cxt = MemoryContextSwitchTo(msg_cxt);
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			ds[i].result = apply_message(&ds[i], &f);
+			if (ds[i].result == APPLY_DEAD &&
+				!isa_dead_letter_write(ds[i].sub, ds[i].msg, ds[i].delivered, &f))
+				ds[i].result = APPLY_RETRY;
+			if (ds[i].result == APPLY_RETRY && f.message)
+				ereport(LOG,
+						(errmsg("isa bridge: handler of %s failed on delivery " UINT64_FORMAT ": %s",
+								ds[i].sub->durable, ds[i].delivered, f.message)));
+			else if (ds[i].result == APPLY_DEAD)
+				ereport(WARNING,
+						(errmsg("isa bridge: %s dead-lettered a message on %s (%s): %s",
+								ds[i].sub->durable, natsMsg_GetSubject(ds[i].msg), f.reason, f.message)));
+			ds[i].seconds = seconds_since(&t0);
+			MemoryContextSwitchTo(spi_cxt);
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* Nothing of the batch committed: every message comes back later. */
+		MemoryContextSwitchTo(round_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		isa_bridge_record_error("applying a batch failed: %s", edata->message);
+		FreeErrorData(edata);
+		for (int i = 0; i < nd; i++)
+			ds[i].result = APPLY_RETRY;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(round_cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
+
+	/* Committed: now tell the server. */
+	for (int i = 0; i < nd; i++)
+	{
+		Delivery   *d = &ds[i];
+
+		switch (d->result)
+		{
+			case APPLY_OK:
+			case APPLY_DUPLICATE:
+				nl_ack(d->msg);
+				break;
+			case APPLY_RETRY:
+				nl_nak(d->msg, retry_delay_ms(d->delivered));
+				break;
+			case APPLY_DEAD:
+				nl_term(d->msg);
+				break;
+		}
+		isa_metric_count(ISA_METRIC_PROCESSED, d->sub->service,
+						 d->event_type ? d->event_type : "(invalid)",
+						 status_names[d->result], d->seconds);
+		natsMsg_Destroy(d->msg);
+	}
+	return n;
+}
+
+/* SIGTERM: what is queued goes back to the server now, not after ack_wait. */
+void
+isa_apply_hand_back(void)
+{
+	int			n;
+	NlMsg	   *m = nl_take_messages(INT_MAX, &n);
+
+	while (m)
+	{
+		NlMsg	   *next = m->next;
+
+		if (nl_status(m->msg) == NULL && natsMsg_GetReply(m->msg))
+			nl_nak(m->msg, 0);
+		natsMsg_Destroy(m->msg);
+		free(m);
+		m = next;
+	}
+}
