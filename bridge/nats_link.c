@@ -3,7 +3,7 @@
  * talks to nats.c.
  *
  * nats.c runs its own threads (read loop, flusher, reconnect, timers,
- * message delivery).  The rules of DESIGN.md §6:
+ * message delivery).  The rules of docs/architecture.md, "The bridge inside PostgreSQL":
  *   - every nats.c call that may start a thread runs with all signals
  *     blocked, so PostgreSQL's signals keep reaching the main thread;
  *   - callbacks (nl_on_*) run on nats.c threads and never call PostgreSQL:

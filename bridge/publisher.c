@@ -1,5 +1,5 @@
 /*
- * publisher.c — the outbox to JetStream (DESIGN.md §4).
+ * publisher.c — the outbox to JetStream (docs/architecture.md, "Publishing").
  *
  * One round: in one transaction, read up to isa.publish_batch_size
  * unpublished rows in id order, publish them all asynchronously (header

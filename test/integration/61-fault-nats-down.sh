@@ -7,7 +7,7 @@ source "$(dirname "$0")/faultlib.sh"
 
 BATCHES=80 SIZE=250 DOWN=10
 N=$((BATCHES * SIZE))
-restart_nats() { "$root/tools/stack.sh" test nats-start >/dev/null 2>&1; }
+restart_nats() { "$root/tools/stack.sh" "${ISA_STACK_NAME:-test}" nats-start >/dev/null 2>&1; }
 FAULT_CLEANUP_HOOK=restart_nats   # whatever happens, leave NATS running
 fault_init fault_nats fault.nats.down
 fault_subscribe || fatal "the subscription runs"
@@ -18,7 +18,7 @@ fault_start_producer "$BATCHES" "$SIZE" 0.2
 if ! wait_produced 20 60; then
   _report fail "the producer reached batch 20 within 60 s" "$(tail -n 5 "$F_WORK/producer.log")"
 fi
-ok "nats-server stops (at $(elapsed), batch $(produced))" "$root/tools/stack.sh" test nats-stop
+ok "nats-server stops (at $(elapsed), batch $(produced))" "$root/tools/stack.sh" "${ISA_STACK_NAME:-test}" nats-stop
 down_at=$SECONDS
 check "$(wait_for "SELECT connected FROM isa.bridge_status()" f 10)" f \
   "bridge_status().connected turns false while NATS is down"
@@ -32,7 +32,7 @@ ok "producers kept committing while NATS was down (batches $p1 -> $p2)" test "$p
 ok "the outbox backlog grew while NATS was down ($b1 -> $b2)" test "$b2" -gt "$b1"
 is "$(sql "SELECT connected FROM isa.bridge_status()")" f "and the bridge was still disconnected after $DOWN s"
 
-ok "nats-server starts again on the same store (at $(elapsed))" "$root/tools/stack.sh" test nats-start
+ok "nats-server starts again on the same store (at $(elapsed))" "$root/tools/stack.sh" "${ISA_STACK_NAME:-test}" nats-start
 check "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t \
   "the bridge reconnects ($(elapsed))"
 ok "and counts the reconnection (reconnects $reconnects0 -> $(sql "SELECT reconnects FROM isa.bridge_status()"))" \

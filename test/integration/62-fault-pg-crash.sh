@@ -29,7 +29,7 @@ for at in 10 20; do
   in_flight=$(wait_in_flight 10)   # the moment: while the bridge has work in hand
   note "crash $((crashes + 1)) at $(elapsed), batch >= $at: backlog $(sql "SELECT outbox_backlog FROM isa.bridge_status()"), $in_flight events committed but not yet applied"
   ok "the crash hits mid-flow: $in_flight events are committed but not yet applied" test "${in_flight:-0}" -gt 0
-  ok "PostgreSQL stops with -m immediate and starts again" "$root/tools/stack.sh" test pg-crash
+  ok "PostgreSQL stops with -m immediate and starts again" "$root/tools/stack.sh" "${ISA_STACK_NAME:-test}" pg-crash
   crashes=$((crashes + 1))
   if new=$(wait_new_bridge "$old" 30); then
     _report ok "after crash $crashes a new bridge (pid $new) runs, connected to NATS ($(elapsed))"
