@@ -5,15 +5,19 @@
  * The messages that arrived since the last turn are applied in one
  * transaction, each in its own subtransaction:
  *
- *   parse the envelope -> check its major version -> insert into the inbox
+ *   parse the envelope -> check that it arrived on its own subject,
+ *   <source>.<event_type> -> check its major version -> insert into the inbox
  *   (a conflict means "already applied": skip) -> call the handler as the
  *   subscription's owner  (the last two: handler.c)
  *
  * Commit, then ack.  A handler error rolls back its subtransaction only; the
  * message is nak'ed with an exponential delay, or after max_deliver attempts
  * dead-lettered (dead_letters.c; committed before the +TERM).  A message that
- * is not a valid envelope or has an unsupported version is dead-lettered at
- * once: bad data is not a transient error.  Which subscription a message
+ * is not a valid envelope, arrived on a subject that is not its own, or has
+ * an unsupported version is dead-lettered at once: bad data is not a
+ * transient error.  The subject is what NATS permissions vouch for (who may
+ * publish where), so an envelope is believed only on its own subject: one
+ * saying "source": "payment_service" published on external.> is a forgery.  Which subscription a message
  * belongs to, and its pulls, are subscriptions.c's.
  *
  * Docs: docs/bridge.md, "Consuming" and "Handlers".
@@ -105,7 +109,7 @@ seconds_since(struct timespec *t0)
 typedef struct ApplyState
 {
 	Delivery   *d;
-	int			stage;			/* 0 parse, 1 version, 2 handler */
+	int			stage;			/* 0 parse, 1 subject, 2 version, 3 handler */
 	Datum		event_json;		/* once the bytes parsed as JSON */
 	ApplyResult result;
 } ApplyState;
@@ -141,6 +145,20 @@ apply_message_body(void *arg)
 										TextDatumGetCString(GetAttributeByName(th, "event_type", &isnull)));
 
 	st->stage = 1;
+	{
+		const char *subject = natsMsg_GetSubject(d->msg);
+		char	   *source = TextDatumGetCString(GetAttributeByName(th, "source", &isnull));
+		size_t		n = strlen(source);
+
+		if (strncmp(subject, source, n) != 0 || subject[n] != '.' ||
+			strcmp(subject + n + 1, d->event_type) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("event %s.%s arrived on subject %s: an event is applied only on its own subject",
+							source, d->event_type, subject)));
+	}
+
+	st->stage = 2;
 	version = TextDatumGetCString(GetAttributeByName(th, "version", &isnull));
 	if (d->sub->versions)
 	{
@@ -155,7 +173,7 @@ apply_message_body(void *arg)
 							d->sub->durable)));
 	}
 
-	st->stage = 2;
+	st->stage = 3;
 	if (!isa_handler_apply(d->sub->service, d->sub->durable, d->sub->handler, d->sub->owner_role,
 						   event, handler_finfo(d->sub)))
 		st->result = APPLY_DUPLICATE;
@@ -183,6 +201,11 @@ apply_message(Delivery *d, ApplyFailure *f)
 		return APPLY_DEAD;
 	}
 	if (st.stage == 1)
+	{
+		f->reason = "subject_mismatch";
+		return APPLY_DEAD;
+	}
+	if (st.stage == 2)
 	{
 		f->reason = "unsupported_version";
 		return APPLY_DEAD;

@@ -67,6 +67,12 @@ isa_replay_dead_letter(PG_FUNCTION_ARGS)
 				 errmsg("dead letter " INT64_FORMAT " cannot be replayed: it is not a valid event (%s)",
 						id, SPI_getvalue(tup, desc, 2)),
 				 errhint("Its raw payload is in isa.dead_letters.payload.")));
+	/* whoever published it had no right to its subject: never apply it */
+	if (strcmp(SPI_getvalue(tup, desc, 2), "subject_mismatch") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("dead letter " INT64_FORMAT " cannot be replayed: it arrived on a subject that is not its own", id),
+				 errhint("An event is trusted only on its <source>.<event_type> subject.")));
 	(void) SPI_getbinval(tup, desc, 3, &isnull);
 	if (isnull)
 		ereport(ERROR,

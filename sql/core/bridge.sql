@@ -73,7 +73,7 @@ SELECT isa.register_event_type('event.dead_lettered', s.source, '1.0.0',
            "consumer":       {"type": "string",  "required": true, "description": "durable consumer name"},
            "subject":        {"type": "string",  "required": true, "description": "NATS subject of the message"},
            "event_id":       {"type": "uuid",    "required": false, "description": "id of the event; absent if the message was not an envelope"},
-           "reason":         {"type": "string",  "required": true, "description": "handler_error, invalid_envelope or unsupported_version"},
+           "reason":         {"type": "string",  "required": true, "description": "handler_error, invalid_envelope, subject_mismatch or unsupported_version"},
            "error":          {"type": "string",  "required": true, "description": "the last error message"},
            "sqlstate":       {"type": "string",  "required": true, "description": "its SQLSTATE"},
            "attempts":       {"type": "integer", "required": true, "description": "deliveries made"}}')

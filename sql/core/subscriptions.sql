@@ -162,7 +162,8 @@ CREATE TABLE isa.dead_letters (
     event_id        uuid,              -- NULL when the message carried no valid id
     event           jsonb,             -- the message as JSON, when it parsed as JSON
     payload         bytea,             -- the raw message, when it was not a valid envelope
-    reason          text NOT NULL CHECK (reason IN ('handler_error', 'invalid_envelope', 'unsupported_version')),
+    reason          text NOT NULL CHECK (reason IN ('handler_error', 'invalid_envelope', 'unsupported_version',
+                                                'subject_mismatch')),
     error_message   text NOT NULL,
     error_sqlstate  text CHECK (error_sqlstate ~ '^[0-9A-Z]{5}$'),
     attempts        int NOT NULL CHECK (attempts >= 0),

@@ -33,3 +33,13 @@ ALTER TABLE isa.subscriptions ADD CONSTRAINT subscriptions_service_fkey
 ALTER TABLE isa.dead_letters ADD CONSTRAINT dead_letters_service_fkey
     FOREIGN KEY (service) REFERENCES isa.services (name);
 
+
+-- A consumer applies an event only on its own subject, <source>.<event_type>;
+-- any other is dead-lettered with reason subject_mismatch.
+ALTER TABLE isa.dead_letters DROP CONSTRAINT dead_letters_reason_check;
+ALTER TABLE isa.dead_letters ADD CONSTRAINT dead_letters_reason_check
+    CHECK (reason IN ('handler_error', 'invalid_envelope', 'unsupported_version', 'subject_mismatch'));
+UPDATE isa.event_types
+   SET data_fields = jsonb_set(data_fields, '{reason,description}',
+                               '"handler_error, invalid_envelope, subject_mismatch or unsupported_version"')
+ WHERE event_type = 'event.dead_lettered';
