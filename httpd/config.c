@@ -33,6 +33,7 @@ typedef struct Option
 
 static char *secret_file;
 static char *previous_secret_file;
+static char *metrics_token_file;
 
 static const Option options[] = {
 	{"listen", OPT_STRING, &cfg.listen, "127.0.0.1", 0, 0, "address to listen on"},
@@ -47,11 +48,19 @@ static const Option options[] = {
 	{"max_body_bytes", OPT_INT, &cfg.max_body_bytes, "1048576", 1, 1073741824,
 	"larger request bodies are refused with 413"},
 	{"max_header_bytes", OPT_INT, &cfg.max_header_bytes, "16384", 4096, 1048576,
-	"request line and headers larger than about this are refused (431, by libmicrohttpd)"},
+	"a longer request target is refused with 414, longer request line and headers with 431"},
 	{"max_connections", OPT_INT, &cfg.max_connections, "256", 1, 100000,
 	"concurrent client connections (more are refused)"},
+	{"max_connections_per_client", OPT_INT, &cfg.max_connections_per_client, "32", 0, 100000,
+	"concurrent connections from one address (0: no cap); trusted proxies are not capped"},
 	{"connection_timeout_s", OPT_INT, &cfg.connection_timeout_s, "30", 1, 86400,
 	"an idle or stalled client connection is closed after this many seconds"},
+	{"request_head_timeout_s", OPT_INT, &cfg.request_head_timeout_s, "10", 1, 3600,
+	"a connection without a whole request head this long after it opened (or after its last answer) is closed"},
+	{"trusted_proxies", OPT_STRING, &cfg.trusted_proxies, NULL, 0, 0,
+	"addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (comma-separated)"},
+	{"metrics_token_file", OPT_SECRET_FILE, &metrics_token_file, NULL, 0, 0,
+	"a file holding the token GET /metrics requires (Authorization: Bearer); unset: /metrics is public"},
 	{"rate_limit", OPT_DOUBLE, &cfg.rate_limit, "10", 0, 1000000,
 	"requests per second per client address on rate-limited routes (login …); 0: off"},
 	{"rate_burst", OPT_INT, &cfg.rate_burst, "20", 1, 1000000, "burst allowed above rate_limit"},
@@ -314,6 +323,18 @@ config_load(int argc, char **argv)
 		cfg.jwt_secret = xstrdup(getenv("ISA_HTTPD_JWT_SECRET"));
 	if (previous_secret_file)
 		cfg.jwt_previous_secret = read_secret(previous_secret_file, "jwt_previous_secret_file");
+	if (metrics_token_file)
+	{
+		cfg.metrics_token = read_secret(metrics_token_file, "metrics_token_file");
+		if (strlen(cfg.metrics_token) < 16)
+			die("the metrics token must be at least 16 bytes (metrics_token_file)%s%s", "", "");
+	}
+	{
+		char	   *err = NULL;
+
+		if (!proxies_init(&err))
+			die("trusted_proxies: %s%s", err, "");
+	}
 	if (!strcmp(cfg.jwt_algorithm, "HS256"))
 	{
 		if (cfg.jwt_secret == NULL || strlen(cfg.jwt_secret) < 32)
@@ -321,4 +342,24 @@ config_load(int argc, char **argv)
 		if (cfg.jwt_previous_secret && strlen(cfg.jwt_previous_secret) < 32)
 			die("the previous HS256 secret must be at least 32 bytes too%s%s", "", "");
 	}
+}
+
+/*
+ * The memory of a connection: libmicrohttpd's pool holds the head as it
+ * arrives (its read buffer takes half the pool when a request begins) and,
+ * in the other half, what it parses out of it: one entry of 64 bytes (56 and
+ * alignment) per query argument, header or cookie, at most one per 2 bytes of
+ * head, a copy of the Cookie header, and the answer's headers.  Sized so that
+ * any head of max_header_bytes parses, for request.c to answer one that is
+ * too long with a JSON 414/431: libmicrohttpd's own refusal has an HTML body,
+ * and when its pool runs out while it splits the query string, no answer at
+ * all (0.9.75).  It is address space: pages are touched as a head fills them,
+ * and all of them when a kept-alive connection starts its next request.
+ */
+size_t
+connection_memory(void)
+{
+	size_t		head = (size_t) cfg.max_header_bytes;
+
+	return 2 * (head / 2 * 64 + head + 16384);
 }

@@ -5,9 +5,27 @@
 #include "httpd.h"
 
 #include <microhttpd.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+/* Authorization: Bearer <metrics_token>, compared in constant time (as
+ * digests, so that the length does not show either). */
+static bool
+metrics_token_sent(struct MHD_Connection *conn)
+{
+	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+	unsigned char want[crypto_generichash_BYTES],
+				got[crypto_generichash_BYTES];
+
+	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+		return false;
+	crypto_generichash(want, sizeof want, (const unsigned char *) cfg.metrics_token, strlen(cfg.metrics_token), NULL, 0);
+	crypto_generichash(got, sizeof got, (const unsigned char *) h + 7, strlen(h + 7), NULL, 0);
+	return sodium_memcmp(want, got, sizeof want) == 0;
+}
 
 bool
 builtin(struct MHD_Connection *conn, const char *method, const char *url, Answer *a)
@@ -20,6 +38,13 @@ builtin(struct MHD_Connection *conn, const char *method, const char *url, Answer
 	{
 		snprintf(a->allow, sizeof a->allow, "GET, HEAD");
 		answer_error(a, 405, "ISA405", "method not allowed", NULL, NULL);
+		return true;
+	}
+	if (!strcmp(url, "/metrics") && cfg.metrics_token && !metrics_token_sent(conn))
+	{
+		answer_error(a, 401, "ISA401", "GET /metrics needs the metrics token", NULL,
+					 "Send Authorization: Bearer <the token in isa-httpd's metrics_token_file>.");
+		a->www_authenticate = "Bearer realm=\"metrics\"";
 		return true;
 	}
 	a->content_type = "application/json; charset=utf-8";

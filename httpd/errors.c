@@ -35,6 +35,8 @@ sqlstate_http_status(const char *s, bool anonymous)
 		return 503;				/* connection, resources, shutting down */
 	if (!strncmp(s, "0L", 2) || !strncmp(s, "0P", 2))
 		return 403;
+	if (!strcmp(s, "55000"))
+		return 503;				/* not configured (a secret unset) or not ready: the server's state */
 	if (!strncmp(s, "22", 2) || !strncmp(s, "23", 2))
 		return 400;				/* data exceptions, other integrity violations */
 	if (!strncmp(s, "54", 2))
@@ -86,6 +88,8 @@ send_answer(struct MHD_Connection *conn, Answer *a, const char *request_id)
 		MHD_add_response_header(resp, "Content-Type", a->content_type ? a->content_type : "application/json; charset=utf-8");
 	MHD_add_response_header(resp, "X-Request-Id", request_id);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	/* a body is what Content-Type says, never sniffed into HTML */
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	if (a->allow[0] || a->allow_empty)
 		MHD_add_response_header(resp, "Allow", a->allow);
 	if (a->retry_after > 0)
@@ -121,7 +125,7 @@ map_sql_error(Answer *a, const SqlResult *res, bool anonymous, const char *reque
 	answer_error(a, status, s, res->err.message, res->err.detail, res->err.hint);
 	if (status == 401)
 		a->www_authenticate = "Bearer error=\"invalid_token\"";
-	if (status == 503)
+	if (status == 503 && strcmp(s, "55000") != 0)	/* a missing setting is not over in a second */
 		a->retry_after = 1;
 }
 

@@ -27,7 +27,11 @@ typedef struct HttpdConfig
 	int			max_body_bytes;
 	int			max_header_bytes;
 	int			max_connections;
+	int			max_connections_per_client;	/* per peer address; 0: no cap; trusted proxies are exempt */
 	int			connection_timeout_s;
+	int			request_head_timeout_s;	/* from a connection's start (or its previous answer) to a whole head */
+	char	   *trusted_proxies;	/* addresses/CIDRs whose X-Forwarded-For is believed */
+	char	   *metrics_token;		/* GET /metrics needs Authorization: Bearer <it>; NULL: public */
 	double		rate_limit;			/* requests per second per client, rate-limited routes */
 	int			rate_burst;
 	int			retries;			/* serialization failures and deadlocks */
@@ -50,6 +54,8 @@ extern HttpdConfig cfg;
 extern void config_load(int argc, char **argv);
 /* Reads a whole file into a malloc'ed NUL-terminated string (NULL, errno set). */
 extern char *read_file(const char *path, size_t *len);
+/* The memory of a connection (libmicrohttpd's pool) for cfg.max_header_bytes. */
+extern size_t connection_memory(void);
 
 /* ---------------------------------------------------------------- util */
 typedef struct Buf
@@ -242,11 +248,33 @@ extern const char *lookup_header(void *ctx, const char *name);
 /* A client's X-Request-Id is kept when 1-128 characters of [A-Za-z0-9-_.:]. */
 extern bool valid_request_id(const char *s);
 extern void new_request_id(char *out);	/* a UUID v4, 37 bytes */
-extern void client_address(struct MHD_Connection *conn, char *out, size_t len);
 extern int	client_fd(struct MHD_Connection *conn);
 /* The request headers as a JSON object, without the credentials (request.headers). */
 extern enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value);
 extern bool is_json_content_type(const char *ct);
+
+/* ---------------------------------------------------------------- client.c */
+/* Parses cfg.trusted_proxies (addresses and CIDRs, IPv4 or IPv6, separated by
+ * commas or spaces); false with *err (malloc'ed) on a bad entry. */
+extern bool proxies_init(char **err);
+extern bool proxy_trusted(const struct sockaddr *addr);
+/* An address as text (64 bytes are enough). */
+extern void address_text(const struct sockaddr *addr, char *out, size_t len);
+/* Who the client is: the peer's address, or, when the peer is a trusted
+ * proxy, the rightmost X-Forwarded-For address that is not one. */
+extern void client_address(struct MHD_Connection *conn, char *out, size_t len);
+
+/* ---------------------------------------------------------------- connections.c */
+/* libmicrohttpd's connection callbacks (MHD_OPTION_NOTIFY_CONNECTION,
+ * MHD_OPTION_APPLY_POLICY_CALLBACK) and the sweep that closes a connection
+ * whose request head is not complete within request_head_timeout_s. */
+extern void connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+							  enum MHD_ConnectionNotificationCode code);
+extern enum MHD_Result connection_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
+extern void connection_head_received(struct MHD_Connection *conn);
+extern void connection_answered(struct MHD_Connection *conn);
+extern void connections_start(void);
+extern void connections_stop(void);
 
 /* ---------------------------------------------------------------- jwt.c */
 /* Verifies a compact JWS with the configured algorithm and keys, and its
@@ -308,6 +336,8 @@ extern void pool_stats(PoolStats *s);
 /* ---------------------------------------------------------------- metrics.c */
 extern void metrics_observe(const char *route, const char *method, int status, double seconds);
 extern void metrics_inflight(int delta);
+/* A connection closed or refused by isa-httpd: "head_timeout" or "per_client_limit". */
+extern void metrics_connection_closed(const char *reason);
 /* Appends the Prometheus text of httpd's own metrics, then of isa.metrics()
  * rows given as JSON (may be NULL). */
 extern void metrics_render(Buf *out, const char *isa_metrics_json);

@@ -1,7 +1,8 @@
 /*
  * input.c — reading a request: percent-decoding (%00 kept out of C
  * strings), control characters, query arguments, headers (for
- * request.headers), the client's address and socket, request ids.
+ * request.headers), the client's socket, request ids.  Who the client is
+ * (its address, behind a proxy) is client.c's.
  */
 #include "httpd.h"
 
@@ -84,20 +85,6 @@ new_request_id(char *out)
 	b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);
 	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
-
-void
-client_address(struct MHD_Connection *conn, char *out, size_t len)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-
-	snprintf(out, len, "unknown");
-	if (ci == NULL || ci->client_addr == NULL)
-		return;
-	if (ci->client_addr->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *) ci->client_addr)->sin_addr, out, (socklen_t) len);
-	else if (ci->client_addr->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) ci->client_addr)->sin6_addr, out, (socklen_t) len);
 }
 
 int

@@ -233,13 +233,13 @@ main(int argc, char **argv)
 
 	d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
 						 MHD_USE_ERROR_LOG,
-						 (uint16_t) cfg.port, NULL, NULL, request_handle, NULL,
+						 (uint16_t) cfg.port, connection_accept, NULL, request_handle, NULL,
 						 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 						 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
 						 MHD_OPTION_CONNECTION_LIMIT, (unsigned) cfg.max_connections,
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) cfg.connection_timeout_s,
-						 /* the request line and headers must fit, with room for the answer's headers */
-						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) cfg.max_header_bytes + 2048,
+						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, connection_memory(),
+						 MHD_OPTION_NOTIFY_CONNECTION, connection_notify, NULL,
 						 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
 						 MHD_OPTION_UNESCAPE_CALLBACK, request_unescape, NULL,
 						 MHD_OPTION_URI_LOG_CALLBACK, request_uri, NULL,
@@ -250,16 +250,21 @@ main(int argc, char **argv)
 		fprintf(stderr, "isa-httpd: cannot listen on %s:%d: %s\n", cfg.listen, cfg.port, strerror(errno));
 		return 1;
 	}
-	log_line("isa-httpd listening on http://%s:%d (pool %d, jwt %s)", cfg.listen, cfg.port, cfg.pool_size,
-			 cfg.jwt_algorithm);
+	log_line("isa-httpd listening on http://%s:%d (pool %d, jwt %s%s%s)", cfg.listen, cfg.port, cfg.pool_size,
+			 cfg.jwt_algorithm, cfg.trusted_proxies ? ", trusted proxies " : "",
+			 cfg.trusted_proxies ? cfg.trusted_proxies : "");
+	if (cfg.metrics_token == NULL)
+		log_line("GET /metrics is public: set metrics_token_file to require a token");
 	/* the routes and keys before the first request, when the database is up
 	 * (otherwise the maintenance thread keeps trying; requests get 503) */
 	if (load_from_db(true, jwt_keys_from_db()))
 		reload_requested = 0;
 	pthread_create(&maint, NULL, maintenance, NULL);
+	connections_start();
 	while (!stopping)
 		pause();
 	log_line("isa-httpd stopping");
+	connections_stop();
 	MHD_stop_daemon(d);
 	pthread_join(maint, NULL);
 	pool_shutdown();

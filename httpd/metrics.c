@@ -37,6 +37,16 @@ metrics_inflight(int delta)
 	__atomic_add_fetch(&inflight, delta, __ATOMIC_RELAXED);
 }
 
+static uint64_t closed_head_timeout;
+static uint64_t closed_per_client;
+
+void
+metrics_connection_closed(const char *reason)
+{
+	__atomic_add_fetch(strcmp(reason, "head_timeout") == 0 ? &closed_head_timeout : &closed_per_client, 1,
+					   __ATOMIC_RELAXED);
+}
+
 void
 metrics_observe(const char *route, const char *method, int status, double seconds)
 {
@@ -195,6 +205,14 @@ metrics_render(Buf *out, const char *isa_metrics_json)
 			   (unsigned long long) dropped);
 	pthread_mutex_unlock(&lock);
 
+	buf_printf(out, "# HELP isa_http_connections_closed_total Client connections isa-httpd closed or refused: "
+			   "head_timeout (no whole request head within request_head_timeout_s), "
+			   "per_client_limit (max_connections_per_client).\n"
+			   "# TYPE isa_http_connections_closed_total counter\n"
+			   "isa_http_connections_closed_total{reason=\"head_timeout\"} %llu\n"
+			   "isa_http_connections_closed_total{reason=\"per_client_limit\"} %llu\n",
+			   (unsigned long long) __atomic_load_n(&closed_head_timeout, __ATOMIC_RELAXED),
+			   (unsigned long long) __atomic_load_n(&closed_per_client, __ATOMIC_RELAXED));
 	buf_printf(out, "# HELP isa_http_requests_in_flight Requests being answered.\n"
 			   "# TYPE isa_http_requests_in_flight gauge\nisa_http_requests_in_flight %d\n",
 			   __atomic_load_n(&inflight, __ATOMIC_RELAXED));

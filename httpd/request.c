@@ -21,6 +21,7 @@ typedef struct Request
 {
 	bool		seen;			/* the access handler has run once */
 	char	   *raw_path;		/* the path as sent (before percent-decoding) */
+	size_t		target_len;		/* the request target as sent, query string included */
 	double		start;
 	Buf			body;
 	bool		too_large;
@@ -421,6 +422,7 @@ respond(struct MHD_Connection *conn, const char *method, const char *url, Reques
 	if (stream)
 	{
 		MHD_add_response_header(stream, "X-Request-Id", req->request_id);
+		MHD_add_response_header(stream, "X-Content-Type-Options", "nosniff");
 		rc = MHD_queue_response(conn, (unsigned) a->status, stream);
 		MHD_destroy_response(stream);
 		return rc;
@@ -444,7 +446,64 @@ request_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	req->raw_path = xmalloc(n + 1);
 	memcpy(req->raw_path, uri, n);
 	req->raw_path[n] = '\0';
+	req->target_len = n + strlen(uri + n);
+	/*
+	 * A target longer than max_header_bytes is answered 414 (head_refused),
+	 * but libmicrohttpd splits its query string into its pool first, right
+	 * after this callback, and a pool that runs out there ends the
+	 * connection without an answer (0.9.75 to 0.9.77: parse_initial_message_line
+	 * ignores the failure).  uri is that very buffer, about to be parsed from
+	 * the byte after '?': ending it there leaves no argument to split.
+	 */
+	if (req->target_len > (size_t) cfg.max_header_bytes && uri[n] == '?')
+		((char *) uri)[n + 1] = '\0';
 	return req;
+}
+
+static enum MHD_Result
+count_head(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	size_t	   *n = cls;
+
+	(void) kind;
+	n[0] += strlen(key) + (value ? strlen(value) : 0) + 4;	/* "key: value\r\n" */
+	if (strcasecmp(key, "Host") == 0)
+		n[1]++;
+	return MHD_YES;
+}
+
+/*
+ * What is wrong with the head itself, before any route: a target or a head
+ * over max_header_bytes (414, 431: libmicrohttpd's pool holds more, see
+ * connection_memory), and the Host rule of RFC 9112 §3.2: an HTTP/1.1 request
+ * has exactly one Host header, any request at most one.  false with the
+ * answer set.
+ */
+static bool
+head_accepted(struct MHD_Connection *conn, const char *method, const char *version, Request *req, Answer *a)
+{
+	size_t		n[2] = {0, 0};	/* header bytes, Host lines */
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_head, n);
+	if (req->target_len > (size_t) cfg.max_header_bytes)
+	{
+		answer_error(a, 414, "ISA414", "the request target is too long", NULL,
+					 "The request line and headers may have max_header_bytes together.");
+		return false;
+	}
+	if (strlen(method) + req->target_len + strlen(version) + 4 + n[0] + 2 > (size_t) cfg.max_header_bytes)
+	{
+		answer_error(a, 431, "ISA431", "the request headers are too large", NULL,
+					 "The request line and headers may have max_header_bytes together.");
+		return false;
+	}
+	if (n[1] > 1 || (n[1] == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0))
+	{
+		answer_error(a, 400, "ISA400", n[1] ? "more than one Host header" : "an HTTP/1.1 request needs a Host header",
+					 NULL, NULL);
+		return false;
+	}
+	return true;
 }
 
 enum MHD_Result
@@ -456,7 +515,6 @@ request_handle(void *cls, struct MHD_Connection *conn, const char *url, const ch
 	struct MHD_Response *stream = NULL;
 
 	(void) cls;
-	(void) version;
 	if (req == NULL || !req->seen)
 	{
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
@@ -474,7 +532,9 @@ request_handle(void *cls, struct MHD_Connection *conn, const char *url, const ch
 			new_request_id(req->request_id);
 		if (cl && strtoll(cl, NULL, 10) > cfg.max_body_bytes)
 			req->too_large = true;
-		prepare(conn, method, url, req);
+		connection_head_received(conn);
+		if (head_accepted(conn, method, version, req, &req->early))
+			prepare(conn, method, url, req);
 		/* refused at the headers with a body coming: answer now, without
 		 * reading it (libmicrohttpd then closes the connection); without a
 		 * body, answer at the end as usual and keep the connection */
@@ -524,8 +584,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum M
 	Request    *req = *con_cls;
 
 	(void) cls;
-	(void) conn;
-	(void) toe;
+	connection_answered(conn);
 	if (req == NULL)
 		return;
 	if (req->seen)

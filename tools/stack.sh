@@ -105,6 +105,7 @@ start_pg() {
       { cat "$STACK/initdb.log" >&2; exit 1; }
     echo "include_if_exists = 'isa-stack.conf'" | pg tee -a "$PGDIR/data/postgresql.conf" >/dev/null
   fi
+  dev_secrets
   pg mkdir -p "$PGDIR/socket"
   # Rewritten at every start so a changed port or setting takes effect.
   pg tee "$PGDIR/data/isa-stack.conf" >/dev/null <<CONF
@@ -118,9 +119,34 @@ isa.nats_url = 'nats://127.0.0.1:$NATS_PORT'
 isa.bridge_apply_groups = '${ISA_APPLY_GROUPS-billing}'
 max_connections = 100
 log_line_prefix = '%m [%p] %q%u@%d '
+include_if_exists = 'isa-dev-secrets.conf'
 CONF
   pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgresql.log" -w -t 60 start >/dev/null ||
     { tail -n 30 "$PGDIR/postgresql.log" >&2; exit 1; }
+}
+
+# Development values of the secrets a fresh stack would otherwise lack (the
+# Stripe webhook and signed download URLs answer 503 without them), made
+# once per cluster: random, in a 0600 file of the cluster's own, included by
+# isa-stack.conf. ALTER SYSTEM still overrides them; ALTER SYSTEM RESET
+# returns to them. Never for production: docs/configuration.md.
+DEV_SECRETS=$PGDIR/data/isa-dev-secrets.conf
+rand_hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
+dev_secrets() {
+  pg test -e "$DEV_SECRETS" && return 0
+  (umask 077 && pg tee "$DEV_SECRETS" >/dev/null <<CONF)
+# development secrets of stack '$NAME' (tools/stack.sh): never use them in production
+isa.stripe_webhook_secret = 'whsec_dev_$(rand_hex)'
+isa.storage_url_secret = 'dev-$(rand_hex)'
+CONF
+  pg chmod 600 "$DEV_SECRETS"
+}
+
+# The token GET /metrics of the stack's isa-httpd requires (0600, made once).
+METRICS_TOKEN=$STACK/metrics.token
+metrics_token() {
+  [ -s "$METRICS_TOKEN" ] && return 0
+  (umask 077 && rand_hex >"$METRICS_TOKEN")
 }
 
 start_nats() {
@@ -214,7 +240,8 @@ DO $$ BEGIN
   END IF;
 END $$;
 SQL
-  ISA_HTTPD_LISTEN=127.0.0.1 ISA_HTTPD_PORT=$HTTP_PORT \
+  metrics_token
+  ISA_HTTPD_LISTEN=127.0.0.1 ISA_HTTPD_PORT=$HTTP_PORT ISA_HTTPD_METRICS_TOKEN_FILE=$METRICS_TOKEN \
   ISA_HTTPD_DATABASE_URL="host=$PGDIR/socket port=$PG_PORT dbname=$DB user=isa_httpd application_name=isa-httpd" \
   ISA_HTTPD_PUBLIC_URL="http://127.0.0.1:$HTTP_PORT" \
     nohup "$HTTPD_BIN" ${ISA_HTTPD_ARGS:-} >"$HTTPD_LOG" 2>&1 &
@@ -245,6 +272,9 @@ isa stack '$NAME' is running (files in .isa/$NAME):
   PostgreSQL  psql "postgresql://postgres@127.0.0.1:$PG_PORT/$DB"    (or: make psql)
   NATS        nats://127.0.0.1:$NATS_PORT  (JetStream; monitoring http://127.0.0.1:$NATS_MON_PORT)
   HTTP        http://127.0.0.1:$HTTP_PORT  (isa-httpd: /openapi.json lists the routes; docs/http.md)
+  metrics     curl -H "Authorization: Bearer \$(cat .isa/$NAME/metrics.token)" http://127.0.0.1:$HTTP_PORT/metrics
+  secrets     $DEV_SECRETS (development values of isa.stripe_webhook_secret
+              and isa.storage_url_secret, mode 0600)
   logs        .isa/$NAME/pg/postgresql.log, .isa/$NAME/nats/nats.log, .isa/$NAME/httpd.log
   stop        make stop
 INFO
@@ -314,7 +344,7 @@ case "$CMD" in
 export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres PGDATABASE=$DB
 export ISA_STACK_NAME='$NAME' ISA_STACK_DIR='$STACK' ISA_PGDATA='$PGDIR/data' ISA_PGBIN='$PGBIN'
 export ISA_NATS_URL=nats://127.0.0.1:$NATS_PORT ISA_NATS_MONITOR=http://127.0.0.1:$NATS_MON_PORT
-export ISA_HTTP_URL=http://127.0.0.1:$HTTP_PORT ISA_HTTPD_LOG='$HTTPD_LOG'
+export ISA_HTTP_URL=http://127.0.0.1:$HTTP_PORT ISA_HTTPD_LOG='$HTTPD_LOG' ISA_METRICS_TOKEN_FILE='$METRICS_TOKEN'
 ENV
     ;;
   *)

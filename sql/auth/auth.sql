@@ -326,6 +326,34 @@ BEGIN
 END
 $$;
 
+-- The login throttle around a password check (docs/services/auth.md, "The
+-- login throttle"): counts this attempt against key until auth._throttle_reset
+-- clears it, and raises 28P01 while key is locked.  what names the refused
+-- operation when there is no shared memory (55000).  Login keys by the
+-- lower-cased email; a password change by 'USER:' || user_id, which a login
+-- cannot reach (lower() leaves no capital), so neither locks the other.
+CREATE FUNCTION auth._throttle_or_raise(key text, what text, locked_message text, hint text) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    wait integer;
+BEGIN
+    IF NOT auth._shmem_available() THEN
+        RAISE EXCEPTION '% is unavailable: isa is not in shared_preload_libraries', what USING ERRCODE = '55000',
+            HINT = 'The login throttle lives in shared memory: add isa to shared_preload_libraries and restart PostgreSQL.';
+    END IF;
+    wait := auth._throttle_attempt(key);
+    IF wait > 0 THEN
+        RAISE EXCEPTION '%: try again in % seconds', locked_message, wait
+            USING ERRCODE = '28P01',
+            DETAIL = format('Locked until %s.', to_char((clock_timestamp() + make_interval(secs => wait)) AT TIME ZONE 'UTC',
+                                                        'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+            HINT = hint;
+    END IF;
+END
+$$;
+
 -- ---------------------------------------------------------------- API: passwords and login
 CREATE FUNCTION auth.set_password(user_id uuid, password text, keep_session uuid DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -351,7 +379,11 @@ COMMENT ON FUNCTION auth.set_password(uuid, text, uuid) IS
 -- Sign-up over HTTP: the account (account.create_user) and its password in
 -- one transaction, so that a new user can log in.  A retry with the same
 -- idempotency key and arguments (the password too) returns the first call's
--- user and changes nothing.
+-- user and changes nothing.  Comparing the password of a retry is a password
+-- check, so it goes through the login throttle of the user's email (a retry
+-- would otherwise be a guess that no throttle counts), and a wrong one is
+-- refused with account.create_user's own conflict: the answer does not say
+-- which argument differed.
 CREATE FUNCTION auth.sign_up(email text, name text, password text, idempotency_key text DEFAULT NULL)
 RETURNS account.user_profile
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -360,24 +392,34 @@ AS $$
 DECLARE
     profile account.user_profile;
     pw_hash text;
+    key     text;
 BEGIN
     PERFORM isa.not_null('password', password);
     profile := account.create_user(email, name, idempotency_key);
     SELECT p.hash INTO pw_hash FROM auth.passwords p WHERE p.user_id = profile.user_id;
     IF NOT FOUND THEN
         PERFORM auth.set_password(profile.user_id, password);
-    ELSIF octet_length(password) > 4096 OR NOT auth._verify_password(pw_hash, password) THEN
-        RAISE EXCEPTION 'idempotency key "%" was already used to sign up with another password', idempotency_key
-            USING ERRCODE = '23505', HINT = 'Use a new idempotency key for a new sign-up.';
+        RETURN profile;
     END IF;
+    key := lower(profile.email);
+    PERFORM auth._throttle_or_raise(key, 'sign-up', 'too many failed logins for this email',
+                                    'Wait, or ask an administrator to run auth.reset_login_throttle(email).');
+    IF octet_length(password) > 4096 OR NOT auth._verify_password(pw_hash, password) THEN
+        RAISE EXCEPTION 'idempotency key "%" was already used to create another user', idempotency_key
+            USING ERRCODE = '23505', HINT = 'Use a new idempotency key for a new user.';
+    END IF;
+    PERFORM auth._throttle_reset(key);
     RETURN profile;
 END
 $$;
 COMMENT ON FUNCTION auth.sign_up(text, text, text, text) IS
-    'Creates a user (account.create_user, user.created) with a password (auth.set_password) in one transaction. The same idempotency key with the same arguments returns the first call''s user; 23505 email taken or key used with other arguments, 22023 malformed email, name or password.';
+    'Creates a user (account.create_user, user.created) with a password (auth.set_password) in one transaction. The same idempotency key with the same arguments returns the first call''s user (its password is checked through the login throttle of the email: 28P01 when locked); 23505 email taken or key used with other arguments (the same message whichever differs), 22023 malformed email, name or password.';
 
 -- A user's own password change: the current password proves it is the user,
--- not someone holding a stolen access token.
+-- not someone holding a stolen access token.  Its guesses are throttled like
+-- logins, under the user's id rather than the email: a stolen token cannot
+-- reset the count by changing the email, nor lock the user's login, and
+-- knowing the email alone cannot lock a password change.
 CREATE FUNCTION auth.change_password(user_id uuid, current_password text, new_password text,
                                      keep_session uuid DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -385,20 +427,24 @@ CREATE FUNCTION auth.change_password(user_id uuid, current_password text, new_pa
 AS $$
 DECLARE
     pw_hash text;
+    key     text := 'USER:' || change_password.user_id;
 BEGIN
     PERFORM isa.not_null('user_id, current_password, new_password',
                          user_id, current_password, new_password);
     PERFORM account.require_user(user_id);
+    PERFORM auth._throttle_or_raise(key, 'password change', 'too many wrong passwords for this user',
+                                    'Wait, or ask an administrator to run auth.reset_login_throttle(email).');
     SELECT p.hash INTO pw_hash FROM auth.passwords p WHERE p.user_id = change_password.user_id;
     -- no password yet: a dummy verification costs the same time
     IF octet_length(current_password) > 4096 OR NOT auth._verify_password(pw_hash, current_password) THEN
         RAISE EXCEPTION 'the current password is wrong' USING ERRCODE = '28000';
     END IF;
+    PERFORM auth._throttle_reset(key);
     PERFORM auth.set_password(user_id, new_password, keep_session);
 END
 $$;
 COMMENT ON FUNCTION auth.change_password(uuid, text, text, uuid) IS
-    'Changes a user''s password after checking the current one, then ends the user''s sessions except keep_session (auth.set_password). 28000 wrong current password, 22023 new password not 8 to 1024 characters, P0002 unknown or deleted user.';
+    'Changes a user''s password after checking the current one (throttled like login, per user: 28P01 after isa.login_max_failures wrong ones), then ends the user''s sessions except keep_session (auth.set_password). 28000 wrong current password, 22023 new password not 8 to 1024 characters, P0002 unknown or deleted user, 55000 isa not preloaded.';
 
 CREATE FUNCTION auth.login(email text, password text) RETURNS auth.tokens
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -406,26 +452,15 @@ CREATE FUNCTION auth.login(email text, password text) RETURNS auth.tokens
 AS $$
 DECLARE
     norm    text;
-    wait    integer;
     profile account.user_profile;
     pw_hash text;
     result  auth.tokens;
 BEGIN
     PERFORM isa.not_null('email, password', email, password);
-    IF NOT auth._shmem_available() THEN
-        RAISE EXCEPTION 'login is unavailable: isa is not in shared_preload_libraries' USING ERRCODE = '55000',
-            HINT = 'The login throttle lives in shared memory: add isa to shared_preload_libraries and restart PostgreSQL.';
-    END IF;
-
     norm := lower(btrim(email, E' \t\r\n'));
-    wait := auth._throttle_attempt(norm);       -- counts this attempt until a success resets it
-    IF wait > 0 THEN
-        RAISE EXCEPTION 'too many failed logins for this email: try again in % seconds', wait
-            USING ERRCODE = '28P01',
-            DETAIL = format('Locked until %s.', to_char((clock_timestamp() + make_interval(secs => wait)) AT TIME ZONE 'UTC',
-                                                        'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
-            HINT = 'Wait, or ask an administrator to run auth.reset_login_throttle(email).';
-    END IF;
+    -- counts this attempt until a success resets it
+    PERFORM auth._throttle_or_raise(norm, 'login', 'too many failed logins for this email',
+                                    'Wait, or ask an administrator to run auth.reset_login_throttle(email).');
 
     IF octet_length(password) <= 4096 THEN
         BEGIN
@@ -842,16 +877,26 @@ CREATE FUNCTION auth.reset_login_throttle(email text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    norm text;
+    had  boolean;
+    uid  uuid;
 BEGIN
     PERFORM isa.not_null('email', email);
     IF NOT auth._shmem_available() THEN
         RAISE EXCEPTION 'there is no login throttle: isa is not in shared_preload_libraries' USING ERRCODE = '55000';
     END IF;
-    RETURN auth._throttle_reset(lower(btrim(email, E' \t\r\n')));
+    norm := lower(btrim(email, E' \t\r\n'));
+    had := auth._throttle_reset(norm);
+    -- the password changes of the user who has this email too (auth.change_password)
+    FOR uid IN SELECT u.user_id FROM account.users u WHERE lower(u.email) = norm AND u.status = 'active' LOOP
+        had := auth._throttle_reset('USER:' || uid) OR had;
+    END LOOP;
+    RETURN had;
 END
 $$;
 COMMENT ON FUNCTION auth.reset_login_throttle(text) IS
-    'Forgets the failed logins of an email and unlocks it; true if it had any.';
+    'Forgets the failed logins of an email, and the wrong passwords of its user''s password changes, and unlocks them; true if it had any.';
 
 CREATE FUNCTION auth.housekeeping() RETURNS TABLE (action text, n bigint)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER

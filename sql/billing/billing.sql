@@ -103,11 +103,11 @@ SELECT isa.register_event_type('billing.error', 'billing_service', '1.0.0',
       "reason":      {"type": "string", "required": true,  "description": "what is wrong, for a person"}}');
 
 -- ---------------------------------------------------------------- internal helpers
--- A usage quantity: a JSON integer from 0 to 100 million; NULL otherwise.
+-- A usage quantity: a JSON integer from 0 to product._max_quantity() (100
+-- million, the bound price_quote applies too); NULL otherwise.
 CREATE FUNCTION billing._quantity(v jsonb) RETURNS bigint
     LANGUAGE sql IMMUTABLE
-    RETURN CASE WHEN jsonb_typeof(v) = 'number' AND v::numeric >= 0 AND v::numeric <= 100000000
-                     AND v::numeric = trunc(v::numeric)
+    RETURN CASE WHEN jsonb_typeof(v) = 'number' AND product._is_quantity(v::numeric, product._max_quantity())
                 THEN v::numeric::bigint END;
 
 -- An RFC 3339 date-time with an offset (Z or ±hh:mm), from 1970 on; NULL if

@@ -402,6 +402,32 @@ COMMENT ON FUNCTION product.list_prices(uuid) IS
     'A product''s prices in effective order, each with effective_to (the next price''s effective_from; NULL for the last). P0002 unknown product.';
 
 -- ---------------------------------------------------------------- API: quotes
+-- The bounds of a quantity: billing prices whole units, at most
+-- max_quantity() in one usage (billing._quantity) and max_already_used() in a
+-- month; a quote of more would be a number no bill carries, and an unbounded
+-- numeric (1e131000, or a scale of 16383 digits) makes a cost, and an
+-- answer, of hundreds of kilobytes.
+CREATE FUNCTION product._max_quantity() RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN 100000000;
+COMMENT ON FUNCTION product._max_quantity() IS
+    'The largest quantity of one usage or quote: 100000000 units (billing refuses more with invalid_quantity, price_quote with 22023).';
+
+CREATE FUNCTION product._max_already_used() RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN 1000000000000000;
+COMMENT ON FUNCTION product._max_already_used() IS
+    'The largest already_used of a quote: 10^15 units used in a period.';
+
+CREATE FUNCTION product._is_quantity(q numeric, max bigint) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN q >= 0 AND q <= max AND q = trunc(q);
+
+-- A number for an error message, cut short: the message must not grow with it.
+CREATE FUNCTION product._shown(v numeric) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN length(v::text) > 32 THEN left(v::text, 32) || '…' ELSE v::text END;
+
 -- Raises the error for price_quote's first bad argument.
 CREATE FUNCTION product._check_quote_arguments(usage_type text, model text, quantity numeric, at timestamptz,
                                                already_used numeric) RETURNS void
@@ -414,12 +440,14 @@ BEGIN
         RAISE EXCEPTION 'model must not be null for usage type %', usage_type USING ERRCODE = '22004';
     END IF;
     PERFORM isa.not_null('quantity', quantity);
-    IF NOT (quantity >= 0 AND quantity < 'Infinity') THEN
-        RAISE EXCEPTION 'quantity must be a finite number >= 0, not %', quantity USING ERRCODE = '22023';
+    IF NOT product._is_quantity(quantity, product._max_quantity()) THEN
+        RAISE EXCEPTION 'quantity must be a whole number from 0 to %, not %', product._max_quantity(),
+            product._shown(quantity) USING ERRCODE = '22023';
     END IF;
     PERFORM isa.not_null('at', at);
-    IF NOT (coalesce(already_used, 0) >= 0 AND coalesce(already_used, 0) < 'Infinity') THEN
-        RAISE EXCEPTION 'already_used must be a finite number >= 0, not %', already_used USING ERRCODE = '22023';
+    IF NOT product._is_quantity(coalesce(already_used, 0), product._max_already_used()) THEN
+        RAISE EXCEPTION 'already_used must be a whole number from 0 to %, not %', product._max_already_used(),
+            product._shown(already_used) USING ERRCODE = '22023';
     END IF;
 END
 $$;
@@ -457,8 +485,8 @@ BEGIN
     IF try_price_quote.usage_type IS NULL OR try_price_quote.quantity IS NULL OR try_price_quote.at IS NULL
        OR try_price_quote.usage_type NOT IN ('model_input_tokens', 'model_output_tokens', 'agent_run', 'mcp_call')
        OR (try_price_quote.model IS NULL AND try_price_quote.usage_type NOT IN ('agent_run', 'mcp_call'))
-       OR NOT (try_price_quote.quantity >= 0 AND try_price_quote.quantity < 'Infinity')
-       OR NOT (coalesce(try_price_quote.already_used, 0) >= 0 AND coalesce(try_price_quote.already_used, 0) < 'Infinity') THEN
+       OR NOT product._is_quantity(try_price_quote.quantity, product._max_quantity())
+       OR NOT product._is_quantity(coalesce(try_price_quote.already_used, 0), product._max_already_used()) THEN
         PERFORM product._check_quote_arguments(try_price_quote.usage_type, try_price_quote.model,
                                                try_price_quote.quantity, try_price_quote.at,
                                                try_price_quote.already_used);

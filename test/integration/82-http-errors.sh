@@ -171,7 +171,7 @@ call POST /v1/auth/login "${JSON[@]}" -H 'Transfer-Encoding: chunked' --data-bin
 is "$(sc)" "413 ISA413" "the same body chunked (no Content-Length): 413"
 call POST /v1/auth/login "${JSON[@]}" -H 'Transfer-Encoding: chunked' -d '{"email": "nobody@example.com", "password": "x"}'
 is "$(sc)" "401 28000" "a small chunked body is read: the login is refused for the credentials (401), not the framing"
-# a header over max_header_bytes (16 KiB): libmicrohttpd refuses it
+# a header over max_header_bytes (16 KiB): 431 (ISA431)
 curl -s -m 10 -o /dev/null -w '%{http_code}' -H "X-Big: $(head -c 100000 /dev/zero | tr '\0' a)" "$U/v1/products" >"$TMP/code"
 like "$(cat "$TMP/code")" '^4(13|31)$' "a 100 KB header: 431 or 413 ($(cat "$TMP/code"))"
 is "$(curl -s -o /dev/null -w '%{http_code}' "$U/v1/products")" 200 "and the server answers afterwards"

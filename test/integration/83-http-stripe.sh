@@ -147,8 +147,9 @@ is "$(sql "SELECT string_agg(event_id || ':' || outcome, ' ' ORDER BY event_id) 
   "evt_it83_${run}_again:ignored evt_it83_${run}_other:ignored evt_it83_${run}_paid:processed evt_it83_${run}_paid_b:processed" \
   "payment.stripe_events: each accepted event once, with its outcome"
 
-# --- without an endpoint secret every webhook is refused with a 5xx (Stripe retries)
-sql "ALTER SYSTEM RESET isa.stripe_webhook_secret" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
+# --- without an endpoint secret every webhook is refused with a 5xx (Stripe retries);
+# empty, not reset: a stack has a development secret (tools/stack.sh)
+sql "ALTER SYSTEM SET isa.stripe_webhook_secret = ''" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
 wait_for "SELECT current_setting('isa.stripe_webhook_secret', true) = ''" t 10 >/dev/null
 event "$TMP/late.json" "evt_it83_${run}_late" customer.created '{"id": "cus_it83", "object": "customer"}'
 t=$(date +%s)

@@ -18,8 +18,11 @@ is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the bridge 
 is "$(curl -s -o "$TMP/ready" -w '%{http_code}' "$U/ready") $(jq -c '[.status, .database, .bridge, .routes]' "$TMP/ready")" \
    '200 ["ready",true,true,true]' "GET /ready: 200, database, bridge and routes true"
 
-# --- /metrics
-scrape() { curl -s -D "$TMP/metrics.h" -o "$TMP/metrics" "$U/metrics"; }
+# --- /metrics (the stacks' isa-httpd requires the token of metrics_token_file)
+token_file=${ISA_METRICS_TOKEN_FILE:-$ISA_STACK_DIR/metrics.token}
+METRICS_AUTH=()
+[ -r "$token_file" ] && METRICS_AUTH=(-H "Authorization: Bearer $(cat "$token_file")")
+scrape() { curl -s -D "$TMP/metrics.h" -o "$TMP/metrics" "${METRICS_AUTH[@]}" "$U/metrics"; }
 # value SERIES: the value of the exposition line "SERIES VALUE" (0 if absent)
 value() { awk -v s="$1" 'index($0, s " ") == 1 { v = $NF } END { print v + 0 }' "$TMP/metrics"; }
 jwks='route="/v1/auth/jwks",method="GET",status="200"'

@@ -309,7 +309,9 @@ is "$(curl -s -o "$TMP/x" -w '%{http_code}' -X POST "$U/v1/files?name=it85-noct"
 setting isa.storage_max_file_bytes RESET
 is "$(wait_for "SELECT current_setting('isa.storage_max_file_bytes')" 64MB 10)" 64MB "isa.storage_max_file_bytes reset to its default"
 
-# --- signed download URLs
+# --- signed download URLs (first without a secret: empty, as a stack has a development one)
+setting isa.storage_url_secret ''
+wait_for "SELECT current_setting('isa.storage_url_secret')" "" 10 >/dev/null
 k="${sizes[4]}-chunked"; F=$TMP/f${sizes[4]}; S=${sizes[4]}
 code=$(curl -s -o "$TMP/x" -w '%{http_code}' -X POST "${auth[@]}" "$U/v1/files/${fid[$k]}/download-url")
 nosecret_sign="$code $(jq -r .code "$TMP/x")"
@@ -349,8 +351,8 @@ curl -s -o "$TMP/sigdel" -X POST "${auth[@]}" "$U/v1/files/${fid[1-chunked]}/dow
 curl -s -o /dev/null "${auth[@]}" -X DELETE "$U/v1/files/${fid[1-chunked]}"
 is "$(curl -s -o "$TMP/sw" -w '%{http_code}' "$U/v1/downloads/${fid[1-chunked]}?expires=$(jq -r .expires "$TMP/sigdel")&signature=$(jq -r .signature "$TMP/sigdel")") $(jq -r .code "$TMP/sw")" \
    "404 P0002" "a valid signed URL of a file deleted since → 404"
-setting isa.storage_url_secret RESET
-is "$(wait_for "SELECT current_setting('isa.storage_url_secret')" "" 10)" "" "isa.storage_url_secret reset"
+setting isa.storage_url_secret ''
+is "$(wait_for "SELECT current_setting('isa.storage_url_secret')" "" 10)" "" "isa.storage_url_secret emptied"
 code=$(curl -s -o "$TMP/sw" -w '%{http_code}' "$D")
 is "$code $(jq -r .code "$TMP/sw")" "${nosecret_sign}" "without the secret the URL signed before is refused like signing: ${nosecret_sign} (not a download)"
 is "$(grep -c -F "$SECRET" "$ISA_PGDATA/../postgresql.log" "$ISA_HTTPD_LOG" 2>/dev/null | awk -F: '{s += $NF} END {print s + 0}')" 0 \

@@ -6,7 +6,7 @@
 -- permission.revoked handlers, the events in auth.outbox and the privileges.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(211);
+SELECT plan(222);
 
 -- The settings this file assumes, whatever the server's configuration says.
 SET LOCAL isa.jwt_algorithm = 'EdDSA';
@@ -503,6 +503,32 @@ SELECT is(pg_temp.try_login(pg_temp.email('bob'), 'bob new password') || ' ' || 
 SELECT is((SELECT revoked_at FROM auth.sessions WHERE session_id = (pg_temp.tok('b7')).session_id), NULL,
           'the session it was asked to keep goes on');
 
+-- wrong current passwords are throttled like logins, per user (not per email)
+CREATE FUNCTION pg_temp.try_change(u uuid, cur text, new text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM auth.change_password(u, cur, new);
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END
+$$;
+SELECT is(ARRAY(SELECT pg_temp.try_change(pg_temp.id('bob'), 'wrong current ' || i, 'bob newest password') FROM generate_series(1, 5) i),
+          ARRAY['28000', '28000', '28000', '28000', '28000'],
+          'five wrong current passwords to change_password raise 28000 each');
+SELECT throws_matching(format($$SELECT auth.change_password(%L, 'bob newer password', 'bob newest password')$$, pg_temp.id('bob')),
+                       '^too many wrong passwords for this user: try again in (89[0-9]|900) seconds$',
+                       'then the right one is refused too (28P01, when to retry): 5 guesses per 15 minutes, as for login');
+SELECT is((SELECT (failures, locked_until > now())::text FROM auth._throttle_state('USER:' || pg_temp.id('bob'))), '(5,t)',
+          'the count is kept under the user''s id, whatever the email');
+SELECT is(pg_temp.try_login(pg_temp.email('bob'), 'bob newer password') || ' ' || (auth._throttle_state(pg_temp.email('bob'))).failures,
+          'ok 0', 'the login of that user is not locked by it: a stolen token cannot lock its owner out');
+SELECT is(auth.reset_login_throttle(pg_temp.email('bob')), true,
+          'reset_login_throttle(email) unlocks the password changes of the email''s user too');
+SELECT is(pg_temp.try_change(pg_temp.id('bob'), 'wrong again', 'bob newest password') || ' '
+          || pg_temp.try_change(pg_temp.id('bob'), 'bob newer password', 'bob newest password') || ' '
+          || (auth._throttle_state('USER:' || pg_temp.id('bob'))).failures,
+          '28000 ok 0', 'after the reset a wrong one is counted, the right one changes the password and clears the count');
+
 -- ---------------------------------------------------------------- sign-up
 SELECT is((SELECT (u.email, u.name, u.status)::text FROM auth.sign_up(pg_temp.email('grace'), 'Grace', 'grace password', 'signup-grace') u),
           (pg_temp.email('grace'), 'Grace', 'active')::text, 'sign_up creates the user');
@@ -511,8 +537,21 @@ SELECT is(pg_temp.try_login(pg_temp.email('grace'), 'grace password'), 'ok', 'wi
 SELECT is((auth.sign_up(pg_temp.email('grace'), 'Grace', 'grace password', 'signup-grace')).user_id, pg_temp.id('grace'),
           'sign_up again with the same idempotency key and arguments returns the same user');
 SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Grace', 'another password', 'signup-grace')$$, pg_temp.email('grace')),
-                 '23505', 'idempotency key "signup-grace" was already used to sign up with another password',
+                 '23505', 'idempotency key "signup-grace" was already used to create another user',
                  'the same key with another password raises 23505');
+SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Grace Hopper', 'grace password', 'signup-grace')$$, pg_temp.email('grace')),
+                 '23505', 'idempotency key "signup-grace" was already used to create another user',
+                 'with another name: the very same error, so a refusal does not tell which argument (the password) differs');
+SELECT is((auth._throttle_state(pg_temp.email('grace'))).failures, 1,
+          'the retry with a wrong password counted as a failed login of the email (a retry is a password check)');
+SELECT is(ARRAY(SELECT pg_temp.try_login(pg_temp.email('grace'), 'wrong ' || i) FROM generate_series(1, 4) i),
+          ARRAY['28000', '28000', '28000', '28000'], 'four wrong logins of the email: with the retry, five failures');
+SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Grace', 'grace password', 'signup-grace')$$, pg_temp.email('grace')),
+                 '28P01', NULL, 'then even a retry with the right password is refused while the email is locked: no oracle beside the throttle');
+SELECT auth.reset_login_throttle(pg_temp.email('grace'));
+SELECT is((auth.sign_up(pg_temp.email('grace'), 'Grace', 'grace password', 'signup-grace')).user_id || ' '
+          || (auth._throttle_state(pg_temp.email('grace'))).failures,
+          pg_temp.id('grace') || ' 0', 'unlocked, the right retry returns the user and clears the count, as a login does');
 SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Grace', 'grace password')$$, pg_temp.email('grace')),
                  '23505', NULL, 'signing up with a taken email raises 23505');
 SELECT throws_ok(format($$SELECT auth.sign_up(%L, 'Heidi', 'short')$$, pg_temp.email('heidi')),

@@ -4,7 +4,7 @@
 -- already used.  Every refusal raises its SQLSTATE and writes nothing.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(124);
+SELECT plan(128);
 
 -- Names of this run, so that products committed by others never collide.
 CREATE TEMP TABLE t (k text PRIMARY KEY, v text) ON COMMIT DROP;
@@ -340,13 +340,25 @@ SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', NULL
 SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', NULL)$$, '22004', 'quantity must not be null',
                  'price_quote with a NULL quantity is 22004');
 SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', -1)$$,
-                 '22023', 'quantity must be a finite number >= 0, not -1', 'a negative quantity is 22023');
+                 '22023', 'quantity must be a whole number from 0 to 100000000, not -1', 'a negative quantity is 22023');
 SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 'Infinity')$$,
-                 '22023', 'quantity must be a finite number >= 0, not Infinity', 'an infinite quantity is 22023');
+                 '22023', 'quantity must be a whole number from 0 to 100000000, not Infinity', 'an infinite quantity is 22023');
+SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 100000001)$$,
+                 '22023', 'quantity must be a whole number from 0 to 100000000, not 100000001',
+                 'a quantity over 100 million (the most billing prices in one usage) is 22023');
+SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 1e131000)$$,
+                 '22023', 'quantity must be a whole number from 0 to 100000000, not 10000000000000000000000000000000…',
+                 'a quantity of 1e131000 is 22023, and the message shows it cut at 32 digits (not a 131 kB message)');
+SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 0.5)$$,
+                 '22023', 'quantity must be a whole number from 0 to 100000000, not 0.5',
+                 'a fraction of a unit is 22023: billing prices whole units');
+SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 1, now(), 1e16)$$,
+                 '22023', 'already_used must be a whole number from 0 to 1000000000000000, not 10000000000000000',
+                 'an already_used over 10^15 is 22023');
 SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 1, NULL)$$, '22004', 'at must not be null',
                  'price_quote at a NULL time is 22004');
 SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 1, now(), -5)$$,
-                 '22023', 'already_used must be a finite number >= 0, not -5', 'a negative already_used is 22023');
+                 '22023', 'already_used must be a whole number from 0 to 1000000000000000, not -5', 'a negative already_used is 22023');
 SELECT throws_ok($$SELECT * FROM product.price_quote('model_output_tokens', 'x', 1, now(), NULL)$$,
                  '22004', 'already_used must not be null', 'a NULL already_used is 22004');
 

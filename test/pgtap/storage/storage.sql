@@ -348,7 +348,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
           'the reads are STABLE');
 
 -- ---------------------------------------------------------------- signed downloads
-SELECT pg_temp.set('isa.storage_url_secret', NULL);
+SELECT pg_temp.set('isa.storage_url_secret', '');   -- empty: a stack's configuration has a development secret
 SELECT throws_ok(format('SELECT storage.sign_download(%L)', pg_temp.fid('a1')), '55000',
                  'signed download URLs are not configured: isa.storage_url_secret is not set',
                  'sign_download without isa.storage_url_secret is 55000');
