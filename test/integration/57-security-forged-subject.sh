@@ -28,8 +28,10 @@ id2=$(sql "SELECT isa.uuid_v7()")
 # 1: "source": "external" on payment_service.payment.completed
 envelope "$id1" external payment.completed > "$TMP/e1"
 $NATS pub payment_service.payment.completed --id "forged-$id1" --file "$TMP/e1" >/dev/null
-is "$(wait_for "SELECT count(*) FROM isa.dead_letters WHERE event_id = '$id1'" 1 15)" 1 \
-   "an envelope of source external on payment_service.payment.completed is dead-lettered"
+# every subscription to the subject (wallet's and orders') dead-letters it
+n1=$(sql "SELECT count(*) FROM isa.subscriptions WHERE subject_filter = 'payment_service.payment.completed'")
+is "$(wait_for "SELECT count(*) FROM isa.dead_letters WHERE event_id = '$id1'" "$n1" 15)" "$n1" \
+   "an envelope of source external on payment_service.payment.completed is dead-lettered by each of its $n1 subscriptions"
 is "$(sql "SELECT string_agg(DISTINCT reason, ',') FROM isa.dead_letters WHERE event_id = '$id1'")" subject_mismatch \
    "with reason subject_mismatch"
 like "$(sql "SELECT error_message || ' ' || error_sqlstate FROM isa.dead_letters WHERE event_id = '$id1' LIMIT 1")" \

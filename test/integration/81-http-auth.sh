@@ -369,8 +369,12 @@ is "$other" 400 "the others went through the limit (400: no email and password, 
 call POST /v1/auth/login "${JSON[@]}" -d '{}'
 ra=$(hdr Retry-After)
 is "$ST $(field code) $([[ $ra =~ ^[1-9][0-9]*$ ]] && echo retry-after)" "429 ISA429 retry-after" "the next login: 429 ISA429 with Retry-After ($ra)"
-call POST /v1/auth/login "${JSON[@]}" -H 'X-Forwarded-For: 203.0.113.7' -H 'X-Real-IP: 203.0.113.7' -d '{}'
-is "$ST" 429 "X-Forwarded-For / X-Real-IP do not give a client a fresh bucket: 429"
+# (a flood again, not one request: on a loaded machine the bucket may have
+# refilled a token or two since the flood above)
+curl -s -w '%{http_code}\n' -X POST "${JSON[@]}" -H 'X-Forwarded-For: 203.0.113.7' -H 'X-Real-IP: 203.0.113.7' \
+     -d '{}' "${flood[@]}" >"$TMP/codes"
+like "$(grep -c '^429$' "$TMP/codes")" '^([1-9][0-9])$' \
+     "X-Forwarded-For / X-Real-IP do not give a client a fresh bucket: 40 more logins with them, at least 10 are 429"
 call GET /v1/products
 is "$ST" 200 "a route that is not rate-limited still answers 200"
 sleep "$((ra + 1))"
