@@ -3,7 +3,9 @@
 -- bindings (global or in one organization), per-resource grants, and
 -- authz.check, deny by default.  Every change of what a user may do publishes
 -- permission.granted / permission.revoked; user.deleted removes the user's
--- bindings and grants.  docs/services/authz.md documents the API.
+-- bindings and grants; organization's membership events keep one
+-- organization-scoped role per member (org_owner, org_admin, org_member,
+-- org_guest).  docs/services/authz.md documents the API.
 --
 -- Built for authz.check: a binding row carries a copy of its role's
 -- permissions (role_bindings.permissions, kept by the functions that change a
@@ -152,6 +154,21 @@ BEGIN
         RAISE EXCEPTION 'resource_id must be 1 to 255 characters' USING ERRCODE = '22023';
     END IF;
     RETURN resource_id;
+END
+$$;
+
+-- An organization a binding or grant is limited to must exist: P0002
+-- otherwise.  organization is loaded before authz (ISA_SERVICES); the call
+-- is resolved when it runs in any case (plpgsql).
+CREATE FUNCTION authz._check_org(org_id uuid) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF org_id IS NOT NULL AND NOT organization.organization_exists(org_id) THEN
+        RAISE EXCEPTION 'organization % not found', org_id USING ERRCODE = 'P0002',
+            HINT = 'A binding or grant is limited to an existing, not closed organization, or to none (NULL).';
+    END IF;
 END
 $$;
 
@@ -331,6 +348,7 @@ DECLARE
     r authz.roles;
 BEGIN
     PERFORM account.require_user(user_id);
+    PERFORM authz._check_org(org_id);
     r := authz._role(role, false);      -- FOR SHARE: the role's permissions cannot change until commit
     INSERT INTO authz.role_bindings AS b (user_id, role_id, org_id, permissions)
     VALUES (bind_role.user_id, r.role_id, bind_role.org_id, r.permissions)
@@ -344,7 +362,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION authz.bind_role(uuid, text, uuid) IS
-    'Gives a user a role, everywhere (org_id NULL) or in one organization: true if bound, false if it was. Publishes permission.granted per permission of the role. P0002 unknown or deleted user, unknown role.';
+    'Gives a user a role, everywhere (org_id NULL) or in one organization: true if bound, false if it was. Publishes permission.granted per permission of the role. P0002 unknown or deleted user, unknown role, unknown or closed organization.';
 
 CREATE FUNCTION authz.unbind_role(user_id uuid, role text, org_id uuid DEFAULT NULL) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -382,6 +400,7 @@ DECLARE
     res text := authz._check_resource_id(resource_id);
 BEGIN
     PERFORM account.require_user(user_id);
+    PERFORM authz._check_org(org_id);
     INSERT INTO authz.grants AS g (user_id, permission, resource_id, org_id)
     VALUES (grant_permission.user_id, p, res, grant_permission.org_id)
     ON CONFLICT ON CONSTRAINT grants_key DO NOTHING;
@@ -393,7 +412,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION authz.grant_permission(uuid, text, text, uuid) IS
-    'Lets a user do permission on one resource, everywhere (org_id NULL) or in one organization: true if granted, false if it was. Publishes permission.granted. P0002 unknown or deleted user, 22023 malformed permission or resource id.';
+    'Lets a user do permission on one resource, everywhere (org_id NULL) or in one organization: true if granted, false if it was. Publishes permission.granted. P0002 unknown or deleted user, unknown or closed organization, 22023 malformed permission or resource id.';
 
 CREATE FUNCTION authz.revoke_permission(user_id uuid, permission text, resource_id text, org_id uuid DEFAULT NULL)
 RETURNS boolean
@@ -478,6 +497,122 @@ COMMENT ON FUNCTION authz.on_user_deleted(isa.event) IS
 
 SELECT isa.subscribe_to_events('authz', 'account_service.user.deleted',
                                'authz.on_user_deleted(isa.event)'::regprocedure);
+
+-- ---------------------------------------------------------------- organization roles
+-- A member of an organization holds, in that organization, the role named
+-- after their membership role: org_owner, org_admin, org_member or org_guest.
+-- What other services check in an organization (authz.check(..., org_id)).
+-- (The same rows are in upgrades/0.1.0--0.2.0.sql.)
+INSERT INTO authz.roles (name, description, permissions) VALUES
+    ('org_owner',  'The owner of an organization (kept by organization''s events).',
+     '{organization:*,org_member:*,shared_resource:*}'),
+    ('org_admin',  'An admin of an organization (kept by organization''s events).',
+     '{org_member:invite,org_member:read,org_member:remove,org_member:update_role,organization:read,shared_resource:read,shared_resource:share}'),
+    ('org_member', 'A member of an organization (kept by organization''s events).',
+     '{org_member:read,organization:read,shared_resource:read,shared_resource:share}'),
+    ('org_guest',  'A guest of an organization (kept by organization''s events).',
+     '{org_member:read,organization:read,shared_resource:read}')
+ON CONFLICT (name) DO NOTHING;
+
+-- Makes the user's org_* binding in an organization match organization's
+-- answer now (organization.member_role): the role of the membership bound,
+-- the other org_* roles unbound, none when not a member.  Asking instead of
+-- trusting the event makes the handlers order-free: member_added,
+-- member_role_changed and member_removed of one member are consumed by three
+-- consumers, and whichever comes last leaves the binding right.
+CREATE FUNCTION authz._sync_org_role(p_user_id uuid, p_org_id uuid) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    want text := 'org_' || organization.member_role(p_org_id, p_user_id);   -- NULL: not a member
+    r    authz.roles;
+    n    bigint;
+BEGIN
+    IF want IS NOT NULL AND NOT account.user_exists(p_user_id) THEN
+        want := NULL;                       -- a deleted user holds nothing (user.deleted removed the rest)
+    END IF;
+    FOR r IN SELECT * FROM authz.roles x WHERE x.name IN ('org_owner', 'org_admin', 'org_member', 'org_guest')
+              ORDER BY x.name FOR SHARE LOOP
+        IF r.name = want THEN
+            INSERT INTO authz.role_bindings AS b (user_id, role_id, org_id, permissions)
+            VALUES (p_user_id, r.role_id, p_org_id, r.permissions)
+            ON CONFLICT ON CONSTRAINT role_bindings_key DO NOTHING;
+            IF FOUND THEN
+                PERFORM authz._publish('permission.granted', p_user_id, p, NULL, p_org_id, 'role', r.name)
+                   FROM unnest(r.permissions) p;
+            END IF;
+        ELSE
+            WITH gone AS (DELETE FROM authz.role_bindings b
+                           WHERE b.user_id = p_user_id AND b.role_id = r.role_id AND b.org_id = p_org_id
+                          RETURNING b.permissions)
+            SELECT count(authz._publish('permission.revoked', p_user_id, p, NULL, p_org_id, 'role', r.name)) INTO n
+              FROM gone g, unnest(g.permissions) p;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- The handlers of organization's membership events: data.org_id and
+-- data.user_id name the membership to bring up to date.
+CREATE FUNCTION authz._on_membership_event(e isa.event) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid text := e.data ->> 'user_id';
+    org text := e.data ->> 'org_id';
+BEGIN
+    IF uid IS NULL OR org IS NULL
+       OR uid !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+       OR org !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        RAISE WARNING 'authz: %.% % ignored: needs data.user_id and data.org_id (uuids), got %',
+            e.source, e.event_type, e.id, e.data;
+        RETURN;
+    END IF;
+    PERFORM authz._sync_org_role(uid::uuid, org::uuid);
+END
+$$;
+
+CREATE FUNCTION authz.on_organization_member_added(e isa.event) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM authz._on_membership_event(e);
+END
+$$;
+COMMENT ON FUNCTION authz.on_organization_member_added(isa.event) IS
+    'Handler of organization_service.organization.member_added: binds the member''s org_<role> in the organization (as organization answers now), publishing permission.granted.';
+
+CREATE FUNCTION authz.on_organization_member_role_changed(e isa.event) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM authz._on_membership_event(e);
+END
+$$;
+COMMENT ON FUNCTION authz.on_organization_member_role_changed(isa.event) IS
+    'Handler of organization_service.organization.member_role_changed: replaces the member''s org_<role> binding in the organization with the current one.';
+
+CREATE FUNCTION authz.on_organization_member_removed(e isa.event) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM authz._on_membership_event(e);
+END
+$$;
+COMMENT ON FUNCTION authz.on_organization_member_removed(isa.event) IS
+    'Handler of organization_service.organization.member_removed: unbinds the former member''s org_* role in the organization, publishing permission.revoked.';
+
+SELECT isa.subscribe_to_events('authz', 'organization_service.organization.member_added',
+                               'authz.on_organization_member_added(isa.event)'::regprocedure);
+SELECT isa.subscribe_to_events('authz', 'organization_service.organization.member_role_changed',
+                               'authz.on_organization_member_role_changed(isa.event)'::regprocedure);
+SELECT isa.subscribe_to_events('authz', 'organization_service.organization.member_removed',
+                               'authz.on_organization_member_removed(isa.event)'::regprocedure);
 
 -- ---------------------------------------------------------------- privileges
 -- Every API function is for isa_app; the HTTP front decides which callers may
