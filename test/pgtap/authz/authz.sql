@@ -1,11 +1,12 @@
 -- authz.sql — the authorization service: roles with 'resource:action'
 -- permissions, role bindings everywhere or in one organization, per-resource
 -- grants, authz.check (deny by default), the permission.granted / revoked
--- events each change writes to authz.outbox, the user.deleted handler, and who
--- may call what.
+-- events each change writes to authz.outbox, the user.deleted handler, the
+-- organization roles kept from organization's membership events, and who may
+-- call what.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(168);
+SELECT plan(188);
 
 -- Users of this file (made through account), by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
@@ -13,9 +14,14 @@ INSERT INTO u
 SELECT l, (account.create_user(l || '@authz-pgtap.example.com', initcap(l))).user_id
   FROM unnest(ARRAY['alice', 'bob', 'carol', 'dave', 'erin']) l;
 SELECT account.delete_user((SELECT id FROM u WHERE label = 'carol'));
--- Two organizations.
+-- Two organizations (bindings and grants limited to one must name a real
+-- one), owned by a user who is not one of this file's.
 CREATE TEMP TABLE org (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-INSERT INTO org VALUES ('x', '0190f1a0-0000-7000-8000-00000000000a'), ('y', '0190f1a0-0000-7000-8000-00000000000b');
+INSERT INTO org
+SELECT l, (organization.create_organization(
+              (account.create_user('olga-' || gen_random_uuid() || '@authz-pgtap.example.com', 'Olga')).user_id,
+              'business', 'Org ' || l)).org_id
+  FROM unnest(ARRAY['x', 'y']) l;
 CREATE FUNCTION pg_temp.uid(l text) RETURNS uuid LANGUAGE sql STABLE RETURN (SELECT id FROM u WHERE label = l);
 CREATE FUNCTION pg_temp.oid_of(l text) RETURNS uuid LANGUAGE sql STABLE RETURN (SELECT id FROM org WHERE label = l);
 -- This file's events, oldest first: (n, event_type, source, user, data).
@@ -42,8 +48,11 @@ SELECT set_eq($$SELECT event_type || ' ' || (SELECT string_agg(k, ',' ORDER BY k
                     'permission.revoked org_id,permission,resource_id,resource_type,role,user_id,via'],
               'permission.granted and permission.revoked are registered with the contract''s data fields');
 SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'authz'$$,
-              ARRAY['account_service.user.deleted authz.on_user_deleted(isa.event)'],
-              'authorization subscribes to account_service.user.deleted with authz.on_user_deleted');
+              ARRAY['account_service.user.deleted authz.on_user_deleted(isa.event)',
+                    'organization_service.organization.member_added authz.on_organization_member_added(isa.event)',
+                    'organization_service.organization.member_role_changed authz.on_organization_member_role_changed(isa.event)',
+                    'organization_service.organization.member_removed authz.on_organization_member_removed(isa.event)'],
+              'authz subscribes to user.deleted and to organization''s member_added, member_role_changed, member_removed');
 
 -- ---------------------------------------------------------------- create_role
 SELECT is((SELECT (r.name, r.description, r.permissions)::text
@@ -335,6 +344,75 @@ SELECT set_eq($$SELECT event_type || ' ' || who || ' ' || (data ->> 'permission'
               'permission.revoked per binding and permission of the role');
 SELECT throws_ok($$SELECT authz.delete_role('pgtap_editor')$$, 'P0002', 'role "pgtap_editor" not found',
                  'deleting an unknown role is P0002');
+
+-- ---------------------------------------------------------------- organization roles
+SELECT set_eq($$SELECT name || ' ' || array_to_string(permissions, ',') FROM authz.roles WHERE name LIKE 'org\_%'$$,
+              ARRAY['org_owner organization:*,org_member:*,shared_resource:*',
+                    'org_admin org_member:invite,org_member:read,org_member:remove,org_member:update_role,organization:read,shared_resource:read,shared_resource:share',
+                    'org_member org_member:read,organization:read,shared_resource:read,shared_resource:share',
+                    'org_guest org_member:read,organization:read,shared_resource:read'],
+              'the four organization roles exist with their permissions');
+SELECT throws_ok(format('SELECT authz.bind_role(%L, %L, %L)', pg_temp.uid('bob'), 'pgtap_reader', gen_random_uuid()),
+                 'P0002', NULL, 'binding a role in an unknown organization is P0002 (organization.organization_exists)');
+SELECT throws_ok(format('SELECT authz.grant_permission(%L, %L, %L, %L)', pg_temp.uid('bob'), 'file:read', 'f-9', gen_random_uuid()),
+                 'P0002', NULL, 'so is a grant limited to an unknown organization');
+
+-- organization's events as the bridge hands them to authz's handlers
+CREATE FUNCTION pg_temp.org_event(p_type text, p_user text) RETURNS isa.event LANGUAGE sql AS $$
+    SELECT isa.event_from_json(jsonb_build_object('id', o.id, 'event_type', o.event_type, 'source', o.source,
+                                                  'timestamp', now(), 'data', o.data))
+      FROM organization.outbox o
+     WHERE o.event_type = p_type AND o.data ->> 'user_id' = pg_temp.uid(p_user)::text
+       AND o.data ->> 'org_id' = pg_temp.oid_of('fam')::text
+     ORDER BY o.id DESC LIMIT 1 $$;
+CREATE FUNCTION pg_temp.org_roles(p_user text) RETURNS text LANGUAGE sql AS $$
+    SELECT coalesce(string_agg(r.name, ',' ORDER BY r.name), '-')
+      FROM authz.role_bindings b JOIN authz.roles r ON r.role_id = b.role_id
+     WHERE b.user_id = pg_temp.uid(p_user) AND b.org_id = pg_temp.oid_of('fam') $$;
+INSERT INTO org SELECT 'fam', (organization.create_organization(pg_temp.uid('erin'), 'family', 'Erin''s family')).org_id;
+SELECT pg_temp.reset_mark();
+SELECT lives_ok($$SELECT authz.on_organization_member_added(pg_temp.org_event('organization.member_added', 'erin'))$$,
+                'on_organization_member_added handles the creator''s member_added');
+SELECT is(pg_temp.org_roles('erin'), 'org_owner', 'the creator holds org_owner in the organization');
+SELECT is(authz.check(pg_temp.uid('erin'), 'org_member:invite', NULL, pg_temp.oid_of('fam')), true,
+          'so authz.check allows org_member:invite there');
+SELECT is(authz.check(pg_temp.uid('erin'), 'org_member:invite', NULL, pg_temp.oid_of('x')), false, '... and not in another organization');
+SELECT is((SELECT string_agg(event_type || ' ' || (data ->> 'permission') || ' ' || (data ->> 'role'), ', ' ORDER BY data ->> 'permission')
+             FROM pg_temp.since()),
+          'permission.granted org_member:* org_owner, permission.granted organization:* org_owner, permission.granted shared_resource:* org_owner',
+          'one permission.granted per permission of org_owner');
+SELECT pg_temp.reset_mark();
+SELECT lives_ok($$SELECT authz.on_organization_member_added(pg_temp.org_event('organization.member_added', 'erin'))$$,
+                'a second delivery');
+SELECT is((SELECT count(*) FROM pg_temp.since()), 0::bigint, 'publishes nothing');
+
+SELECT organization.accept_invitation(pg_temp.uid('bob'),
+           (organization.invite_member(pg_temp.uid('erin'), pg_temp.oid_of('fam'), 'BOB@authz-pgtap.example.com')).token);
+SELECT lives_ok($$SELECT authz.on_organization_member_added(pg_temp.org_event('organization.member_added', 'bob'))$$,
+                'an invitee''s member_added');
+SELECT is(pg_temp.org_roles('bob'), 'org_member', 'binds org_member');
+SELECT organization.change_member_role(pg_temp.uid('erin'), pg_temp.oid_of('fam'), pg_temp.uid('bob'), 'guest');
+SELECT pg_temp.reset_mark();
+SELECT lives_ok($$SELECT authz.on_organization_member_role_changed(pg_temp.org_event('organization.member_role_changed', 'bob'))$$,
+                'on_organization_member_role_changed handles a change to guest');
+SELECT is(pg_temp.org_roles('bob'), 'org_guest', 'org_guest replaces org_member');
+SELECT is((SELECT string_agg(event_type || ' ' || (data ->> 'role'), ', ' ORDER BY event_type, data ->> 'role') FROM pg_temp.since()),
+          'permission.granted org_guest, permission.granted org_guest, permission.granted org_guest, '
+          || 'permission.revoked org_member, permission.revoked org_member, permission.revoked org_member, permission.revoked org_member',
+          'org_guest''s permissions granted, org_member''s revoked');
+SELECT organization.remove_member(pg_temp.uid('erin'), pg_temp.oid_of('fam'), pg_temp.uid('bob'));
+SELECT lives_ok($$SELECT authz.on_organization_member_removed(pg_temp.org_event('organization.member_removed', 'bob'))$$,
+                'on_organization_member_removed handles a removal');
+SELECT is(pg_temp.org_roles('bob'), '-', 'the former member holds no role in the organization');
+SELECT lives_ok($$SELECT authz.on_organization_member_added(pg_temp.org_event('organization.member_added', 'bob'))$$,
+                'member_added delivered after member_removed (another consumer, late)');
+SELECT is(pg_temp.org_roles('bob'), '-', 'binds nothing: authz asks organization, which says bob is not a member');
+SET LOCAL client_min_messages = error;     -- the handler warns about the bad event
+SELECT lives_ok($$SELECT authz.on_organization_member_added(isa.event_from_json(jsonb_build_object('id', gen_random_uuid(),
+                    'event_type', 'organization.member_added', 'source', 'organization_service', 'timestamp', now(),
+                    'data', jsonb_build_object('user_id', 'nope', 'org_id', 'nope'))))$$,
+                'a malformed membership event is ignored, not raised');
+RESET client_min_messages;
 
 -- ---------------------------------------------------------------- privileges
 SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p

@@ -320,7 +320,9 @@ SELECT is((SELECT array_agg(format('%s %s', method, path)) FROM isa.http_routes
 -- (session_is_live; storage's put_chunk, finish_upload, abort_upload and read_file, which
 -- isa-httpd calls while it streams), require_user, user_exists's
 -- error-raising twin, and storage's get_file and sign_download, for services
--- (a user reaches get_my_file and sign_my_download).
+-- (a user reaches get_my_file and sign_my_download), and organization's
+-- checks for other services (organization_exists, member_role, is_member,
+-- can_access).
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                   JOIN pg_namespace n ON n.oid = p.pronamespace JOIN isa.services s ON s.schema_name = n.nspname
                  WHERE has_function_privilege('isa_app', p.oid, 'EXECUTE')
@@ -331,8 +333,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'storage.put_chunk(uuid,integer,bytea)', 'storage.finish_upload(uuid,text)',
                     'storage.abort_upload(uuid)',
                     'storage.read_file(uuid,bigint,integer)', 'storage.get_file(uuid)',
-                    'storage.sign_download(uuid,integer)'],
-              'every API function isa_app may execute has a route, but eleven that others serve');
+                    'storage.sign_download(uuid,integer)',
+                    'organization.organization_exists(uuid)', 'organization.member_role(uuid,uuid)',
+                    'organization.is_member(uuid,uuid)', 'organization.can_access(uuid,text,uuid)'],
+              'every API function isa_app may execute has a route, but fifteen that others serve');
 SELECT is((SELECT array_agg(format('%s %s', method, path) ORDER BY path) FROM isa.http_routes
             WHERE function IN ('wallet.add(uuid,bigint,text,text,text,text)'::regprocedure,
                                'wallet.deduct(uuid,bigint,text,text,text,text)'::regprocedure)
