@@ -707,6 +707,145 @@ route("GET", "/v1/subscriptions", "a user's subscriptions", async () => {
   return r;
 });
 
+// ---- organization (alice's family; bob and dave invited; every route acts as the caller: actor_id ← token)
+const orgPath = "/v1/organizations/{org_id}";
+async function invite(who, email, role) {
+  return must("POST", `${orgPath}/invitations`, {
+    params: { org_id: ids.fam }, body: { email, role }, token: tok(who),
+  });
+}
+route("POST", "/v1/organizations", "a user creates a family (idempotency_key: a retry returns it)", async () => {
+  for (const who of ["bob", "dave"]) await login(who); // earlier cases ended their sessions
+  const body = { kind: "family", name: `IT80 family ${RUN}`, idempotency_key: `it80-fam-${RUN}` };
+  const r = await call("POST", "/v1/organizations", { body, token: tok("alice") });
+  ids.fam = r.json?.org_id;
+  expect(UUID.test(ids.fam || "") && r.json?.kind === "family" && r.json?.role === "owner" && r.json?.member_count === 1,
+    "the family, the caller its owner, one member", r.json);
+  const again = await call("POST", "/v1/organizations", { body, token: tok("alice") });
+  expect(again.status === 201 && again.json?.org_id === ids.fam, "the retry returns the same organization", again.json);
+  return r;
+});
+route("GET", "/v1/organizations", "the caller's organizations", async () => {
+  const r = await call("GET", "/v1/organizations", { token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.some((o) => o.org_id === ids.fam && o.role === "owner"), "the family, as owner", r.json);
+  return r;
+});
+route("GET", orgPath, "one of the caller's organizations; a non-member is refused", async () => {
+  const r = await call("GET", orgPath, { params: { org_id: ids.fam }, token: tok("alice") });
+  expect(r.json?.name === `IT80 family ${RUN}`, "its name", r.json);
+  const other = await call("GET", orgPath, { params: { org_id: ids.fam }, token: tok("bob") });
+  expect(other.status === 403 && other.json?.code === "42501", "bob, not a member: 403 (42501)", `${other.status} ${other.text}`);
+  return r;
+});
+route("POST", `${orgPath}/invitations`, "the owner invites by email: the invitation and its token", async () => {
+  const r = await call("POST", `${orgPath}/invitations`, {
+    params: { org_id: ids.fam }, body: { email: users.bob.email.toUpperCase(), role: "member" }, token: tok("alice"),
+  });
+  ids.bobToken = r.json?.token;
+  expect(r.json?.status === "pending" && r.json?.role === "member" && /^[\w-]{43}$/.test(ids.bobToken || ""),
+    "pending, role member, a 43-character token", r.json);
+  return r;
+});
+route("GET", `${orgPath}/invitations`, "the owner lists the invitations (no token)", async () => {
+  const r = await call("GET", `${orgPath}/invitations`, { params: { org_id: ids.fam }, token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].token === null, "one invitation, no token", r.json);
+  return r;
+});
+route("GET", "/v1/me/invitations", "the invitee sees the invitation sent to their email", async () => {
+  const r = await call("GET", "/v1/me/invitations", { token: tok("bob") });
+  expect(Array.isArray(r.json) && r.json.some((i) => i.org_id === ids.fam && i.org_name === `IT80 family ${RUN}`),
+    "the family's invitation", r.json);
+  return r;
+});
+route("POST", "/v1/invitations/accept", "the invitee accepts by token", async () => {
+  const wrong = await call("POST", "/v1/invitations/accept", { body: { token: ids.bobToken }, token: tok("dave") });
+  expect(wrong.status === 404, "another account cannot use the token: 404", `${wrong.status} ${wrong.text}`);
+  const r = await call("POST", "/v1/invitations/accept", { body: { token: ids.bobToken }, token: tok("bob") });
+  expect(r.json?.role === "member" && r.json?.user_id === users.bob.user_id, "bob is a member", r.json);
+  return r;
+});
+route("POST", "/v1/invitations/{invitation_id}/decline", "the invitee declines by invitation id", async () => {
+  const inv = await invite("alice", users.dave.email, "guest");
+  const r = await call("POST", "/v1/invitations/{invitation_id}/decline", { params: { invitation_id: inv.invitation_id }, token: tok("dave") });
+  expect(r.text === "", "no body", r.text);
+  return r;
+});
+route("POST", "/v1/invitations/{invitation_id}/accept", "the invitee accepts by invitation id (the email's link)", async () => {
+  const inv = await invite("alice", users.dave.email, "guest");
+  const r = await call("POST", "/v1/invitations/{invitation_id}/accept", { params: { invitation_id: inv.invitation_id }, token: tok("dave") });
+  expect(r.json?.role === "guest", "dave is a guest", r.json);
+  return r;
+});
+route("POST", "/v1/invitations/decline", "the invitee declines by token", async () => {
+  const inv = await invite("alice", users.admin.email, "guest");
+  const r = await call("POST", "/v1/invitations/decline", { body: { token: inv.token }, token: tok("admin") });
+  expect(r.text === "", "no body", r.text);
+  return r;
+});
+route("DELETE", "/v1/invitations/{invitation_id}", "the owner revokes a pending invitation", async () => {
+  const inv = await invite("alice", `it80-nobody-${RUN}@example.com`, "guest");
+  const r = await call("DELETE", "/v1/invitations/{invitation_id}", { params: { invitation_id: inv.invitation_id }, token: tok("alice") });
+  expect(r.text === "", "no body", r.text);
+  return r;
+});
+route("GET", `${orgPath}/members`, "the members, owner first", async () => {
+  const r = await call("GET", `${orgPath}/members`, { params: { org_id: ids.fam }, token: tok("dave") });
+  expect(Array.isArray(r.json) && r.json.map((m) => m.role).join(",") === "owner,member,guest", "owner, member, guest", r.json);
+  return r;
+});
+route("PATCH", `${orgPath}/members/{user_id}`, "the owner changes a guest into a member", async () => {
+  const r = await call("PATCH", `${orgPath}/members/{user_id}`, {
+    params: { org_id: ids.fam, user_id: users.dave.user_id }, body: { role: "member" }, token: tok("alice"),
+  });
+  expect(r.json?.role === "member", "dave's role is member", r.json);
+  return r;
+});
+route("POST", `${orgPath}/shared`, "a member shares an album", async () => {
+  ids.album = crypto.randomUUID();
+  const r = await call("POST", `${orgPath}/shared`, {
+    params: { org_id: ids.fam }, body: { kind: "album", resource_id: ids.album }, token: tok("bob"),
+  });
+  expect(r.json?.kind === "album" && r.json?.resource_id === ids.album && r.json?.shared_by === users.bob.user_id,
+    "the share: album, its id, bob", r.json);
+  return r;
+});
+route("GET", `${orgPath}/shared`, "what is shared with the family", async () => {
+  const r = await call("GET", `${orgPath}/shared`, { params: { org_id: ids.fam }, token: tok("dave") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].resource_id === ids.album, "the album", r.json);
+  return r;
+});
+route("DELETE", `${orgPath}/shared/{kind}/{resource_id}`, "its sharer unshares the album", async () => {
+  const r = await call("DELETE", `${orgPath}/shared/{kind}/{resource_id}`, {
+    params: { org_id: ids.fam, kind: "album", resource_id: ids.album }, token: tok("bob"),
+  });
+  expect(r.json === true, "true", r.text);
+  return r;
+});
+route("POST", `${orgPath}/transfer`, "the owner passes ownership to a member", async () => {
+  const r = await call("POST", `${orgPath}/transfer`, { params: { org_id: ids.fam }, body: { user_id: users.bob.user_id }, token: tok("alice") });
+  expect(r.json?.role === "owner" && r.json?.user_id === users.bob.user_id, "bob is the owner", r.json);
+  return r;
+});
+route("POST", `${orgPath}/leave`, "the former owner (now admin) leaves", async () => {
+  const r = await call("POST", `${orgPath}/leave`, { params: { org_id: ids.fam }, token: tok("alice") });
+  expect(r.text === "", "no body", r.text);
+  return r;
+});
+route("DELETE", `${orgPath}/members/{user_id}`, "the owner removes a member", async () => {
+  const r = await call("DELETE", `${orgPath}/members/{user_id}`, {
+    params: { org_id: ids.fam, user_id: users.dave.user_id }, token: tok("bob"),
+  });
+  expect(r.text === "", "no body", r.text);
+  const m = await call("GET", `${orgPath}/members`, { params: { org_id: ids.fam }, token: tok("bob") });
+  expect(m.json?.length === 1 && m.json[0].user_id === users.bob.user_id, "bob alone is left", m.json);
+  // Losing an organization role revokes its permissions, and auth ends the
+  // sessions of a user who lost a permission (permission.revoked): alice
+  // (left), dave (removed) and bob (promoted: org_member gave way) log in again.
+  await poll(() => call("GET", "/v1/me", { token: tok("alice") }), (x) => x.status === 401, 10);
+  for (const who of ["alice", "bob", "dave"]) await login(who);
+  return r;
+});
+
 // ---------------------------------------------------------------- HEAD
 // HEAD on a GET route, on the wire (fetch would hide a body): the GET's
 // status and headers, and nothing after them.
