@@ -502,17 +502,9 @@ SELECT isa.subscribe_to_events('authz', 'account_service.user.deleted',
 -- A member of an organization holds, in that organization, the role named
 -- after their membership role: org_owner, org_admin, org_member or org_guest.
 -- What other services check in an organization (authz.check(..., org_id)).
--- (The same rows are in upgrades/0.1.0--0.2.0.sql.)
-INSERT INTO authz.roles (name, description, permissions) VALUES
-    ('org_owner',  'The owner of an organization (kept by organization''s events).',
-     '{organization:*,org_member:*,shared_resource:*}'),
-    ('org_admin',  'An admin of an organization (kept by organization''s events).',
-     '{org_member:invite,org_member:read,org_member:remove,org_member:update_role,organization:read,shared_resource:read,shared_resource:share}'),
-    ('org_member', 'A member of an organization (kept by organization''s events).',
-     '{org_member:read,organization:read,shared_resource:read,shared_resource:share}'),
-    ('org_guest',  'A guest of an organization (kept by organization''s events).',
-     '{org_member:read,organization:read,shared_resource:read}')
-ON CONFLICT (name) DO NOTHING;
+-- The roles are made by _sync_org_role the first time a membership needs
+-- them, not by the install script: rows the script wrote would collide with
+-- the same rows restored from a dump (authz.roles is dumped with its data).
 
 -- Makes the user's org_* binding in an organization match organization's
 -- answer now (organization.member_role): the role of the membership bound,
@@ -529,6 +521,18 @@ DECLARE
     r    authz.roles;
     n    bigint;
 BEGIN
+    IF (SELECT count(*) FROM authz.roles x WHERE x.name IN ('org_owner', 'org_admin', 'org_member', 'org_guest')) < 4 THEN
+        INSERT INTO authz.roles AS x (name, description, permissions) VALUES
+            ('org_owner',  'The owner of an organization (kept by organization''s events).',
+             '{organization:*,org_member:*,shared_resource:*}'),
+            ('org_admin',  'An admin of an organization (kept by organization''s events).',
+             '{org_member:invite,org_member:read,org_member:remove,org_member:update_role,organization:read,shared_resource:read,shared_resource:share}'),
+            ('org_member', 'A member of an organization (kept by organization''s events).',
+             '{org_member:read,organization:read,shared_resource:read,shared_resource:share}'),
+            ('org_guest',  'A guest of an organization (kept by organization''s events).',
+             '{org_member:read,organization:read,shared_resource:read}')
+        ON CONFLICT (name) DO NOTHING;
+    END IF;
     IF want IS NOT NULL AND NOT account.user_exists(p_user_id) THEN
         want := NULL;                       -- a deleted user holds nothing (user.deleted removed the rest)
     END IF;

@@ -1,17 +1,6 @@
--- 0.1.0 → 0.2.0, authz: the organization roles and the subscriptions to
--- organization's membership events (sql/authz/authz.sql, "organization
--- roles"; the handlers themselves are replayed from there).  A role of the
--- same name made by an administrator is kept as it is.
-INSERT INTO authz.roles (name, description, permissions) VALUES
-    ('org_owner',  'The owner of an organization (kept by organization''s events).',
-     '{organization:*,org_member:*,shared_resource:*}'),
-    ('org_admin',  'An admin of an organization (kept by organization''s events).',
-     '{org_member:invite,org_member:read,org_member:remove,org_member:update_role,organization:read,shared_resource:read,shared_resource:share}'),
-    ('org_member', 'A member of an organization (kept by organization''s events).',
-     '{org_member:read,organization:read,shared_resource:read,shared_resource:share}'),
-    ('org_guest',  'A guest of an organization (kept by organization''s events).',
-     '{org_member:read,organization:read,shared_resource:read}')
-ON CONFLICT (name) DO NOTHING;
+-- 0.1.0 → 0.2.0, authz: the subscriptions to organization's membership
+-- events (sql/authz/authz.sql, "organization roles"; the handlers themselves
+-- are replayed from there, and they make the org_* roles when first needed).
 
 -- The handlers do not exist yet when the fragments run (the replay that
 -- creates them comes after): create them here first, the replay replaces them.

@@ -346,12 +346,6 @@ SELECT throws_ok($$SELECT authz.delete_role('pgtap_editor')$$, 'P0002', 'role "p
                  'deleting an unknown role is P0002');
 
 -- ---------------------------------------------------------------- organization roles
-SELECT set_eq($$SELECT name || ' ' || array_to_string(permissions, ',') FROM authz.roles WHERE name LIKE 'org\_%'$$,
-              ARRAY['org_owner organization:*,org_member:*,shared_resource:*',
-                    'org_admin org_member:invite,org_member:read,org_member:remove,org_member:update_role,organization:read,shared_resource:read,shared_resource:share',
-                    'org_member org_member:read,organization:read,shared_resource:read,shared_resource:share',
-                    'org_guest org_member:read,organization:read,shared_resource:read'],
-              'the four organization roles exist with their permissions');
 SELECT throws_ok(format('SELECT authz.bind_role(%L, %L, %L)', pg_temp.uid('bob'), 'pgtap_reader', gen_random_uuid()),
                  'P0002', NULL, 'binding a role in an unknown organization is P0002 (organization.organization_exists)');
 SELECT throws_ok(format('SELECT authz.grant_permission(%L, %L, %L, %L)', pg_temp.uid('bob'), 'file:read', 'f-9', gen_random_uuid()),
@@ -374,6 +368,12 @@ SELECT pg_temp.reset_mark();
 SELECT lives_ok($$SELECT authz.on_organization_member_added(pg_temp.org_event('organization.member_added', 'erin'))$$,
                 'on_organization_member_added handles the creator''s member_added');
 SELECT is(pg_temp.org_roles('erin'), 'org_owner', 'the creator holds org_owner in the organization');
+SELECT set_eq($$SELECT name || ' ' || array_to_string(permissions, ',') FROM authz.roles WHERE name LIKE 'org\_%'$$,
+              ARRAY['org_owner organization:*,org_member:*,shared_resource:*',
+                    'org_admin org_member:invite,org_member:read,org_member:remove,org_member:update_role,organization:read,shared_resource:read,shared_resource:share',
+                    'org_member org_member:read,organization:read,shared_resource:read,shared_resource:share',
+                    'org_guest org_member:read,organization:read,shared_resource:read'],
+              'the first membership event made the four organization roles with their permissions');
 SELECT is(authz.check(pg_temp.uid('erin'), 'org_member:invite', NULL, pg_temp.oid_of('fam')), true,
           'so authz.check allows org_member:invite there');
 SELECT is(authz.check(pg_temp.uid('erin'), 'org_member:invite', NULL, pg_temp.oid_of('x')), false, '... and not in another organization');
