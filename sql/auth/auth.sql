@@ -960,11 +960,18 @@ BEGIN
         RAISE WARNING 'auth.on_permission_revoked: event % has no valid user_id; ignored', e.id;
         RETURN;
     END IF;
+    -- A permission lost inside one organization (a member removed, a role
+    -- changed) is checked live by authz.check on every call: ending the
+    -- user's sessions everywhere for it would log out a member who was
+    -- merely promoted.
+    IF nullif(e.data ->> 'org_id', '') IS NOT NULL THEN
+        RETURN;
+    END IF;
     PERFORM auth._revoke_user_sessions(uid::uuid, 'permission_revoked');
 END
 $$;
 COMMENT ON FUNCTION auth.on_permission_revoked(isa.event) IS
-    'authorization_service.permission.revoked: ends the user''s sessions (force logout; user.logged_out reason permission_revoked per session), so new tokens carry the new permissions.';
+    'authorization_service.permission.revoked: ends the user''s sessions (force logout; user.logged_out reason permission_revoked per session), so new tokens carry the new permissions; a revocation inside one organization (org_id set) ends none.';
 
 SELECT isa.subscribe_to_events('auth', 'account_service.user.deleted',
                                'auth.on_user_deleted(isa.event)'::regprocedure);

@@ -6,7 +6,7 @@
 -- permission.revoked handlers, the events in auth.outbox and the privileges.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(222);
+SELECT plan(224);
 
 -- The settings this file assumes, whatever the server's configuration says.
 SET LOCAL isa.jwt_algorithm = 'EdDSA';
@@ -685,6 +685,15 @@ SELECT lives_ok($$SELECT auth.on_permission_revoked(isa.event_from_json(jsonb_bu
                     'id', isa.uuid_v7(), 'event_type', 'permission.revoked', 'source', 'authorization_service', 'timestamp', now(),
                     'data', jsonb_build_object('user_id', 'not-a-uuid'))))$$,
                 'a permission.revoked without a valid user_id is ignored, not retried');
+INSERT INTO t_tok SELECT 'd2', auth.login(pg_temp.email('dave'), 'dave secret password');
+SELECT lives_ok(format($$SELECT auth.on_permission_revoked(isa.event_from_json(jsonb_build_object(
+                    'id', isa.uuid_v7(), 'event_type', 'permission.revoked', 'source', 'authorization_service', 'timestamp', now(),
+                    'data', jsonb_build_object('user_id', %L::uuid, 'permission', 'org:read', 'resource_type', 'org',
+                                               'resource_id', NULL, 'org_id', gen_random_uuid(), 'via', 'role', 'role', 'org_guest'))))$$,
+                       pg_temp.id('dave')),
+                'a permission.revoked inside one organization is handled...');
+SELECT is((SELECT revoked_at FROM auth.sessions WHERE session_id = (pg_temp.tok('d2')).session_id), NULL,
+          '...and ends no session: authz.check answers for the organization live');
 
 -- ---------------------------------------------------------------- housekeeping
 UPDATE auth.sessions SET expires_at = now() - interval '2 days' WHERE session_id = (pg_temp.tok('b1')).session_id;
