@@ -28,6 +28,7 @@ extern char *isa_services;
 extern char *isa_nats_user;
 extern char *isa_nats_password;
 extern char *isa_nats_creds_file;
+extern char *isa_nats_inbox_prefix;
 extern int	isa_stream_replicas;
 extern int	isa_duplicate_window;	/* seconds */
 extern int	isa_stream_max_age;		/* seconds, 0: unlimited */

@@ -34,7 +34,7 @@ static natsConnection *conn = NULL;
 static jsCtx *js = NULL;
 static natsSubscription *inbox_sub = NULL;
 static int	efd = -1;
-static char inbox_prefix[96];
+static char inbox_prefix[NAMEDATALEN * 4];
 
 /* shared with nats.c threads */
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -299,7 +299,7 @@ nl_connect(void)
 	int			nservers;
 	jsOptions	jo;
 	SigBlock	b;
-	char		inbox_filter[128];
+	char		inbox_filter[sizeof(inbox_prefix) + 4];
 
 	nl_eventfd();
 	nservers = split_servers(isa_nats_url ? isa_nats_url : "", &servers);
@@ -308,9 +308,15 @@ nl_connect(void)
 		isa_bridge_record_error("isa.nats_url is empty");
 		return false;
 	}
-	/* one prefix per process: subscriptions keep their reply subjects */
-	if (inbox_prefix[0] == '\0')
-		snprintf(inbox_prefix, sizeof(inbox_prefix), "_INBOX.isa.%d.%lx", MyProcPid,
+	/*
+	 * One prefix per process and setting, under isa.nats_inbox_prefix (the
+	 * only subjects its credential may subscribe to): pulls are answered on
+	 * <setting>.<pid>.<random>.<subscription id>, nats.c's own requests on
+	 * <setting>.<nuid>.<n>, whose second token is never a pid.
+	 */
+	if (strncmp(inbox_prefix, isa_nats_inbox_prefix, strlen(isa_nats_inbox_prefix)) != 0 ||
+		inbox_prefix[strlen(isa_nats_inbox_prefix)] != '.')
+		snprintf(inbox_prefix, sizeof(inbox_prefix), "%s.%d.%lx", isa_nats_inbox_prefix, MyProcPid,
 				 (unsigned long) random());
 
 	block_signals(&b);
@@ -345,6 +351,8 @@ nl_connect(void)
 		s = natsOptions_SetClosedCB(opts, nl_on_closed, NULL);
 	if (s == NATS_OK)
 		s = natsOptions_SetErrorHandler(opts, nl_on_error, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomInboxPrefix(opts, isa_nats_inbox_prefix);
 	if (s == NATS_OK && isa_nats_creds_file && *isa_nats_creds_file)
 		s = natsOptions_SetUserCredentialsFromFiles(opts, isa_nats_creds_file, NULL);
 	if (s == NATS_OK && isa_nats_user && *isa_nats_user)
@@ -364,7 +372,7 @@ nl_connect(void)
 	natsOptions_Destroy(opts);
 	if (s == NATS_OK)
 	{
-			__atomic_store_n(&setup_needed, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&setup_needed, 1, __ATOMIC_SEQ_CST);
 		__atomic_add_fetch(&reconnect_count, 1, __ATOMIC_SEQ_CST);
 	}
 	else if (s != NATS_NOT_YET_CONNECTED)
