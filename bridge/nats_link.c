@@ -264,12 +264,6 @@ nl_server_url(char *buf, size_t len)
 		buf[0] = '\0';
 }
 
-const char *
-nl_inbox_prefix(void)
-{
-	return inbox_prefix;
-}
-
 /* Split isa.nats_url on commas and blanks into a palloc'd array. */
 static int
 split_servers(const char *urls, const char ***out)
@@ -609,15 +603,22 @@ nl_delete_consumer(const char *durable)
 	return s == NATS_OK || ec == JSConsumerNotFoundErr;
 }
 
+/*
+ * A pull request for the consumer of a subscription, answered on
+ * <inbox prefix>.<subscription id>: built here at each pull, so a reload
+ * that changes isa.nats_inbox_prefix moves the answers with it.
+ */
 bool
-nl_pull(const char *durable, const char *reply, int batch, int64 expires_ms)
+nl_pull(const char *durable, int64 subscription_id, int batch, int64 expires_ms)
 {
 	char		subject[512];
+	char		reply[sizeof(inbox_prefix) + 24];
 	char		body[128];
 	natsStatus	s;
 	SigBlock	b;
 
 	snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", isa_stream, durable);
+	snprintf(reply, sizeof(reply), "%s." INT64_FORMAT, inbox_prefix, subscription_id);
 	snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":" INT64_FORMAT "}",
 			 batch, expires_ms * 1000000);
 	block_signals(&b);

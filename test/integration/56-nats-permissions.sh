@@ -82,6 +82,17 @@ for pair in "PRODUCER bridge" "PRODUCER subscriber" "SUBSCRIBER bridge" "SUBSCRI
 done
 is "$(may "$PRODUCER" sub '_INBOX.>')" false "nor to every inbox (_INBOX.>)"
 
+# ---------------------------------------------------------------- minted in SQL
+# as the device service will: signed by the account's signing key, accepted
+# by the running server without a reload, limited to what it was given
+seed=$(cat "$ISA_STACK_DIR/nats/isa-signing.nk")
+account=$("$root/tools/isa-nats-keys" public "$ISA_STACK_DIR/nats/isa.nk")
+sql "SELECT creds FROM isa.nats_user_credentials('$seed', 'it-device', ARRAY['devices.it$$.>'],
+       ARRAY['_INBOX.itdevice$$.>'], '$account', now() + interval '1 hour')" >"$TMP/device.creds"
+is "$(may "$TMP/device.creds" pub "devices.it$$.status")" true \
+   "a credential minted by isa.nats_user_credentials connects and publishes its subject (no server reload)"
+is "$(may "$TMP/device.creds" pub "devices.other.status")" false "and only its subjects"
+
 # the consumer the subscriber made is its own to delete
 out=$(as "$SUBSCRIBER" consumer-delete ISA_EVENTS watch); rc=$?
 is "$rc" 0 "the subscriber deletes its own consumer"
