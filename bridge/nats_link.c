@@ -347,10 +347,15 @@ nl_connect(void)
 		s = natsOptions_SetErrorHandler(opts, nl_on_error, NULL);
 	if (s == NATS_OK)
 		s = natsOptions_SetCustomInboxPrefix(opts, isa_nats_inbox_prefix);
-	if (s == NATS_OK && isa_nats_creds_file && *isa_nats_creds_file)
-		s = natsOptions_SetUserCredentialsFromFiles(opts, isa_nats_creds_file, NULL);
+	/*
+	 * One way to log in: a user name (with its password) wins over a creds
+	 * file, since a server of users and passwords sends no nonce for the
+	 * creds' signature and nats.c would then refuse to connect at all.
+	 */
 	if (s == NATS_OK && isa_nats_user && *isa_nats_user)
 		s = natsOptions_SetUserInfo(opts, isa_nats_user, isa_nats_password);
+	else if (s == NATS_OK && isa_nats_creds_file && *isa_nats_creds_file)
+		s = natsOptions_SetUserCredentialsFromFiles(opts, isa_nats_creds_file, NULL);
 	if (s != NATS_OK)
 	{
 		const char *why = nats_error_text(s);
