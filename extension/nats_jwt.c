@@ -581,8 +581,13 @@ top_level_string(const char *json, const char *key, char *out, size_t cap)
 
 				while (*v == ' ')
 					v++;
-				if (*v++ != ':')
-					return 0;
+				if (*v != ':')
+				{
+					/* a value that reads "iss", not the member */
+					p = end;
+					continue;
+				}
+				v++;
 				while (*v == ' ')
 					v++;
 				if (*v != '"')
