@@ -16,7 +16,7 @@ ISA_VERSIONS = 0.1.0 0.2.0
 # holds <service>.sql and its upgrade fragments, test/pgtap/<service>/ its tests,
 # docs/services/<service>.md its API.  Services load in the order of the calls
 # between them; adding a service is its files plus its name here.
-ISA_CORE = core crypto outbox subscriptions jobs services bridge http
+ISA_CORE = core crypto nats outbox subscriptions jobs services bridge http
 ISA_SERVICES ?= account auth product billing wallet payment orders storage organization authz
 
 EXTVERSION = $(lastword $(ISA_VERSIONS))
@@ -108,6 +108,21 @@ httpd/jwt_verify.o: extension/auth/jwt_verify.c extension/auth/jwt_verify.h
 	$(CC) $(HTTPD_CFLAGS) -c -o $@ $<
 
 EXTRA_CLEAN += httpd/*.o httpd/isa-httpd
+
+# ---------------------------------------------------------------- isa-nats-keys
+# Mints the nkeys and JWTs of NATS's operator/JWT mode for tools/stack.sh and
+# tools/nats-config.sh, with the code of isa.so's isa.nats_* functions
+# (extension/nats_jwt.c, plain C over libsodium).
+NATS_KEYS_CFLAGS = -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wshadow -Iextension \
+	$(shell pkg-config --cflags libsodium 2>/dev/null)
+
+all: tools/isa-nats-keys
+
+tools/isa-nats-keys: tools/isa-nats-keys.c extension/nats_jwt.c extension/nats_jwt.h
+	$(CC) $(NATS_KEYS_CFLAGS) -o $@ tools/isa-nats-keys.c extension/nats_jwt.c \
+		$(shell pkg-config --libs libsodium 2>/dev/null)
+
+EXTRA_CLEAN += tools/isa-nats-keys
 
 # For operators: the binary and the systemd unit (httpd/isa-httpd.service).
 PREFIX ?= /usr/local

@@ -28,6 +28,7 @@ extern char *isa_services;
 extern char *isa_nats_user;
 extern char *isa_nats_password;
 extern char *isa_nats_creds_file;
+extern char *isa_nats_inbox_prefix;
 extern int	isa_stream_replicas;
 extern int	isa_duplicate_window;	/* seconds */
 extern int	isa_stream_max_age;		/* seconds, 0: unlimited */
@@ -82,7 +83,6 @@ extern bool nl_connected(void);
 extern bool nl_take_setup_needed(void);
 extern void nl_drain_eventfd(void);
 extern NlMsg *nl_take_messages(int max, int *n);
-extern const char *nl_inbox_prefix(void);
 extern natsConnection *nl_conn(void);
 extern void nl_server_url(char *buf, size_t len);
 extern uint64 nl_reconnects(void);
@@ -92,7 +92,7 @@ extern bool nl_ensure_stream(List *sources);
 extern bool nl_ensure_consumer(const char *durable, const char *filter,
 							   int max_ack_pending, bool deliver_new);
 extern bool nl_delete_consumer(const char *durable);
-extern bool nl_pull(const char *durable, const char *reply, int batch, int64 expires_ms);
+extern bool nl_pull(const char *durable, int64 subscription_id, int batch, int64 expires_ms);
 extern void nl_ack(natsMsg *msg);
 extern void nl_nak(natsMsg *msg, int64 delay_ms);
 extern void nl_term(natsMsg *msg);
@@ -132,7 +132,6 @@ typedef struct BridgeSub
 	int		   *versions;		/* accepted major versions; NULL: any */
 	int			nversions;
 	bool		deliver_new;
-	char	   *reply;			/* <inbox prefix>.<id>: where pulls are answered */
 	bool		ready;			/* consumer exists on the server */
 	int			outstanding;	/* messages asked for, not yet received */
 	TimestampTz pull_deadline;

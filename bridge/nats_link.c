@@ -34,7 +34,7 @@ static natsConnection *conn = NULL;
 static jsCtx *js = NULL;
 static natsSubscription *inbox_sub = NULL;
 static int	efd = -1;
-static char inbox_prefix[96];
+static char inbox_prefix[NAMEDATALEN * 4];
 
 /* shared with nats.c threads */
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -264,12 +264,6 @@ nl_server_url(char *buf, size_t len)
 		buf[0] = '\0';
 }
 
-const char *
-nl_inbox_prefix(void)
-{
-	return inbox_prefix;
-}
-
 /* Split isa.nats_url on commas and blanks into a palloc'd array. */
 static int
 split_servers(const char *urls, const char ***out)
@@ -299,7 +293,7 @@ nl_connect(void)
 	int			nservers;
 	jsOptions	jo;
 	SigBlock	b;
-	char		inbox_filter[128];
+	char		inbox_filter[sizeof(inbox_prefix) + 4];
 
 	nl_eventfd();
 	nservers = split_servers(isa_nats_url ? isa_nats_url : "", &servers);
@@ -308,9 +302,15 @@ nl_connect(void)
 		isa_bridge_record_error("isa.nats_url is empty");
 		return false;
 	}
-	/* one prefix per process: subscriptions keep their reply subjects */
-	if (inbox_prefix[0] == '\0')
-		snprintf(inbox_prefix, sizeof(inbox_prefix), "_INBOX.isa.%d.%lx", MyProcPid,
+	/*
+	 * One prefix per process and setting, under isa.nats_inbox_prefix (the
+	 * only subjects its credential may subscribe to): pulls are answered on
+	 * <setting>.<pid>.<random>.<subscription id>, nats.c's own requests on
+	 * <setting>.<nuid>.<n>, whose second token is never a pid.
+	 */
+	if (strncmp(inbox_prefix, isa_nats_inbox_prefix, strlen(isa_nats_inbox_prefix)) != 0 ||
+		inbox_prefix[strlen(isa_nats_inbox_prefix)] != '.')
+		snprintf(inbox_prefix, sizeof(inbox_prefix), "%s.%d.%lx", isa_nats_inbox_prefix, MyProcPid,
 				 (unsigned long) random());
 
 	block_signals(&b);
@@ -345,10 +345,17 @@ nl_connect(void)
 		s = natsOptions_SetClosedCB(opts, nl_on_closed, NULL);
 	if (s == NATS_OK)
 		s = natsOptions_SetErrorHandler(opts, nl_on_error, NULL);
-	if (s == NATS_OK && isa_nats_creds_file && *isa_nats_creds_file)
-		s = natsOptions_SetUserCredentialsFromFiles(opts, isa_nats_creds_file, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetCustomInboxPrefix(opts, isa_nats_inbox_prefix);
+	/*
+	 * One way to log in: a user name (with its password) wins over a creds
+	 * file, since a server of users and passwords sends no nonce for the
+	 * creds' signature and nats.c would then refuse to connect at all.
+	 */
 	if (s == NATS_OK && isa_nats_user && *isa_nats_user)
 		s = natsOptions_SetUserInfo(opts, isa_nats_user, isa_nats_password);
+	else if (s == NATS_OK && isa_nats_creds_file && *isa_nats_creds_file)
+		s = natsOptions_SetUserCredentialsFromFiles(opts, isa_nats_creds_file, NULL);
 	if (s != NATS_OK)
 	{
 		const char *why = nats_error_text(s);
@@ -364,7 +371,7 @@ nl_connect(void)
 	natsOptions_Destroy(opts);
 	if (s == NATS_OK)
 	{
-			__atomic_store_n(&setup_needed, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&setup_needed, 1, __ATOMIC_SEQ_CST);
 		__atomic_add_fetch(&reconnect_count, 1, __ATOMIC_SEQ_CST);
 	}
 	else if (s != NATS_NOT_YET_CONNECTED)
@@ -601,15 +608,22 @@ nl_delete_consumer(const char *durable)
 	return s == NATS_OK || ec == JSConsumerNotFoundErr;
 }
 
+/*
+ * A pull request for the consumer of a subscription, answered on
+ * <inbox prefix>.<subscription id>: built here at each pull, so a reload
+ * that changes isa.nats_inbox_prefix moves the answers with it.
+ */
 bool
-nl_pull(const char *durable, const char *reply, int batch, int64 expires_ms)
+nl_pull(const char *durable, int64 subscription_id, int batch, int64 expires_ms)
 {
 	char		subject[512];
+	char		reply[sizeof(inbox_prefix) + 24];
 	char		body[128];
 	natsStatus	s;
 	SigBlock	b;
 
 	snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", isa_stream, durable);
+	snprintf(reply, sizeof(reply), "%s." INT64_FORMAT, inbox_prefix, subscription_id);
 	snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":" INT64_FORMAT "}",
 			 batch, expires_ms * 1000000);
 	block_signals(&b);

@@ -23,6 +23,7 @@ char	   *isa_services = NULL;
 char	   *isa_nats_user = NULL;
 char	   *isa_nats_password = NULL;
 char	   *isa_nats_creds_file = NULL;
+char	   *isa_nats_inbox_prefix = NULL;
 int			isa_stream_replicas = 1;
 int			isa_duplicate_window = 120;
 int			isa_stream_max_age = 7 * 24 * 3600;
@@ -145,6 +146,37 @@ check_apply_groups(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * A NATS subject without wildcards: the bridge's replies come to subjects
+ * under it, and its credential may subscribe only there.
+ */
+static bool
+check_inbox_prefix(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+	bool		token_start = true;
+
+	for (; *p; p++)
+	{
+		if (*p == '.')
+		{
+			if (token_start)
+				break;
+			token_start = true;
+			continue;
+		}
+		if (*p == '*' || *p == '>' || *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+			break;
+		token_start = false;
+	}
+	if (**newval == '\0' || *p != '\0' || token_start || strlen(*newval) > 200)
+	{
+		GUC_check_errdetail("A subject of tokens separated by dots, without wildcards or blanks, at most 200 bytes, e.g. _INBOX.bridge.");
+		return false;
+	}
+	return true;
+}
+
 static bool
 check_services(char **newval, void **extra, GucSource source)
 {
@@ -190,6 +222,11 @@ isa_bridge_define_gucs(void)
 							   "NATS credentials file (user JWT and NKey seed) for the bridge.",
 							   NULL, &isa_nats_creds_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("isa.nats_inbox_prefix",
+							   "Subject prefix of the bridge's NATS inboxes (replies, pulled messages).",
+							   "Its NATS credential may subscribe only under it (docs/bridge.md, \"Securing NATS\").",
+							   &isa_nats_inbox_prefix, "_INBOX.isa", PGC_SIGHUP, 0,
+							   check_inbox_prefix, NULL, NULL);
 	DefineCustomIntVariable("isa.stream_replicas",
 							"Replicas of the isa stream (3 on a NATS cluster).",
 							NULL, &isa_stream_replicas, 1, 1, 5, PGC_SIGHUP, 0, NULL, NULL, NULL);

@@ -90,8 +90,6 @@ free_sub(BridgeSub *s)
 	pfree(s->owner_role);
 	if (s->versions)
 		pfree(s->versions);
-	if (s->reply)
-		pfree(s->reply);
 	pfree(s);
 }
 
@@ -165,8 +163,6 @@ isa_subscriptions_load(void)
 			s->source = spi_text(tup, desc, 3);
 			s->durable = spi_text(tup, desc, 4);
 			s->filter = spi_text(tup, desc, 5);
-			s->reply = MemoryContextStrdup(TopMemoryContext,
-										   psprintf("%s." INT64_FORMAT, nl_inbox_prefix(), id));
 			subs = lappend(subs, s);
 			/* lappend may have run in the caller's context: keep the list */
 		}
@@ -302,7 +298,7 @@ isa_subscriptions_pull(TimestampTz now, long *next_wake_ms)
 		}
 		if (s->outstanding > 0 && s->pull_deadline == 0)
 			continue;
-		if (nl_pull(s->durable, s->reply, effective_batch(s), PULL_EXPIRES_MS))
+		if (nl_pull(s->durable, s->id, effective_batch(s), PULL_EXPIRES_MS))
 		{
 			s->outstanding = effective_batch(s);
 			/* no answer by then (lost across a reconnect): ask again */

@@ -142,9 +142,10 @@ load_sources(void)
 static char *
 connection_settings(void)
 {
-	return psprintf("%s|%s|%s|%s", isa_nats_url ? isa_nats_url : "", isa_nats_user ? isa_nats_user : "",
+	return psprintf("%s|%s|%s|%s|%s", isa_nats_url ? isa_nats_url : "", isa_nats_user ? isa_nats_user : "",
 					isa_nats_password ? isa_nats_password : "",
-					isa_nats_creds_file ? isa_nats_creds_file : "");
+					isa_nats_creds_file ? isa_nats_creds_file : "",
+					isa_nats_inbox_prefix ? isa_nats_inbox_prefix : "");
 }
 
 /* SIGHUP: read the settings again and redo what the changed ones affect. */

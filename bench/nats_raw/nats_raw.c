@@ -11,7 +11,8 @@
  * (MAX_PENDING in flight, default 4000) and waits with js_PublishAsyncComplete.
  * Prints one line:  nats_raw_publish msgs=N seconds=S rate=R/s
  * (time from the first publish to the last ack).  Exits 1 if any publish was
- * not acknowledged or was reported as a duplicate.
+ * not acknowledged or was reported as a duplicate.  $ISA_NATS_CREDS, when set,
+ * is the creds file it connects with (the stacks' NATS requires one).
  */
 #include <nats/nats.h>
 
@@ -102,8 +103,21 @@ main(int argc, char **argv)
 	}
 	subject = argv[3];
 
-	if ((s = natsConnection_ConnectTo(&nc, argv[1])) != NATS_OK)
-		die("connect", s, 0);
+	{
+		natsOptions *opts = NULL;
+		const char *creds = getenv("ISA_NATS_CREDS");
+
+		s = natsOptions_Create(&opts);
+		if (s == NATS_OK)
+			s = natsOptions_SetURL(opts, argv[1]);
+		if (s == NATS_OK && creds && *creds)
+			s = natsOptions_SetUserCredentialsFromFiles(opts, creds, NULL);
+		if (s == NATS_OK)
+			s = natsConnection_Connect(&nc, opts);
+		natsOptions_Destroy(opts);
+		if (s != NATS_OK)
+			die("connect", s, 0);
+	}
 	jsOptions_Init(&jo);
 	jo.PublishAsync.MaxPending = max_pending;
 	jo.PublishAsync.AckHandler = on_ack;

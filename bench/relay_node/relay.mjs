@@ -6,10 +6,11 @@
 // batch; mark them published; COMMIT — until no row is left.  Prints one line:
 //   relay_node events=N seconds=S rate=R/s
 // Connection: PGHOST, PGPORT, PGUSER, PGDATABASE (…) and ISA_NATS_URL
-// (comma-separated list allowed).  The stream that captures <source>.<event_type>
+// (comma-separated list allowed), with the creds file $ISA_NATS_CREDS if set.  The stream that captures <source>.<event_type>
 // must exist.  ISA_RELAY_BATCH overrides the batch size.  Exits 1 on any error.
 import pg from "pg";
-import { connect } from "nats";
+import { connect, credsAuthenticator } from "nats";
+import { readFileSync } from "node:fs";
 
 const BATCH = Number(process.env.ISA_RELAY_BATCH ?? 500);
 const servers = (process.env.ISA_NATS_URL ?? "").split(",").filter(Boolean);
@@ -20,7 +21,8 @@ if (!servers.length) {
 
 const db = new pg.Client(); // PG* environment
 await db.connect();
-const nc = await connect({ servers });
+const creds = process.env.ISA_NATS_CREDS;
+const nc = await connect({ servers, ...(creds ? { authenticator: credsAuthenticator(readFileSync(creds)) } : {}) });
 const js = nc.jetstream();
 
 let events = 0;

@@ -9,7 +9,8 @@ source "$(dirname "$0")/faultlib.sh"
 
 BATCHES=40 SIZE=500 KILL=2
 N=$((BATCHES * SIZE))
-cluster() { "$root/tools/nats-cluster.sh" test "$@"; }
+# the cluster of this stack (its keys: the stack's credentials work there)
+cluster() { "$root/tools/nats-cluster.sh" "${ISA_STACK_NAME:-test}" "$@"; }
 URLS=$(cluster url)
 F_STREAM=ISA_R3 F_SERVER=$URLS
 F_PURGE=0   # the stream is deleted instead
@@ -41,7 +42,7 @@ FAULT_CLEANUP_HOOK=stop_cluster
 fault_init fault_cluster fault.cluster
 
 # A fresh cluster for every run: no stream or meta state of an earlier one.
-[ "$(cluster status | grep -c running)" = 0 ] && rm -rf "$root/.isa/test/nats-cluster"
+[ "$(cluster status | grep -c running)" = 0 ] && rm -rf "$root/.isa/${ISA_STACK_NAME:-test}/nats-cluster"
 # A node's port can be taken for a moment by some client's ephemeral port
 # (they share the kernel's ephemeral range): a second start retries what failed.
 out=$(cluster start 2>&1) || out=$(cluster start 2>&1) || fatal "the three-node cluster starts" "$out"

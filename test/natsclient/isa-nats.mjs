@@ -3,13 +3,15 @@
 // tests (nats.js v2; shares no code with the bridge).  Every command prints
 // machine-readable output (one JSON line, JSON lines, or numbers) and exits 0
 // only if it did what was asked.  Usage: isa-nats.mjs help
-import { connect } from "nats";
+import { connect, credsAuthenticator } from "nats";
 import { readFileSync, writeFileSync } from "node:fs";
 import { randomUUID, randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 
 const USAGE = `usage: isa-nats.mjs COMMAND [ARGS] [--server URL[,URL…]] [--timeout-ms T]
-  (server list from --server or $ISA_NATS_URL, comma-separated)
+  (server list from --server or $ISA_NATS_URL, comma-separated; credentials from --creds FILE
+  or $ISA_NATS_CREDS, a NATS creds file; the inbox prefix from --inbox-prefix, else the one
+  the credential may subscribe to (its _INBOX.<party>.> permission), else _INBOX)
 
   pub SUBJECT [--id MSGID] [--file PATH | --data STRING] [--count N] [--inflight W]
       JetStream publish, waiting for every PubAck.  With --count N > 1 and --id X
@@ -24,9 +26,12 @@ const USAGE = `usage: isa-nats.mjs COMMAND [ARGS] [--server URL[,URL…]] [--tim
       --rate paces the publishing at R events/s (default: as fast as PubAcks come).
       --values-file PATH: "{{v}}" in the template is replaced by line ((i-1) mod n) + 1 of PATH.
       Prints the number of published (acknowledged, not duplicate) events.
-  sub FILTER [--count N] [--timeout-ms T] [--stream S]
+  sub FILTER [--count N] [--timeout-ms T] [--stream S] [--consumer NAME]
       ordered consumer from the start of the stream; one JSON line per message
       {"seq","subject","headers","data","raw_len"}; exit 1 if fewer than N arrived in T ms.
+      --consumer NAME: instead, the durable pull consumer NAME, made again from the start
+      of the stream (deleted first if it exists), each message acked: what a read-only
+      subscriber credential does with the consumers it owns.
   count FILTER [--stream S] [--timeout-ms T]
       prints "TOTAL UNIQUE": messages matching FILTER and distinct Nats-Msg-Id among them.
   stream-info [--stream S]           JSON of the stream's config, state and cluster
@@ -34,6 +39,9 @@ const USAGE = `usage: isa-nats.mjs COMMAND [ARGS] [--server URL[,URL…]] [--tim
       [--duplicate-window-ms MS] [--max-msg-size BYTES]   add (or update) a stream; prints its info
   stream-delete NAME                 delete a stream; prints {"deleted":true}
   consumer-info STREAM DURABLE       JSON of the consumer's info (num_pending, num_ack_pending, …)
+  consumer-delete STREAM DURABLE     delete a consumer; prints {"deleted":true}
+  may-pub SUBJECT | may-sub SUBJECT  whether the server lets this credential publish (an empty
+      core message) or subscribe there: prints {"op","subject","allowed","error"}, exit 0 either way
   help
 
   --stream defaults to ISA_EVENTS.  --timeout-ms (default 10000) is the PubAck wait of the
@@ -63,6 +71,9 @@ const { values: opt, positionals: pos } = parseArgs({
     "max-msg-size": { type: "string" },
     rate: { type: "string" },
     "values-file": { type: "string" },
+    creds: { type: "string" },
+    "inbox-prefix": { type: "string" },
+    consumer: { type: "string" },
   },
 });
 
@@ -260,11 +271,42 @@ async function cmdPubEvents(nc) {
   }
 }
 
+// The durable pull consumer NAME over FILTER from the first message, made
+// again (a read-only subscriber may create, use and delete only consumers of
+// the names its credential grants; the ordered consumer's are random).
+async function readOwned(js, jsm, stream, name, filter, onMsg, totalMs) {
+  try { await jsm.consumers.delete(stream, name); } catch (e) {
+    if (!/not found/i.test(e.message)) throw e;
+  }
+  await jsm.consumers.add(stream, { durable_name: name, filter_subject: filter, ack_policy: "explicit",
+    deliver_policy: "all" });
+  const c = await js.consumers.get(stream, name);
+  const iter = await c.consume({ max_messages: 256 });
+  const timer = setTimeout(() => iter.stop(), totalMs);
+  try {
+    for await (const m of iter) {
+      m.ack();
+      if (onMsg(m) === false) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    iter.stop();
+  }
+}
+
 async function cmdSub(nc) {
   const filter = pos[1] ?? die("sub: FILTER is required");
   const want = int("count", opt.count ?? "1");
   let got = 0;
-  if (want > 0) {
+  if (want > 0 && opt.consumer) {
+    await readOwned(nc.jetstream({ timeout: attemptMs }), await jsmOf(nc), opt.stream, opt.consumer, filter, (m) => {
+      process.stdout.write(JSON.stringify({
+        seq: m.info.streamSequence, subject: m.subject, headers: headersObject(m.headers),
+        data: parseJson(m.data), raw_len: m.data.length,
+      }) + "\n");
+      return ++got < want;
+    }, timeoutMs);
+  } else if (want > 0) {
     await readOrdered(nc.jetstream({ timeout: attemptMs }), await jsmOf(nc), opt.stream, filter, (m) => {
       process.stdout.write(JSON.stringify({
         seq: m.info.streamSequence, subject: m.subject, headers: headersObject(m.headers),
@@ -324,12 +366,51 @@ async function cmdConsumerInfo(nc) {
   console.log(JSON.stringify(await retry(() => jsm.consumers.info(stream, durable))));
 }
 
+async function cmdConsumerDelete(nc) {
+  const stream = pos[1] ?? die("consumer-delete: STREAM is required");
+  const durable = pos[2] ?? die("consumer-delete: DURABLE is required");
+  const jsm = await jsmOf(nc);
+  console.log(JSON.stringify({ deleted: await jsm.consumers.delete(stream, durable) }));
+}
+
+// The server refuses a publish or a subscription it does not permit with an
+// asynchronous -ERR 'Permissions Violation …': wait for it after a flush.
+async function cmdMay(nc, op) {
+  const subject = pos[1] ?? die(`may-${op}: SUBJECT is required`);
+  let error = null;
+  (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "error" && /permissions[ _]violation/i.test(String(s.data))) error ??= String(s.data);
+    }
+  })().catch(() => {});
+  if (op === "pub") nc.publish(subject);
+  else {
+    const sub = nc.subscribe(subject);
+    sub.closed.then(() => {}, (e) => { error ??= e.message; });
+  }
+  await nc.flush();
+  await sleep(Math.min(timeoutMs, 500));
+  console.log(JSON.stringify({ op, subject, allowed: error === null, error }));
+}
+
 const COMMANDS = {
   pub: (nc) => cmdPub(nc, false), "pub-raw": (nc) => cmdPub(nc, true),
   "pub-events": cmdPubEvents, sub: cmdSub, count: cmdCount,
   "stream-info": cmdStreamInfo, "stream-create": cmdStreamCreate,
   "stream-delete": cmdStreamDelete, "consumer-info": cmdConsumerInfo,
+  "consumer-delete": cmdConsumerDelete,
+  "may-pub": (nc) => cmdMay(nc, "pub"), "may-sub": (nc) => cmdMay(nc, "sub"),
 };
+
+// The inbox prefix a credential may subscribe to: the first _INBOX.<party>.>
+// of its JWT's sub.allow (isa's stacks give each credential one).
+function inboxPrefixOf(creds) {
+  const jwt = creds.toString("utf8").match(/-----BEGIN NATS USER JWT-----\s*(\S+)/)?.[1];
+  const claims = jwt ? parseJson(Buffer.from(jwt.split(".")[1] ?? "", "base64url")) : null;
+  const allow = claims?.nats?.sub?.allow ?? [];
+  const own = allow.find((s) => /^_INBOX\.[^.*>]+\.>$/.test(s));
+  return own ? own.slice(0, -2) : undefined;
+}
 
 async function main() {
   const cmd = pos[0];
@@ -337,8 +418,13 @@ async function main() {
   const run = COMMANDS[cmd] ?? die(`unknown command '${cmd}'`);
   const servers = (opt.server ?? process.env.ISA_NATS_URL ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   if (!servers.length) die("no server: give --server URL or set ISA_NATS_URL");
+  const credsFile = opt.creds ?? process.env.ISA_NATS_CREDS;
+  const creds = credsFile ? readFileSync(credsFile) : null;
+  const inboxPrefix = opt["inbox-prefix"] ?? (creds ? inboxPrefixOf(creds) : undefined);
   const nc = await connect({ servers, name: "isa-nats", timeout: Math.min(timeoutMs, 5000) || 5000,
-    maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    maxReconnectAttempts: -1, reconnectTimeWait: 250,
+    ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
+    ...(inboxPrefix ? { inboxPrefix } : {}) });
   try { await run(nc); } finally { await nc.drain().catch(() => nc.close()); }
 }
 

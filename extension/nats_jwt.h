@@ -1,0 +1,74 @@
+/*
+ * nats_jwt.h — NATS nkeys and JWTs (nats-server's operator/JWT mode), minted
+ * by isa itself: plain C over libsodium with caller-provided buffers, no
+ * PostgreSQL, so that the extension (extension/nats.c: isa.nats_*) and the
+ * command-line program tools/isa-nats-keys share one implementation.
+ * docs/bridge.md, "Securing NATS", says who holds which credential.
+ *
+ * Every function returns NULL on success or a message saying what is wrong
+ * (never a key's value).
+ */
+#ifndef ISA_NATS_JWT_H
+#define ISA_NATS_JWT_H
+
+#include <stddef.h>
+
+/* lengths of the encoded keys, plus the terminating NUL */
+#define ISA_NKEY_SEED_SIZE 59	/* 'S', type, base32 of prefix + 32-byte seed + CRC16 */
+#define ISA_NKEY_PUBLIC_SIZE 57 /* type, base32 of prefix + 32-byte key + CRC16 */
+
+/* the kinds of key isa uses: the first letter of a public key */
+#define ISA_NKEY_OPERATOR 'O'
+#define ISA_NKEY_ACCOUNT 'A'
+#define ISA_NKEY_USER 'U'
+
+/* A user's permissions: lists of subjects (NULL-terminated arrays, or NULL). */
+typedef struct IsaNatsPermissions
+{
+	const char *const *pub_allow;
+	const char *const *pub_deny;
+	const char *const *sub_allow;
+	const char *const *sub_deny;
+} IsaNatsPermissions;
+
+/* A new random seed of a kind (O, A or U). */
+extern const char *isa_nkey_generate(char kind, char seed[ISA_NKEY_SEED_SIZE]);
+
+/* The public key of a seed, and its kind (O, A or U); an error for a bad seed. */
+extern const char *isa_nkey_public(const char *seed, char public_key[ISA_NKEY_PUBLIC_SIZE], char *kind);
+
+/* Whether text is a valid public key of that kind (0: any kind). */
+extern const char *isa_nkey_check_public(const char *public_key, char kind);
+
+/*
+ * The "nats" object of a JWT's claims, as JSON, into buf:
+ *   operator: system_account may be NULL;
+ *   account: JetStream enabled (unlimited) or not; signing_keys NULL-terminated or NULL;
+ *   user: issuer_account is the account's public key when the user is signed
+ *         by one of its signing keys, else NULL.
+ */
+extern const char *isa_nats_operator_claims(char *buf, size_t len, const char *system_account);
+extern const char *isa_nats_account_claims(char *buf, size_t len, int jetstream,
+										   const char *const *signing_keys);
+extern const char *isa_nats_user_claims(char *buf, size_t len, const IsaNatsPermissions *perms,
+										const char *issuer_account);
+
+/*
+ * A JWT for subject (a public key) named name, with the nats object
+ * nats_json, issued at iat and expiring at exp (0: never, in seconds since
+ * the epoch), signed by issuer_seed.
+ */
+extern const char *isa_nats_jwt_encode(char *out, size_t len, const char *issuer_seed,
+									   const char *subject, const char *name, long long iat,
+									   long long exp, const char *nats_json);
+
+/*
+ * The claims (JSON) of a NATS JWT whose signature verifies against the
+ * public key of its iss claim; an error for anything else.
+ */
+extern const char *isa_nats_jwt_decode(char *claims, size_t len, const char *jwt);
+
+/* A creds file (user JWT and seed), as nats clients read it. */
+extern const char *isa_nats_creds(char *out, size_t len, const char *jwt, const char *seed);
+
+#endif
