@@ -958,6 +958,10 @@ GRANT EXECUTE ON FUNCTION
     account.create_user(text, text, text), account.find_user_by_email(text),
     account.require_user(uuid), account.user_exists(uuid)
 TO isa_svc_auth;
+-- auth.live_sessions reads whether a session's user is active from
+-- account.users directly (isa.http_begin plans it into every request's
+-- query): those two columns, nothing else of the table.
+GRANT SELECT (user_id, status) ON account.users TO isa_svc_auth;
 GRANT EXECUTE ON FUNCTION
     auth.rotate_signing_key(),
     auth.retire_signing_key(text),
