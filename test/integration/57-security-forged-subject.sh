@@ -28,8 +28,8 @@ id2=$(sql "SELECT isa.uuid_v7()")
 # 1: "source": "external" on payment_service.payment.completed
 envelope "$id1" external payment.completed > "$TMP/e1"
 $NATS pub payment_service.payment.completed --id "forged-$id1" --file "$TMP/e1" >/dev/null
-is "$(wait_for "SELECT count(*) FROM isa.dead_letters WHERE event_id = '$id1'" 1 15)" 1 \
-   "an envelope of source external on payment_service.payment.completed is dead-lettered"
+is "$(wait_for "SELECT count(*) FROM isa.dead_letters WHERE event_id = '$id1'" 2 15)" 2 \
+   "an envelope of source external on payment_service.payment.completed is dead-lettered by both its consumers (wallet's and orders')"
 is "$(sql "SELECT string_agg(DISTINCT reason, ',') FROM isa.dead_letters WHERE event_id = '$id1'")" subject_mismatch \
    "with reason subject_mismatch"
 like "$(sql "SELECT error_message || ' ' || error_sqlstate FROM isa.dead_letters WHERE event_id = '$id1' LIMIT 1")" \
