@@ -407,15 +407,18 @@ lookup_event_type(text *event_type, text *source)
 /*
  * 42501 unless userid may publish the entry's events.  The roles are looked
  * up by name on every call (a syscache probe): they are cluster-wide and may
- * be created after the entry was cached.  has_privs_of_role is true for
- * superusers.
+ * be created after the entry was cached, or not exist at all (a database of
+ * 0.1.0, whose service functions run as the superuser who installed isa).
  */
 static void
 check_may_publish(Oid userid, const EventTypeEntry *entry, text *source)
 {
-	Oid			role = get_role_oid(entry->service_role, true);
+	Oid			role;
 	Oid			bridge;
 
+	if (superuser_arg(userid))
+		return;
+	role = get_role_oid(entry->service_role, true);
 	if (OidIsValid(role) && has_privs_of_role(userid, role))
 		return;
 	if (entry->dead_lettered && OidIsValid(bridge = get_role_oid("isa_bridge", true)) &&

@@ -28,9 +28,20 @@ GRANT EXECUTE ON FUNCTION
     isa.http_claims()
 TO isa_app;
 
+GRANT SELECT, UPDATE, DELETE ON isa.outbox TO isa_bridge;
+GRANT SELECT, INSERT, DELETE ON isa.inbox TO isa_bridge;
+GRANT SELECT ON isa.subscriptions TO isa_bridge;
+GRANT SELECT, INSERT, UPDATE ON isa.dead_letters TO isa_bridge;
+GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
+
+GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
+
 -- What the services' own code calls of isa, as its service's role (member
--- of isa_service).  isa.publish_event lets a role publish only its own
--- service's source (extension/publish.c).
+-- of isa_service); isa.publish_event lets a role publish only its own
+-- service's source (extension/publish.c).  After isa_admin's grants: an
+-- upgraded database's functions had those already, and pg_dump shows grants
+-- in the order they were made (test/integration/90-upgrade.sh compares).
 GRANT EXECUTE ON FUNCTION
     isa.uuid_v7(), isa.publish_event(text, text, jsonb, jsonb), isa.current_event(),
     isa.not_null(text, "any"), isa.check_page_size(text, integer),
@@ -47,14 +58,6 @@ BEGIN
 END
 $admin$;
 
-GRANT SELECT, UPDATE, DELETE ON isa.outbox TO isa_bridge;
-GRANT SELECT, INSERT, DELETE ON isa.inbox TO isa_bridge;
-GRANT SELECT ON isa.subscriptions TO isa_bridge;
-GRANT SELECT, INSERT, UPDATE ON isa.dead_letters TO isa_bridge;
-GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
-
-GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
 
 -- pg_dump keeps the rows of these tables (extension tables are otherwise
 -- skipped): pending events, what was handled, subscriptions, dead letters, and

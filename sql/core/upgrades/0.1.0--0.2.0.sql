@@ -76,3 +76,13 @@ $roles$;
 ALTER TABLE isa.subscriptions ALTER COLUMN owner_role DROP DEFAULT;
 UPDATE isa.subscriptions SET owner_role = isa.service_role(service)
  WHERE owner_role <> isa.service_role(service);
+
+-- auth.jwks() was isa_app's and isa_admin's; it is isa_app_auth's, then
+-- isa_admin's, in the order auth.sql grants them (a fresh install's order).
+DO $jwks$
+BEGIN
+    IF to_regprocedure('auth.jwks()') IS NOT NULL THEN
+        REVOKE EXECUTE ON FUNCTION auth.jwks() FROM isa_admin;
+    END IF;
+END
+$jwks$;

@@ -340,7 +340,7 @@ SELECT throws_ok(format('SELECT * FROM storage.list_files(%L, 1001)', pg_temp.ui
 SELECT throws_ok(format('SELECT * FROM storage.list_files(%L, NULL)', pg_temp.uid('alice')), '22004', 'row_limit must not be null',
                  'a NULL row_limit is 22004');
 SELECT throws_ok('SELECT * FROM storage.list_files(NULL)', '22004', 'owner_id must not be null', 'list_files(NULL) is 22004');
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace AND p.provolatile = 's' AND p.prosecdef),
           ARRAY['storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)', 'storage.get_signed_file(uuid,bigint,text)',
                 'storage.list_files(uuid,integer)', 'storage.read_file(uuid,bigint,integer)',
