@@ -296,8 +296,7 @@ isa_apply_arrived(void)
 	if (nd == 0)
 		return n;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	isa_bridge_start_transaction();
 	PG_TRY();
 	{
 		MemoryContext msg_cxt;
@@ -334,7 +333,7 @@ isa_apply_arrived(void)
 		}
 		SPI_finish();
 		PopActiveSnapshot();
-		CommitTransactionCommand();
+		isa_bridge_commit_transaction();
 	}
 	PG_CATCH();
 	{

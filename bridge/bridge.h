@@ -110,6 +110,10 @@ extern bool nl_publish_batch(int n, char **subjects, char **ids, char **bodies, 
 /* ------------------------------------------------------------ subxact.c */
 extern ErrorData *isa_in_subtransaction(void (*fn) (void *), void *arg);
 
+/* bridge_role.c: every transaction of the worker runs as role isa_bridge */
+extern void isa_bridge_start_transaction(void);
+extern void isa_bridge_commit_transaction(void);
+
 /* ------------------------------------------------------------ handler.c */
 extern SPIPlanPtr isa_handler_prepare(void);
 extern bool isa_handler_apply(const char *service, const char *consumer, Oid handler,

@@ -163,8 +163,7 @@ isa_publish_round(void)
 										  ALLOCSET_DEFAULT_SIZES);
 	MemoryContextReset(batch_cxt);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	isa_bridge_start_transaction();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "isa bridge: publishing the outbox");
@@ -202,7 +201,7 @@ isa_publish_round(void)
 	{
 		SPI_finish();
 		PopActiveSnapshot();
-		CommitTransactionCommand();
+		isa_bridge_commit_transaction();
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return 0;
 	}
@@ -296,7 +295,7 @@ isa_publish_round(void)
 	}
 	SPI_finish();
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	isa_bridge_commit_transaction();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
 

@@ -49,7 +49,9 @@ static const char *const served_versions[] = {"0.1.0", "0.2.0"};
 /*
  * extversion of isa in this database (in the caller's memory context), or
  * NULL if isa is not installed.  One catalog index lookup in a short
- * transaction: cheap enough to run once a second.
+ * transaction: cheap enough to run once a second.  The one transaction of
+ * the worker not run as isa_bridge (bridge_role.c): it reads a catalog
+ * without SQL, and runs before CREATE EXTENSION isa has created the role.
  */
 char *
 isa_installed_sql_version(void)

@@ -116,8 +116,7 @@ isa_subscriptions_load(void)
 	ListCell   *lc;
 	int			ret;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	isa_bridge_start_transaction();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "isa bridge: loading subscriptions");
@@ -194,7 +193,7 @@ isa_subscriptions_load(void)
 
 	SPI_finish();
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	isa_bridge_commit_transaction();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	foreach(lc, subs)

@@ -118,8 +118,7 @@ load_sources(void)
 	List	   *sources = NIL;
 	MemoryContext outer = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	isa_bridge_start_transaction();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_execute("SELECT source FROM isa.services ORDER BY source", true, 0) != SPI_OK_SELECT)
@@ -134,7 +133,7 @@ load_sources(void)
 	}
 	SPI_finish();
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	isa_bridge_commit_transaction();
 	MemoryContextSwitchTo(outer);
 	return sources;
 }

@@ -96,6 +96,9 @@ extern void isa_storage_define_gucs(void);
 extern void isa_auth_shmem_request(void);
 extern void isa_auth_shmem_startup(void);
 
+/* extension/service_roles.c: isa_svc_<service>, into buf[NAMEDATALEN] */
+extern void isa_service_role(const char *service, char *buf);
+
 /* extension/uuid_v7.c */
 extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
 

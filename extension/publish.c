@@ -5,6 +5,11 @@
  * only if the domain write commits.  The hot path is a probe of a per-session
  * catalogue cache and a direct insert into the source's outbox partition; a
  * query runs only to fill the cache.
+ *
+ * Who may publish as a source (docs/core.md, "Who may publish what"): the
+ * source's service, i.e. a role with the privileges of its owner role
+ * isa_svc_<service> (its SECURITY DEFINER functions and handlers run as it);
+ * the bridge, only the event.dead_lettered of a consuming service; superusers.
  */
 #include "postgres.h"
 
@@ -18,6 +23,7 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -79,13 +85,15 @@ PG_FUNCTION_INFO_V1(isa_catalogue_changed_trigger);
 /*
  * Run once per (source, event_type) and session, then cached:
  * $1 source, $2 event_type → schema of the outbox (NULL: external source),
- * newest registered version (NULL: unknown type); no row: unknown source.
+ * newest registered version (NULL: unknown type), service name; no row:
+ * unknown source.  (Every kept SQL version has these columns.)
  */
 static const char *lookup_sql =
 "SELECT s.schema_name::pg_catalog.text, "
 "       (SELECT t.version FROM isa.event_types t "
 "         WHERE t.source OPERATOR(pg_catalog.=) s.source AND t.event_type OPERATOR(pg_catalog.=) $2 "
-"         ORDER BY t.version_key DESC LIMIT 1) "
+"         ORDER BY t.version_key DESC LIMIT 1), "
+"       s.name "
 "  FROM isa.services s WHERE s.source OPERATOR(pg_catalog.=) $1";
 
 static SPIPlanPtr lookup_plan = NULL;
@@ -117,6 +125,8 @@ typedef struct EventTypeEntry
 	Oid			outbox_relid;	/* the source's outbox partition */
 	AttrNumber	attnum[N_OUTBOX_COLUMNS];
 	char		version[24];
+	char		service_role[NAMEDATALEN];	/* isa_svc_<service>: may publish it */
+	bool		dead_lettered;	/* event.dead_lettered: the bridge may publish it too */
 } EventTypeEntry;
 
 static HTAB *event_type_cache = NULL;
@@ -310,6 +320,7 @@ lookup_event_type(text *event_type, text *source)
 	EventTypeEntry *entry;
 	char	   *schema;
 	char	   *version;
+	char		service_role[NAMEDATALEN];
 	Oid			relid;
 	AttrNumber	attnum[N_OUTBOX_COLUMNS];
 
@@ -363,6 +374,9 @@ lookup_event_type(text *event_type, text *source)
 						text_to_cstring(event_type), text_to_cstring(source)),
 				 errhint("Register it with isa.register_event_type(); see isa.event_types.")));
 	version = TextDatumGetCString(d);
+	isa_service_role(TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
+													   &isnull)),
+					 service_role);
 	if (key[0] == '\0' || strlen(version) >= sizeof(entry->version))
 		elog(ERROR, "event type catalogue entry too long");
 	relid = get_relname_relid("outbox", get_namespace_oid(schema, false));
@@ -384,7 +398,39 @@ lookup_event_type(text *event_type, text *source)
 	entry->outbox_relid = relid;
 	memcpy(entry->attnum, attnum, sizeof(attnum));
 	strlcpy(entry->version, version, sizeof(entry->version));
+	strlcpy(entry->service_role, service_role, sizeof(entry->service_role));
+	entry->dead_lettered = tlen == strlen("event.dead_lettered") &&
+		memcmp(VARDATA_ANY(event_type), "event.dead_lettered", tlen) == 0;
 	return entry;
+}
+
+/*
+ * 42501 unless userid may publish the entry's events.  The roles are looked
+ * up by name on every call (a syscache probe): they are cluster-wide and may
+ * be created after the entry was cached, or not exist at all (a database of
+ * 0.1.0, whose service functions run as the superuser who installed isa).
+ */
+static void
+check_may_publish(Oid userid, const EventTypeEntry *entry, text *source)
+{
+	Oid			role;
+	Oid			bridge;
+
+	if (superuser_arg(userid))
+		return;
+	role = get_role_oid(entry->service_role, true);
+	if (OidIsValid(role) && has_privs_of_role(userid, role))
+		return;
+	if (entry->dead_lettered && OidIsValid(bridge = get_role_oid("isa_bridge", true)) &&
+		has_privs_of_role(userid, bridge))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not publish events of source \"%s\"",
+					GetUserNameFromId(userid, false), text_to_cstring(source)),
+			 errdetail("Only the service's own functions, which run as role \"%s\", publish its events.",
+					   entry->service_role),
+			 errhint("Call the service's API function that makes the change; it publishes the event.")));
 }
 
 /* The owner of the called function (the extension's owner), cached per call site. */
@@ -452,8 +498,8 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	PushOverrideSearchPath(&catalog_only_path);
 
 	/*
-	 * Write as the function's owner, so isa_app can publish into outboxes it
-	 * may not touch.  Switching here rather than declaring SECURITY DEFINER
+	 * Write as the function's owner, so a service's role can publish into
+	 * the outbox it may not touch (check_may_publish decides whether it may).  Switching here rather than declaring SECURITY DEFINER
 	 * keeps the caller's search path cache intact (a definer's user change
 	 * makes PostgreSQL recompute it twice per call).  Abort restores the user.
 	 */
@@ -461,6 +507,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(function_owner(fcinfo), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 
 	entry = lookup_event_type(PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
+	check_may_publish(save_userid, entry, PG_GETARG_TEXT_PP(1));
 	columns[COL_ID] = UUIDPGetDatum(id);
 	columns[COL_SOURCE] = PG_GETARG_DATUM(1);
 	columns[COL_EVENT_TYPE] = PG_GETARG_DATUM(0);

@@ -258,9 +258,11 @@ SQL
 httpd_pid() { [ -f "$HTTPD_PID" ] && cat "$HTTPD_PID"; }
 httpd_running() { local p; p=$(httpd_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
-# isa-httpd connects as isa_httpd, a login member of isa_app (trust in these
-# stacks), over the cluster's Unix socket as a front on the same host would;
-# auth needs one signing key to issue tokens.
+# isa-httpd connects as isa_httpd, a login member of isa_app and of
+# isa_app_admin (its admin routes call administration functions; its route
+# rules decide who reaches them), trust in these stacks, over the cluster's
+# Unix socket as a front on the same host would; auth needs one signing key to
+# issue tokens.
 start_httpd() {
   [ -x "$HTTPD_BIN" ] || { echo "warning: $HTTPD_BIN is not built (make): no HTTP front" >&2; return 0; }
   # (in PL/pgSQL, so that a database made by an older checkout, without auth,
@@ -270,6 +272,10 @@ SET client_min_messages = warning;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'isa_httpd') THEN
     CREATE ROLE isa_httpd LOGIN IN ROLE isa_app;
+  END IF;
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'isa_app_admin')
+     AND NOT pg_has_role('isa_httpd', 'isa_app_admin', 'MEMBER') THEN
+    GRANT isa_app_admin TO isa_httpd;
   END IF;
   IF to_regclass('auth.signing_keys') IS NOT NULL THEN   -- planned only when it exists
     IF NOT EXISTS (SELECT FROM auth.signing_keys WHERE retired_at IS NULL) THEN

@@ -388,7 +388,7 @@ GRANT EXECUTE ON FUNCTION
     account.delete_user(uuid),
     account.get_notification_preferences(uuid),
     account.set_notification_preferences(uuid, jsonb)
-TO isa_app;
+TO isa_app_account;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- A user's own account needs no permission (self_param); anyone else's needs

@@ -986,21 +986,34 @@ SELECT auth.rotate_signing_key();
 REVOKE ALL ON ALL TABLES IN SCHEMA auth FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA auth FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    auth.set_password(uuid, text, uuid),
     auth.sign_up(text, text, text, text),
     auth.change_password(uuid, text, text, uuid),
     auth.login(text, text),
     auth.refresh(text),
     auth.logout(text),
-    auth.logout(uuid),
     auth.logout_all(uuid),
     auth.verify_token(text),
     auth.session_is_live(jsonb),
     auth.jwks(),
-    auth.register_device(text, bytea, uuid),
     auth.device_challenge(text),
     auth.device_authenticate(text, text, bytea)
-TO isa_app;
+TO isa_app_auth;
+-- Setting a password without the old one, ending anyone's session by id and
+-- registering a device are administration: isa_app_admin.
+GRANT EXECUTE ON FUNCTION
+    auth.set_password(uuid, text, uuid),
+    auth.logout(uuid),
+    auth.register_device(text, bytea, uuid)
+TO isa_app_admin;
+-- What auth's own code calls of other services, as isa_svc_auth.
+GRANT EXECUTE ON FUNCTION
+    account.create_user(text, text, text), account.find_user_by_email(text),
+    account.require_user(uuid), account.user_exists(uuid)
+TO isa_svc_auth;
+-- auth.live_sessions reads whether a session's user is active from
+-- account.users directly (isa.http_begin plans it into every request's
+-- query): those two columns, nothing else of the table.
+GRANT SELECT (user_id, status) ON account.users TO isa_svc_auth;
 GRANT EXECUTE ON FUNCTION
     auth.rotate_signing_key(),
     auth.retire_signing_key(text),

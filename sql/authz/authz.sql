@@ -624,18 +624,24 @@ SELECT isa.subscribe_to_events('authz', 'organization_service.organization.membe
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA authz FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     authz.check(uuid, text, text, uuid),
-    authz.create_role(text, text, text[]),
     authz.get_role(text),
     authz.list_roles(),
+    authz.list_user_permissions(uuid, uuid)
+TO isa_app_authz;
+-- Defining roles and binding them (isa:admin is a role's permission) is
+-- administration: isa_app_admin, not the applications' roles.
+GRANT EXECUTE ON FUNCTION
+    authz.create_role(text, text, text[]),
     authz.add_role_permission(text, text),
     authz.remove_role_permission(text, text),
     authz.delete_role(text),
     authz.bind_role(uuid, text, uuid),
     authz.unbind_role(uuid, text, uuid),
     authz.grant_permission(uuid, text, text, uuid),
-    authz.revoke_permission(uuid, text, text, uuid),
-    authz.list_user_permissions(uuid, uuid)
-TO isa_app;
+    authz.revoke_permission(uuid, text, text, uuid)
+TO isa_app_admin;
+-- What authz's own code calls of other services, as isa_svc_authz.
+GRANT EXECUTE ON FUNCTION account.require_user(uuid) TO isa_svc_authz;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- Anyone may ask about their own permissions (self_param); asking about

@@ -508,7 +508,12 @@ GRANT EXECUTE ON FUNCTION
     billing.calculate_cost(text, uuid, text, jsonb, timestamptz),
     billing.usage_summary(uuid, timestamptz, timestamptz),
     billing.get_billing_records(uuid, integer)
-TO isa_app;
+TO isa_app_billing;
+-- What billing's own code calls of other services, as isa_svc_billing.
+GRANT EXECUTE ON FUNCTION
+    account.require_user(uuid), account.user_exists(uuid),
+    product.try_price_quote(text, text, numeric, timestamptz, numeric)
+TO isa_svc_billing;
 
 -- ---------------------------------------------------------------- subscriptions
 SELECT isa.subscribe_to_events('billing', 'external.usage.recorded.>',

@@ -2,19 +2,36 @@
 -- the event type catalogue.  Schema isa itself is created by CREATE EXTENSION
 -- (isa.control: schema = isa).
 
--- Roles (docs/architecture.md, "Security").  Roles are cluster-wide, so they are created only when
--- absent and survive DROP EXTENSION.
+-- Roles (docs/architecture.md, "Security"; docs/install.md, "Roles").  Roles
+-- are cluster-wide, so they are created only when absent and survive DROP
+-- EXTENSION.  isa_app_admin executes the services' administration functions
+-- (set a password, bind a role, add tokens); isa_service is what every
+-- service's own role (isa_svc_<service>, made by isa.register_service) may
+-- use of schema isa.
 DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['isa_admin', 'isa_app', 'isa_bridge'] LOOP
+    FOREACH r IN ARRAY ARRAY['isa_admin', 'isa_app', 'isa_bridge', 'isa_app_admin', 'isa_service'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', r);
         END IF;
     END LOOP;
 END
 $roles$;
+
+-- The names of a service's roles (extension/service_roles.c, the one place
+-- the rule is written): isa_svc_<service> owns its schema and objects, runs
+-- its handlers and alone publishes its events; isa_app_<service> executes
+-- its API.
+CREATE FUNCTION isa.service_role(service text) RETURNS name
+    AS 'MODULE_PATHNAME', 'isa_service_role_sql' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION isa.service_role(text) IS
+    'The role that owns a service''s schema and objects and runs its handlers: isa_svc_<service>.';
+CREATE FUNCTION isa.service_app_role(service text) RETURNS name
+    AS 'MODULE_PATHNAME', 'isa_service_app_role_sql' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION isa.service_app_role(text) IS
+    'The role that may execute a service''s API: isa_app_<service>.';
 
 -- ---------------------------------------------------------------- services
 CREATE TABLE isa.services (

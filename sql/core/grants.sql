@@ -1,9 +1,13 @@
--- grants.sql — privileges (docs/architecture.md, "Security"), last so that they cover every object
--- above.  isa_app may execute the API and read the catalogue, never touch an
--- outbox or inbox; isa_bridge moves events; isa_admin owns the operations.
+-- grants.sql — privileges (docs/architecture.md, "Security"; docs/install.md,
+-- "Roles"), last so that they cover every object above.  isa_app may execute
+-- the API (as the union of the isa_app_<service> roles) and read the
+-- catalogue, never touch an outbox or inbox; isa_app_admin executes the
+-- administration functions; each service's role isa_svc_<service> owns its
+-- schema and uses what isa_service may; isa_bridge moves events; isa_admin
+-- owns the operations.
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA isa FROM PUBLIC;
-GRANT USAGE ON SCHEMA isa TO isa_app, isa_bridge, isa_admin;
+GRANT USAGE ON SCHEMA isa TO isa_app, isa_bridge, isa_admin, isa_service;
 
 GRANT EXECUTE ON FUNCTION
     isa.uuid_v7(), isa.uuid_v7_time(uuid),
@@ -32,6 +36,28 @@ GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
 
 GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
+
+-- What the services' own code calls of isa, as its service's role (member
+-- of isa_service); isa.publish_event lets a role publish only its own
+-- service's source (extension/publish.c).  After isa_admin's grants: an
+-- upgraded database's functions had those already, and pg_dump shows grants
+-- in the order they were made (test/integration/90-upgrade.sh compares).
+GRANT EXECUTE ON FUNCTION
+    isa.uuid_v7(), isa.publish_event(text, text, jsonb, jsonb), isa.current_event(),
+    isa.not_null(text, "any"), isa.check_page_size(text, integer),
+    isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
+    isa.base64url_encode(bytea)
+TO isa_service;
+
+-- The operators may do what the administration routes do.
+DO $admin$
+BEGIN
+    IF NOT pg_catalog.pg_has_role('isa_admin', 'isa_app_admin', 'MEMBER') THEN
+        GRANT isa_app_admin TO isa_admin;
+    END IF;
+END
+$admin$;
+
 
 -- pg_dump keeps the rows of these tables (extension tables are otherwise
 -- skipped): pending events, what was handled, subscriptions, dead letters, and
@@ -80,15 +106,20 @@ BEGIN
 END
 $dump_services$;
 
--- Functions of the service schemas are not for PUBLIC either; isa_admin, the
--- operators' role, may read and repair the services' data.
+-- Each service's schema and objects belong to its role (isa._service_privileges:
+-- at install now that they exist, at an upgrade for what the upgrade made).
+-- Functions of the service schemas are not for PUBLIC, nor for isa_app
+-- directly: it executes a service's API as a member of isa_app_<service>
+-- (0.1.0 granted it directly).  isa_admin, the operators' role, may read and
+-- repair the services' data.
 DO $revoke$
 DECLARE
-    nsp name;
+    s isa.services;
 BEGIN
-    FOR nsp IN SELECT schema_name FROM isa.services WHERE schema_name IS NOT NULL LOOP
-        EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA %I FROM PUBLIC', nsp);
-        EXECUTE format('GRANT ALL ON ALL TABLES IN SCHEMA %I TO isa_admin', nsp);
+    FOR s IN SELECT * FROM isa.services WHERE schema_name IS NOT NULL ORDER BY name LOOP
+        PERFORM isa._service_privileges(s.name);
+        EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA %I FROM PUBLIC, isa_app', s.schema_name);
+        EXECUTE format('GRANT ALL ON ALL TABLES IN SCHEMA %I TO isa_admin', s.schema_name);
     END LOOP;
 END
 $revoke$;

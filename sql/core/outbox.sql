@@ -45,8 +45,84 @@ RETURNS uuid
 COMMENT ON FUNCTION isa.publish_event(text, text, jsonb, jsonb) IS
     'Writes an event to the outbox of its source service in the caller''s transaction and returns its id (UUIDv7). metadata.correlation_id defaults to the event id.';
 
--- Builds a service's home: its schema and its outbox and inbox partitions.
--- Service SQL files and sql/core/services.sql call it; idempotent.
+-- A service's roles and who owns what (docs/install.md, "Roles"); idempotent,
+-- run by isa.register_service and, for every service, by sql/core/grants.sql
+-- (at install, once the services' objects exist, and at every upgrade):
+--   isa_svc_<service> (NOLOGIN, member of isa_service) owns the schema and
+--     every object of the extension in it but the outbox and inbox
+--     partitions, which stay the extension owner's: its SECURITY DEFINER
+--     functions and handlers run as it, and isa.publish_event lets only it
+--     publish the service's source;
+--   isa_app_<service> (NOLOGIN, granted to isa_app) may use the schema; the
+--     service's file grants it EXECUTE on the API.
+CREATE FUNCTION isa._service_privileges(service text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    nsp   name;
+    svc   name := isa.service_role(service);
+    app   name := isa.service_app_role(service);
+    r     name;
+    alter_owner text;
+BEGIN
+    SELECT s.schema_name INTO nsp FROM isa.services s WHERE s.name = _service_privileges.service;
+    IF nsp IS NULL THEN
+        RETURN;                    -- an external source: no schema
+    END IF;
+    FOREACH r IN ARRAY ARRAY[svc, app] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+    IF NOT pg_has_role(svc, 'isa_service', 'MEMBER') THEN
+        EXECUTE format('GRANT isa_service TO %I', svc);
+    END IF;
+    IF NOT pg_has_role('isa_app', app, 'MEMBER') THEN
+        EXECUTE format('GRANT %I TO isa_app', app);
+    END IF;
+
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', nsp, svc);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I, isa_app_admin, isa_service', nsp, app);
+    FOR alter_owner IN
+        SELECT format('ALTER %s %s OWNER TO %I', o.kind, o.name, svc)
+          FROM (SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                      WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+                       c.oid::regclass::text, c.relowner, d.classid, d.objid
+                  FROM pg_class c, pg_depend d
+                 WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                   AND c.relnamespace = nsp::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                   -- the outbox and inbox partitions, and sequences that go with their table
+                   AND NOT EXISTS (SELECT FROM pg_inherits i
+                                    WHERE i.inhrelid = c.oid
+                                      AND i.inhparent IN ('isa.outbox'::regclass, 'isa.inbox'::regclass))
+                   AND NOT EXISTS (SELECT FROM pg_depend a
+                                    WHERE a.classid = 'pg_class'::regclass AND a.objid = c.oid
+                                      AND a.deptype IN ('a', 'i'))
+                UNION ALL
+                SELECT 'TYPE', t.oid::regtype::text, t.typowner, d.classid, d.objid
+                  FROM pg_type t, pg_depend d
+                 WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                   AND t.typnamespace = nsp::regnamespace
+                UNION ALL
+                SELECT 'ROUTINE', p.oid::regprocedure::text, p.proowner, d.classid, d.objid
+                  FROM pg_proc p, pg_depend d
+                 WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                   AND p.pronamespace = nsp::regnamespace) AS o (kind, name, current_owner, classid, objid)
+         WHERE o.current_owner <> svc::regrole
+           AND EXISTS (SELECT FROM pg_depend e
+                        WHERE e.classid = o.classid AND e.objid = o.objid AND e.deptype = 'e'
+                          AND e.refclassid = 'pg_extension'::regclass
+                          AND e.refobjid = (SELECT x.oid FROM pg_extension x WHERE x.extname = 'isa'))
+         GROUP BY o.kind, o.name ORDER BY o.kind, o.name
+    LOOP
+        EXECUTE alter_owner;
+    END LOOP;
+END
+$$;
+
+-- Builds a service's home: its schema, its roles and its outbox and inbox
+-- partitions.  Service SQL files and sql/core/services.sql call it; idempotent.
 CREATE FUNCTION isa.register_service(name text, schema_name name, source text, description text)
 RETURNS void
     LANGUAGE plpgsql
@@ -76,10 +152,11 @@ BEGIN
     EXECUTE format('GRANT ALL ON %I.outbox, %I.inbox TO isa_admin', schema_name, schema_name);
     EXECUTE format('GRANT SELECT, UPDATE, DELETE ON %I.outbox TO isa_bridge', schema_name);
     EXECUTE format('GRANT SELECT, INSERT, DELETE ON %I.inbox TO isa_bridge', schema_name);
+    PERFORM isa._service_privileges(name);
 END
 $$;
 COMMENT ON FUNCTION isa.register_service(text, name, text, text) IS
-    'Registers a service: its schema, its event source and its outbox and inbox partitions (schema_name NULL for an external source).';
+    'Registers a service: its schema, its event source, its roles (isa_svc_<name> owns the schema, isa_app_<name> may use it) and its outbox and inbox partitions (schema_name NULL for an external source).';
 
 CREATE FUNCTION isa.wakeup_state(
     OUT preloaded boolean, OUT outbox_pending boolean, OUT subscriptions_changed boolean,

@@ -18,7 +18,7 @@ CREATE TABLE isa.subscriptions (
     handler        regprocedure NOT NULL,
     durable_name   text NOT NULL UNIQUE CHECK (durable_name ~ '^[A-Za-z0-9_-]+$'),
     options        jsonb NOT NULL DEFAULT '{}',
-    owner_role     name NOT NULL DEFAULT current_user,   -- handlers run as this role
+    owner_role     name NOT NULL,        -- handlers run as this role: isa.service_role(service)
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
     UNIQUE (service, handler, subject_filter)
@@ -87,6 +87,7 @@ DECLARE
     fn      pg_proc;
     durable text;
     sub_id  bigint;
+    owner   name;
 BEGIN
     IF service IS NULL OR NOT EXISTS (SELECT 1 FROM isa.services s
                                        WHERE s.name = subscribe_to_events.service
@@ -114,12 +115,30 @@ BEGIN
     END IF;
     options := isa._check_subscription_options(coalesce(options, '{}'));
 
+    -- The handler runs as the service's role (never as whoever subscribed it,
+    -- a superuser at install): that role must be allowed to execute it.  A
+    -- handler of the service's own schema is, or becomes, that role's
+    -- (isa._service_privileges).
+    owner := isa.service_role(service);
+    IF NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = owner) THEN
+        RAISE EXCEPTION 'role "%" of service "%" does not exist', owner, service USING ERRCODE = '42704',
+            HINT = 'isa.register_service creates it.';
+    END IF;
+    IF fn.pronamespace IS DISTINCT FROM (SELECT to_regnamespace(s.schema_name)::oid FROM isa.services s
+                                          WHERE s.name = subscribe_to_events.service)
+       AND NOT has_function_privilege(owner, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role "%" of service "%" may not execute handler %', owner, service, handler
+            USING ERRCODE = '42501',
+            HINT = format('Handlers run as the service''s role: GRANT EXECUTE ON FUNCTION %s TO %I.', handler, owner);
+    END IF;
+
     SELECT s.id INTO sub_id FROM isa.subscriptions s
      WHERE s.service = subscribe_to_events.service AND s.handler = subscribe_to_events.handler
        AND s.subject_filter = subscribe_to_events.subject_filter;
     IF FOUND THEN
-        UPDATE isa.subscriptions s SET options = subscribe_to_events.options, updated_at = now()
-         WHERE s.id = sub_id AND s.options IS DISTINCT FROM subscribe_to_events.options;
+        UPDATE isa.subscriptions s SET options = subscribe_to_events.options, owner_role = owner, updated_at = now()
+         WHERE s.id = sub_id
+           AND (s.options IS DISTINCT FROM subscribe_to_events.options OR s.owner_role <> owner);
         RETURN sub_id;
     END IF;
 
@@ -128,14 +147,14 @@ BEGIN
     -- consumer (and inbox key), whatever was subscribed before.
     durable := regexp_replace(service || '_' || fn.proname, '[^A-Za-z0-9_-]', '_', 'g')
                || '_' || left(md5(handler::text || ' ' || subject_filter), 8);
-    INSERT INTO isa.subscriptions (service, subject_filter, handler, durable_name, options)
-    VALUES (service, subject_filter, handler, durable, options)
+    INSERT INTO isa.subscriptions (service, subject_filter, handler, durable_name, options, owner_role)
+    VALUES (service, subject_filter, handler, durable, options, owner)
     RETURNING id INTO sub_id;
     RETURN sub_id;
 END
 $$;
 COMMENT ON FUNCTION isa.subscribe_to_events(text, text, regprocedure, jsonb) IS
-    'Registers handler(isa.event) of a service for the events whose subject matches subject_filter; idempotent; returns the subscription id. Options: max_deliver, batch_size, versions, deliver_policy.';
+    'Registers handler(isa.event) of a service for the events whose subject matches subject_filter; idempotent; returns the subscription id. The handler runs as the service''s role (isa.service_role). Options: max_deliver, batch_size, versions, deliver_policy.';
 
 CREATE FUNCTION isa.unsubscribe_from_events(service text, subject_filter text, handler regprocedure)
 RETURNS boolean

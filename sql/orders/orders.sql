@@ -369,7 +369,13 @@ GRANT EXECUTE ON FUNCTION
     orders.list_orders(uuid, integer),
     orders.cancel_order(uuid, text),
     orders.cancel_my_order(uuid, uuid, text)
-TO isa_app;
+TO isa_app_orders;
+-- What orders' own code calls of other services, as isa_svc_orders.
+GRANT EXECUTE ON FUNCTION
+    account.require_user(uuid),
+    payment.create_payment(uuid, uuid, bigint, text, text, bigint),
+    wallet.check_balance(uuid, bigint), wallet.deduct(uuid, bigint, text, text, text, text)
+TO isa_svc_orders;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- A user orders for themselves (subject_param) and reads their own orders

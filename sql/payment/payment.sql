@@ -522,18 +522,27 @@ END
 $$;
 COMMENT ON FUNCTION payment.list_subscriptions(uuid) IS 'A user''s Stripe subscriptions, newest first.';
 
+-- isa.stripe_webhook_secret ('' when unset).  The setting is superuser-only
+-- (GUC_SUPERUSER_ONLY), which current_setting() enforces against the service's
+-- role too; this C reader (extension/payment/payment_settings.c) is executable
+-- by its owner, that role, alone.
+CREATE FUNCTION payment._webhook_secret() RETURNS text
+    AS 'MODULE_PATHNAME', 'isa_payment_webhook_secret' LANGUAGE C STABLE;
+COMMENT ON FUNCTION payment._webhook_secret() IS
+    'The Stripe webhook signing secret (isa.stripe_webhook_secret), for payment.handle_stripe_webhook; executable by the payment service''s role only.';
+
 -- Stripe's scheme (https://docs.stripe.com/webhooks#verify-manually):
 -- Stripe-Signature is "t=<unix seconds>,v1=<hex>[,v1=<hex>…][,v0=…]"; the
 -- signed payload is "<t>.<raw body>"; each v1 is hex(HMAC-SHA256(endpoint
--- secret, signed payload)).  Runs as its owner (a superuser), who alone may
--- read isa.stripe_webhook_secret.  No message, event or log line carries the
--- secret or the expected signature.
+-- secret, signed payload)).  Runs as its owner, the payment service's role,
+-- which reads isa.stripe_webhook_secret through payment._webhook_secret().
+-- No message, event or log line carries the secret or the expected signature.
 CREATE FUNCTION payment.handle_stripe_webhook(raw_body text, signature_header text) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    secret    text := current_setting('isa.stripe_webhook_secret', true);
+    secret    text := payment._webhook_secret();
     tolerance bigint;
     t         text;
     v1        text[] := '{}';
@@ -667,7 +676,9 @@ GRANT EXECUTE ON FUNCTION
     payment.list_payments(uuid, integer),
     payment.list_subscriptions(uuid),
     payment.handle_stripe_webhook(text, text)
-TO isa_app;
+TO isa_app_payment;
+-- What payment's own code calls of other services, as isa_svc_payment.
+GRANT EXECUTE ON FUNCTION account.require_user(uuid), account.user_exists(uuid) TO isa_svc_payment;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- Stripe's webhook is public: its signature (Stripe-Signature) is the proof.

@@ -624,14 +624,17 @@ COMMENT ON FUNCTION product.price_quote(text, text, numeric, timestamptz, numeri
 -- them all, and no table.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA product FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    product.create_product(text, text, text, text),
     product.get_product(uuid),
     product.list_products(text),
-    product.set_price(uuid, text, numeric, jsonb, numeric, numeric, timestamptz),
     product.list_prices(uuid),
     product.price_quote(text, text, numeric, timestamptz, numeric),
     product.try_price_quote(text, text, numeric, timestamptz, numeric)
-TO isa_app;
+TO isa_app_product;
+-- The catalogue and its prices are set by administrators: isa_app_admin.
+GRANT EXECUTE ON FUNCTION
+    product.create_product(text, text, text, text),
+    product.set_price(uuid, text, numeric, jsonb, numeric, numeric, timestamptz)
+TO isa_app_admin;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- The catalogue and its prices are public (a price list); products and prices

@@ -85,11 +85,20 @@ SELECT isa.register_event_type('file.deleted', 'storage_service', '1.0.0',
 
 -- ---------------------------------------------------------------- settings
 -- isa.storage_max_file_bytes and isa.storage_url_secret (docs/services/storage.md).
--- Read through this one function so that nothing else names a setting.
+-- Read through this one function so that nothing else names a setting.  The
+-- secret is superuser-only (GUC_SUPERUSER_ONLY), which current_setting()
+-- enforces against the service's role too: it is read by a C reader
+-- (extension/storage/storage_settings.c) that only its owner, that role, may
+-- execute.
+CREATE FUNCTION storage._url_secret_setting() RETURNS text
+    AS 'MODULE_PATHNAME', 'isa_storage_url_secret_setting' LANGUAGE C STABLE;
+COMMENT ON FUNCTION storage._url_secret_setting() IS
+    'The key of signed download URLs (isa.storage_url_secret, '''' when unset); executable by the storage service''s role only.';
 CREATE FUNCTION storage._setting(setting_name text) RETURNS text
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
-    RETURN nullif(current_setting(setting_name, true), '');
+    RETURN nullif(CASE setting_name WHEN 'isa.storage_url_secret' THEN storage._url_secret_setting()
+                                    ELSE current_setting(setting_name, true) END, '');
 COMMENT ON FUNCTION storage._setting(text) IS
     'The value of a setting, NULL when it is unset, empty or unknown.';
 
@@ -625,7 +634,9 @@ GRANT EXECUTE ON FUNCTION
     storage.sign_download(uuid, integer),
     storage.sign_my_download(uuid, uuid, integer),
     storage.get_signed_file(uuid, bigint, text)
-TO isa_app;
+TO isa_app_storage;
+-- What storage's own code calls of other services, as isa_svc_storage.
+GRANT EXECUTE ON FUNCTION account.require_user(uuid) TO isa_svc_storage;
 GRANT EXECUTE ON FUNCTION storage.purge_abandoned_uploads(interval) TO isa_admin;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)

@@ -787,9 +787,13 @@ GRANT EXECUTE ON FUNCTION
     wallet.list_transactions(uuid, integer, timestamptz),
     wallet.open_wallet(uuid),
     wallet.deduct(uuid, bigint, text, text, text, text),
-    wallet.add(uuid, bigint, text, text, text, text),
     wallet.set_low_balance_threshold(uuid, bigint)
-TO isa_app;
+TO isa_app_wallet;
+-- Adding tokens is administration (users buy them with orders; payments
+-- credit them through the handlers): isa_app_admin.
+GRANT EXECUTE ON FUNCTION wallet.add(uuid, bigint, text, text, text, text) TO isa_app_admin;
+-- What wallet's own code calls of other services, as isa_svc_wallet.
+GRANT EXECUTE ON FUNCTION account.user_exists(uuid) TO isa_svc_wallet;
 GRANT EXECUTE ON FUNCTION wallet.reconcile_balances(boolean) TO isa_admin;
 GRANT SELECT ON wallet.wallets, wallet.transactions TO isa_admin;
 

@@ -11,6 +11,9 @@ dups() { sql "SELECT coalesce(sum(value), 0) FROM isa.metrics() WHERE metric = '
 sql "CREATE SCHEMA it_flow;
      CREATE TABLE it_flow.got (event_id uuid, event_type text, n int, correlation text, causation text,
                                handled_by text, current_id uuid);
+     -- handlers run as their service's role (billing's and audit's)
+     GRANT USAGE ON SCHEMA it_flow TO isa_svc_billing, isa_svc_audit;
+     GRANT INSERT ON it_flow.got TO isa_svc_billing, isa_svc_audit;
      CREATE FUNCTION it_flow.on_order(e isa.event) RETURNS void LANGUAGE plpgsql AS \$\$
      BEGIN
        INSERT INTO it_flow.got VALUES (e.id, e.event_type, (e.data->>'n')::int,
@@ -55,8 +58,8 @@ is "$(subs_running)" "$(subs_want)/$(subs_want)" "both subscriptions are running
 sleep 0.5
 id1=$(sql "SELECT isa.publish_event('$ET', 'order_service', '{\"n\": 2}')")
 is "$(wait_for "SELECT count(*) FROM it_flow.got WHERE event_type = 'it.reacted'" 1 15)" 1 "the handler ran and its reaction was handled in turn"
-is "$(sql "SELECT handled_by || ' ' || current_id FROM it_flow.got WHERE event_id = '$id1'")" "postgres $id1" \
-   "the handler ran as the subscription's owner and isa.current_event() was the event"
+is "$(sql "SELECT handled_by || ' ' || current_id FROM it_flow.got WHERE event_id = '$id1'")" "isa_svc_billing $id1" \
+   "the handler ran as the subscription's owner (billing's role) and isa.current_event() was the event"
 is "$(sql "SELECT correlation || ' ' || causation FROM it_flow.got WHERE event_type = 'it.reacted'")" "$id1 $id1" \
    "the reaction inherited the correlation_id and names the event as its causation_id"
 is "$(sql "SELECT count(*) FROM it_flow.got WHERE n = 1")" 0 "deliver_policy new: the event published before subscribing is not delivered"

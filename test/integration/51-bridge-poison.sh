@@ -9,6 +9,8 @@ sql "CREATE SCHEMA it_poison;
      CREATE TABLE it_poison.applied (event_id uuid, n int);
      CREATE TABLE it_poison.broken (yes boolean);
      INSERT INTO it_poison.broken VALUES (true);
+     GRANT USAGE ON SCHEMA it_poison TO isa_svc_session;     -- the handler runs as session's role
+     GRANT SELECT, INSERT ON it_poison.applied, it_poison.broken TO isa_svc_session;
      CREATE FUNCTION it_poison.handle(e isa.event) RETURNS void LANGUAGE plpgsql AS \$\$
      BEGIN
        INSERT INTO it_poison.applied VALUES (e.id, (e.data->>'n')::int);

@@ -8,6 +8,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 sql "CREATE SCHEMA it_garbage;
      CREATE TABLE it_garbage.applied (event_id uuid);
+     GRANT USAGE ON SCHEMA it_garbage TO isa_svc_notification;   -- the handler runs as notification's role
+     GRANT INSERT ON it_garbage.applied TO isa_svc_notification;
      CREATE FUNCTION it_garbage.handle(e isa.event) RETURNS void LANGUAGE sql AS
        \$\$ INSERT INTO it_garbage.applied VALUES (e.id) \$\$;
      SELECT isa.subscribe_to_events('notification', 'external.it.>', 'it_garbage.handle(isa.event)',

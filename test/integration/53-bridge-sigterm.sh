@@ -10,6 +10,8 @@ N=20000
 sql "SET client_min_messages = warning;
      CREATE SCHEMA it_term;
      CREATE TABLE it_term.applied (event_id uuid, source text);
+     GRANT USAGE ON SCHEMA it_term TO isa_svc_storage;     -- the handler runs as storage's role
+     GRANT INSERT ON it_term.applied TO isa_svc_storage;
      CREATE FUNCTION it_term.handle(e isa.event) RETURNS void LANGUAGE plpgsql AS
        \$\$ BEGIN INSERT INTO it_term.applied VALUES (e.id, e.source); END \$\$;
      SELECT isa.register_event_type('it.term', 'storage_service', '1.0.0', 'integration test event');

@@ -15,6 +15,8 @@ trap restore EXIT
 
 sql "CREATE SCHEMA it_upgrade;
      CREATE TABLE it_upgrade.got (event_id uuid, n int);
+     GRANT USAGE ON SCHEMA it_upgrade TO isa_svc_billing;     -- the handler runs as billing's role
+     GRANT INSERT ON it_upgrade.got TO isa_svc_billing;
      CREATE FUNCTION it_upgrade.on_event(e isa.event) RETURNS void LANGUAGE plpgsql AS \$\$
      BEGIN INSERT INTO it_upgrade.got VALUES (e.id, (e.data->>'n')::int); END \$\$;
      SELECT isa.register_event_type('$ET', 'order_service', '1.0.0', 'integration test event');

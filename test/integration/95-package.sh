@@ -92,7 +92,7 @@ is "$(q "SELECT connected FROM isa.bridge_status()")" f "it is not connected: no
 unit=/lib/systemd/system/isa-httpd.service
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit" 2>/dev/null)
 like "$exec_start" '^/usr/bin/isa-httpd --config /etc/isa/httpd.conf$' "the packaged unit starts /usr/bin/isa-httpd with /etc/isa/httpd.conf"
-q "CREATE ROLE isa_httpd LOGIN IN ROLE isa_app" >/dev/null
+q "CREATE ROLE isa_httpd LOGIN IN ROLE isa_app, isa_app_admin" >/dev/null
 cat >>/etc/isa/httpd.conf <<CONF
 listen = 127.0.0.1
 port = $http_port

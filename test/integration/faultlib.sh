@@ -109,7 +109,10 @@ fault_init() { # SCHEMA EVENT_TYPE
        CREATE FUNCTION $F_SCHEMA.apply(e isa.event) RETURNS void LANGUAGE sql
          AS \$\$ SELECT pg_sleep($F_APPLY_PAUSE) WHERE $F_APPLY_PAUSE > 0 AND (e.data->>'i')::int % 100 = 0;
                  INSERT INTO $F_SCHEMA.applied (event_id, batch, i)
-                 VALUES (e.id, (e.data->>'batch')::int, (e.data->>'i')::int) \$\$;" >/dev/null
+                 VALUES (e.id, (e.data->>'batch')::int, (e.data->>'i')::int) \$\$;
+       -- the handler runs as audit's role
+       GRANT USAGE ON SCHEMA $F_SCHEMA TO isa_svc_audit;
+       GRANT INSERT ON $F_SCHEMA.applied TO isa_svc_audit;" >/dev/null
 }
 
 # Subscribes the handler and waits until the bridge has made its consumer.

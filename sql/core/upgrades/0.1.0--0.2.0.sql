@@ -43,3 +43,46 @@ UPDATE isa.event_types
    SET data_fields = jsonb_set(data_fields, '{reason,description}',
                                '"handler_error, invalid_envelope, subject_mismatch or unsupported_version"')
  WHERE event_type = 'event.dead_lettered';
+
+
+-- Least privilege (docs/install.md, "Roles"): each service's schema and
+-- objects belong to its own role isa_svc_<service>, which runs its handlers
+-- and alone publishes its source; isa_app_<service> executes its API (isa_app
+-- is their union) and isa_app_admin the administration functions.  The roles
+-- must exist before the replayed GRANTs name them; sql/core/grants.sql
+-- (isa._service_privileges) then hands the objects over and takes isa_app's
+-- direct grants back.  The naming functions are made here for that (the
+-- replay makes them again, unchanged).
+CREATE FUNCTION isa.service_role(service text) RETURNS name
+    AS 'MODULE_PATHNAME', 'isa_service_role_sql' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION isa.service_app_role(service text) RETURNS name
+    AS 'MODULE_PATHNAME', 'isa_service_app_role_sql' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+DO $roles$
+DECLARE
+    r name;
+BEGIN
+    FOR r IN SELECT unnest(ARRAY['isa_app_admin', 'isa_service']::name[])
+             UNION ALL SELECT isa.service_role(s.name) FROM isa.services s WHERE s.schema_name IS NOT NULL
+             UNION ALL SELECT isa.service_app_role(s.name) FROM isa.services s WHERE s.schema_name IS NOT NULL LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$roles$;
+
+-- Handlers ran as whoever subscribed them (the superuser who installed isa);
+-- they run as their service's role now, and the column has no default.
+ALTER TABLE isa.subscriptions ALTER COLUMN owner_role DROP DEFAULT;
+UPDATE isa.subscriptions SET owner_role = isa.service_role(service)
+ WHERE owner_role <> isa.service_role(service);
+
+-- auth.jwks() was isa_app's and isa_admin's; it is isa_app_auth's, then
+-- isa_admin's, in the order auth.sql grants them (a fresh install's order).
+DO $jwks$
+BEGIN
+    IF to_regprocedure('auth.jwks()') IS NOT NULL THEN
+        REVOKE EXECUTE ON FUNCTION auth.jwks() FROM isa_admin;
+    END IF;
+END
+$jwks$;

@@ -715,12 +715,13 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscript
               'auth subscribes to user.deleted and permission.revoked');
 SELECT ok(bool_and(has_function_privilege('isa_app', f, 'EXECUTE')),
           'isa_app may execute the API') FROM unnest(ARRAY[
-    'auth.set_password(uuid,text,uuid)', 'auth.sign_up(text,text,text,text)', 'auth.change_password(uuid,text,text,uuid)',
-    'auth.login(text,text)', 'auth.refresh(text)', 'auth.logout(text)', 'auth.logout(uuid)',
-    'auth.logout_all(uuid)', 'auth.verify_token(text)', 'auth.jwks()', 'auth.register_device(text,bytea,uuid)',
+    'auth.sign_up(text,text,text,text)', 'auth.change_password(uuid,text,text,uuid)',
+    'auth.login(text,text)', 'auth.refresh(text)', 'auth.logout(text)',
+    'auth.logout_all(uuid)', 'auth.verify_token(text)', 'auth.jwks()',
     'auth.device_challenge(text)', 'auth.device_authenticate(text,text,bytea)']) f;
 SELECT is(array_agg(f ORDER BY f) FILTER (WHERE has_function_privilege('isa_app', f, 'EXECUTE')), NULL,
-          'isa_app may not execute handlers, administration or internals') FROM unnest(ARRAY[
+          'isa_app may not execute handlers, administration (set_password, logout by session id, register_device: isa_app_admin''s) or internals') FROM unnest(ARRAY[
+    'auth.set_password(uuid,text,uuid)', 'auth.logout(uuid)', 'auth.register_device(text,bytea,uuid)',
     'auth.on_user_deleted(isa.event)', 'auth.on_permission_revoked(isa.event)', 'auth.rotate_signing_key()',
     'auth.retire_signing_key(text)', 'auth.reset_login_throttle(text)', 'auth.housekeeping()', 'auth._sign_jwt(jsonb)',
     'auth._jwt_encode(jsonb,text,bytea)', 'auth._ed25519_keypair()', 'auth._ed25519_sign(bytea,bytea)',

@@ -298,8 +298,9 @@ SELECT is(auth.session_is_live(NULL), false, 'session_is_live: false for no clai
 -- ---------------------------------------------------------------- the services' routes
 DELETE FROM isa.http_routes WHERE path LIKE '/v1/pgtap/%';
 SELECT is((SELECT array_agg(format('%s %s', method, path) ORDER BY path, method) FROM isa.http_routes
-            WHERE NOT has_function_privilege('isa_app', function, 'EXECUTE')), NULL,
-          'every route names a function isa_app (isa-httpd''s role) may execute');
+            WHERE NOT has_function_privilege('isa_app', function, 'EXECUTE')
+              AND NOT has_function_privilege('isa_app_admin', function, 'EXECUTE')), NULL,
+          'every route names a function isa_app or isa_app_admin (isa-httpd''s roles) may execute');
 SELECT is((SELECT array_agg(format('%s %s %s', r.method, r.path, r.function) ORDER BY r.path) FROM isa.http_routes r
              JOIN pg_proc p ON p.oid = r.function
             WHERE r.method = 'GET' AND p.provolatile = 'v'), NULL,

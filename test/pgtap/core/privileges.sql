@@ -1,11 +1,14 @@
 -- privileges.sql — the roles of docs/architecture.md, "Security".  isa_app (applications) may
 -- execute the API and read the catalogue but never touch an outbox, an inbox,
--- the subscriptions or the dead letters; it publishes only through
--- isa.publish_event (which writes as its owner).  isa_bridge reads and marks the
--- outbox.  isa_admin operates everything.
+-- the subscriptions or the dead letters, nor publish as a service: events enter
+-- an outbox only through isa.publish_event (which writes as its owner), and
+-- only for the source of the caller's service role (isa_svc_<service>, as whom
+-- the service's own functions run).  isa_bridge reads and marks the outbox and
+-- publishes dead-letter events.  isa_admin operates everything.  (roles.sql:
+-- the per-service roles.)
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(47);
+SELECT plan(51);
 
 SELECT has_role('isa_admin',  'role isa_admin exists');
 SELECT has_role('isa_app',    'role isa_app exists');
@@ -43,14 +46,13 @@ SELECT is((SELECT proowner::regrole::text FROM pg_proc WHERE oid = 'isa.publish_
           'isa.publish_event belongs to the extension owner, as whom it writes the outbox');
 SELECT isa.register_event_type('wallet.tokens.deducted', 'wallet_service', '1.0.0', 'Tokens left a wallet.');
 
--- ---------------------------------------------------------------- as isa_app
-SET LOCAL ROLE isa_app;
-SELECT is(current_user, 'isa_app', 'the following statements run as isa_app');
-
--- publish_event runs as its owner (a superuser).  Whatever names isa_app can
--- shadow in its session must not reach it: here a temporary type named
+-- ---------------------------------------------------------------- as a service's role
+-- publish_event runs as its owner (a superuser).  Whatever names its caller
+-- can shadow in its session must not reach it: here a temporary type named
 -- "text" with a cast from name, whose function would then run as the owner.
+-- The caller is wallet's role, which may publish wallet_service events.
 -- This must be the session's first publish (publish_event saves its plans).
+SET LOCAL ROLE isa_svc_wallet;
 CREATE TYPE pg_temp.text AS (x int);
 CREATE FUNCTION pg_temp.hijack(n name) RETURNS pg_temp.text LANGUAGE plpgsql
     AS $$BEGIN RAISE EXCEPTION 'hijack cast ran as %', current_user; END$$;
@@ -66,10 +68,21 @@ DROP CAST (name AS pg_temp.text);
 DROP FUNCTION pg_temp.hijack(name);
 DROP TYPE pg_temp.text;
 SELECT is(coalesce(current_setting('isa_test.hijack_probe', true), ''), '',
-          'isa.publish_event does not run code isa_app attached to its own temporary types (pinned search_path)');
+          'isa.publish_event does not run code its caller attached to its own temporary types (pinned search_path)');
+SELECT lives_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"marker": "by isa_svc_wallet"}')$$,
+                'wallet''s role (isa_svc_wallet) publishes wallet_service events through isa.publish_event');
+RESET ROLE;
 
-SELECT lives_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"marker": "by isa_app"}')$$,
-                'isa_app can publish an event through isa.publish_event');
+-- ---------------------------------------------------------------- as isa_app
+SET LOCAL ROLE isa_app;
+SELECT is(current_user, 'isa_app', 'the following statements run as isa_app');
+SELECT throws_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"marker": "by isa_app"}')$$,
+                 '42501', 'role "isa_app" may not publish events of source "wallet_service"',
+                 'isa_app may not publish as a service (it may call the service''s API, which does)');
+SELECT throws_ok($$SELECT isa.publish_event('payment.completed', 'payment_service',
+                                            '{"payment_id": "00000000-0000-7000-8000-000000000000", "amount": 777777}')$$,
+                 '42501', NULL,
+                 'the attack of issue 12: isa_app may not publish payment_service''s payment.completed');
 SELECT is((SELECT count(*) FROM isa.event_types WHERE event_type = 'wallet.tokens.deducted'), 1::bigint,
           'isa_app can read the event catalogue (isa.event_types)');
 SELECT is((SELECT count(*) FROM isa.services), 17::bigint,
@@ -119,18 +132,25 @@ SELECT throws_ok($$INSERT INTO isa.event_types (source, event_type, description)
                  'isa_app cannot write the event catalogue directly');
 RESET ROLE;
 
-SELECT is((SELECT count(*) FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_app'), 1::bigint,
-          'the event isa_app published is in wallet.outbox');
-SELECT is((SELECT metadata ? 'correlation_id' FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_app'), true,
-          'the event isa_app published got its default correlation_id');
+SELECT is((SELECT array_agg(data ->> 'marker') FROM wallet.outbox WHERE data ->> 'marker' LIKE 'by %'), ARRAY['by isa_svc_wallet'],
+          'the event isa_svc_wallet published is in wallet.outbox, isa_app''s is not');
+SELECT is((SELECT metadata ? 'correlation_id' FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_svc_wallet'), true,
+          'the event isa_svc_wallet published got its default correlation_id');
 
 -- ---------------------------------------------------------------- as isa_bridge
 SET LOCAL ROLE isa_bridge;
 SELECT is(current_user, 'isa_bridge', 'the following statements run as isa_bridge');
-SELECT is((SELECT count(*) FROM isa.outbox WHERE published_at IS NULL AND data ->> 'marker' = 'by isa_app'), 1::bigint,
+SELECT is((SELECT count(*) FROM isa.outbox WHERE published_at IS NULL AND data ->> 'marker' = 'by isa_svc_wallet'), 1::bigint,
           'isa_bridge can SELECT isa.outbox and sees the unpublished event');
-SELECT lives_ok($$UPDATE isa.outbox SET published_at = now() WHERE published_at IS NULL AND data ->> 'marker' = 'by isa_app'$$,
+SELECT lives_ok($$UPDATE isa.outbox SET published_at = now() WHERE published_at IS NULL AND data ->> 'marker' = 'by isa_svc_wallet'$$,
                 'isa_bridge can mark outbox rows published');
+SELECT lives_ok($$SELECT isa.publish_event('event.dead_lettered', 'wallet_service',
+                    '{"dead_letter_id": 0, "service": "wallet", "consumer": "c", "subject": "s", "reason": "handler_error",
+                      "error": "e", "sqlstate": "XX000", "attempts": 1}')$$,
+                'isa_bridge may publish a consuming service''s event.dead_lettered');
+SELECT throws_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{}')$$,
+                 '42501', 'role "isa_bridge" may not publish events of source "wallet_service"',
+                 'but no other event of that service');
 SELECT throws_ok($$INSERT INTO isa.outbox (id, source, event_type, version, occurred_at, data, metadata)
                    VALUES (isa.uuid_v7(), 'wallet_service', 'wallet.tokens.deducted', '1.0.0', now(), '{}', '{}')$$,
                  '42501', NULL,
@@ -141,7 +161,7 @@ SELECT throws_ok($$DELETE FROM isa.subscriptions$$, '42501', NULL,
                  'isa_bridge cannot change isa.subscriptions');
 RESET ROLE;
 
-SELECT isnt((SELECT published_at FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_app'), NULL,
+SELECT isnt((SELECT published_at FROM wallet.outbox WHERE data ->> 'marker' = 'by isa_svc_wallet'), NULL,
             'the row isa_bridge marked is published');
 
 SELECT * FROM finish();

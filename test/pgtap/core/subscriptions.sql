@@ -47,8 +47,8 @@ SELECT is((SELECT s.options FROM isa.subscriptions s JOIN subs USING (id) WHERE 
           '{"max_deliver": 5}'::jsonb,
           'the subscription row records its options');
 SELECT is((SELECT s.owner_role FROM isa.subscriptions s JOIN subs USING (id) WHERE subs.label = 'usage'),
-          current_user,
-          'the subscription is owned by the role that subscribed (handlers run as it)');
+          'isa_svc_billing'::name,
+          'the subscription is owned by its service''s role, isa_svc_billing, not by the role that subscribed (handlers run as it)');
 SELECT matches((SELECT s.durable_name FROM isa.subscriptions s JOIN subs USING (id) WHERE subs.label = 'usage'),
                '^[A-Za-z0-9_-]+$',
                'the durable name is a valid JetStream consumer name');

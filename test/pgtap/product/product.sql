@@ -370,13 +370,10 @@ SELECT is((SELECT data_fields ->> 'model' IS NOT NULL AND (data_fields -> 'model
 -- ---------------------------------------------------------------- privileges
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'product'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')$$,
-              ARRAY['product.create_product(text,text,text,text)', 'product.get_product(uuid)',
-                    'product.list_products(text)',
-                    'product.set_price(uuid,text,numeric,jsonb,numeric,numeric,timestamp with time zone)',
-                    'product.list_prices(uuid)',
+              ARRAY['product.get_product(uuid)', 'product.list_products(text)', 'product.list_prices(uuid)',
                     'product.price_quote(text,text,numeric,timestamp with time zone,numeric)',
                     'product.try_price_quote(text,text,numeric,timestamp with time zone,numeric)'],
-              'isa_app may execute exactly the API (the write functions too: the HTTP front gates them)');
+              'isa_app may execute exactly the read API: create_product and set_price are isa_app_admin''s');
 SELECT is((SELECT array_agg(p.proname ORDER BY p.proname) FROM pg_proc p
             WHERE p.pronamespace = 'product'::regnamespace AND p.proname NOT LIKE '\_%'
               AND NOT (p.prosecdef AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'])),
@@ -386,13 +383,13 @@ SELECT ok(NOT has_table_privilege('isa_app', 'product.products', 'SELECT')
           AND NOT has_table_privilege('isa_app', 'product.prices', 'INSERT'),
           'isa_app has no privilege on the tables');
 
-GRANT SELECT ON t TO isa_app;
+GRANT SELECT ON t TO isa_app, isa_app_admin;
 SET LOCAL ROLE isa_app;
 SELECT is((SELECT cost FROM product.price_quote('model_input_tokens', (SELECT v FROM t WHERE k = 'm'), 1000, '2026-03-02 00:00:00+00')),
           1::numeric, 'as isa_app: price_quote works');
-SELECT lives_ok($$SELECT product.set_price((SELECT v::uuid FROM t WHERE k = 'in'), 'per_unit', 0.0015,
-                                           effective_from => '2026-04-01 00:00:00+00')$$,
-                'as isa_app: set_price works');
+SELECT throws_ok($$SELECT product.set_price((SELECT v::uuid FROM t WHERE k = 'in'), 'per_unit', 0.0015,
+                                            effective_from => '2026-04-01 00:00:00+00')$$,
+                 '42501', 'permission denied for function set_price', 'as isa_app: set_price is 42501 (administration)');
 SELECT throws_ok($$SELECT * FROM product.prices$$, '42501', NULL, 'as isa_app: reading product.prices is 42501');
 SELECT throws_ok($$SELECT product._check_tiers('[]')$$, '42501', NULL, 'as isa_app: an internal function is 42501');
 RESET ROLE;

@@ -426,9 +426,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'wallet'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')$$,
               ARRAY['wallet.check_balance(uuid,bigint)', 'wallet.get_balance(uuid)', 'wallet.get_wallet(uuid)',
                     'wallet.list_transactions(uuid,integer,timestamp with time zone)', 'wallet.open_wallet(uuid)',
-                    'wallet.deduct(uuid,bigint,text,text,text,text)', 'wallet.add(uuid,bigint,text,text,text,text)',
-                    'wallet.set_low_balance_threshold(uuid,bigint)'],
-              'isa_app may execute exactly the API functions (no handler, no reconcile, no internal function)');
+                    'wallet.deduct(uuid,bigint,text,text,text,text)', 'wallet.set_low_balance_threshold(uuid,bigint)'],
+              'isa_app may execute exactly the API functions (no add: isa_app_admin''s; no handler, no reconcile, no internal function)');
 SELECT ok(has_function_privilege('isa_admin', 'wallet.reconcile_balances(boolean)', 'EXECUTE'),
           'isa_admin may run reconcile_balances');
 SELECT is((SELECT prosecdef FROM pg_proc WHERE oid = 'wallet.deduct(uuid,bigint,text,text,text,text)'::regprocedure), true,
@@ -436,10 +435,11 @@ SELECT is((SELECT prosecdef FROM pg_proc WHERE oid = 'wallet.deduct(uuid,bigint,
 
 SELECT pg_temp.new_user('app');
 SELECT wallet.open_wallet(pg_temp.uid('app'));
-GRANT SELECT ON u TO isa_app;          -- for pg_temp.uid()
-SET LOCAL ROLE isa_app;
+GRANT SELECT ON u TO isa_app, isa_app_admin;          -- for pg_temp.uid()
+SET LOCAL ROLE isa_app_admin;
 SELECT is((SELECT (res).balance_after FROM (SELECT wallet.add(pg_temp.uid('app'), 50, 'app-1') res) s), 50::bigint,
-          'isa_app can add');
+          'isa_app_admin can add');
+SET LOCAL ROLE isa_app;
 SELECT is((SELECT (res).balance_after FROM (SELECT wallet.deduct(pg_temp.uid('app'), 20, 'app-2') res) s), 30::bigint,
           'isa_app can deduct');
 SELECT is(wallet.get_balance(pg_temp.uid('app')), 30::bigint, 'isa_app can read a balance');
