@@ -888,10 +888,14 @@ BEGIN
     END IF;
     norm := lower(btrim(email, E' \t\r\n'));
     had := auth._throttle_reset(norm);
-    -- the password changes of the user who has this email too (auth.change_password)
-    FOR uid IN SELECT u.user_id FROM account.users u WHERE lower(u.email) = norm AND u.status = 'active' LOOP
+    -- the password changes of the user who has this email too (auth.change_password),
+    -- asked of account (its table is not auth's to read)
+    BEGIN
+        uid := (account.find_user_by_email(norm)).user_id;
         had := auth._throttle_reset('USER:' || uid) OR had;
-    END LOOP;
+    EXCEPTION WHEN no_data_found THEN
+        NULL;                      -- no active user has this email
+    END;
     RETURN had;
 END
 $$;

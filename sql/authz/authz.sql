@@ -641,7 +641,10 @@ GRANT EXECUTE ON FUNCTION
     authz.revoke_permission(uuid, text, text, uuid)
 TO isa_app_admin;
 -- What authz's own code calls of other services, as isa_svc_authz.
-GRANT EXECUTE ON FUNCTION account.require_user(uuid) TO isa_svc_authz;
+GRANT EXECUTE ON FUNCTION
+    account.require_user(uuid),
+    organization.organization_exists(uuid), organization.member_role(uuid, uuid)
+TO isa_svc_authz;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- Anyone may ask about their own permissions (self_param); asking about

@@ -512,7 +512,8 @@ TO isa_app_billing;
 -- What billing's own code calls of other services, as isa_svc_billing.
 GRANT EXECUTE ON FUNCTION
     account.require_user(uuid), account.user_exists(uuid),
-    product.try_price_quote(text, text, numeric, timestamptz, numeric)
+    product.try_price_quote(text, text, numeric, timestamptz, numeric),
+    product._max_quantity(), product._is_quantity(numeric, bigint)
 TO isa_svc_billing;
 
 -- ---------------------------------------------------------------- subscriptions

@@ -1172,7 +1172,12 @@ GRANT EXECUTE ON FUNCTION
     organization.share_resource(uuid, uuid, text, uuid),
     organization.unshare_resource(uuid, uuid, text, uuid),
     organization.shared_resources(uuid, uuid, integer)
-TO isa_app;
+TO isa_app_organization;
+-- What organization's own code calls of other services, as isa_svc_organization.
+GRANT EXECUTE ON FUNCTION
+    account.get_user(uuid), account.find_user_by_email(text), account.require_user(uuid),
+    account.user_exists(uuid), storage.get_my_file(uuid, uuid)
+TO isa_svc_organization;
 
 -- ---------------------------------------------------------------- subscriptions
 SELECT isa.subscribe_to_events('organization', 'account_service.user.created',
