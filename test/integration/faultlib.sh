@@ -78,15 +78,17 @@ fatal() {
 # store outlives `make test`'s fresh database).  isa-nats.mjs has no purge.
 nats_purge() { # SUBJECT
   (cd "$root/test/natsclient" && timeout 20 node --input-type=module -e '
-    import { connect } from "nats";
-    const [stream, servers, filter] = process.argv.slice(1);
-    const nc = await connect({ servers: servers.split(","), timeout: 5000 });
+    import { connect, credsAuthenticator } from "nats";
+    import { readFileSync } from "node:fs";
+    const [stream, servers, filter, creds] = process.argv.slice(1);
+    const auth = creds ? { authenticator: credsAuthenticator(readFileSync(creds)) } : {};
+    const nc = await connect({ servers: servers.split(","), timeout: 5000, ...auth });
     try {
       const jsm = await nc.jetstreamManager({ timeout: 5000 });
       await jsm.streams.purge(stream, { filter });
     } catch (e) {
       if (!/stream not found/.test(e.message)) { console.error(e.message); process.exitCode = 1; }
-    } finally { await nc.close(); }' "$F_STREAM" "$F_SERVER" "$1")
+    } finally { await nc.close(); }' "$F_STREAM" "$F_SERVER" "$1" "${ISA_NATS_CREDS:-}")
 }
 
 fault_init() { # SCHEMA EVENT_TYPE
