@@ -71,19 +71,22 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(SQL_LIST_STAMP) isa.control Ma
 	   printf '%s\n' '\echo Use "CREATE EXTENSION isa" to load this file. \quit'; \
 	   for f in $(SQL_SOURCES); do echo; echo "-- ==== $$f"; cat $$f; done; } > $@
 
-# An upgrade script: the step's hand-written fragments (the core's, then each
-# service's in the order of ISA_SERVICES), then what every upgrade runs again
-# from the newest sources (functions as CREATE OR REPLACE, comments, grants:
-# tools/sql-replay.py), then sql/core/grants.sql (idempotent: a new object
-# gets the grants of a fresh install).
-REPLAYED_SOURCES = $(filter-out sql/core/grants.sql,$(SQL_SOURCES))
+# An upgrade script, area by area in the order of a fresh install (the core,
+# then each service in the order of ISA_SERVICES): the area's hand-written
+# fragment of the step, then what every upgrade runs again from the area's
+# newest sources (functions as CREATE OR REPLACE, comments, grants:
+# tools/sql-replay.py), so that a later area's fragment (a new service's whole
+# file) runs against the newest core and services it calls.  Then
+# sql/core/grants.sql (idempotent: a new object gets a fresh install's grants).
 $(UPGRADE_SCRIPTS): $(EXTENSION)--%.sql: $(UPGRADE_FRAGMENTS) $(SQL_SOURCES) tools/sql-replay.py $(SQL_LIST_STAMP) Makefile
 	@{ echo "-- generated from sql/ by make; edit those files"; \
 	   printf '%s\n' '\echo Use "ALTER EXTENSION isa UPDATE" to load this file. \quit'; \
 	   for a in core $(ISA_SERVICES); do \
-	     f=sql/$$a/upgrades/$*.sql; [ -f $$f ] || continue; echo; echo "-- ==== $$f"; cat $$f; done; \
-	   python3 tools/sql-replay.py $(REPLAYED_SOURCES) && \
-	   echo && echo "-- ==== sql/core/grants.sql" && cat sql/core/grants.sql; } > $@.tmp && mv $@.tmp $@
+	     f=sql/$$a/upgrades/$*.sql; if [ -f $$f ]; then echo; echo "-- ==== $$f"; cat $$f; fi; \
+	     if [ $$a = core ]; then src="$(ISA_CORE:%=sql/core/%.sql)"; else src=sql/$$a/$$a.sql; fi; \
+	     python3 tools/sql-replay.py $$src || exit 1; \
+	   done; \
+	   echo; echo "-- ==== sql/core/grants.sql"; cat sql/core/grants.sql; } > $@.tmp && mv $@.tmp $@
 
 # ---------------------------------------------------------------- isa-httpd
 # The HTTP front (httpd/): a program of its own, built with the extension.
