@@ -110,9 +110,16 @@ SELECT isa.register_event_type('file.unshared', 'storage_service', '1.0.0',
       "org_id":      {"type": "uuid",   "required": false, "description": "the organization it was shared with (or user_id)"},
       "reason":      {"type": "string", "required": true,  "description": "revoked, member_removed or deleted (the file, album or owner)"}}');
 
--- The functions the subscription and the routes name do not exist yet when
--- the fragments run (the replay that creates them comes after): created here
--- with their final signatures, the replay replaces them.
+-- The functions the subscription, the routes and organization's fragment
+-- (its grant of album_owner) name do not exist yet when the fragments run
+-- (the replay that creates them comes after): created here with their final
+-- signatures, the replay replaces them.
+CREATE FUNCTION storage.album_owner(album_id uuid)
+    RETURNS uuid LANGUAGE plpgsql AS $$BEGIN END$$;
+-- organization's fragment grants album_owner and get_my_file to its role
+-- before the replay grants them to isa_app_storage; granted here first, so
+-- their privileges are in a fresh install's order (90-upgrade compares).
+GRANT EXECUTE ON FUNCTION storage.album_owner(uuid), storage.get_my_file(uuid, uuid) TO isa_app_storage;
 CREATE FUNCTION storage.on_member_removed(e isa.event)
     RETURNS void LANGUAGE plpgsql AS $$BEGIN END$$;
 CREATE FUNCTION storage.get_readable_file(user_id uuid, file_id uuid)
