@@ -645,6 +645,10 @@ GRANT EXECUTE ON FUNCTION
     account.require_user(uuid), account.user_exists(uuid),
     organization.organization_exists(uuid), organization.member_role(uuid, uuid)
 TO isa_svc_authz;
+-- What storage's code calls of authz, as isa_svc_storage: granted here
+-- because storage loads first (its access check asks storage:read and
+-- storage:write).
+GRANT EXECUTE ON FUNCTION authz.check(uuid, text, text, uuid) TO isa_svc_storage;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- Anyone may ask about their own permissions (self_param); asking about

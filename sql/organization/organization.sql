@@ -3,7 +3,7 @@
 -- their members with a role (owner, admin, member, guest), invitations by
 -- email with a single-use expiring token, and the devices, files and albums
 -- shared with an organization.  Every organization has exactly one owner.
--- It calls account (users, their email) and storage (a file's owner); it
+-- It calls account (users, their email) and storage (a file's or an album's owner); it
 -- reacts to user.created (the personal organization), user.deleted
 -- (memberships end, ownership passes on) and device.registered (a device joins
 -- a family).  authz keeps organization-scoped role bindings from its events.
@@ -412,8 +412,7 @@ $$;
 
 -- The shares' rule: a member (not a guest) shares what they own.  A file's
 -- owner is storage's answer; a device's, what device.registered said; an
--- album has no service yet and is taken on the sharer's word
--- (docs/services/organization.md, "Sharing").
+-- album's, storage's (docs/services/organization.md, "Sharing").
 CREATE FUNCTION organization._share(o organization.organizations, p_kind text, p_resource_id uuid, p_by uuid)
 RETURNS organization.shared_resources
     LANGUAGE plpgsql
@@ -967,6 +966,9 @@ BEGIN
     END IF;
     IF kind = 'file' THEN
         PERFORM storage.get_my_file(actor_id, resource_id);      -- P0002 unless the caller's finished file
+    ELSIF kind = 'album' AND storage.album_owner(resource_id) IS DISTINCT FROM actor_id THEN
+        RAISE EXCEPTION 'album % not found', resource_id USING ERRCODE = 'P0002',
+            HINT = 'A member shares an album of their own (storage.create_album).';
     ELSIF kind = 'device' AND NOT EXISTS (SELECT 1 FROM organization.devices d
                                            WHERE d.device_id = resource_id AND d.owner_id = actor_id) THEN
         RAISE EXCEPTION 'device % not found', resource_id USING ERRCODE = 'P0002',
@@ -977,7 +979,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION organization.share_resource(uuid, uuid, text, uuid) IS
-    'A member (not a guest) shares their device, file or album with a family or business organization: its members may access it while they are members (can_access). Publishes family.resource_shared; sharing again returns the share. 42501 not a member or a guest, P0002 unknown organization or not the caller''s file or device, 23514 a personal organization, 22023 unknown kind.';
+    'A member (not a guest) shares their device, file or album with a family or business organization: its members may access it while they are members (can_access). Publishes family.resource_shared; sharing again returns the share. 42501 not a member or a guest, P0002 unknown organization or not the caller''s file, album or device, 23514 a personal organization, 22023 unknown kind.';
 
 CREATE FUNCTION organization.unshare_resource(actor_id uuid, org_id uuid, kind text, resource_id uuid) RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -1176,8 +1178,14 @@ TO isa_app_organization;
 -- What organization's own code calls of other services, as isa_svc_organization.
 GRANT EXECUTE ON FUNCTION
     account.get_user(uuid), account.find_user_by_email(text), account.require_user(uuid),
-    account.user_exists(uuid), storage.get_my_file(uuid, uuid)
+    account.user_exists(uuid), storage.get_my_file(uuid, uuid), storage.album_owner(uuid)
 TO isa_svc_organization;
+-- What storage's code calls of organization, as isa_svc_storage: granted
+-- here because storage loads first (organization calls storage).
+GRANT EXECUTE ON FUNCTION
+    organization.organization_exists(uuid), organization.member_role(uuid, uuid),
+    organization.is_member(uuid, uuid), organization.can_access(uuid, text, uuid)
+TO isa_svc_storage;
 
 -- ---------------------------------------------------------------- subscriptions
 SELECT isa.subscribe_to_events('organization', 'account_service.user.created',

@@ -132,6 +132,15 @@ sql "SELECT organization.accept_invitation('$u2',
 is "$(sql "SELECT organization.member_role('$fam', '$u2')")" member "an invitee of the family accepts and is a member"
 is "$(wait_for "SELECT count(*) FROM authz.role_bindings b JOIN authz.roles r USING (role_id) WHERE b.user_id = '$u2' AND b.org_id = '$fam' AND r.name = 'org_member'" 1 20)" 1 \
    "authz binds org_member in the family from organization.member_added"
+# storage's sharing is new in 0.2.0: a file of u1 shared with the family is
+# read by u2, an album shared with u2 directly.
+photo=$(sql "SELECT storage.begin_upload('$u1', 'up-photo.jpg', 'image/jpeg')")
+sql "SELECT storage.put_chunk('$photo', 0, '\\x0102'); SELECT FROM storage.finish_upload('$photo');
+     SELECT FROM storage.share_file('$u1', '$photo', org_id => '$fam', idempotency_key => 'up-share-1');
+     SELECT FROM storage.add_album_file('$u1', (storage.create_album('$u1', 'Upgrade album', 'up-album-1')).album_id, '$photo');
+     SELECT FROM storage.share_album('$u1', (SELECT album_id FROM storage.list_albums('$u1')), '$u2', access => 'write');" >/dev/null
+is "$(sql "SELECT storage.can_read('$u2', '$photo') AND storage.can_write_album('$u2', (SELECT album_id FROM storage.list_albums('$u1')))")" t \
+   "a file shared with the family and an album shared with a member work after the update"
 sql "SELECT orders.create_order('$u2', 30, 'tokens', 'wallet', 'up-order-2')" >/dev/null
 is "$(sql "SELECT balance FROM wallet.wallets WHERE user_id = '$u2'")" 350 "an order after the update is paid from the wallet (500 - 120 - 30)"
 

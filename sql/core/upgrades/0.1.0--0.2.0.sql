@@ -76,6 +76,89 @@ $roles$;
 ALTER TABLE isa.subscriptions ALTER COLUMN owner_role DROP DEFAULT;
 UPDATE isa.subscriptions SET owner_role = isa.service_role(service)
  WHERE owner_role <> isa.service_role(service);
+-- The services' fragments below subscribe handlers before the replay makes
+-- 0.2.0's isa.subscribe_to_events: 0.1.0's leaves owner_role to the default
+-- just dropped, so it is made here first (the replay makes it again,
+-- unchanged; sql/core/subscriptions.sql is its source).
+CREATE OR REPLACE FUNCTION isa.subscribe_to_events(
+    service        text,
+    subject_filter text,
+    handler        regprocedure,
+    options        jsonb DEFAULT '{}')
+RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fn      pg_proc;
+    durable text;
+    sub_id  bigint;
+    owner   name;
+BEGIN
+    IF service IS NULL OR NOT EXISTS (SELECT 1 FROM isa.services s
+                                       WHERE s.name = subscribe_to_events.service
+                                         AND s.schema_name IS NOT NULL) THEN
+        RAISE EXCEPTION 'unknown service "%"', service USING ERRCODE = '22023',
+            HINT = 'Services are listed in isa.services.';
+    END IF;
+    IF subject_filter IS NULL OR NOT isa.is_valid_subject_filter(subject_filter) THEN
+        RAISE EXCEPTION 'invalid subject filter "%"', subject_filter USING ERRCODE = '22023',
+            HINT = 'Dot-separated tokens; * matches one token, > the rest, e.g. payment_service.> or external.usage.recorded.*';
+    END IF;
+    IF split_part(subject_filter, '.', 1) NOT IN ('*', '>')
+       AND NOT EXISTS (SELECT 1 FROM isa.services s WHERE s.source = split_part(subject_filter, '.', 1)) THEN
+        RAISE EXCEPTION 'subject filter "%" matches no isa subject', subject_filter USING ERRCODE = '22023',
+            HINT = 'A subject starts with a source of isa.services, e.g. payment_service. or external.';
+    END IF;
+
+    SELECT * INTO fn FROM pg_proc p WHERE p.oid = handler;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'handler function with OID % does not exist', handler::oid USING ERRCODE = '42883';
+    END IF;
+    IF fn.prokind <> 'f' OR fn.proretset OR fn.pronargs <> 1 OR fn.proargtypes[0] <> 'isa.event'::regtype THEN
+        RAISE EXCEPTION 'handler % must be a function taking one isa.event', handler USING ERRCODE = '22023',
+            HINT = 'Declare it as CREATE FUNCTION ...(e isa.event) RETURNS void; its result is ignored.';
+    END IF;
+    options := isa._check_subscription_options(coalesce(options, '{}'));
+
+    -- The handler runs as the service's role (never as whoever subscribed it,
+    -- a superuser at install): that role must be allowed to execute it.  A
+    -- handler of the service's own schema is, or becomes, that role's
+    -- (isa._service_privileges).
+    owner := isa.service_role(service);
+    IF NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = owner) THEN
+        RAISE EXCEPTION 'role "%" of service "%" does not exist', owner, service USING ERRCODE = '42704',
+            HINT = 'isa.register_service creates it.';
+    END IF;
+    IF fn.pronamespace IS DISTINCT FROM (SELECT to_regnamespace(s.schema_name)::oid FROM isa.services s
+                                          WHERE s.name = subscribe_to_events.service)
+       AND NOT has_function_privilege(owner, handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role "%" of service "%" may not execute handler %', owner, service, handler
+            USING ERRCODE = '42501',
+            HINT = format('Handlers run as the service''s role: GRANT EXECUTE ON FUNCTION %s TO %I.', handler, owner);
+    END IF;
+
+    SELECT s.id INTO sub_id FROM isa.subscriptions s
+     WHERE s.service = subscribe_to_events.service AND s.handler = subscribe_to_events.handler
+       AND s.subject_filter = subscribe_to_events.subject_filter;
+    IF FOUND THEN
+        UPDATE isa.subscriptions s SET options = subscribe_to_events.options, owner_role = owner, updated_at = now()
+         WHERE s.id = sub_id
+           AND (s.options IS DISTINCT FROM subscribe_to_events.options OR s.owner_role <> owner);
+        RETURN sub_id;
+    END IF;
+
+    -- Durable name: readable service and handler, plus a digest of (qualified
+    -- handler, filter), so the same subscription always gets the same
+    -- consumer (and inbox key), whatever was subscribed before.
+    durable := regexp_replace(service || '_' || fn.proname, '[^A-Za-z0-9_-]', '_', 'g')
+               || '_' || left(md5(handler::text || ' ' || subject_filter), 8);
+    INSERT INTO isa.subscriptions (service, subject_filter, handler, durable_name, options, owner_role)
+    VALUES (service, subject_filter, handler, durable, options, owner)
+    RETURNING id INTO sub_id;
+    RETURN sub_id;
+END
+$$;
 
 -- auth.jwks() was isa_app's and isa_admin's; it is isa_app_auth's, then
 -- isa_admin's, in the order auth.sql grants them (a fresh install's order).

@@ -320,8 +320,10 @@ SELECT is((SELECT array_agg(format('%s %s', method, path)) FROM isa.http_routes
 -- price_quote; create_payment: create_order), what isa-httpd itself does
 -- (session_is_live; storage's put_chunk, finish_upload, abort_upload and read_file, which
 -- isa-httpd calls while it streams), require_user, user_exists's
--- error-raising twin, and storage's get_file and sign_download, for services
--- (a user reaches get_my_file and sign_my_download), and organization's
+-- error-raising twin, storage's get_file, sign_download and get_my_file (the
+-- owner check organization calls), its access checks (can_read, can_write,
+-- can_read_album, can_write_album, album_owner), for services (a user
+-- reaches get_readable_file and sign_my_download), and organization's
 -- checks for other services (organization_exists, member_role, is_member,
 -- can_access).
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -334,10 +336,12 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'storage.put_chunk(uuid,integer,bytea)', 'storage.finish_upload(uuid,text)',
                     'storage.abort_upload(uuid)',
                     'storage.read_file(uuid,bigint,integer)', 'storage.get_file(uuid)',
-                    'storage.sign_download(uuid,integer)',
+                    'storage.sign_download(uuid,integer)', 'storage.get_my_file(uuid,uuid)',
+                    'storage.can_read(uuid,uuid)', 'storage.can_write(uuid,uuid)', 'storage.can_read_album(uuid,uuid)',
+                    'storage.can_write_album(uuid,uuid)', 'storage.album_owner(uuid)',
                     'organization.organization_exists(uuid)', 'organization.member_role(uuid,uuid)',
                     'organization.is_member(uuid,uuid)', 'organization.can_access(uuid,text,uuid)'],
-              'every API function isa_app may execute has a route, but fifteen that others serve');
+              'every API function isa_app may execute has a route, but twenty-one that others serve');
 SELECT is((SELECT array_agg(format('%s %s', method, path) ORDER BY path) FROM isa.http_routes
             WHERE function IN ('wallet.add(uuid,bigint,text,text,text,text)'::regprocedure,
                                'wallet.deduct(uuid,bigint,text,text,text,text)'::regprocedure)

@@ -7,7 +7,7 @@
 -- personal organization once, authz's bindings): test/integration/74-organization-chain.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(161);
+SELECT plan(163);
 
 -- Users this file creates, by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
@@ -317,7 +317,10 @@ SELECT throws_ok(format('SELECT organization.remove_member(%L, %L, %L)', pg_temp
 
 -- ---------------------------------------------------------------- sharing
 CREATE TEMP TABLE res (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-INSERT INTO res VALUES ('album', gen_random_uuid()), ('device', gen_random_uuid()), ('file', gen_random_uuid());
+-- ben's album is storage's (share_resource asks storage.album_owner); the
+-- device and the file are ids nobody owns.
+INSERT INTO res VALUES ('album', (storage.create_album(pg_temp.uid('ben'), 'Holidays')).album_id),
+                       ('device', gen_random_uuid()), ('file', gen_random_uuid());
 CREATE FUNCTION pg_temp.rid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.res WHERE label = l$$;
 SELECT pg_temp.reset_mark();
 SELECT is((SELECT (kind, shared_by = pg_temp.uid('ben'))::text
@@ -338,6 +341,11 @@ SELECT throws_ok(format('SELECT organization.can_access(%L, %L, %L)', pg_temp.ui
                  '22023', NULL, 'can_access of an unknown kind is 22023');
 SELECT throws_ok(format('SELECT organization.share_resource(%L, %L, %L, %L)', pg_temp.uid('ben'), pg_temp.oid('fam'), 'file', pg_temp.rid('file')),
                  'P0002', NULL, 'a file is shared only by its owner (storage.get_my_file): P0002');
+SELECT throws_ok(format('SELECT organization.share_resource(%L, %L, %L, %L)', pg_temp.uid('ann'), pg_temp.oid('fam'), 'album', pg_temp.rid('album')),
+                 'P0002', format('album %s not found', pg_temp.rid('album')),
+                 'an album is shared only by its owner (storage.album_owner): another member''s is P0002');
+SELECT throws_ok(format('SELECT organization.share_resource(%L, %L, %L, %L)', pg_temp.uid('ben'), pg_temp.oid('fam'), 'album', gen_random_uuid()),
+                 'P0002', NULL, 'and an album that does not exist is P0002');
 SELECT throws_ok(format('SELECT organization.share_resource(%L, %L, %L, %L)', pg_temp.uid('ben'), pg_temp.oid('fam'), 'device', pg_temp.rid('device')),
                  'P0002', NULL, 'a device not registered to the sharer is P0002');
 SELECT throws_ok(format('SELECT organization.share_resource(%L, %L, %L, %L)', pg_temp.uid('ben'), pg_temp.oid('fam'), 'photo', pg_temp.rid('album')),

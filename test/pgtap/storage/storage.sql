@@ -75,11 +75,14 @@ SELECT col_is_pk('storage', 'chunks', ARRAY['file_id', 'seq'], 'chunks are keyed
 SELECT set_eq($$SELECT event_type || ' ' || version || ' ' || (SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(data_fields) k)
                  FROM isa.event_types WHERE source = 'storage_service' AND event_type LIKE 'file.%'$$,
               ARRAY['file.uploaded 1.0.0 content_type,file_id,name,owner_id,sha256,size',
-                    'file.deleted 1.0.0 deleted_at,file_id,owner_id,reason,size'],
-              'file.uploaded and file.deleted are registered with their data fields');
+                    'file.deleted 1.0.0 deleted_at,file_id,owner_id,reason,size',
+                    'file.shared 1.0.0 access,expires_at,kind,org_id,owner_id,resource_id,share_id,user_id',
+                    'file.unshared 1.0.0 kind,org_id,owner_id,reason,resource_id,share_id,user_id'],
+              'file.uploaded, file.deleted, file.shared and file.unshared are registered with their data fields');
 SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'storage'$$,
-              ARRAY['account_service.user.deleted storage.on_user_deleted(isa.event)'],
-              'storage subscribes to user.deleted');
+              ARRAY['account_service.user.deleted storage.on_user_deleted(isa.event)',
+                    'organization_service.organization.member_removed storage.on_member_removed(isa.event)'],
+              'storage subscribes to user.deleted and organization.member_removed');
 SELECT is((SELECT schedule || ' | ' || command FROM isa.scheduled_jobs WHERE jobname = 'isa-storage-purge-uploads'),
           '*/10 * * * * | SELECT storage.purge_abandoned_uploads()',
           'isa.scheduled_jobs purges abandoned uploads every 10 minutes (isa-storage-purge-uploads)');
@@ -91,12 +94,27 @@ SELECT set_eq($$SELECT r.method || ' ' || r.path || ' ' || r.function::text || '
                   FROM isa.http_routes r JOIN pg_proc p ON p.oid = r.function
                  WHERE p.pronamespace = 'storage'::regnamespace$$,
               ARRAY['GET /v1/files storage.list_files(uuid,integer) user owner_id 200',
-                    'GET /v1/files/{file_id} storage.get_my_file(uuid,uuid) user owner_id 200',
+                    'GET /v1/files/{file_id} storage.get_readable_file(uuid,uuid) user user_id 200',
+                    'PATCH /v1/files/{file_id} storage.rename_file(uuid,uuid,text) user user_id 200',
                     'DELETE /v1/files/{file_id} storage.delete_file(uuid,uuid) user owner_id 200',
                     'POST /v1/files/{file_id}/download-url storage.sign_my_download(uuid,uuid,integer) user owner_id 200',
                     'POST /v1/files storage.begin_upload(uuid,text,text,bigint) user owner_id 201',
-                    'GET /v1/files/{file_id}/content storage.get_my_file(uuid,uuid) user owner_id 200',
-                    'GET /v1/downloads/{file_id} storage.get_signed_file(uuid,bigint,text) public - 200'],
+                    'GET /v1/files/{file_id}/content storage.get_readable_file(uuid,uuid) user user_id 200',
+                    'GET /v1/downloads/{file_id} storage.get_signed_file(uuid,bigint,text) public - 200',
+                    'POST /v1/files/{file_id}/shares storage.share_file(uuid,uuid,uuid,uuid,text,timestamp with time zone,text) user owner_id 201',
+                    'GET /v1/files/{file_id}/shares storage.list_file_shares(uuid,uuid) user owner_id 200',
+                    'DELETE /v1/shares/{share_id} storage.revoke_share(uuid,uuid) user owner_id 200',
+                    'GET /v1/shared-with-me storage.list_shared_with_me(uuid,integer) user user_id 200',
+                    'POST /v1/albums storage.create_album(uuid,text,text) user owner_id 201',
+                    'GET /v1/albums storage.list_albums(uuid,integer) user owner_id 200',
+                    'GET /v1/albums/{album_id} storage.get_album(uuid,uuid) user user_id 200',
+                    'DELETE /v1/albums/{album_id} storage.delete_album(uuid,uuid) user owner_id 200',
+                    'GET /v1/albums/{album_id}/files storage.list_album_files(uuid,uuid,integer) user user_id 200',
+                    'POST /v1/albums/{album_id}/files storage.add_album_file(uuid,uuid,uuid) user user_id 200',
+                    'DELETE /v1/albums/{album_id}/files/{file_id} storage.remove_album_file(uuid,uuid,uuid) user user_id 200',
+                    'PUT /v1/albums/{album_id}/order storage.reorder_album(uuid,uuid,uuid[]) user user_id 200',
+                    'POST /v1/albums/{album_id}/shares storage.share_album(uuid,uuid,uuid,uuid,text,timestamp with time zone,text) user owner_id 201',
+                    'GET /v1/albums/{album_id}/shares storage.list_album_shares(uuid,uuid) user owner_id 200'],
               'the HTTP routes of storage');
 
 -- ---------------------------------------------------------------- settings
@@ -342,8 +360,13 @@ SELECT throws_ok(format('SELECT * FROM storage.list_files(%L, NULL)', pg_temp.ui
 SELECT throws_ok('SELECT * FROM storage.list_files(NULL)', '22004', 'owner_id must not be null', 'list_files(NULL) is 22004');
 SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace AND p.provolatile = 's' AND p.prosecdef),
-          ARRAY['storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)', 'storage.get_signed_file(uuid,bigint,text)',
-                'storage.list_files(uuid,integer)', 'storage.read_file(uuid,bigint,integer)',
+          ARRAY['storage.album_owner(uuid)', 'storage.can_read(uuid,uuid)', 'storage.can_read_album(uuid,uuid)',
+                'storage.can_write(uuid,uuid)', 'storage.can_write_album(uuid,uuid)', 'storage.get_album(uuid,uuid)',
+                'storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)', 'storage.get_readable_file(uuid,uuid)',
+                'storage.get_signed_file(uuid,bigint,text)', 'storage.list_album_files(uuid,uuid,integer)',
+                'storage.list_album_shares(uuid,uuid)', 'storage.list_albums(uuid,integer)',
+                'storage.list_file_shares(uuid,uuid)', 'storage.list_files(uuid,integer)',
+                'storage.list_shared_with_me(uuid,integer)', 'storage.read_file(uuid,bigint,integer)',
                 'storage.sign_download(uuid,integer)', 'storage.sign_my_download(uuid,uuid,integer)'],
           'the reads are STABLE');
 
@@ -535,7 +558,17 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'storage.finish_upload(uuid,text)', 'storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)',
                     'storage.read_file(uuid,bigint,integer)', 'storage.list_files(uuid,integer)',
                     'storage.delete_file(uuid,uuid)', 'storage.sign_download(uuid,integer)',
-                    'storage.sign_my_download(uuid,uuid,integer)', 'storage.get_signed_file(uuid,bigint,text)'],
+                    'storage.sign_my_download(uuid,uuid,integer)', 'storage.get_signed_file(uuid,bigint,text)',
+                    'storage.can_read(uuid,uuid)', 'storage.can_write(uuid,uuid)', 'storage.can_read_album(uuid,uuid)',
+                    'storage.can_write_album(uuid,uuid)', 'storage.album_owner(uuid)', 'storage.get_readable_file(uuid,uuid)',
+                    'storage.rename_file(uuid,uuid,text)', 'storage.create_album(uuid,text,text)', 'storage.get_album(uuid,uuid)',
+                    'storage.list_albums(uuid,integer)', 'storage.list_album_files(uuid,uuid,integer)',
+                    'storage.add_album_file(uuid,uuid,uuid)', 'storage.remove_album_file(uuid,uuid,uuid)',
+                    'storage.reorder_album(uuid,uuid,uuid[])', 'storage.delete_album(uuid,uuid)',
+                    'storage.share_file(uuid,uuid,uuid,uuid,text,timestamp with time zone,text)',
+                    'storage.share_album(uuid,uuid,uuid,uuid,text,timestamp with time zone,text)',
+                    'storage.revoke_share(uuid,uuid)', 'storage.list_file_shares(uuid,uuid)', 'storage.list_album_shares(uuid,uuid)',
+                    'storage.list_shared_with_me(uuid,integer)'],
               'isa_app may execute exactly the API functions (no handler, no purge, no internal function)');
 SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
@@ -544,8 +577,8 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
 SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace
               AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']
-              AND p.proname NOT IN ('_info', '_iso') AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')),
-          NULL, 'every function pins search_path (but _info and _iso, plain SQL expressions to be inlined, and the C secret reader)');
+              AND p.proname NOT IN ('_info', '_iso', '_share_info', '_rank') AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')),
+          NULL, 'every function pins search_path (but _info, _iso, _share_info and _rank, plain SQL expressions to be inlined, and the C secret reader)');
 SELECT ok(has_function_privilege('isa_admin', 'storage.purge_abandoned_uploads(interval)', 'EXECUTE'),
           'isa_admin may run purge_abandoned_uploads');
 
