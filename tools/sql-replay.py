@@ -4,9 +4,11 @@ script runs again (docs/architecture.md, "Versions and upgrades").
 
 Prints, in order, the statements of FILEs that can be run on a database that
 already has them and leave it as a fresh install would: every CREATE FUNCTION
-or PROCEDURE (as CREATE OR REPLACE), every COMMENT ON, GRANT and REVOKE.
-Tables, types, triggers, views, indexes, catalogue rows and data are left to
-the hand-written upgrade fragments, which run before this part.
+or PROCEDURE (as CREATE OR REPLACE), every COMMENT ON, GRANT and REVOKE, and
+the catalogue's registering calls, which are upserts (isa.register_event_type,
+isa.subscribe_to_events, isa.http_route).  Tables, types, triggers, views,
+indexes, other rows, data and removals are left to the hand-written upgrade
+fragments, which run before this part.
 
 The splitter knows what psql knows about where a statement ends: quoted
 strings and identifiers, dollar quotes, comments, and the BEGIN ATOMIC … END
@@ -18,7 +20,8 @@ import sys
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 ROUTINE = re.compile(r"CREATE\s+(FUNCTION|PROCEDURE)\b", re.I)
-REPLAYED = re.compile(r"^(CREATE\s+(FUNCTION|PROCEDURE)|COMMENT\s+ON|GRANT|REVOKE)\b", re.I)
+REPLAYED = re.compile(r"^(CREATE\s+(FUNCTION|PROCEDURE)|COMMENT\s+ON|GRANT|REVOKE)\b"
+                      r"|^SELECT\s+isa\.(register_event_type|subscribe_to_events|http_route)\(", re.I)
 
 
 def statements(text):
