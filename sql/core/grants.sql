@@ -137,3 +137,12 @@ BEGIN
     END IF;
 END
 $secrets$;
+
+-- Handlers run as their service's role, and isa.subscriptions.owner_role has
+-- no default (0.1.0's was current_user).  A fresh install has nothing to do
+-- here; an upgrade from 0.1.0 does it after the replay, when the fragments of
+-- the services new in 0.2.0 have subscribed with 0.1.0's isa.subscribe_to_events
+-- (sql/core/upgrades/0.1.0--0.2.0.sql).
+ALTER TABLE isa.subscriptions ALTER COLUMN owner_role DROP DEFAULT;
+UPDATE isa.subscriptions SET owner_role = isa.service_role(service)
+ WHERE owner_role <> isa.service_role(service);

@@ -72,10 +72,10 @@ END
 $roles$;
 
 -- Handlers ran as whoever subscribed them (the superuser who installed isa);
--- they run as their service's role now, and the column has no default.
-ALTER TABLE isa.subscriptions ALTER COLUMN owner_role DROP DEFAULT;
-UPDATE isa.subscriptions SET owner_role = isa.service_role(service)
- WHERE owner_role <> isa.service_role(service);
+-- they run as their service's role now, and the column has no default: done
+-- at the end of sql/core/grants.sql, after the replay, because the new
+-- services' fragments (organization, device) still subscribe with 0.1.0's
+-- isa.subscribe_to_events, which leaves owner_role to that default.
 
 -- auth.jwks() was isa_app's and isa_admin's; it is isa_app_auth's, then
 -- isa_admin's, in the order auth.sql grants them (a fresh install's order).
@@ -100,3 +100,7 @@ CREATE FUNCTION isa._direct_message_written() RETURNS trigger
 CREATE TRIGGER direct_message_written
     AFTER INSERT ON isa.direct_messages
     FOR EACH STATEMENT EXECUTE FUNCTION isa._direct_message_written();
+-- The device service's fragment (its whole file) grants it before the replay
+-- makes its body (sql/core/outbox.sql): declared here, replaced there.
+CREATE FUNCTION isa.send_direct_message(subject text, payload jsonb) RETURNS bigint
+    LANGUAGE sql AS 'SELECT NULL::bigint';
