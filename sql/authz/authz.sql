@@ -642,7 +642,7 @@ GRANT EXECUTE ON FUNCTION
 TO isa_app_admin;
 -- What authz's own code calls of other services, as isa_svc_authz.
 GRANT EXECUTE ON FUNCTION
-    account.require_user(uuid),
+    account.require_user(uuid), account.user_exists(uuid),
     organization.organization_exists(uuid), organization.member_role(uuid, uuid)
 TO isa_svc_authz;
 
