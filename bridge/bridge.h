@@ -98,6 +98,8 @@ extern void nl_nak(natsMsg *msg, int64 delay_ms);
 extern void nl_term(natsMsg *msg);
 extern bool nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered);
 extern const char *nl_status(natsMsg *msg);
+extern bool nl_publish_plain(const char *subject, const char *data);
+extern bool nl_flush(int64 timeout_ms);
 
 /* Publishing a batch: results per message, filled by the ack callback. */
 #define NL_PENDING 0
@@ -113,6 +115,7 @@ extern ErrorData *isa_in_subtransaction(void (*fn) (void *), void *arg);
 /* bridge_role.c: every transaction of the worker runs as role isa_bridge */
 extern void isa_bridge_start_transaction(void);
 extern void isa_bridge_commit_transaction(void);
+extern void isa_bridge_abort_transaction(void);
 
 /* ------------------------------------------------------------ handler.c */
 extern SPIPlanPtr isa_handler_prepare(void);
@@ -177,6 +180,9 @@ extern void isa_apply_hand_back(void);
 /* ------------------------------------------------------------ publisher.c */
 extern int	isa_publish_round(void);
 extern void isa_publisher_reset(void);
+
+/* ------------------------------------------------------------ direct.c */
+extern int	isa_direct_round(void);
 
 /* ------------------------------------------------------------ sql_version.c */
 extern char *isa_installed_sql_version(void);

@@ -57,3 +57,11 @@ isa_bridge_commit_transaction(void)
 	CommitTransactionCommand();
 	SetUserIdAndSecContext(outer_user, outer_sec_context);
 }
+
+/* AbortCurrentTransaction, then back to the user outside transactions. */
+void
+isa_bridge_abort_transaction(void)
+{
+	AbortCurrentTransaction();
+	SetUserIdAndSecContext(outer_user, outer_sec_context);
+}

@@ -702,6 +702,36 @@ nl_status(natsMsg *msg)
 	return NULL;
 }
 
+/* A plain message (core NATS, no headers): false if nats.c refused it. */
+bool
+nl_publish_plain(const char *subject, const char *data)
+{
+	natsStatus	s;
+	SigBlock	b;
+
+	if (conn == NULL)
+		return false;
+	block_signals(&b);
+	s = natsConnection_Publish(conn, subject, data, (int) strlen(data));
+	unblock_signals(&b);
+	return s == NATS_OK;
+}
+
+/* Whether the server has everything published so far (a PING answered in time). */
+bool
+nl_flush(int64 timeout_ms)
+{
+	natsStatus	s;
+	SigBlock	b;
+
+	if (conn == NULL)
+		return false;
+	block_signals(&b);
+	s = natsConnection_FlushTimeout(conn, timeout_ms);
+	unblock_signals(&b);
+	return s == NATS_OK;
+}
+
 /*
  * Publishes n messages asynchronously and waits (up to timeout_ms) for their
  * acks; results[i] says which were stored.  Ids must be in ascending order.

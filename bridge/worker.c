@@ -317,6 +317,8 @@ publish_outbox(Turn *t)
 	{
 		t->last_publish_try = now;
 		t->publish_more = isa_publish_round() >= isa_publish_batch_size;
+		/* direct messages (direct.c) are woken by the same commits */
+		t->publish_more |= isa_direct_round() >= isa_publish_batch_size;
 		t->busy |= t->publish_more;
 	}
 }

@@ -162,6 +162,7 @@ isa_define_gucs(void)
 	isa_auth_define_gucs();
 	isa_payment_define_gucs();
 	isa_storage_define_gucs();
+	isa_device_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }
 

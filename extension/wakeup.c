@@ -143,6 +143,19 @@ isa_subscriptions_changed_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* isa.direct_messages trigger: the bridge publishes them after commit. */
+PG_FUNCTION_INFO_V1(isa_outbox_written_trigger);
+Datum
+isa_outbox_written_trigger(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("isa_outbox_written_trigger must be called as a trigger")));
+	isa_note_outbox_write();
+	return PointerGetDatum(NULL);
+}
+
 /*
  * isa.wakeup_state(): whether shared memory exists (library preloaded), the
  * pending flags, the number of commits that signalled, and the bridge's pid.

@@ -22,7 +22,8 @@
 # Files are created mode 0600 and kept: a key is made only when absent, a
 # credential again only when its permissions changed.  The parties:
 #   admin       everything (operators, tests that forge events)
-#   <bridge>    publish its services' subjects; the JetStream API of the isa
+#   <bridge>    publish its services' subjects and the devices' commands
+#               (isa.devices.*.commands, core NATS); the JetStream API of the isa
 #               stream(s) it uses (stream info/create/update, its consumers,
 #               pulls, acks); subscribe only to its inbox prefix _INBOX.<bridge>
 #   producer    publish external.> only (any external producer); inbox _INBOX.producer
@@ -128,6 +129,8 @@ for st in "${STREAMS[@]}"; do
          --pub "\$JS.API.CONSUMER.DURABLE.CREATE.$st.*" --pub "\$JS.API.CONSUMER.DELETE.$st.*"
          --pub "\$JS.API.CONSUMER.MSG.NEXT.$st.*" --pub "\$JS.ACK.$st.>")
 done
+# the device service's commands, sent as direct messages (docs/bridge.md, "Direct messages")
+args+=(--pub 'isa.devices.*.commands')
 user "$BRIDGE" "${args[@]}" --sub "_INBOX.$BRIDGE.>"
 
 user producer --pub 'external.>' --sub '_INBOX.producer.>'

@@ -799,6 +799,34 @@ $$;
 COMMENT ON FUNCTION auth.register_device(text, bytea, uuid) IS
     'Registers a device''s Ed25519 public key (32 bytes), optionally with its owner. true if new, false if registered already with the same key and owner; 23505 with another; 22023 bad id or key; P0002 unknown owner.';
 
+-- A device taken out of service (the device service's decommission): its key
+-- goes (no new challenge can be answered; its open ones go with it) and its
+-- live sessions end (reason logout), so its device tokens are refused at once.
+CREATE FUNCTION auth.unregister_device(device_id text) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid uuid;
+    n   integer := 0;
+BEGIN
+    PERFORM isa.not_null('device_id', device_id);
+    DELETE FROM auth.devices x WHERE x.device_id = unregister_device.device_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'device "%" is not registered', left(device_id, 140) USING ERRCODE = 'P0002';
+    END IF;
+    FOR sid IN SELECT s.session_id FROM auth.sessions s
+                WHERE s.kind = 'device' AND s.device_id = unregister_device.device_id AND s.revoked_at IS NULL LOOP
+        IF auth._revoke_session(sid, 'logout') THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION auth.unregister_device(text) IS
+    'Forgets a device''s key (it can no longer authenticate) and ends its live sessions (its device tokens are refused from now on); returns how many sessions ended. P0002 unknown device.';
+
 CREATE FUNCTION auth.device_challenge(device_id text) RETURNS auth.challenge
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1007,7 +1035,8 @@ TO isa_app_auth;
 GRANT EXECUTE ON FUNCTION
     auth.set_password(uuid, text, uuid),
     auth.logout(uuid),
-    auth.register_device(text, bytea, uuid)
+    auth.register_device(text, bytea, uuid),
+    auth.unregister_device(text)
 TO isa_app_admin;
 -- What auth's own code calls of other services, as isa_svc_auth.
 GRANT EXECUTE ON FUNCTION

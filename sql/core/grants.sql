@@ -29,6 +29,7 @@ GRANT EXECUTE ON FUNCTION
 TO isa_app;
 
 GRANT SELECT, UPDATE, DELETE ON isa.outbox TO isa_bridge;
+GRANT SELECT, DELETE ON isa.direct_messages TO isa_bridge;
 GRANT SELECT, INSERT, DELETE ON isa.inbox TO isa_bridge;
 GRANT SELECT ON isa.subscriptions TO isa_bridge;
 GRANT SELECT, INSERT, UPDATE ON isa.dead_letters TO isa_bridge;
@@ -72,7 +73,8 @@ BEGIN
     FOR t IN SELECT format('%I.%I', s.schema_name, n.name)::regclass
                FROM isa.services s, (VALUES ('outbox'), ('inbox')) AS n (name)
               WHERE s.schema_name IS NOT NULL
-             UNION ALL VALUES ('isa.dead_letters'::regclass),
+             UNION ALL VALUES ('isa.dead_letters'::regclass), ('isa.direct_messages'::regclass),
+                              (pg_catalog.pg_get_serial_sequence('isa.direct_messages', 'id')::regclass),
                               (pg_catalog.pg_get_serial_sequence('isa.dead_letters', 'id')::regclass),
                               (pg_catalog.pg_get_serial_sequence('isa.subscriptions', 'id')::regclass) LOOP
         PERFORM pg_catalog.pg_extension_config_dump(t, '');

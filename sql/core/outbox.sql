@@ -164,3 +164,48 @@ CREATE FUNCTION isa.wakeup_state(
     AS 'MODULE_PATHNAME', 'isa_wakeup_state' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION isa.wakeup_state() IS
     'Commit-time wake-up state: whether isa is preloaded, the pending flags, how many commits signalled the bridge, and the bridge''s pid (NULL if none).';
+
+-- Direct messages: plain NATS messages (core NATS, not JetStream, not an
+-- envelope) that a service hands to the bridge in its own transaction, on a
+-- subject of the isa. namespace, which no event source uses.  The bridge
+-- publishes them in id order and deletes them in the same transaction
+-- (bridge/direct.c): at most once, so a sender that needs delivery re-sends
+-- until the receiver answers (the device service's commands do).  Docs:
+-- docs/bridge.md, "Direct messages".
+CREATE TABLE isa.direct_messages (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    subject    text NOT NULL CHECK (subject ~ '^isa(\.[A-Za-z0-9_:-]+)+$' AND length(subject) <= 255),
+    payload    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE isa.direct_messages IS
+    'Plain NATS messages on isa.* subjects waiting for the bridge, which publishes and deletes them (at most once).';
+
+-- A commit that wrote one wakes the bridge, as an outbox row does.
+CREATE FUNCTION isa._direct_message_written() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'isa_outbox_written_trigger' LANGUAGE C;
+CREATE TRIGGER direct_message_written
+    AFTER INSERT ON isa.direct_messages
+    FOR EACH STATEMENT EXECUTE FUNCTION isa._direct_message_written();
+
+CREATE FUNCTION isa.send_direct_message(subject text, payload jsonb) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM isa.not_null('subject, payload', subject, payload);
+    IF subject !~ '^isa(\.[A-Za-z0-9_:-]+)+$' OR length(subject) > 255 THEN
+        RAISE EXCEPTION 'invalid direct message subject "%"', left(subject, 300) USING ERRCODE = '22023',
+            HINT = 'A direct message goes to a literal subject of the isa. namespace: isa.<token>[.<token>]..., no wildcards.';
+    END IF;
+    IF octet_length(payload::text) > 65536 THEN
+        RAISE EXCEPTION 'a direct message has at most 64 KiB of payload' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO isa.direct_messages (subject, payload) VALUES (subject, payload) RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION isa.send_direct_message(text, jsonb) IS
+    'Hands the bridge a plain NATS message (JSON payload, no envelope) for a literal isa.* subject, published after this transaction commits, at most once. Granted to the services that need it (the device service''s commands). 22023 bad subject or payload over 64 KiB.';

@@ -72,3 +72,17 @@ $roles$;
 ALTER TABLE isa.subscriptions ALTER COLUMN owner_role DROP DEFAULT;
 UPDATE isa.subscriptions SET owner_role = isa.service_role(service)
  WHERE owner_role <> isa.service_role(service);
+
+-- Direct messages (plain NATS messages the bridge publishes: the device
+-- service's commands), as sql/core/outbox.sql makes them.
+CREATE TABLE isa.direct_messages (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    subject    text NOT NULL CHECK (subject ~ '^isa(\.[A-Za-z0-9_:-]+)+$' AND length(subject) <= 255),
+    payload    jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE FUNCTION isa._direct_message_written() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'isa_outbox_written_trigger' LANGUAGE C;
+CREATE TRIGGER direct_message_written
+    AFTER INSERT ON isa.direct_messages
+    FOR EACH STATEMENT EXECUTE FUNCTION isa._direct_message_written();
