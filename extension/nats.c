@@ -108,25 +108,19 @@ isa_nats_nkey_public(PG_FUNCTION_ARGS)
 }
 
 /*
- * isa.nats_user_credentials(signing_seed, name, publish, subscribe, account,
- * expires_at) RETURNS (public_key, jwt, creds): a new user, its JWT signed by
- * the account's seed or one of its signing keys (then account names the
- * account), allowed to publish and subscribe to the subjects given.
+ * A new user, its JWT signed by signing_seed (an account's seed or one of its
+ * signing keys: then account names the account), as a record (public_key,
+ * jwt, creds); perms NULL: a user of a scoped signing key, whose permissions
+ * are the scope's.  signing_seed is wiped.
  */
-PG_FUNCTION_INFO_V1(isa_nats_user_credentials);
-Datum
-isa_nats_user_credentials(PG_FUNCTION_ARGS)
+static Datum
+mint_user(FunctionCallInfo fcinfo, char *signing_seed, const char *name, const IsaNatsPermissions *perms,
+		  size_t total, const char *account, long long exp)
 {
-	char	   *signing_seed;
-	char	   *name;
-	char	   *account = NULL;
-	long long	exp = 0;
 	char		signer[ISA_NKEY_PUBLIC_SIZE],
 				kind = 0,
 				user_seed[ISA_NKEY_SEED_SIZE],
 				user_pub[ISA_NKEY_PUBLIC_SIZE];
-	size_t		total = 1024;
-	IsaNatsPermissions perms = {0};
 	char	   *nats_json,
 			   *jwt,
 			   *creds;
@@ -137,25 +131,8 @@ isa_nats_user_credentials(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
-		invalid("nats_user_credentials", "signing_seed, name, publish and subscribe must not be NULL");
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "isa.nats_user_credentials must return a record");
-	signing_seed = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	perms.pub_allow = subject_list(PG_GETARG_ARRAYTYPE_P(2), "publish", &total);
-	perms.sub_allow = subject_list(PG_GETARG_ARRAYTYPE_P(3), "subscribe", &total);
-	if (!PG_ARGISNULL(4))
-		account = text_to_cstring(PG_GETARG_TEXT_PP(4));
-	if (!PG_ARGISNULL(5))
-	{
-		TimestampTz ts = PG_GETARG_TIMESTAMPTZ(5);
-
-		if (ts <= GetCurrentTimestamp())
-			invalid("nats_user_credentials", "expires_at is not in the future");
-		exp = (long long) timestamptz_to_time_t(ts);
-	}
-
+		elog(ERROR, "a NATS credential must be returned as a record");
 	err = isa_nkey_public(signing_seed, signer, &kind);
 	if (err)
 		invalid("invalid signing seed", err);
@@ -165,10 +142,13 @@ isa_nats_user_credentials(PG_FUNCTION_ARGS)
 		invalid("invalid account", err);
 	if (account && strcmp(account, signer) == 0)
 		account = NULL;			/* signed by the account itself: no issuer_account */
+	if (perms == NULL && account == NULL)
+		invalid("invalid account", "a scoped signing key signs for its account: name it (A…), not the key itself");
 	total += strlen(name) * 6;
 
 	nats_json = palloc(total);
-	err = isa_nats_user_claims(nats_json, total, &perms, account);
+	err = perms ? isa_nats_user_claims(nats_json, total, perms, account) :
+		isa_nats_scoped_user_claims(nats_json, total, account);
 	if (err)
 		invalid("nats_user_credentials", err);
 	err = isa_nkey_generate(ISA_NKEY_USER, user_seed);
@@ -195,6 +175,59 @@ isa_nats_user_credentials(PG_FUNCTION_ARGS)
 	values[2] = CStringGetTextDatum(creds);
 	explicit_bzero(creds, creds_len);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* expires_at as seconds since the epoch (0: NULL, never); 22023 if it is past */
+static long long
+expiry_argument(FunctionCallInfo fcinfo, int argno)
+{
+	TimestampTz ts;
+
+	if (PG_ARGISNULL(argno))
+		return 0;
+	ts = PG_GETARG_TIMESTAMPTZ(argno);
+	if (ts <= GetCurrentTimestamp())
+		invalid("nats_user_credentials", "expires_at is not in the future");
+	return (long long) timestamptz_to_time_t(ts);
+}
+
+/*
+ * isa.nats_user_credentials(signing_seed, name, publish, subscribe, account,
+ * expires_at) RETURNS (public_key, jwt, creds): a new user, its JWT signed by
+ * the account's seed or one of its signing keys (then account names the
+ * account), allowed to publish and subscribe to the subjects given.
+ */
+PG_FUNCTION_INFO_V1(isa_nats_user_credentials);
+Datum
+isa_nats_user_credentials(PG_FUNCTION_ARGS)
+{
+	size_t		total = 1024;
+	IsaNatsPermissions perms = {0};
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		invalid("nats_user_credentials", "signing_seed, name, publish and subscribe must not be NULL");
+	perms.pub_allow = subject_list(PG_GETARG_ARRAYTYPE_P(2), "publish", &total);
+	perms.sub_allow = subject_list(PG_GETARG_ARRAYTYPE_P(3), "subscribe", &total);
+	return mint_user(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					 &perms, total, PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4)),
+					 expiry_argument(fcinfo, 5));
+}
+
+/*
+ * isa.nats_scoped_user_credentials(signing_seed, name, account, expires_at)
+ * RETURNS (public_key, jwt, creds): a new user of a scoped signing key of
+ * account; the server gives it the scope's permissions (with {{name()}}
+ * standing for name) and, if the scope says so, lets it connect with the
+ * JWT alone (bearer).
+ */
+PG_FUNCTION_INFO_V1(isa_nats_scoped_user_credentials);
+Datum
+isa_nats_scoped_user_credentials(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		invalid("nats_scoped_user_credentials", "signing_seed, name and account must not be NULL");
+	return mint_user(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					 NULL, 1024, text_to_cstring(PG_GETARG_TEXT_PP(2)), expiry_argument(fcinfo, 3));
 }
 
 /* isa.nats_jwt_claims(jwt text) RETURNS jsonb: the claims, once the signature verifies */

@@ -383,24 +383,49 @@ isa_nats_operator_claims(char *buf, size_t len, const char *system_account)
 }
 
 const char *
-isa_nats_account_claims(char *buf, size_t len, int jetstream, const char *const *signing_keys)
+isa_nats_account_claims(char *buf, size_t len, int jetstream, const char *const *signing_keys,
+						const IsaNatsScopedKey *scoped_keys)
 {
 	Out			o = {buf, len, 0, 0};
+	int			n = 0;
 
 	for (int i = 0; signing_keys && signing_keys[i]; i++)
 		if (isa_nkey_check_public(signing_keys[i], ISA_NKEY_ACCOUNT))
 			return "a signing key of an account is an account's public key (A…)";
+	for (int i = 0; scoped_keys && scoped_keys[i].key; i++)
+		if (isa_nkey_check_public(scoped_keys[i].key, ISA_NKEY_ACCOUNT))
+			return "a scoped signing key of an account is an account's public key (A…)";
 	out_str(&o, "{\"limits\":{\"subs\":-1,\"data\":-1,\"payload\":-1,\"imports\":-1,\"exports\":-1,"
 			"\"wildcards\":true,\"conn\":-1,\"leaf\":-1");
 	/* JetStream is on for an account whose limits are not all zero */
 	if (jetstream)
 		out_str(&o, ",\"mem_storage\":-1,\"disk_storage\":-1,\"streams\":-1,\"consumer\":-1");
 	out_str(&o, "},\"default_permissions\":{\"pub\":{},\"sub\":{}}");
-	if (!list_empty(signing_keys))
+	/* one list: plain keys as strings, scoped ones as objects */
+	for (int i = 0; signing_keys && signing_keys[i]; i++, n++)
 	{
-		out_str(&o, ",\"signing_keys\":");
-		out_list(&o, signing_keys);
+		out_str(&o, n == 0 ? ",\"signing_keys\":[" : ",");
+		out_json(&o, signing_keys[i]);
 	}
+	for (int i = 0; scoped_keys && scoped_keys[i].key; i++, n++)
+	{
+		const IsaNatsScopedKey *k = &scoped_keys[i];
+
+		out_str(&o, n == 0 ? ",\"signing_keys\":[" : ",");
+		out_str(&o, "{\"kind\":\"user_scope\",\"key\":");
+		out_json(&o, k->key);
+		out_str(&o, ",\"role\":");
+		out_json(&o, k->role ? k->role : "");
+		out_str(&o, ",\"template\":{");
+		out_permission(&o, "pub", k->perms.pub_allow, k->perms.pub_deny);
+		out_permission(&o, "sub", k->perms.sub_allow, k->perms.sub_deny);
+		out_str(&o, "\"subs\":-1,\"data\":-1,\"payload\":-1");
+		if (k->bearer_token)
+			out_str(&o, ",\"bearer_token\":true");
+		out_str(&o, "}}");
+	}
+	if (n > 0)
+		out_str(&o, "]");
 	out_str(&o, ",\"type\":\"account\",\"version\":2}");
 	return out_done(&o);
 }
@@ -424,6 +449,19 @@ isa_nats_user_claims(char *buf, size_t len, const IsaNatsPermissions *perms, con
 		out_str(&o, ",\"issuer_account\":");
 		out_json(&o, issuer_account);
 	}
+	out_str(&o, ",\"type\":\"user\",\"version\":2}");
+	return out_done(&o);
+}
+
+const char *
+isa_nats_scoped_user_claims(char *buf, size_t len, const char *issuer_account)
+{
+	Out			o = {buf, len, 0, 0};
+
+	if (issuer_account == NULL || isa_nkey_check_public(issuer_account, ISA_NKEY_ACCOUNT))
+		return "a scoped user names its account (issuer_account, A…)";
+	out_str(&o, "{\"issuer_account\":");
+	out_json(&o, issuer_account);
 	out_str(&o, ",\"type\":\"user\",\"version\":2}");
 	return out_done(&o);
 }

@@ -31,6 +31,20 @@ typedef struct IsaNatsPermissions
 	const char *const *sub_deny;
 } IsaNatsPermissions;
 
+/*
+ * A scoped signing key of an account (nats-server 2.9: signing_keys entry of
+ * kind user_scope): the users it signs carry no permissions of their own, the
+ * server gives them the template's, where {{name()}} stands for the user JWT's
+ * name; bearer_token lets a client connect with the JWT alone (MQTT's password).
+ */
+typedef struct IsaNatsScopedKey
+{
+	const char *key;			/* the signing key's public key (A…); NULL ends a list */
+	const char *role;
+	IsaNatsPermissions perms;
+	int			bearer_token;
+} IsaNatsScopedKey;
+
 /* A new random seed of a kind (O, A or U). */
 extern const char *isa_nkey_generate(char kind, char seed[ISA_NKEY_SEED_SIZE]);
 
@@ -44,14 +58,19 @@ extern const char *isa_nkey_check_public(const char *public_key, char kind);
  * The "nats" object of a JWT's claims, as JSON, into buf:
  *   operator: system_account may be NULL;
  *   account: JetStream enabled (unlimited) or not; signing_keys NULL-terminated or NULL;
+ *            scoped signing keys ended by one whose key is NULL, or NULL;
  *   user: issuer_account is the account's public key when the user is signed
- *         by one of its signing keys, else NULL.
+ *         by one of its signing keys, else NULL;
+ *   scoped user: signed by a scoped signing key of issuer_account, without
+ *         permissions or limits (the server refuses a scoped user that has any).
  */
 extern const char *isa_nats_operator_claims(char *buf, size_t len, const char *system_account);
 extern const char *isa_nats_account_claims(char *buf, size_t len, int jetstream,
-										   const char *const *signing_keys);
+										   const char *const *signing_keys,
+										   const IsaNatsScopedKey *scoped_keys);
 extern const char *isa_nats_user_claims(char *buf, size_t len, const IsaNatsPermissions *perms,
 										const char *issuer_account);
+extern const char *isa_nats_scoped_user_claims(char *buf, size_t len, const char *issuer_account);
 
 /*
  * A JWT for subject (a public key) named name, with the nats object

@@ -9,8 +9,11 @@
  *   isa-nats-keys public SEED_FILE                  its public key
  *   isa-nats-keys operator SEED_FILE --name N [--system-account PUB]
  *   isa-nats-keys account OPERATOR_SEED_FILE ACCOUNT_PUB --name N [--jetstream] [--signing-key PUB]…
+ *                 [--scoped-key PUB --scope-role R [--scope-pub S]… [--scope-sub S]… [--scope-bearer]]
+ *                                                   (one scoped signing key: its users' permissions)
  *   isa-nats-keys user SIGNING_SEED_FILE --name N [--account PUB] [--expires EPOCH]
  *                 [--pub S]… [--sub S]… [--deny-pub S]… [--deny-sub S]…
+ *                 [--scoped]                        (signed by a scoped key: no permissions)
  *                                                   a new user: its creds file
  *   isa-nats-keys decode JWT_FILE|-                 the claims of a JWT that verifies
  */
@@ -34,8 +37,9 @@ static const char usage[] =
 	"       isa-nats-keys public SEED_FILE\n"
 	"       isa-nats-keys operator SEED_FILE --name N [--system-account PUB]\n"
 	"       isa-nats-keys account OPERATOR_SEED_FILE ACCOUNT_PUB --name N [--jetstream] [--signing-key PUB]...\n"
+	"                     [--scoped-key PUB --scope-role ROLE [--scope-pub SUBJECT]... [--scope-sub SUBJECT]... [--scope-bearer]]\n"
 	"       isa-nats-keys user SIGNING_SEED_FILE --name N [--account PUB] [--expires EPOCH]\n"
-	"                     [--pub SUBJECT]... [--sub SUBJECT]... [--deny-pub SUBJECT]... [--deny-sub SUBJECT]...\n"
+	"                     [--pub SUBJECT]... [--sub SUBJECT]... [--deny-pub SUBJECT]... [--deny-sub SUBJECT]... [--scoped]\n"
 	"       isa-nats-keys decode JWT_FILE|-\n";
 
 static void
@@ -77,6 +81,12 @@ typedef struct Args
 	const char *account;
 	long long	expires;
 	int			jetstream;
+	int			scoped;
+	int			scope_bearer;
+	const char *scoped_key;
+	const char *scope_role;
+	const char *scope_pub[MAX_LIST + 1];
+	const char *scope_sub[MAX_LIST + 1];
 	const char *signing_keys[MAX_LIST + 1];
 	const char *pub[MAX_LIST + 1];
 	const char *sub[MAX_LIST + 1];
@@ -107,9 +117,10 @@ parse(Args *a, int argc, char **argv)
 		const char *o = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (strcmp(o, "--jetstream") == 0)
+		if (strcmp(o, "--jetstream") == 0 || strcmp(o, "--scoped") == 0 || strcmp(o, "--scope-bearer") == 0)
 		{
-			a->jetstream = 1;
+			*(strcmp(o, "--jetstream") == 0 ? &a->jetstream :
+			  strcmp(o, "--scoped") == 0 ? &a->scoped : &a->scope_bearer) = 1;
 			continue;
 		}
 		if (strncmp(o, "--", 2) != 0)
@@ -132,6 +143,14 @@ parse(Args *a, int argc, char **argv)
 			a->expires = atoll(v);
 		else if (strcmp(o, "--signing-key") == 0)
 			push(a->signing_keys, v);
+		else if (strcmp(o, "--scoped-key") == 0)
+			a->scoped_key = v;
+		else if (strcmp(o, "--scope-role") == 0)
+			a->scope_role = v;
+		else if (strcmp(o, "--scope-pub") == 0)
+			push(a->scope_pub, v);
+		else if (strcmp(o, "--scope-sub") == 0)
+			push(a->scope_sub, v);
 		else if (strcmp(o, "--pub") == 0)
 			push(a->pub, v);
 		else if (strcmp(o, "--sub") == 0)
@@ -197,11 +216,16 @@ main(int argc, char **argv)
 	}
 	else if (strcmp(cmd, "account") == 0)
 	{
+		IsaNatsScopedKey scoped[2] = {
+			{a.scoped_key, a.scope_role, {a.scope_pub, NULL, a.scope_sub, NULL}, a.scope_bearer}, {0}};
+
 		if (a.npositional != 2 || a.name == NULL)
 			usage_error("account: OPERATOR_SEED_FILE ACCOUNT_PUB --name N");
+		if (a.scoped_key && a.scope_role == NULL)
+			usage_error("account: --scoped-key PUB needs --scope-role ROLE");
 		read_first_line(a.positional[0], seed, sizeof(seed));
 		check(isa_nkey_check_public(a.positional[1], ISA_NKEY_ACCOUNT), a.positional[1]);
-		check(isa_nats_account_claims(buf_nats, sizeof(buf_nats), a.jetstream, a.signing_keys), "account");
+		check(isa_nats_account_claims(buf_nats, sizeof(buf_nats), a.jetstream, a.signing_keys, scoped), "account");
 		check(isa_nats_jwt_encode(buf_jwt, sizeof(buf_jwt), seed, a.positional[1], a.name,
 								  (long long) time(NULL), 0, buf_nats), "account");
 		printf("%s\n", buf_jwt);
@@ -220,7 +244,10 @@ main(int argc, char **argv)
 			fail(a.positional[0], "not an account's seed or signing key (SA…)");
 		if (a.account && strcmp(a.account, pub) == 0)
 			a.account = NULL;
-		check(isa_nats_user_claims(buf_nats, sizeof(buf_nats), &perms, a.account), "user");
+		if (a.scoped && (a.pub[0] || a.sub[0] || a.deny_pub[0] || a.deny_sub[0] || a.account == NULL))
+			usage_error("user: --scoped takes --account and no subject (the scope gives them)");
+		check(a.scoped ? isa_nats_scoped_user_claims(buf_nats, sizeof(buf_nats), a.account) :
+			  isa_nats_user_claims(buf_nats, sizeof(buf_nats), &perms, a.account), "user");
 		check(isa_nkey_generate(ISA_NKEY_USER, user_seed), "user");
 		check(isa_nkey_public(user_seed, user_pub, NULL), "user");
 		check(isa_nats_jwt_encode(buf_jwt, sizeof(buf_jwt), seed, user_pub, a.name, (long long) time(NULL),

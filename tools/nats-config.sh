@@ -92,10 +92,12 @@ nkey operator.nk operator
 nkey sys.nk account
 nkey isa.nk account
 nkey isa-signing.nk account       # signs the users: the account's own key stays put
+nkey isa-device-signing.nk account  # scoped: signs the devices' credentials (the database holds it)
 OPERATOR=$("$KEYS" public "$DIR/operator.nk")
 SYS=$("$KEYS" public "$DIR/sys.nk")
 ISA=$("$KEYS" public "$DIR/isa.nk")
 SIGNING=$("$KEYS" public "$DIR/isa-signing.nk")
+DEVICE_SIGNING=$("$KEYS" public "$DIR/isa-device-signing.nk")
 
 # A JWT or a creds file, made again only when what it says changed (the
 # arguments are kept beside it in FILE.args).
@@ -110,7 +112,15 @@ mint() { # FILE ARGS…
 }
 mint operator.jwt operator "$DIR/operator.nk" --name isa --system-account "$SYS"
 mint sys.jwt account "$DIR/operator.nk" "$SYS" --name SYS
-mint isa.jwt account "$DIR/operator.nk" "$ISA" --name ISA --jetstream --signing-key "$SIGNING"
+# The devices' key is scoped: a user it signs (named by its device id, bearer:
+# MQTT passes the JWT as its password) gets the template's permissions, its
+# own device's topics only, whatever the database that minted it put in it
+# (docs/services/device.md, "MQTT").  $MQTT.sub.> is where nats-server
+# delivers an MQTT client's QoS 1 subscriptions.
+mint isa.jwt account "$DIR/operator.nk" "$ISA" --name ISA --jetstream --signing-key "$SIGNING" \
+  --scoped-key "$DEVICE_SIGNING" --scope-role device --scope-bearer \
+  --scope-pub 'isa.devices.{{name()}}.acks' --scope-pub 'isa.devices.{{name()}}.heartbeat' \
+  --scope-sub 'isa.devices.{{name()}}.commands' --scope-sub '$MQTT.sub.>'
 
 user() { # PARTY ARGS… — PARTY.creds, signed by the account's signing key
   local party=$1

@@ -117,8 +117,12 @@ start_pg() {
   fi
   dev_secrets
   pg mkdir -p "$PGDIR/socket"
+  # the devices' scoped signing key (tools/nats-config.sh): device.nats_credentials
+  local device_seed isa_account
+  device_seed=$(cat "$NATSDIR/isa-device-signing.nk")
+  isa_account=$("$ROOT/tools/isa-nats-keys" public "$NATSDIR/isa.nk")
   # Rewritten at every start so a changed port or setting takes effect.
-  pg tee "$PGDIR/data/isa-stack.conf" >/dev/null <<CONF
+  (umask 077 && pg tee "$PGDIR/data/isa-stack.conf" >/dev/null) <<CONF
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PGDIR/socket'
@@ -129,6 +133,8 @@ isa.nats_url = 'nats://127.0.0.1:$NATS_PORT'
 isa.nats_creds_file = '$PGDIR/nats-bridge.creds'
 isa.nats_inbox_prefix = '_INBOX.bridge'
 isa.bridge_apply_groups = '${ISA_APPLY_GROUPS-billing}'
+isa.device_nats_signing_key = '$device_seed'
+isa.device_nats_account = '$isa_account'
 max_connections = 100
 log_line_prefix = '%m [%p] %q%u@%d '
 include_if_exists = 'isa-dev-secrets.conf'

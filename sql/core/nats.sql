@@ -1,7 +1,7 @@
 -- nats.sql — minting NATS credentials (extension/nats.c over nats_jwt.c, the
 -- code tools/isa-nats-keys runs too): nkeys and user JWTs for nats-server's
 -- operator/JWT mode.  The device service mints each device's credential with
--- isa.nats_user_credentials.  A seed signs credentials: only superusers and
+-- isa.nats_scoped_user_credentials (a scoped signing key).  A seed signs credentials: only superusers and
 -- isa_admin may call these (sql/core/grants.sql grants nothing else).  Docs:
 -- docs/core.md, "NATS credentials"; docs/bridge.md, "Securing NATS".
 
@@ -23,6 +23,15 @@ CREATE FUNCTION isa.nats_user_credentials(
 COMMENT ON FUNCTION isa.nats_user_credentials(text, text, text[], text[], text, timestamptz) IS
     'A new NATS user allowed to publish and subscribe to the subjects given: its public key, its JWT '
     'signed by signing_seed (the account''s seed, or a signing key of account) and its creds file.';
+
+CREATE FUNCTION isa.nats_scoped_user_credentials(
+        signing_seed text, name text, account text, expires_at timestamptz DEFAULT NULL,
+        OUT public_key text, OUT jwt text, OUT creds text)
+    AS 'MODULE_PATHNAME', 'isa_nats_scoped_user_credentials' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION isa.nats_scoped_user_credentials(text, text, text, timestamptz) IS
+    'A new NATS user signed by a scoped signing key (signing_seed) of account: no permissions of its own, '
+    'the server gives it the scope''s template, {{name()}} standing for name (the device service: its '
+    'device id); its public key, JWT and creds file.';
 
 CREATE FUNCTION isa.nats_jwt_claims(jwt text) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'isa_nats_jwt_claims' LANGUAGE C IMMUTABLE STRICT;

@@ -106,6 +106,16 @@ CREATE TYPE device.command_info AS (
 );
 COMMENT ON TYPE device.command_info IS 'A command as the device API returns it.';
 
+CREATE TYPE device.nats_credential AS (
+    device_id        uuid,
+    jwt              text,          -- MQTT: the password (any username); NATS: a bearer JWT
+    expires_at       timestamptz,
+    commands_topic   text,          -- MQTT topics of the device (docs/services/device.md, "MQTT")
+    acks_topic       text,
+    heartbeat_topic  text
+);
+COMMENT ON TYPE device.nats_credential IS 'A device''s expiring NATS credential, as device.nats_credentials returns it.';
+
 -- ---------------------------------------------------------------- C (extension/device/)
 CREATE FUNCTION device._offline_after() RETURNS integer
     AS 'MODULE_PATHNAME', 'isa_device_offline_after_setting' LANGUAGE C STABLE;
@@ -736,6 +746,44 @@ $$;
 COMMENT ON FUNCTION device.acknowledge_command(uuid, uuid, boolean, jsonb, text) IS
     'The device answers a command: acknowledged (success) or failed, with its result or error. Idempotent: an answer to a command that ended already (acknowledged, failed, expired) changes nothing. P0002 no such command of this device.';
 
+-- The device's own NATS user: named by its device id, signed by the scoped
+-- signing key isa.device_nats_signing_key, whose template in the account JWT
+-- (tools/nats-config.sh) gives it its own topics only; a bearer JWT, so that an
+-- MQTT client passes it as its password.  It expires after isa.device_nats_ttl:
+-- a decommissioned device gets no new one and loses the one it has then (or at
+-- once, if the stack revokes it: docs/services/device.md, "MQTT").
+CREATE FUNCTION device.nats_credentials(device_id uuid) RETURNS device.nats_credential
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d   device.devices;
+    cfg record := device._nats_settings();
+    c   record;
+    r   device.nats_credential;
+    t   text := 'isa/devices/' || device_id || '/';
+BEGIN
+    PERFORM isa.not_null('device_id', device_id);
+    d := device._device(device_id, false);
+    PERFORM device._in_service(d);
+    IF cfg.signing_key = '' OR cfg.account = '' THEN
+        RAISE EXCEPTION 'devices get no NATS credentials: isa.device_nats_signing_key or isa.device_nats_account is not set'
+            USING ERRCODE = '55000',
+                  HINT = 'Set both (the scoped signing key tools/nats-config.sh makes, isa-device-signing.nk, and the account); docs/configuration.md.';
+    END IF;
+    r.expires_at := date_trunc('second', now()) + make_interval(secs => cfg.ttl);
+    c := isa.nats_scoped_user_credentials(cfg.signing_key, d.device_id::text, cfg.account, r.expires_at);
+    r.device_id := d.device_id;
+    r.jwt := c.jwt;
+    r.commands_topic := t || 'commands';
+    r.acks_topic := t || 'acks';
+    r.heartbeat_topic := t || 'heartbeat';
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION device.nats_credentials(uuid) IS
+    'The calling device''s NATS credential: a bearer JWT (MQTT: the password) valid for isa.device_nats_ttl (default 1 h) that may subscribe to isa/devices/<id>/commands and publish isa/devices/<id>/acks and …/heartbeat only. P0002 unknown device, 23514 decommissioned, 55000 not configured.';
+
 -- ---------------------------------------------------------------- jobs
 CREATE FUNCTION device.mark_offline() RETURNS integer
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -872,7 +920,8 @@ GRANT EXECUTE ON FUNCTION
     device.get_command(uuid, uuid),
     device.list_commands(uuid, uuid, integer),
     device.heartbeat(uuid, text),
-    device.acknowledge_command(uuid, uuid, boolean, jsonb, text)
+    device.acknowledge_command(uuid, uuid, boolean, jsonb, text),
+    device.nats_credentials(uuid)
 TO isa_app_device;
 GRANT EXECUTE ON FUNCTION device.mark_offline(), device.process_commands(), device.housekeeping() TO isa_admin;
 -- What device's own code calls of other services and of isa, as isa_svc_device.
@@ -880,7 +929,8 @@ GRANT EXECUTE ON FUNCTION
     account.require_user(uuid),
     auth.register_device(text, bytea, uuid), auth.unregister_device(text),
     organization.member_role(uuid, uuid), organization.can_access(uuid, text, uuid),
-    isa.send_direct_message(text, jsonb)
+    isa.send_direct_message(text, jsonb),
+    isa.nats_scoped_user_credentials(text, text, text, timestamptz)
 TO isa_svc_device;
 
 -- ---------------------------------------------------------------- subscriptions
@@ -920,3 +970,6 @@ SELECT isa.http_route('POST', '/v1/device/heartbeat', 'device.heartbeat(uuid, te
     'The calling device is alive (body: firmware_version, optional).', subject_param => 'device_id');
 SELECT isa.http_route('POST', '/v1/device/commands/{command_id}/ack', 'device.acknowledge_command(uuid, uuid, boolean, jsonb, text)', 'device',
     'The calling device answers a command (body: success, result, error).', subject_param => 'device_id');
+SELECT isa.http_route('POST', '/v1/device/nats-credentials', 'device.nats_credentials(uuid)', 'device',
+    'The calling device''s NATS credential: a bearer JWT for MQTT (the password) and its topics.',
+    subject_param => 'device_id');
