@@ -1,0 +1,114 @@
+# Devices over MQTT, with a real MQTT client that is no isa code (mosquitto):
+# a device that authenticated (auth's challenge/response over HTTP) gets its
+# NATS credential (POST /v1/device/nats-credentials, a bearer JWT), connects
+# to the stack's MQTT listener with it as its password, receives the commands
+# sent to it with the API on isa/devices/<id>/commands, and may neither read
+# nor write another device's topics; a decommissioned device gets no new
+# credential.  (docs/services/device.md, "MQTT".)
+#
+# Not here yet: acks and heartbeats published over MQTT reaching the device
+# service (they need the bridge's device-message consumer, not written yet),
+# and the cut-off of a connected decommissioned device (no revocation yet: its
+# JWT lasts until isa.device_nats_ttl).
+source "$(dirname "$0")/lib.sh"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+: "${ISA_MQTT_PORT:?run me in the stack environment (tools/stack.sh NAME env)}"
+U=$ISA_HTTP_URL
+STACK=$(basename "$ISA_STACK_DIR")
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+source "$(dirname "$0")/httplib.sh"
+command -v mosquitto_sub >/dev/null || { echo "1..0 # SKIP mosquitto-clients is not installed"; exit 0; }
+
+# A new Ed25519 key pair: "PUBLIC_HEX SECRET_HEX"; ed_sign SECRET_HEX TEXT: base64url signature
+ed_keypair() {
+  node -e '
+    const { publicKey, privateKey } = require("crypto").generateKeyPairSync("ed25519");
+    const pub = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+    const seed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32);
+    process.stdout.write(pub.toString("hex") + " " + Buffer.concat([seed, pub]).toString("hex"));'
+}
+ed_sign() {
+  node -e '
+    const c = require("crypto");
+    const der = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), Buffer.from(process.argv[1], "hex").subarray(0, 32)]);
+    process.stdout.write(c.sign(null, Buffer.from(process.argv[2], "utf8"), c.createPrivateKey({ key: der, format: "der", type: "pkcs8" })).toString("base64url"));' "$1" "$2"
+}
+post() { # PATH JSON [TOKEN]
+  for _ in 1 2 3 4 5; do
+    call POST "$1" "${JSON[@]}" ${3:+-H "$(auth "$3")"} -d "$2"
+    [ "$ST" = 429 ] || return 0
+    sleep "$(hdr Retry-After)"
+  done
+}
+# a device of the owner, registered with a fresh key: "DEVICE_ID SECRET_HEX"
+new_device() {
+  local pub priv id
+  read -r pub priv < <(ed_keypair)
+  id=$(sql "SELECT device_id FROM device.register_device('$owner', 'IT75-$run-$1', 'Frame', '\\x$pub'::bytea, 'it75 $1')")
+  echo "$id $priv"
+}
+# the device token of a device (challenge/response over HTTP)
+device_token() { # DEVICE_ID SECRET_HEX
+  local nonce
+  post "/v1/devices/$1/challenge" '{}'
+  nonce=$(field nonce)
+  post "/v1/devices/$1/token" "$(jq -nc --arg n "$nonce" --arg s "$(ed_sign "$2" "$nonce")" '{nonce: $n, signature: $s}')"
+  field access_token
+}
+mqtt() { local tool=$1; shift; timeout 10 "$tool" -h 127.0.0.1 -p "$ISA_MQTT_PORT" "$@"; }
+
+run="$$$(date +%s)"
+owner=$(sql "SELECT (account.create_user('it75-$run@example.com', 'IT75')).user_id")
+
+# ---------------------------------------------------------------- credentials
+read -r dev priv < <(new_device one)
+read -r other other_priv < <(new_device two)
+dtok=$(device_token "$dev" "$priv")
+ok "the device authenticated (challenge/response): a device token" test -n "$dtok" -a "$dtok" != null
+post /v1/device/nats-credentials '{}' "$dtok"
+jwt=$(field jwt)
+is "$ST $(field device_id) $(field commands_topic)" "200 $dev isa/devices/$dev/commands" \
+  "POST /v1/device/nats-credentials: the device's credential and its commands topic"
+claims=$(sql "SELECT isa.nats_jwt_claims('$jwt')")
+is "$(jq -r '.name' <<<"$claims")" "$dev" "the NATS user is named by the device id (the scope's {{name()}})"
+ok "it expires (isa.device_nats_ttl)" test "$(jq -r '.exp' <<<"$claims")" -gt "$(date +%s)"
+is "$(jq -c '.nats | [.pub, .sub] | map(select(. != null)) | length' <<<"$claims")" 0 \
+  "it carries no permissions of its own: the scoped signing key's template gives them"
+post /v1/device/nats-credentials '{}'
+is "$ST" 401 "without a device token: 401"
+
+# ---------------------------------------------------------------- commands arrive over MQTT
+mqtt mosquitto_sub -i "it75-$dev" -u "$dev" -P "$jwt" -q 1 -t "isa/devices/$dev/commands" -C 1 >"$TMP/cmd" 2>"$TMP/cmd.err" &
+PIDS+=($!)
+sleep 1
+post /v1/device/heartbeat '{}' "$dtok"
+is "$ST $(field status)" "200 online" "the device is online (heartbeat over HTTP)"
+cmd=$(sql "SELECT command_id FROM device.send_command('$owner', '$dev', 'show.photo', '{\"photo\": 7}')")
+wait "${PIDS[-1]}"
+is "$(jq -r '.command_id + " " + .command + " " + (.args.photo | tostring)' <"$TMP/cmd" 2>/dev/null)" "$cmd show.photo 7" \
+  "a command sent with the API arrives on isa/devices/<id>/commands (mosquitto_sub, QoS 1)"
+
+# ---------------------------------------------------------------- one device, its own topics
+out=$(mqtt mosquitto_sub -i "it75-spy-$dev" -u x -P "$jwt" -q 1 -t "isa/devices/$other/commands" -C 1 -W 3 2>&1)
+like "$out" "denied" "subscribing to another device's commands is refused (SUBACK failure)"
+mqtt mosquitto_pub -i "it75-forge-$dev" -u x -P "$jwt" -q 1 -t "isa/devices/$other/acks" -m '{"message_id":"x"}'
+like "$(grep -c "Publish Violation.*isa.devices.$other.acks" "$ISA_STACK_DIR/nats/nats.log")" "^[1-9]" \
+  "publishing on another device's acks topic is a Publish Violation on the server"
+mqtt mosquitto_pub -i "it75-own-$dev" -u x -P "$jwt" -q 1 -t "isa/devices/$dev/commands" -m '{}'
+like "$(grep -c "Publish Violation.*isa.devices.$dev.commands" "$ISA_STACK_DIR/nats/nats.log")" "^[1-9]" \
+  "a device may not publish on its own commands topic either"
+out=$(mqtt mosquitto_pub -i "it75-nopw" -u x -P "not-a-jwt" -q 1 -t "isa/devices/$dev/heartbeat" -m '{}' 2>&1); rc=$?
+ok "a client without a valid JWT is refused at connect" test "$rc" != 0
+like "$out" "not authori[sz]ed" "with MQTT's 'not authorised'"
+
+# ---------------------------------------------------------------- decommission
+otok=$(device_token "$other" "$other_priv")
+is "$(sql "SELECT device.decommission_device('$owner', '$other')")" t "the other device is decommissioned"
+post /v1/device/nats-credentials '{}' "$otok"
+is "$ST" 401 "its device token ended with it: no credential over HTTP"
+is "$(sqlstate "SELECT device.nats_credentials('$other')")" 23514 "nor through the function (23514)"
+
+done_testing
