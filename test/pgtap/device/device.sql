@@ -315,7 +315,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
               AND (p.proname LIKE '\_%' OR p.proname LIKE 'on\_%' OR NOT p.prosecdef)),
           NULL, 'isa_app may execute only SECURITY DEFINER API functions (no handler, no internal function)');
 SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'device'::regnamespace
-             AND has_function_privilege('isa_app_device', p.oid, 'EXECUTE')), 12::bigint, 'isa_app_device executes the 12 API functions');
+             AND has_function_privilege('isa_app_device', p.oid, 'EXECUTE')), 13::bigint, 'isa_app_device executes the 13 API functions');
 SELECT ok(NOT has_function_privilege('isa_app', 'isa.send_direct_message(text, jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_svc_device', 'isa.send_direct_message(text, jsonb)', 'EXECUTE'),
           'only the device service''s role may queue direct messages');
