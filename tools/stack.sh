@@ -22,9 +22,11 @@
 # HTTP 58080; test: PG 25442, NATS 24232/28232, HTTP 28280; bench: PG 25472,
 # NATS 24262/28262, HTTP 28290; any other NAME must set ISA_PG_PORT,
 # ISA_NATS_PORT and ISA_NATS_MONITOR_PORT (and ISA_HTTP_PORT, else PG port + 3).
-# MQTT (nats-server's listener, for devices): the NATS port + 3000 (run 57222,
-# test 27232, bench 27262), ISA_MQTT_PORT to override; beside the monitor's
-# +4000 and tools/nats-cluster.sh's routes +2000, it takes no port of the scheme.
+# MQTT (nats-server's listener, for devices): always the NATS port + 3000 (run
+# 57222, test 27232, bench 27262; `env` exports it as ISA_MQTT_PORT, which is
+# therefore no override: a stack a test starts from another's environment must
+# not inherit its MQTT port); beside the monitor's +4000 and
+# tools/nats-cluster.sh's routes +2000, it takes no port of the scheme.
 #
 # NATS runs in operator/JWT mode: keys, accounts and one credential per party
 # (tools/nats-config.sh dev) in .isa/NAME/nats/, made at the first start and
@@ -49,7 +51,7 @@ PG_PORT=${ISA_PG_PORT:-$def_pg}
 HTTP_PORT=${ISA_HTTP_PORT:-${def_http:-$((${PG_PORT:-0} + 3))}}
 NATS_PORT=${ISA_NATS_PORT:-$def_nats}
 NATS_MON_PORT=${ISA_NATS_MONITOR_PORT:-$def_mon}
-MQTT_PORT=${ISA_MQTT_PORT:-$((${NATS_PORT:-0} + 3000))}
+MQTT_PORT=$((${NATS_PORT:-0} + 3000))
 [ -n "$PG_PORT" ] && [ -n "$NATS_PORT" ] && [ -n "$NATS_MON_PORT" ] ||
   { echo "stack $NAME: set ISA_PG_PORT, ISA_NATS_PORT and ISA_NATS_MONITOR_PORT" >&2; exit 2; }
 DB=isa
