@@ -801,7 +801,9 @@ route("PATCH", `${orgPath}/members/{user_id}`, "the owner changes a guest into a
   return r;
 });
 route("POST", `${orgPath}/shared`, "a member shares an album", async () => {
-  ids.album = crypto.randomUUID();
+  // organization asks storage who owns the album: it must be a real one of bob's
+  const a = await must("POST", "/v1/albums", { body: { name: `IT80 bob's album ${RUN}` }, token: tok("bob") });
+  ids.album = a.album_id;
   const r = await call("POST", `${orgPath}/shared`, {
     params: { org_id: ids.fam }, body: { kind: "album", resource_id: ids.album }, token: tok("bob"),
   });
@@ -838,6 +840,226 @@ route("DELETE", `${orgPath}/members/{user_id}`, "the owner removes a member", as
   expect(r.text === "", "no body", r.text);
   const m = await call("GET", `${orgPath}/members`, { params: { org_id: ids.fam }, token: tok("bob") });
   expect(m.json?.length === 1 && m.json[0].user_id === users.bob.user_id, "bob alone is left", m.json);
+  return r;
+});
+
+// ---- storage: albums and shares (alice's album of two uploaded photos, shared with dave)
+const albumPath = "/v1/albums/{album_id}";
+async function upload(who, name, bytes) {
+  return must("POST", "/v1/files", {
+    query: { name }, raw: bytes, headers: { "Content-Type": "image/png" }, token: tok(who),
+  });
+}
+route("POST", "/v1/albums", "a user creates an album (idempotency_key: a retry returns it)", async () => {
+  const body = { name: `IT80 summer ${RUN}`, idempotency_key: `it80-album-${RUN}` };
+  const r = await call("POST", "/v1/albums", { body, token: tok("alice") });
+  ids.aliceAlbum = r.json?.album_id;
+  expect(UUID.test(ids.aliceAlbum || "") && r.json?.owner_id === users.alice.user_id && r.json?.name === body.name
+    && r.json?.file_count === 0, "the album: alice's, its name, no file", r.json);
+  const again = await call("POST", "/v1/albums", { body, token: tok("alice") });
+  expect(again.status === 201 && again.json?.album_id === ids.aliceAlbum, "the retry returns the same album", `${again.status} ${again.text}`);
+  return r;
+});
+route("GET", "/v1/albums", "the caller's albums", async () => {
+  const r = await call("GET", "/v1/albums", { token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].album_id === ids.aliceAlbum, "alice's one album", r.json);
+  const b = await call("GET", "/v1/albums", { token: tok("dave") });
+  expect(b.status === 200 && Array.isArray(b.json) && b.json.length === 0, "dave has none", `${b.status} ${b.text}`);
+  return r;
+});
+route("GET", albumPath, "an album its owner reads; a stranger gets 404", async () => {
+  const r = await call("GET", albumPath, { params: { album_id: ids.aliceAlbum }, token: tok("alice") });
+  expect(r.json?.album_id === ids.aliceAlbum && r.json?.name === `IT80 summer ${RUN}` && r.json?.owner_id === users.alice.user_id,
+    "the album, its name and owner", r.json);
+  const d = await call("GET", albumPath, { params: { album_id: ids.aliceAlbum }, token: tok("dave") });
+  expect(d.status === 404 && d.json?.code === "P0002", "dave, not shared with: 404 (P0002)", `${d.status} ${d.text}`);
+  return r;
+});
+route("POST", `${albumPath}/files`, "uploaded photos added to the album, at its end", async () => {
+  const png = (n) => Buffer.concat([Buffer.from("89504e470d0a1a0a", "hex"), Buffer.from(`it80 photo ${n} ${RUN}`)]);
+  ids.photo1 = (await upload("alice", `it80-photo-1-${RUN}.png`, png(1))).file_id;
+  ids.photo2 = (await upload("alice", `it80-photo-2-${RUN}.png`, png(2))).file_id;
+  const r = await call("POST", `${albumPath}/files`, {
+    params: { album_id: ids.aliceAlbum }, body: { file_id: ids.photo1 }, token: tok("alice"),
+  });
+  expect(UUID.test(ids.photo1 || "") && r.json?.album_id === ids.aliceAlbum && r.json?.file_count === 1, "the album, one file", r.json);
+  const two = await must("POST", `${albumPath}/files`, { params: { album_id: ids.aliceAlbum }, body: { file_id: ids.photo2 }, token: tok("alice") });
+  expect(two?.file_count === 2, "the second photo: two files", two);
+  return r;
+});
+route("GET", `${albumPath}/files`, "an album's files, in order", async () => {
+  const r = await call("GET", `${albumPath}/files`, { params: { album_id: ids.aliceAlbum }, token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.map((f) => f.file_id).join(",") === `${ids.photo1},${ids.photo2}`
+    && r.json[0].name === `it80-photo-1-${RUN}.png`, "photo 1, then photo 2", r.json);
+  return r;
+});
+route("PUT", `${albumPath}/order`, "the owner reorders the album", async () => {
+  const r = await call("PUT", `${albumPath}/order`, {
+    params: { album_id: ids.aliceAlbum }, body: { file_ids: [ids.photo2, ids.photo1] }, token: tok("alice"),
+  });
+  expect(Array.isArray(r.json) && r.json.map((f) => f.file_id).join(",") === `${ids.photo2},${ids.photo1}`, "photo 2, then photo 1", r.json);
+  return r;
+});
+route("POST", `${albumPath}/shares`, "the owner shares the album with a user, read", async () => {
+  const r = await call("POST", `${albumPath}/shares`, {
+    params: { album_id: ids.aliceAlbum }, body: { user_id: users.dave.user_id, access: "read" }, token: tok("alice"),
+  });
+  ids.albumShare = r.json?.share_id;
+  expect(UUID.test(ids.albumShare || "") && r.json?.kind === "album" && r.json?.resource_id === ids.aliceAlbum
+    && r.json?.owner_id === users.alice.user_id && r.json?.user_id === users.dave.user_id && r.json?.org_id === null
+    && r.json?.access === "read", "the share: album, its id, alice's, with dave, read", r.json);
+  const f = await call("GET", `${albumPath}/files`, { params: { album_id: ids.aliceAlbum }, token: tok("dave") });
+  expect(f.status === 200 && f.json?.length === 2 && f.json[0].file_id === ids.photo2, "dave now lists its photos, in order",
+    `${f.status} ${f.text}`);
+  return r;
+});
+route("GET", `${albumPath}/shares`, "the album's live shares (its owner)", async () => {
+  const r = await call("GET", `${albumPath}/shares`, { params: { album_id: ids.aliceAlbum }, token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].share_id === ids.albumShare && r.json[0].user_id === users.dave.user_id,
+    "the one share, with dave", r.json);
+  return r;
+});
+route("GET", "/v1/shared-with-me", "what is shared with the caller", async () => {
+  const r = await call("GET", "/v1/shared-with-me", { token: tok("dave") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].share_id === ids.albumShare && r.json[0].kind === "album"
+    && r.json[0].resource_id === ids.aliceAlbum && r.json[0].owner_id === users.alice.user_id, "alice's album", r.json);
+  return r;
+});
+route("DELETE", "/v1/shares/{share_id}", "the owner revokes the share", async () => {
+  const r = await call("DELETE", "/v1/shares/{share_id}", { params: { share_id: ids.albumShare }, token: tok("alice") });
+  expect(r.json === true, "true", r.text);
+  const w = await call("GET", "/v1/shared-with-me", { token: tok("dave") });
+  expect(w.status === 200 && Array.isArray(w.json) && w.json.length === 0, "no longer shared with dave", `${w.status} ${w.text}`);
+  const d = await call("GET", albumPath, { params: { album_id: ids.aliceAlbum }, token: tok("dave") });
+  expect(d.status === 404, "dave cannot read the album any more: 404", `${d.status} ${d.text}`);
+  const again = await call("DELETE", "/v1/shares/{share_id}", { params: { share_id: ids.albumShare }, token: tok("alice") });
+  expect(again.status === 200 && again.json === false, "revoked again: false", `${again.status} ${again.text}`);
+  return r;
+});
+route("DELETE", `${albumPath}/files/{file_id}`, "a file taken out of the album", async () => {
+  const r = await call("DELETE", `${albumPath}/files/{file_id}`, {
+    params: { album_id: ids.aliceAlbum, file_id: ids.photo2 }, token: tok("alice"),
+  });
+  expect(r.json === true, "true", r.text);
+  const f = await call("GET", `${albumPath}/files`, { params: { album_id: ids.aliceAlbum }, token: tok("alice") });
+  expect(f.json?.length === 1 && f.json[0].file_id === ids.photo1, "photo 1 is left", f.json);
+  return r;
+});
+route("DELETE", albumPath, "the owner deletes the album, not its files", async () => {
+  const r = await call("DELETE", albumPath, { params: { album_id: ids.aliceAlbum }, token: tok("alice") });
+  expect(r.text === "", "no body", r.text);
+  const g = await call("GET", albumPath, { params: { album_id: ids.aliceAlbum }, token: tok("alice") });
+  expect(g.status === 404, "then it is gone (404)", `${g.status} ${g.text}`);
+  const f = await call("GET", "/v1/files/{file_id}", { params: { file_id: ids.photo1 }, token: tok("alice") });
+  expect(f.status === 200 && f.json?.file_id === ids.photo1, "its photo is still alice's file", `${f.status} ${f.text}`);
+  return r;
+});
+
+// ---- device (bob's frame, in the family bob now owns; the frame itself calls /v1/device/… with its device token)
+const frame = crypto.generateKeyPairSync("ed25519");
+const frameSerial = `IT80-${RUN}`;
+async function deviceToken(id, key) {
+  const c = await must("POST", "/v1/devices/{device_id}/challenge", { params: { device_id: id } });
+  const signature = crypto.sign(null, Buffer.from(c.nonce, "utf8"), key).toString("base64");
+  return (await must("POST", "/v1/devices/{device_id}/token", { params: { device_id: id }, body: { nonce: c.nonce, signature } }))
+    .access_token;
+}
+route("POST", "/v1/devices", "a user registers a device with its key (idempotency_key: a retry returns it)", async () => {
+  const body = {
+    serial: frameSerial, model: "it80-frame", name: "IT80 kitchen frame", firmware_version: "1.0.0",
+    public_key: Buffer.from(frame.publicKey.export({ format: "jwk" }).x, "base64url").toString("base64"),
+    idempotency_key: `it80-frame-${RUN}`,
+  };
+  const r = await call("POST", "/v1/devices", { body, token: tok("bob") });
+  ids.frame = r.json?.device_id;
+  expect(UUID.test(ids.frame || "") && r.json?.serial === frameSerial && r.json?.owner_id === users.bob.user_id
+    && r.json?.organization_id === null && r.json?.status === "offline" && r.json?.firmware_version === "1.0.0",
+    "the device: its serial, bob's, in no organization, offline", r.json);
+  const again = await call("POST", "/v1/devices", { body, token: tok("bob") });
+  expect(again.status === 201 && again.json?.device_id === ids.frame, "the retry returns the same device", `${again.status} ${again.text}`);
+  return r;
+});
+route("GET", "/v1/devices", "the caller's devices", async () => {
+  const r = await call("GET", "/v1/devices", { token: tok("bob") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].device_id === ids.frame, "bob's one device", r.json);
+  return r;
+});
+route("GET", "/v1/devices/{device_id}", "a device, for its owner; a stranger is refused", async () => {
+  const r = await call("GET", "/v1/devices/{device_id}", { params: { device_id: ids.frame }, token: tok("bob") });
+  expect(r.json?.device_id === ids.frame && r.json?.model === "it80-frame" && r.json?.name === "IT80 kitchen frame",
+    "its model and name", r.json);
+  const a = await call("GET", "/v1/devices/{device_id}", { params: { device_id: ids.frame }, token: tok("alice") });
+  expect(a.status === 403 && a.json?.code === "42501", "alice, neither owner nor member: 403 (42501)", `${a.status} ${a.text}`);
+  return r;
+});
+route("PATCH", "/v1/devices/{device_id}", "its owner renames the device", async () => {
+  const r = await call("PATCH", "/v1/devices/{device_id}", { params: { device_id: ids.frame }, body: { name: "IT80 hall frame" }, token: tok("bob") });
+  expect(r.json?.device_id === ids.frame && r.json?.name === "IT80 hall frame" && r.json?.serial === frameSerial, "the new name", r.json);
+  return r;
+});
+route("POST", "/v1/devices/{device_id}/move", "its owner moves the device into the family", async () => {
+  const r = await call("POST", "/v1/devices/{device_id}/move", {
+    params: { device_id: ids.frame }, body: { organization_id: ids.fam }, token: tok("bob"),
+  });
+  expect(r.json?.device_id === ids.frame && r.json?.organization_id === ids.fam, "in the family", r.json);
+  return r;
+});
+route("GET", `${orgPath}/devices`, "an organization's devices", async () => {
+  const r = await call("GET", `${orgPath}/devices`, { params: { org_id: ids.fam }, token: tok("bob") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].device_id === ids.frame && r.json[0].owner_id === users.bob.user_id,
+    "bob's frame", r.json);
+  return r;
+});
+route("POST", "/v1/devices/{device_id}/commands", "a command to an offline device: accepted, pending", async () => {
+  const body = { command: "display.refresh", args: { album: "it80" }, idempotency_key: `it80-cmd-${RUN}`, ttl_seconds: 600 };
+  const r = await call("POST", "/v1/devices/{device_id}/commands", { params: { device_id: ids.frame }, body, token: tok("bob") });
+  ids.command = r.json?.command_id;
+  expect(UUID.test(ids.command || "") && r.json?.device_id === ids.frame && r.json?.command === "display.refresh"
+    && r.json?.args?.album === "it80" && r.json?.state === "pending" && r.json?.sent_by === users.bob.user_id,
+    "the command: pending (the device is offline), sent by bob", r.json);
+  const again = await call("POST", "/v1/devices/{device_id}/commands", { params: { device_id: ids.frame }, body, token: tok("bob") });
+  expect(again.status === 202 && again.json?.command_id === ids.command, "the retry returns the same command", `${again.status} ${again.text}`);
+  return r;
+});
+route("GET", "/v1/devices/{device_id}/commands", "a device's commands", async () => {
+  const r = await call("GET", "/v1/devices/{device_id}/commands", { params: { device_id: ids.frame }, token: tok("bob") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].command_id === ids.command, "the one command", r.json);
+  return r;
+});
+route("POST", "/v1/device/heartbeat", "the device (its own token) says it is alive: online, its pending command goes out", async () => {
+  ids.frameToken = await deviceToken(ids.frame, frame.privateKey);
+  const r = await call("POST", "/v1/device/heartbeat", { body: { firmware_version: "1.0.1" }, token: ids.frameToken });
+  expect(r.json?.device_id === ids.frame && r.json?.status === "online" && r.json?.firmware_version === "1.0.1"
+    && Date.parse(r.json?.last_seen_at) > 0, "the device, online, firmware 1.0.1, last seen", r.json);
+  const u = await call("POST", "/v1/device/heartbeat", { token: tok("bob") });
+  expect(u.status === 401 || u.status === 403, "a user's token is refused", `${u.status} ${u.text}`);
+  return r;
+});
+route("GET", "/v1/commands/{command_id}", "a command and its state: sent since the device came online", async () => {
+  const r = await call("GET", "/v1/commands/{command_id}", { params: { command_id: ids.command }, token: tok("bob") });
+  expect(r.json?.command_id === ids.command && r.json?.state === "sent" && r.json?.attempts >= 1 && r.json?.sent_at,
+    "sent, at least one attempt", r.json);
+  return r;
+});
+route("POST", "/v1/device/commands/{command_id}/ack", "the device acknowledges the command", async () => {
+  const r = await call("POST", "/v1/device/commands/{command_id}/ack", {
+    params: { command_id: ids.command }, body: { success: true, result: { shown: 2 } }, token: ids.frameToken,
+  });
+  expect(r.json?.command_id === ids.command && r.json?.state === "acknowledged" && r.json?.result?.shown === 2 && r.json?.finished_at,
+    "acknowledged with its result", r.json);
+  const g = await call("GET", "/v1/commands/{command_id}", { params: { command_id: ids.command }, token: tok("bob") });
+  expect(g.json?.state === "acknowledged", "the sender sees it acknowledged", g.json);
+  return r;
+});
+route("DELETE", "/v1/devices/{device_id}", "its owner decommissions the device: its token dies", async () => {
+  const r = await call("DELETE", "/v1/devices/{device_id}", { params: { device_id: ids.frame }, token: tok("bob") });
+  expect(r.json === true, "true", r.text);
+  const g = await call("GET", "/v1/devices/{device_id}", { params: { device_id: ids.frame }, token: tok("bob") });
+  expect(g.json?.status === "decommissioned" && g.json?.decommissioned_at, "decommissioned", g.json);
+  const h = await call("POST", "/v1/device/heartbeat", { body: {}, token: ids.frameToken });
+  expect(h.status === 401, "the device's token is refused (401)", `${h.status} ${h.text}`);
+  const l = await call("GET", "/v1/devices", { token: tok("bob") });
+  expect(Array.isArray(l.json) && l.json.length === 0, "no longer among bob's devices", l.json);
   return r;
 });
 
