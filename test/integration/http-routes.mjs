@@ -1035,6 +1035,18 @@ route("POST", "/v1/device/heartbeat", "the device (its own token) says it is ali
   expect(u.status === 401 || u.status === 403, "a user's token is refused", `${u.status} ${u.text}`);
   return r;
 });
+route("POST", "/v1/device/nats-credentials", "the device (its own token) gets its MQTT credential: a bearer JWT named by its id, and its topics", async () => {
+  const r = await call("POST", "/v1/device/nats-credentials", { token: ids.frameToken });
+  let claims = null;
+  try { claims = JSON.parse(Buffer.from(String(r.json?.jwt).split(".")[1] ?? "", "base64url").toString("utf8")); } catch { claims = null; }
+  expect(r.json?.device_id === ids.frame && claims?.name === ids.frame && claims?.exp * 1000 > Date.now()
+    && Date.parse(r.json?.expires_at) > Date.now(), "a JWT named by the device, not yet expired", r.json);
+  expect(r.json?.commands_topic === `isa/devices/${ids.frame}/commands` && r.json?.acks_topic === `isa/devices/${ids.frame}/acks`
+    && r.json?.heartbeat_topic === `isa/devices/${ids.frame}/heartbeat`, "the device's own topics", r.json);
+  const u = await call("POST", "/v1/device/nats-credentials", { token: tok("bob") });
+  expect(u.status === 401 || u.status === 403, "a user's token is refused", `${u.status} ${u.text}`);
+  return r;
+});
 route("GET", "/v1/commands/{command_id}", "a command and its state: sent since the device came online", async () => {
   const r = await call("GET", "/v1/commands/{command_id}", { params: { command_id: ids.command }, token: tok("bob") });
   expect(r.json?.command_id === ids.command && r.json?.state === "sent" && r.json?.attempts >= 1 && r.json?.sent_at,
