@@ -17,8 +17,11 @@
  * an unsupported version is dead-lettered at once: bad data is not a
  * transient error.  The subject is what NATS permissions vouch for (who may
  * publish where), so an envelope is believed only on its own subject: one
- * saying "source": "payment_service" published on external.> is a forgery.  Which subscription a message
- * belongs to, and its pulls, are subscriptions.c's.
+ * saying "source": "payment_service" published on external.> is a forgery.
+ * The one exception: a device's ack or heartbeat (isa.devices.<id>.acks,
+ * .heartbeat) is a bare JSON object, and its envelope is the bridge's own
+ * (device_messages.c).  Which subscription a message belongs to, and its
+ * pulls, are subscriptions.c's.
  *
  * Docs: docs/bridge.md, "Consuming" and "Handlers".
  */
@@ -126,6 +129,7 @@ apply_message_body(void *arg)
 	bool		isnull;
 	char	   *version;
 	char	   *buf = palloc(len + 1);
+	const char *device_event_type;
 
 	memcpy(buf, data, len);
 	buf[len] = '\0';
@@ -138,13 +142,18 @@ apply_message_body(void *arg)
 	if (!pg_verify_mbstr(PG_UTF8, buf, len, true))
 		ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 						errmsg("message is not valid UTF-8")));
-	st->event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
+	device_event_type = isa_device_message_type(natsMsg_GetSubject(d->msg), NULL);
+	if (device_event_type)
+		st->event_json = isa_device_message_envelope(d->msg, buf);
+	else
+		st->event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
 	event = FunctionCall1(&event_from_json_finfo, st->event_json);
 	th = DatumGetHeapTupleHeader(event);
 	d->event_type = MemoryContextStrdup(round_cxt,
 										TextDatumGetCString(GetAttributeByName(th, "event_type", &isnull)));
 
 	st->stage = 1;
+	if (device_event_type == NULL)	/* a device message's envelope is the bridge's own */
 	{
 		const char *subject = natsMsg_GetSubject(d->msg);
 		char	   *source = TextDatumGetCString(GetAttributeByName(th, "source", &isnull));

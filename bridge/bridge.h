@@ -67,6 +67,14 @@ extern void isa_metric_count(int kind, const char *service, const char *event_ty
 extern void isa_set_current_event(Datum event, const pg_uuid_t *id, const char *correlation_id);
 extern void isa_clear_current_event(void);
 
+/* ------------------------------------------------------------ device_messages.c */
+/* The source of the envelopes the bridge makes of device messages: no service may take it. */
+#define ISA_DEVICE_MESSAGE_SOURCE "device"
+extern const char *const isa_device_message_subjects[];
+extern const int isa_device_message_nsubjects;
+extern const char *isa_device_message_type(const char *subject, char **device_id);
+extern Datum isa_device_message_envelope(natsMsg *msg, const char *json);
+
 /* ------------------------------------------------------------ nats_link.c */
 
 /* A message delivered to the bridge's inbox subscription. */

@@ -493,9 +493,12 @@ nl_ensure_stream(List *sources)
 	ListCell   *lc;
 	bool		same = false;
 
-	subjects = palloc(sizeof(char *) * (list_length(sources) + 1));
+	subjects = palloc(sizeof(char *) * (list_length(sources) + isa_device_message_nsubjects));
 	foreach(lc, sources)
 		subjects[n++] = psprintf("%s.>", (char *) lfirst(lc));
+	/* the devices' acks and heartbeats (device_messages.c); not their commands */
+	for (int i = 0; i < isa_device_message_nsubjects; i++)
+		subjects[n++] = isa_device_message_subjects[i];
 
 	jsStreamConfig_Init(&cfg);
 	cfg.Name = isa_stream;

@@ -129,6 +129,12 @@ RETURNS void
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- device: the source of the envelopes the bridge makes of device messages;
+    -- isa: the prefix of their subjects (docs/bridge.md, "Device messages").
+    IF source IN ('device', 'isa') THEN
+        RAISE EXCEPTION 'source "%" is reserved', source USING ERRCODE = '22023',
+            HINT = 'The bridge makes the envelopes of device messages (isa.devices.<id>.acks, .heartbeat) with source device.';
+    END IF;
     INSERT INTO isa.services AS s (name, schema_name, source, description)
     VALUES (name, schema_name, source, description)
     ON CONFLICT ON CONSTRAINT services_pkey DO UPDATE SET description = excluded.description

@@ -99,10 +99,13 @@ BEGIN
         RAISE EXCEPTION 'invalid subject filter "%"', subject_filter USING ERRCODE = '22023',
             HINT = 'Dot-separated tokens; * matches one token, > the rest, e.g. payment_service.> or external.usage.recorded.*';
     END IF;
+    -- A subject starts with a source; the one exception, the acks and
+    -- heartbeats devices publish (docs/bridge.md, "Device messages").
     IF split_part(subject_filter, '.', 1) NOT IN ('*', '>')
+       AND subject_filter NOT IN ('isa.devices.*.acks', 'isa.devices.*.heartbeat')
        AND NOT EXISTS (SELECT 1 FROM isa.services s WHERE s.source = split_part(subject_filter, '.', 1)) THEN
         RAISE EXCEPTION 'subject filter "%" matches no isa subject', subject_filter USING ERRCODE = '22023',
-            HINT = 'A subject starts with a source of isa.services, e.g. payment_service. or external.';
+            HINT = 'A subject starts with a source of isa.services, e.g. payment_service. or external., or is a device message filter, isa.devices.*.acks or isa.devices.*.heartbeat.';
     END IF;
 
     SELECT * INTO fn FROM pg_proc p WHERE p.oid = handler;

@@ -401,6 +401,67 @@ BEGIN
 END
 $$;
 
+-- A device answers one of its own commands (over HTTP or MQTT): acknowledged
+-- or failed while it is open; an answer repeated, or after the command ended,
+-- changes nothing.  The command as it is now; all NULL if the device has no
+-- such command (another device's is none of its own).
+CREATE FUNCTION device._answer(p_device_id uuid, p_command_id uuid, p_success boolean, p_result jsonb, p_error text)
+RETURNS device.commands
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c device.commands;
+BEGIN
+    SELECT * INTO c FROM device.commands x
+     WHERE x.command_id = p_command_id AND x.device_id = p_device_id FOR UPDATE;
+    IF FOUND AND c.state IN ('pending', 'sent') AND c.expires_at > now() THEN
+        c := device._finish(c.command_id, CASE WHEN p_success THEN 'acknowledged' ELSE 'failed' END, p_result,
+                            CASE WHEN NOT p_success THEN coalesce(left(p_error, 1000), 'failed on the device') END);
+    END IF;
+    RETURN c;
+END
+$$;
+
+-- A device message (docs/bridge.md, "Device messages") not applied before:
+-- false if its message_id was seen already (the device published it twice).
+-- Without message_id, only the bridge's inbox dedupes (a redelivery).
+CREATE FUNCTION device._first_message(e isa.event) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT e.data ? 'message_id' THEN
+        RETURN true;
+    END IF;
+    INSERT INTO device.device_messages (device_id, message_id)
+    VALUES ((e.data ->> 'device_id')::uuid, e.data ->> 'message_id')
+    ON CONFLICT DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+
+-- Whether a device message can be applied: a device id (the bridge's, from
+-- the subject) and, if there is one, a message_id of 1 to 255 characters.
+CREATE FUNCTION device._check_message(e isa.event) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT device._is_uuid(e.data ->> 'device_id') THEN
+        RAISE WARNING 'device: % % ignored: no device id %', e.event_type, e.id, e.data -> 'device_id';
+        RETURN false;
+    END IF;
+    IF e.data ? 'message_id' AND (jsonb_typeof(e.data -> 'message_id') <> 'string'
+                                  OR length(e.data ->> 'message_id') NOT BETWEEN 1 AND 255) THEN
+        RAISE WARNING 'device: % % of device % ignored: message_id must be a string of 1 to 255 characters, got %',
+            e.event_type, e.id, e.data ->> 'device_id', e.data -> 'message_id';
+        RETURN false;
+    END IF;
+    RETURN true;
+END
+$$;
+
 -- ---------------------------------------------------------------- API: registration and management
 CREATE FUNCTION device.register_device(actor_id uuid, serial text, model text, public_key bytea, name text,
                                        organization_id uuid DEFAULT NULL, owner_id uuid DEFAULT NULL,
@@ -730,16 +791,10 @@ DECLARE
     c device.commands;
 BEGIN
     PERFORM isa.not_null('device_id, command_id, success', device_id, command_id, success);
-    SELECT * INTO c FROM device.commands x
-     WHERE x.command_id = acknowledge_command.command_id AND x.device_id = acknowledge_command.device_id FOR UPDATE;
-    IF NOT FOUND THEN
+    c := device._answer(device_id, command_id, success, result, error);
+    IF c.command_id IS NULL THEN
         RAISE EXCEPTION 'command % of device % not found', command_id, device_id USING ERRCODE = 'P0002';
     END IF;
-    IF c.state IN ('pending', 'sent') AND c.expires_at > now() THEN
-        c := device._finish(c.command_id, CASE WHEN success THEN 'acknowledged' ELSE 'failed' END,
-                            result, CASE WHEN NOT success THEN coalesce(left(error, 1000), 'failed on the device') END);
-    END IF;
-    -- an answer repeated, or after the command ended, changes nothing
     RETURN device._command_info(c);
 END
 $$;
@@ -906,6 +961,80 @@ $$;
 COMMENT ON FUNCTION device.on_device_authenticated(isa.event) IS
     'Handler of auth_service.device.authenticated: moves the device''s last_seen_at to the authentication''s time (not its status: heartbeats decide it).';
 
+-- device.ack, from the bridge (docs/bridge.md, "Device messages"): what a
+-- device published on isa/devices/<id>/acks, {command_id, ok, result?,
+-- error?, message_id?}, data.device_id being the <id> of the subject.
+CREATE FUNCTION device.on_device_ack(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c device.commands;
+BEGIN
+    IF NOT device._check_message(e) THEN
+        RETURN;
+    END IF;
+    IF NOT device._is_uuid(e.data ->> 'command_id') OR jsonb_typeof(e.data -> 'ok') IS DISTINCT FROM 'boolean' THEN
+        RAISE WARNING 'device: ack % of device % ignored: needs command_id (a uuid) and ok (true or false), got %',
+            e.id, e.data ->> 'device_id', e.data;
+        RETURN;
+    END IF;
+    IF NOT device._first_message(e) THEN
+        RETURN;
+    END IF;
+    c := device._answer((e.data ->> 'device_id')::uuid, (e.data ->> 'command_id')::uuid, (e.data ->> 'ok')::boolean,
+                        e.data -> 'result', e.data ->> 'error');
+    IF c.command_id IS NULL THEN
+        RAISE WARNING 'device: ack % ignored: device % has no command %', e.id, e.data ->> 'device_id',
+            e.data ->> 'command_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION device.on_device_ack(isa.event) IS
+    'Handler of the acks devices publish over MQTT (isa/devices/<id>/acks, {command_id, ok, result?, error?, message_id?}): acknowledges (ok) or fails that command of that device only, as device.acknowledge_command does; the same message_id twice counts once. A malformed ack, or one for a command the device does not have, is ignored with a warning.';
+
+-- device.heartbeat, from the bridge: what a device published on
+-- isa/devices/<id>/heartbeat, {firmware_version?, message_id?}.  Seen at the
+-- time the stream stored it; one older than isa.device_offline_after (the
+-- bridge caught up late) moves last_seen_at only, and cannot bring a device
+-- online that the next mark_offline would take off again.
+CREATE FUNCTION device.on_device_heartbeat(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    did uuid;
+    fw  text;
+BEGIN
+    IF NOT device._check_message(e) THEN
+        RETURN;
+    END IF;
+    did := (e.data ->> 'device_id')::uuid;
+    IF NOT EXISTS (SELECT FROM device.devices x WHERE x.device_id = did) THEN
+        RAISE WARNING 'device: heartbeat % ignored: device % not found', e.id, did;
+        RETURN;
+    END IF;
+    IF NOT device._first_message(e) THEN
+        RETURN;
+    END IF;
+    IF e."timestamp" < now() - make_interval(secs => device._offline_after()) THEN
+        UPDATE device.devices x SET last_seen_at = greatest(x.last_seen_at, e."timestamp")
+         WHERE x.device_id = did AND x.decommissioned_at IS NULL;
+        RETURN;
+    END IF;
+    IF jsonb_typeof(e.data -> 'firmware_version') = 'string' THEN
+        BEGIN
+            fw := device._check_text('firmware_version', e.data ->> 'firmware_version', 64);
+        EXCEPTION WHEN invalid_parameter_value THEN
+            RAISE WARNING 'device: heartbeat % of device %: firmware_version ignored: %', e.id, did, SQLERRM;
+        END;
+    END IF;
+    PERFORM device._seen(did, least(e."timestamp", now()), fw);
+END
+$$;
+COMMENT ON FUNCTION device.on_device_heartbeat(isa.event) IS
+    'Handler of the heartbeats devices publish over MQTT (isa/devices/<id>/heartbeat, {firmware_version?, message_id?}): as device.heartbeat, last seen then, offline → online publishes device.online once and sends its open commands again; the same message_id twice counts once. A decommissioned device changes nothing; a heartbeat older than isa.device_offline_after moves last_seen_at only.';
+
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA device FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -938,6 +1067,9 @@ SELECT isa.subscribe_to_events('device', 'organization_service.organization.memb
                                'device.on_member_removed(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('device', 'auth_service.device.authenticated',
                                'device.on_device_authenticated(isa.event)'::regprocedure);
+-- what devices publish over MQTT, made into events by the bridge (docs/bridge.md, "Device messages")
+SELECT isa.subscribe_to_events('device', 'isa.devices.*.acks', 'device.on_device_ack(isa.event)'::regprocedure);
+SELECT isa.subscribe_to_events('device', 'isa.devices.*.heartbeat', 'device.on_device_heartbeat(isa.event)'::regprocedure);
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- A user acts on the devices they may reach: actor_id is filled from the

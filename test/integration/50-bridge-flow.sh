@@ -31,8 +31,10 @@ sql "CREATE SCHEMA it_flow;
 
 is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the bridge is connected to NATS"
 info=$($NATS stream-info)
-is "$(jq -c '[.config.subjects | sort | .[]]' <<<"$info")" "$(sql "SELECT json_agg(source || '.>' ORDER BY source || '.>' COLLATE \"C\") FROM isa.services" | jq -c .)" \
-   "the stream it made carries <source>.> for every source of isa.services"
+is "$(jq -c '[.config.subjects | sort | .[]]' <<<"$info")" \
+   "$(sql "SELECT json_agg(s ORDER BY s COLLATE \"C\") FROM (SELECT source || '.>' FROM isa.services
+             UNION ALL VALUES ('isa.devices.*.acks'), ('isa.devices.*.heartbeat')) AS x (s)" | jq -c .)" \
+   "the stream it made carries <source>.> for every source of isa.services, and the devices' acks and heartbeats"
 is "$(jq -r '[.config.storage, .config.num_replicas, .config.duplicate_window / 1e9, .config.max_age / 1e9] | join(" ")' <<<"$info")" \
    "file 1 120 604800" "file storage, 1 replica, 2 min duplicate window, 7 days max age (the defaults)"
 

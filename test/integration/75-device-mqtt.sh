@@ -2,14 +2,15 @@
 # a device that authenticated (auth's challenge/response over HTTP) gets its
 # NATS credential (POST /v1/device/nats-credentials, a bearer JWT), connects
 # to the stack's MQTT listener with it as its password, receives the commands
-# sent to it with the API on isa/devices/<id>/commands, and may neither read
-# nor write another device's topics; a decommissioned device gets no new
-# credential.  (docs/services/device.md, "MQTT".)
+# sent to it with the API on isa/devices/<id>/commands, answers them and
+# says it is alive on isa/devices/<id>/acks and …/heartbeat (the bridge makes
+# those messages events: docs/bridge.md, "Device messages"), and may neither
+# read nor write another device's topics nor answer its commands; a
+# decommissioned device gets no new credential.  (docs/services/device.md,
+# "MQTT".)
 #
-# Not here yet: acks and heartbeats published over MQTT reaching the device
-# service (they need the bridge's device-message consumer, not written yet),
-# and the cut-off of a connected decommissioned device (no revocation yet: its
-# JWT lasts until isa.device_nats_ttl).
+# Not here yet: the cut-off of a connected decommissioned device (no
+# revocation yet: its JWT lasts until isa.device_nats_ttl).
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${ISA_MQTT_PORT:?run me in the stack environment (tools/stack.sh NAME env)}"
@@ -90,6 +91,50 @@ cmd=$(sql "SELECT command_id FROM device.send_command('$owner', '$dev', 'show.ph
 wait "${PIDS[-1]}"
 is "$(jq -r '.command_id + " " + .command + " " + (.args.photo | tostring)' <"$TMP/cmd" 2>/dev/null)" "$cmd show.photo 7" \
   "a command sent with the API arrives on isa/devices/<id>/commands (mosquitto_sub, QoS 1)"
+
+# ---------------------------------------------------------------- acks over MQTT
+pub() { mqtt mosquitto_pub -i "it75-pub-$dev" -u x -P "$jwt" -q 1 -t "isa/devices/$dev/$1" -m "$2"; }
+state() { sql "SELECT state FROM device.commands WHERE command_id = '$1'"; }
+is "$(subs_running)" "$(subs_want)/$(subs_want)" \
+  "the bridge runs every subscription's consumer, device's of the devices' acks and heartbeats among them"
+pub acks "{\"command_id\": \"$cmd\", \"ok\": true, \"result\": {\"shown\": 7}, \"message_id\": \"ack-$run\"}"
+is "$(wait_for "SELECT state || ' ' || result FROM device.commands WHERE command_id = '$cmd'" 'acknowledged {"shown": 7}')" \
+  'acknowledged {"shown": 7}' "an ack published over MQTT acknowledges the command, with its result"
+is "$(sql "SELECT event_id FROM isa.inbox WHERE service = 'device' AND event_type = 'device.ack'
+             AND event_id = (SELECT event_id FROM isa.inbox WHERE service = 'device' AND event_type = 'device.ack'
+                              ORDER BY processed_at DESC LIMIT 1)" | cut -c15)" 7 \
+  "the bridge made its envelope: its id is a version 7 UUID (from the stream sequence)"
+ocmd=$(sql "SELECT command_id FROM device.send_command('$owner', '$other', 'show.photo', '{}')")
+cmd2=$(sql "SELECT command_id FROM device.send_command('$owner', '$dev', 'show.photo', '{\"photo\": 8}')")
+pub acks "{\"command_id\": \"$ocmd\", \"ok\": true}"
+pub acks "{\"command_id\": \"$cmd2\", \"ok\": false, \"error\": \"no such photo\"}"
+is "$(wait_for "SELECT state || ' ' || error FROM device.commands WHERE command_id = '$cmd2'" "failed no such photo")" \
+  "failed no such photo" "an ack with ok false fails the command, with its error"
+is "$(state "$ocmd")" pending "an ack (applied before it) for another device's command changed nothing"
+like "$(grep -c "device $dev has no command $ocmd" "$ISA_STACK_DIR/pg/postgresql.log")" "^[1-9]" \
+  "… and the device service says why in its log"
+
+# ---------------------------------------------------------------- heartbeats over MQTT
+sql "UPDATE device.devices SET last_seen_at = now() - interval '1 hour' WHERE device_id = '$dev'" >/dev/null
+sql "SELECT device.mark_offline()" >/dev/null
+is "$(sql "SELECT status FROM device.devices WHERE device_id = '$dev'")" offline "the device went offline (silent)"
+online() { sql "SELECT count(*) FROM device.outbox WHERE event_type = 'device.online' AND data ->> 'device_id' = '$dev'"; }
+beats() { sql "SELECT count(*) FROM isa.inbox WHERE service = 'device' AND event_type = 'device.heartbeat'"; }
+n_online=$(online)
+n_beats=$(beats)
+pub heartbeat "{\"firmware_version\": \"3.0.$run\", \"message_id\": \"hb-$run\"}"
+is "$(wait_for "SELECT status || ' ' || firmware_version FROM device.devices WHERE device_id = '$dev'" "online 3.0.$run")" \
+  "online 3.0.$run" "a heartbeat published over MQTT brings it online, with its firmware"
+is "$(online)" "$((n_online + 1))" "one device.online in the outbox"
+sql "UPDATE device.devices SET status = 'offline' WHERE device_id = '$dev'" >/dev/null
+pub heartbeat "{\"message_id\": \"hb-$run\"}"
+is "$(wait_for "SELECT count(*) FROM isa.inbox WHERE service = 'device' AND event_type = 'device.heartbeat'" "$((n_beats + 2))")" \
+  "$((n_beats + 2))" "the same heartbeat again reached the device service (another stream message)"
+is "$(sql "SELECT status FROM device.devices WHERE device_id = '$dev'") $(online)" "offline $((n_online + 1))" \
+  "… and counted once: the same message_id is applied once"
+pub heartbeat 'not json'
+is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat'" invalid_envelope)" invalid_envelope \
+  "a device message that is not a JSON object is dead-lettered (invalid_envelope)"
 
 # ---------------------------------------------------------------- one device, its own topics
 out=$(mqtt mosquitto_sub -i "it75-spy-$dev" -u x -P "$jwt" -q 1 -t "isa/devices/$other/commands" -C 1 -W 3 2>&1)

@@ -5,7 +5,7 @@
 -- written.  isa.dead_letters holds what a subscription gave up on.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(60);
+SELECT plan(63);
 
 CREATE SCHEMA subs_test;
 CREATE FUNCTION subs_test.on_usage(e isa.event) RETURNS void LANGUAGE sql AS $$SELECT$$;
@@ -115,6 +115,15 @@ SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service..x
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'nosuch_service.thing.done', 'subs_test.on_usage(isa.event)')$$,
                  '22023', 'subject filter "nosuch_service.thing.done" matches no isa subject',
                  'a filter whose first token is not a known source raises 22023');
+SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'isa.devices.*.commands', 'subs_test.on_usage(isa.event)')$$,
+                 '22023', 'subject filter "isa.devices.*.commands" matches no isa subject',
+                 'devices'' commands are direct messages, not in the stream: no subscription (22023)');
+SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'isa.devices.>', 'subs_test.on_usage(isa.event)')$$,
+                 '22023', 'subject filter "isa.devices.>" matches no isa subject',
+                 'a device message filter is one of the two named ones, isa.devices.*.acks or .heartbeat (22023)');
+SELECT throws_ok($$SELECT isa.register_service('fake_device', NULL, 'device', 'claims the devices'' source')$$,
+                 '22023', 'source "device" is reserved',
+                 'no service may take the source of the envelopes the bridge makes of device messages (22023)');
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.wrong_arg(jsonb)')$$,
                  '22023', 'handler subs_test.wrong_arg(jsonb) must be a function taking one isa.event',
                  'a handler taking another argument type raises 22023');

@@ -8,7 +8,7 @@
 -- Through NATS and a real MQTT client: test/integration/75-device-mqtt.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(114);
+SELECT plan(127);
 
 -- Users this file creates, by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
@@ -47,6 +47,10 @@ CREATE FUNCTION pg_temp.event(event_type text, source text, data jsonb) RETURNS 
     SELECT isa.event_from_json(jsonb_build_object('id', isa.uuid_v7(), 'event_type', event_type, 'source', source,
                                                   'timestamp', now(), 'data', data)) $$;
 CREATE FUNCTION pg_temp.state(c uuid) RETURNS text LANGUAGE sql AS $$SELECT state FROM device.commands WHERE command_id = c$$;
+-- What the bridge makes of a device's ack or heartbeat over MQTT (docs/bridge.md, "Device messages").
+CREATE FUNCTION pg_temp.mqtt(event_type text, l text, data jsonb, at timestamptz DEFAULT now()) RETURNS isa.event LANGUAGE sql AS $$
+    SELECT isa.event_from_json(jsonb_build_object('id', isa.uuid_v7(), 'event_type', event_type, 'source', 'device',
+                                                  'timestamp', at, 'data', data || jsonb_build_object('device_id', pg_temp.did(l)))) $$;
 
 -- ---------------------------------------------------------------- catalogue
 SELECT has_table('device', 'devices', 'table device.devices exists');
@@ -63,8 +67,10 @@ SELECT set_eq($$SELECT event_type || ' ' || (SELECT string_agg(k, ',' ORDER BY k
               'device_service''s six events are registered with their data fields');
 SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'device'$$,
               ARRAY['organization_service.organization.member_removed device.on_member_removed(isa.event)',
-                    'auth_service.device.authenticated device.on_device_authenticated(isa.event)'],
-              'device subscribes to organization.member_removed and device.authenticated');
+                    'auth_service.device.authenticated device.on_device_authenticated(isa.event)',
+                    'isa.devices.*.acks device.on_device_ack(isa.event)',
+                    'isa.devices.*.heartbeat device.on_device_heartbeat(isa.event)'],
+              'device subscribes to organization.member_removed, device.authenticated and the devices'' acks and heartbeats');
 SELECT set_eq($$SELECT jobname || ' ' || command FROM isa.scheduled_jobs WHERE jobname LIKE 'isa-device-%'$$,
               ARRAY['isa-device-mark-offline SELECT device.mark_offline()',
                     'isa-device-commands SELECT device.process_commands()',
@@ -208,6 +214,30 @@ SELECT is((SELECT (status, last_seen_at = now())::text FROM device.devices WHERE
 SELECT lives_ok($$SELECT device.on_device_authenticated(pg_temp.event('device.authenticated', 'auth_service', '{"device_id": "frame-0042"}'))$$,
                 'a device id that is not the device service''s is ignored');
 SELECT throws_ok(format('SELECT device.heartbeat(%L)', gen_random_uuid()), 'P0002', NULL, 'an unknown device''s heartbeat is P0002');
+-- heartbeats over MQTT: device.on_device_heartbeat
+SELECT device.on_device_heartbeat(pg_temp.mqtt('device.heartbeat', 'frame', '{"message_id": "hb-1", "firmware_version": "2.2.0"}'));
+SELECT is((SELECT (status, firmware_version)::text FROM device.devices WHERE device_id = pg_temp.did('frame')), '(online,2.2.0)',
+          'a heartbeat over MQTT makes an offline device online and records its firmware');
+SELECT is(pg_temp.since_types(), 'device.online device.offline device.online', '… with one device.online');
+UPDATE device.devices SET status = 'offline' WHERE device_id = pg_temp.did('frame');
+SELECT device.on_device_heartbeat(pg_temp.mqtt('device.heartbeat', 'frame', '{"message_id": "hb-1"}'));
+SELECT is((SELECT status FROM device.devices WHERE device_id = pg_temp.did('frame')), 'offline',
+          'the same message_id again counts once: the device published it twice');
+SELECT is((SELECT count(*) FROM device.device_messages WHERE device_id = pg_temp.did('frame')), 1::bigint,
+          'its id is kept in device.device_messages');
+SELECT device.on_device_heartbeat(pg_temp.mqtt('device.heartbeat', 'frame', '{}', now() - interval '1 hour'));
+SELECT is((SELECT status FROM device.devices WHERE device_id = pg_temp.did('frame')), 'offline',
+          'a heartbeat older than isa.device_offline_after (delivered late) does not bring a device online');
+SELECT device.on_device_heartbeat(pg_temp.mqtt('device.heartbeat', 'frame', '{"firmware_version": ""}'));
+SELECT is((SELECT (status, firmware_version)::text FROM device.devices WHERE device_id = pg_temp.did('frame')), '(online,2.2.0)',
+          'one without message_id counts, a malformed firmware_version is ignored');
+SELECT lives_ok(format($$SELECT device.on_device_heartbeat(isa.event_from_json(jsonb_build_object('id', isa.uuid_v7(),
+                         'event_type', 'device.heartbeat', 'source', 'device', 'timestamp', now(), 'data', jsonb_build_object('device_id', %L))))$$,
+                       gen_random_uuid()),
+                'an unknown device''s heartbeat is ignored (a warning, no retry)');
+SELECT lives_ok($$SELECT device.on_device_heartbeat(pg_temp.mqtt('device.heartbeat', 'frame', '{"message_id": 7}'))$$,
+                'a message_id that is not a string is ignored');
+UPDATE device.devices SET status = 'offline' WHERE device_id = pg_temp.did('frame');
 
 -- ---------------------------------------------------------------- commands
 CREATE TEMP TABLE c (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
@@ -275,6 +305,24 @@ SELECT is((SELECT count(*) FROM device.list_commands(pg_temp.uid('dan'), pg_temp
 SELECT is((SELECT state FROM device.get_command(pg_temp.uid('cat'), pg_temp.cid('refresh'))), 'failed', 'and reads one');
 SELECT throws_ok(format('SELECT device.get_command(%L, %L)', pg_temp.uid('eve'), pg_temp.cid('refresh')),
                  '42501', NULL, 'an outsider cannot read a command');
+-- acks over MQTT: device.on_device_ack
+INSERT INTO c SELECT 'mqtt', command_id FROM device.send_command(pg_temp.uid('ann'), pg_temp.did('frame'), 'display.show');
+SELECT device.on_device_ack(pg_temp.mqtt('device.ack', 'cats', jsonb_build_object('command_id', pg_temp.cid('mqtt'), 'ok', true)));
+SELECT is(pg_temp.state(pg_temp.cid('mqtt')), 'sent', 'an ack over MQTT for another device''s command changes nothing');
+SELECT device.on_device_ack(pg_temp.mqtt('device.ack', 'frame', jsonb_build_object('command_id', pg_temp.cid('mqtt'), 'ok', 'yes')));
+SELECT is(pg_temp.state(pg_temp.cid('mqtt')), 'sent', 'an ack whose ok is not a boolean is ignored');
+SELECT device.on_device_ack(pg_temp.mqtt('device.ack', 'frame', jsonb_build_object('command_id', pg_temp.cid('mqtt'), 'ok', true,
+                                                                                  'result', '{"shown": true}'::jsonb, 'message_id', 'ack-1')));
+SELECT is((SELECT (state, result)::text FROM device.commands WHERE command_id = pg_temp.cid('mqtt')), '(acknowledged,"{""shown"": true}")',
+          'an ack over MQTT acknowledges the device''s command, with its result');
+SELECT device.on_device_ack(pg_temp.mqtt('device.ack', 'frame', jsonb_build_object('command_id', pg_temp.cid('mqtt'), 'ok', true, 'message_id', 'ack-1')));
+SELECT is((SELECT count(*) FROM device.device_messages WHERE device_id = pg_temp.did('frame') AND message_id = 'ack-1'), 1::bigint,
+          'the same ack twice is applied once');
+INSERT INTO c SELECT 'mqtt-fail', command_id FROM device.send_command(pg_temp.uid('ann'), pg_temp.did('frame'), 'display.show');
+SELECT device.on_device_ack(pg_temp.mqtt('device.ack', 'frame', jsonb_build_object('command_id', pg_temp.cid('mqtt-fail'), 'ok', false,
+                                                                                  'error', 'no panel')));
+SELECT is((SELECT (state, error)::text FROM device.commands WHERE command_id = pg_temp.cid('mqtt-fail')), '(failed,"no panel")',
+          'ok false fails the command, with its error');
 
 -- ---------------------------------------------------------------- member removed
 INSERT INTO c SELECT 'cats-own', command_id FROM device.send_command(pg_temp.uid('cat'), pg_temp.did('cats'), 'display.refresh');
