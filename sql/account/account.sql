@@ -65,11 +65,6 @@ SELECT isa.register_event_type('user.deleted', 'account_service', '1.0.0',
       "deleted_at": {"type": "timestamp", "required": true, "description": "when it was deleted"}}');
 
 -- ---------------------------------------------------------------- internal helpers
--- RFC 3339 UTC with microseconds, as in the envelope.
-CREATE FUNCTION account._iso(t timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT
-    RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-
 -- The email trimmed, or 22004/22023.  The form checked: local@domain, at most
 -- 254 characters, a local part of at most 64 characters from the RFC 5322
 -- dot-atom set (no leading, trailing or double dot), a domain of at least two
@@ -228,7 +223,7 @@ BEGIN
 
     PERFORM isa.publish_event('user.created', 'account_service',
         jsonb_build_object('user_id', u.user_id, 'email', u.email, 'name', u.name,
-                           'created_at', account._iso(u.created_at)));
+                           'created_at', isa.iso_time(u.created_at)));
     RETURN account._profile(u);
 END
 $$;
@@ -305,7 +300,7 @@ BEGIN
      WHERE x.user_id = u.user_id
     RETURNING * INTO u;
     PERFORM isa.publish_event('user.deleted', 'account_service',
-        jsonb_build_object('user_id', u.user_id, 'deleted_at', account._iso(u.deleted_at)));
+        jsonb_build_object('user_id', u.user_id, 'deleted_at', isa.iso_time(u.deleted_at)));
 END
 $$;
 COMMENT ON FUNCTION account.delete_user(uuid) IS

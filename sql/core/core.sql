@@ -57,6 +57,22 @@ CREATE FUNCTION isa.not_null(names text, VARIADIC "any") RETURNS void
 COMMENT ON FUNCTION isa.not_null(text, "any") IS
     'Raises 22004 "<name> must not be null" for the first NULL value, names being a comma-separated list with one name per value.';
 
+-- The services' timestamps as text: RFC 3339 UTC with microseconds, as in
+-- the envelope (isa.event_to_json).
+CREATE FUNCTION isa.iso_time(t timestamptz) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN pg_catalog.to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+COMMENT ON FUNCTION isa.iso_time(timestamptz) IS
+    'A timestamp as RFC 3339 UTC text with microseconds (2026-12-07T10:00:00.000000Z), as events and the services'' results carry it.';
+
+-- Whether a text is a UUID in its canonical form: handlers test event data
+-- with it before a cast that could raise.
+CREATE FUNCTION isa.is_uuid(t text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN coalesce(t ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false);
+COMMENT ON FUNCTION isa.is_uuid(text) IS
+    'Whether a text is a UUID in canonical form (8-4-4-4-12 hexadecimal digits); false for NULL.';
+
 -- The page size of the services' list functions: 22004 when NULL, 22023
 -- outside 1 … 1000, the message naming the argument (row_limit, limit).
 CREATE FUNCTION isa.check_page_size(name text, value integer) RETURNS void

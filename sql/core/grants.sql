@@ -16,7 +16,8 @@ GRANT EXECUTE ON FUNCTION
     isa.is_valid_event_type(text), isa.is_valid_version(text), isa.is_valid_subject_filter(text),
     isa.event_catalogue_markdown(), isa.http_routes_markdown(), isa.current_event(),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
-    isa.base64url_encode(bytea), isa.base64url_decode(text), isa.not_null(text, "any")
+    isa.base64url_encode(bytea), isa.base64url_decode(text), isa.not_null(text, "any"),
+    isa.iso_time(timestamptz), isa.is_uuid(text)
 TO isa_app, isa_bridge;
 GRANT SELECT ON isa.services, isa.event_types TO isa_app, isa_bridge;
 -- isa-httpd connects as a member of isa_app: the routes, the first call of
@@ -46,6 +47,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON FUNCTION
     isa.uuid_v7(), isa.publish_event(text, text, jsonb, jsonb), isa.current_event(),
     isa.not_null(text, "any"), isa.check_page_size(text, integer),
+    isa.iso_time(timestamptz), isa.is_uuid(text),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
     isa.base64url_encode(bytea)
 TO isa_service;

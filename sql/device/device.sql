@@ -170,16 +170,6 @@ SELECT isa.register_event_type('device.decommissioned', 'device_service', '1.0.0
       "decommissioned_by": {"type": "uuid", "required": true,  "description": "Who decommissioned it."}}');
 
 -- ---------------------------------------------------------------- internal helpers
--- Handlers treat a text as a uuid only in the canonical form (no cast can raise).
-CREATE FUNCTION device._is_uuid(t text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
-    RETURN coalesce(t ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false);
-
--- RFC 3339 UTC with microseconds, as in the envelope.
-CREATE FUNCTION device._iso(t timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT
-    RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-
 -- How long an unacknowledged command waits before it goes out again: 10 s,
 -- doubling with each attempt, at most 5 minutes.
 CREATE FUNCTION device._resend_delay(attempts integer) RETURNS interval
@@ -334,7 +324,7 @@ DECLARE
 BEGIN
     PERFORM isa.send_direct_message('isa.devices.' || c.device_id || '.commands',
         jsonb_build_object('command_id', c.command_id, 'command', c.command, 'args', c.args,
-                           'expires_at', device._iso(c.expires_at), 'attempt', c.attempts + 1));
+                           'expires_at', isa.iso_time(c.expires_at), 'attempt', c.attempts + 1));
     UPDATE device.commands x
        SET state = 'sent', attempts = x.attempts + 1, sent_at = coalesce(x.sent_at, now()),
            next_attempt_at = now() + device._resend_delay(x.attempts + 1)
@@ -343,7 +333,7 @@ BEGIN
     IF first THEN
         PERFORM isa.publish_event('device.command_sent', 'device_service',
             jsonb_build_object('command_id', c.command_id, 'device_id', c.device_id, 'command', c.command,
-                               'sent_by', c.sent_by, 'expires_at', device._iso(c.expires_at)));
+                               'sent_by', c.sent_by, 'expires_at', isa.iso_time(c.expires_at)));
     END IF;
     RETURN c;
 END
@@ -374,7 +364,7 @@ BEGIN
     IF was = 'offline' THEN
         PERFORM isa.publish_event('device.online', 'device_service',
             jsonb_build_object('device_id', d.device_id, 'owner_id', d.owner_id,
-                               'organization_id', d.organization_id, 'last_seen_at', device._iso(d.last_seen_at)));
+                               'organization_id', d.organization_id, 'last_seen_at', isa.iso_time(d.last_seen_at)));
         FOR c IN SELECT * FROM device.commands x
                   WHERE x.device_id = p_device_id AND x.state IN ('pending', 'sent') AND x.expires_at > now()
                   ORDER BY x.command_id FOR UPDATE LOOP
@@ -448,7 +438,7 @@ CREATE FUNCTION device._check_message(e isa.event) RETURNS boolean
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT device._is_uuid(e.data ->> 'device_id') THEN
+    IF NOT isa.is_uuid(e.data ->> 'device_id') THEN
         RAISE WARNING 'device: % % ignored: no device id %', e.event_type, e.id, e.data -> 'device_id';
         RETURN false;
     END IF;
@@ -855,7 +845,7 @@ BEGIN
     SELECT count(isa.publish_event('device.offline', 'device_service',
                  jsonb_build_object('device_id', g.device_id, 'owner_id', g.owner_id,
                                     'organization_id', g.organization_id,
-                                    'last_seen_at', device._iso(g.last_seen_at))))
+                                    'last_seen_at', isa.iso_time(g.last_seen_at))))
       INTO n FROM gone g;
     RETURN n;
 END
@@ -928,7 +918,7 @@ DECLARE
     org text := e.data ->> 'org_id';
     uid text := e.data ->> 'user_id';
 BEGIN
-    IF NOT device._is_uuid(org) OR NOT device._is_uuid(uid) THEN
+    IF NOT isa.is_uuid(org) OR NOT isa.is_uuid(uid) THEN
         RAISE WARNING 'device: organization.member_removed % ignored: needs data.org_id and data.user_id (uuids), got %',
             e.id, e.data;
         RETURN;
@@ -951,7 +941,7 @@ AS $$
 DECLARE
     did text := e.data ->> 'device_id';
 BEGIN
-    IF NOT device._is_uuid(did) THEN
+    IF NOT isa.is_uuid(did) THEN
         RETURN;                     -- a device auth knows and this service does not (registered by hand)
     END IF;
     UPDATE device.devices d SET last_seen_at = greatest(d.last_seen_at, e."timestamp")
@@ -974,7 +964,7 @@ BEGIN
     IF NOT device._check_message(e) THEN
         RETURN;
     END IF;
-    IF NOT device._is_uuid(e.data ->> 'command_id') OR jsonb_typeof(e.data -> 'ok') IS DISTINCT FROM 'boolean' THEN
+    IF NOT isa.is_uuid(e.data ->> 'command_id') OR jsonb_typeof(e.data -> 'ok') IS DISTINCT FROM 'boolean' THEN
         RAISE WARNING 'device: ack % of device % ignored: needs command_id (a uuid) and ok (true or false), got %',
             e.id, e.data ->> 'device_id', e.data;
         RETURN;

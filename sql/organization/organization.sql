@@ -195,16 +195,6 @@ SELECT isa.register_event_type('family.resource_unshared', 'organization_service
       "unshared_by": {"type": "uuid",   "required": false, "description": "who unshared it, when reason is unshared"}}');
 
 -- ---------------------------------------------------------------- internal helpers
--- Handlers treat a text as a uuid only in the canonical form (no cast can raise).
-CREATE FUNCTION organization._is_uuid(t text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE
-    RETURN coalesce(t ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false);
-
--- RFC 3339 UTC with microseconds, as in the envelope.
-CREATE FUNCTION organization._iso(t timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT
-    RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-
 -- A role's rank: an owner or admin acts only on members ranked below them.
 CREATE FUNCTION organization._rank(role text) RETURNS integer
     LANGUAGE sql IMMUTABLE
@@ -347,7 +337,7 @@ BEGIN
     INSERT INTO organization.members (org_id, user_id, role) VALUES (o.org_id, p_owner, 'owner');
     event_id := isa.publish_event('organization.created', 'organization_service',
         jsonb_build_object('org_id', o.org_id, 'kind', o.kind, 'name', o.name, 'owner_id', p_owner,
-                           'created_at', organization._iso(o.created_at)));
+                           'created_at', isa.iso_time(o.created_at)));
     event_id := isa.publish_event('organization.member_added', 'organization_service',
         jsonb_build_object('org_id', o.org_id, 'user_id', p_owner, 'role', 'owner', 'kind', o.kind,
                            'via', 'created', 'invitation_id', NULL));
@@ -696,7 +686,7 @@ BEGIN
     event_id := isa.publish_event('organization.member_invited', 'organization_service',
         jsonb_build_object('invitation_id', i.invitation_id, 'org_id', o.org_id, 'org_name', o.name, 'org_kind', o.kind,
                            'email', i.email, 'role', i.role, 'invited_by', actor_id, 'inviter_name', inviter.name,
-                           'expires_at', organization._iso(i.expires_at)));
+                           'expires_at', isa.iso_time(i.expires_at)));
     RETURN organization._invitation_info(i, token);
 END
 $$;
@@ -1046,7 +1036,7 @@ AS $$
 DECLARE
     uid text := e.data ->> 'user_id';
 BEGIN
-    IF NOT organization._is_uuid(uid) THEN
+    IF NOT isa.is_uuid(uid) THEN
         RAISE WARNING 'organization: user.created % ignored: data.user_id is not a uuid', e.id;
         RETURN;
     END IF;
@@ -1075,7 +1065,7 @@ DECLARE
     g         record;
     event_id  uuid;
 BEGIN
-    IF NOT organization._is_uuid(uid) THEN
+    IF NOT isa.is_uuid(uid) THEN
         RAISE WARNING 'organization: user.deleted % ignored: data.user_id is not a uuid', e.id;
         RETURN;
     END IF;
@@ -1103,7 +1093,7 @@ BEGIN
             UPDATE organization.organizations o SET status = 'closed', closed_at = now(), updated_at = now()
              WHERE o.org_id = ms.org_id;
             event_id := isa.publish_event('organization.closed', 'organization_service',
-                jsonb_build_object('org_id', ms.org_id, 'reason', 'owner_deleted', 'closed_at', organization._iso(now())));
+                jsonb_build_object('org_id', ms.org_id, 'reason', 'owner_deleted', 'closed_at', isa.iso_time(now())));
         END IF;
     END LOOP;
 END
@@ -1125,8 +1115,8 @@ DECLARE
     org  text := e.data ->> 'organization_id';
     o    organization.organizations;
 BEGIN
-    IF NOT organization._is_uuid(did) OR NOT organization._is_uuid(own)
-       OR (org IS NOT NULL AND NOT organization._is_uuid(org)) THEN
+    IF NOT isa.is_uuid(did) OR NOT isa.is_uuid(own)
+       OR (org IS NOT NULL AND NOT isa.is_uuid(org)) THEN
         RAISE WARNING 'organization: device.registered % ignored: needs data.device_id and data.owner_id (uuids), data.organization_id a uuid or absent, got %',
             e.id, e.data;
         RETURN;

@@ -74,11 +74,6 @@ SELECT isa.register_event_type('product.price_changed', 'product_service', '1.0.
       "effective_from": {"type": "timestamp", "required": true,  "description": "when the price comes into force"}}');
 
 -- ---------------------------------------------------------------- internal helpers
--- RFC 3339 UTC with microseconds, as in the envelope.
-CREATE FUNCTION product._iso(t timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT
-    RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-
 -- 22004/22023 unless usage_type is one of the four.
 CREATE FUNCTION product._check_usage_type(usage_type text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
@@ -362,7 +357,7 @@ BEGIN
            AND r.package_price IS NOT DISTINCT FROM pp THEN
             RETURN r;
         END IF;
-        RAISE EXCEPTION 'product % already has another price effective from %', p.product_id, product._iso(effective_from)
+        RAISE EXCEPTION 'product % already has another price effective from %', p.product_id, isa.iso_time(effective_from)
             USING ERRCODE = '23505', DETAIL = format('price_id %s', r.price_id),
             HINT = 'Prices are never changed; set a new one with a later effective_from.';
     END IF;
@@ -370,7 +365,7 @@ BEGIN
     PERFORM isa.publish_event('product.price_changed', 'product_service',
         jsonb_build_object('product_id', p.product_id, 'price_id', r.price_id, 'usage_type', p.usage_type,
                            'model', p.model, 'pricing_model', r.pricing_model,
-                           'effective_from', product._iso(r.effective_from)));
+                           'effective_from', isa.iso_time(r.effective_from)));
     RETURN r;
 END
 $$;
@@ -606,7 +601,7 @@ BEGIN
     END IF;
     IF q.price_id IS NULL THEN
         RAISE EXCEPTION 'product % (%) has no price in force at %', q.product_id, price_quote.usage_type,
-            product._iso(price_quote.at) USING ERRCODE = 'P0002',
+            isa.iso_time(price_quote.at) USING ERRCODE = 'P0002',
             HINT = 'Set one with product.set_price, effective from that time or earlier.';
     END IF;
     product_id := q.product_id;

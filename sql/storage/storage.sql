@@ -263,12 +263,6 @@ CREATE FUNCTION storage._info(f storage.files) RETURNS storage.file_info
 COMMENT ON FUNCTION storage._info(storage.files) IS
     'A files row as storage.file_info.';
 
-CREATE FUNCTION storage._iso(t timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT
-    RETURN pg_catalog.to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
-COMMENT ON FUNCTION storage._iso(timestamptz) IS
-    'RFC 3339 UTC with microseconds, as in the envelope.';
-
 -- A file name as given, or 22004/22023.  It is a name, not a path: isa-httpd
 -- puts it in Content-Disposition and clients may save under it.
 CREATE FUNCTION storage._check_name(name text) RETURNS text
@@ -821,7 +815,7 @@ BEGIN ATOMIC
         DELETE FROM storage.chunks c WHERE c.file_id IN (SELECT g.file_id FROM gone g))
     SELECT count(isa.publish_event('file.deleted', 'storage_service',
                      jsonb_build_object('file_id', g.file_id, 'owner_id', g.owner_id, 'size', g.size,
-                                        'reason', p_reason, 'deleted_at', storage._iso(g.deleted_at))))
+                                        'reason', p_reason, 'deleted_at', isa.iso_time(g.deleted_at))))
       FROM gone g;
 END;
 COMMENT ON FUNCTION storage._delete(uuid[], text) IS
@@ -1243,7 +1237,7 @@ BEGIN
     event_id := isa.publish_event('file.shared', 'storage_service',
         jsonb_build_object('share_id', s.share_id, 'kind', s.kind, 'resource_id', p_resource, 'owner_id', s.owner_id,
                            'user_id', s.user_id, 'org_id', s.org_id, 'access', s.access,
-                           'expires_at', storage._iso(s.expires_at)));
+                           'expires_at', isa.iso_time(s.expires_at)));
     RETURN storage._share_info(s);
 END
 $$;

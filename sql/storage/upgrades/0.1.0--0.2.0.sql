@@ -87,3 +87,8 @@ CREATE TYPE storage.share_info AS (
     created_at  timestamptz
 );
 COMMENT ON TYPE storage.share_info IS 'A share of a file or an album with a user or an organization.';
+
+-- Timestamps are formatted by the core's isa.iso_time (one helper for every
+-- service).  storage._delete of 0.1.0 is an SQL-standard function that
+-- depends on _iso: it goes with it, and the replay below makes it again.
+DROP FUNCTION storage._iso(timestamptz) CASCADE;

@@ -34,6 +34,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'isa.current_event()',
                     'isa.hmac_sha256(bytea,bytea)', 'isa.secure_equals(bytea,bytea)', 'isa.random_bytes(integer)',
                     'isa.base64url_encode(bytea)', 'isa.base64url_decode(text)', 'isa.not_null(text,"any")',
+                    'isa.iso_time(timestamp with time zone)', 'isa.is_uuid(text)',
                     'isa.http_route_catalogue()', 'isa.http_begin(jsonb,text,text,text,text,jsonb,boolean,integer)',
                     'isa.http_claims()', 'isa.http_routes_markdown()', 'isa.http_ready()', 'isa.http_metrics()'],
               'isa_app may execute exactly the envelope, id, publish, current-event, crypto, argument-check and isa-httpd functions');

@@ -263,7 +263,7 @@ SELECT device.heartbeat(pg_temp.did('frame'));
 SELECT is(pg_temp.state(pg_temp.cid('refresh')), 'sent', 'when the device comes online, its pending command is sent');
 SELECT is((SELECT payload FROM isa.direct_messages WHERE subject = 'isa.devices.' || pg_temp.did('frame') || '.commands'),
           jsonb_build_object('command_id', pg_temp.cid('refresh'), 'command', 'display.refresh', 'args', '{"mode": "full"}'::jsonb,
-                             'expires_at', (SELECT device._iso(expires_at) FROM device.commands WHERE command_id = pg_temp.cid('refresh')),
+                             'expires_at', (SELECT isa.iso_time(expires_at) FROM device.commands WHERE command_id = pg_temp.cid('refresh')),
                              'attempt', 1),
           'as a direct message on isa.devices.<id>.commands: id, command, args, expiry, attempt');
 SELECT is(pg_temp.since_types(), 'device.online device.command_sent', 'device.command_sent is published when it first goes out');

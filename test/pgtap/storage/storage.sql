@@ -577,8 +577,8 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
 SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace
               AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']
-              AND p.proname NOT IN ('_info', '_iso', '_share_info', '_rank') AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')),
-          NULL, 'every function pins search_path (but _info, _iso, _share_info and _rank, plain SQL expressions to be inlined, and the C secret reader)');
+              AND p.proname NOT IN ('_info', '_share_info', '_rank') AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')),
+          NULL, 'every function pins search_path (but _info, _share_info and _rank, plain SQL expressions to be inlined, and the C secret reader)');
 SELECT ok(has_function_privilege('isa_admin', 'storage.purge_abandoned_uploads(interval)', 'EXECUTE'),
           'isa_admin may run purge_abandoned_uploads');
 
