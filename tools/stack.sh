@@ -4,7 +4,8 @@
 # NAME=test; each NAME has its own ports, so a test run never touches the
 # stack a developer is using.
 #
-#   start [--fresh]   start what is not running (--fresh: recreate database isa)
+#   start [--fresh]   start what is not running (--fresh: recreate database isa and
+#                     empty the JetStream store: the stream's events go with the database)
 #   stop              stop the servers
 #   status            exit 0 if all run
 #   httpd-restart     restart isa-httpd (it reloads its routes on SIGHUP: httpd-reload)
@@ -364,6 +365,13 @@ case "$CMD" in
       exit 0
     fi
     pg_running || start_pg
+    # --fresh drops the database's outboxes and inboxes: the stream's events go
+    # with them, or a durable consumer of the new database would resume where
+    # the old one stopped (its inbox no longer knows what was applied)
+    if [ "$fresh" = 1 ]; then
+      nats_running && stop_nats
+      rm -rf "$NATSDIR/jetstream"
+    fi
     nats_running || start_nats
     create_db "$fresh"
     # a database recreated under a running isa-httpd: it reconnects, but reload its routes
