@@ -88,6 +88,7 @@ extern int	nl_eventfd(void);
 extern bool nl_connect(void);
 extern void nl_disconnect(void);
 extern bool nl_connected(void);
+extern bool nl_closed(void);
 extern bool nl_take_setup_needed(void);
 extern void nl_drain_eventfd(void);
 extern NlMsg *nl_take_messages(int max, int *n);

@@ -202,6 +202,16 @@ nl_drain_eventfd(void)
 	(void) rc;
 }
 
+/*
+ * Whether nats.c gave the connection up for good (CLOSED: it no longer
+ * reconnects, e.g. after the server refused its credentials).
+ */
+bool
+nl_closed(void)
+{
+	return conn != NULL && natsConnection_Status(conn) == NATS_CONN_STATUS_CLOSED;
+}
+
 bool
 nl_connected(void)
 {

@@ -192,12 +192,33 @@ reload_settings(Turn *t)
 	t->last_setup_try = 0;
 }
 
+/*
+ * A connection nats.c closed for good (the server refused the credentials,
+ * say while a creds file was being replaced) is made anew every 5 seconds,
+ * reading the credentials again: nats.c would never retry it by itself.
+ */
+static void
+reconnect_if_closed(void)
+{
+	static TimestampTz last_try = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!isa_bridge_enabled || !nl_closed() || !TimestampDifferenceExceeds(last_try, now, 5000))
+		return;
+	last_try = now;
+	ereport(LOG, (errmsg("isa bridge: NATS closed the connection; connecting again")));
+	nl_disconnect();
+	isa_subscriptions_forget_server_state();
+	nl_connect();
+}
+
 /* isa.bridge_status(): the connection, and why it is down. */
 static void
 note_connection_state(void)
 {
 	char		url[256];
 
+	reconnect_if_closed();
 	nl_server_url(url, sizeof(url));
 	isa_bridge_report_connection(nl_connected(), url, nl_reconnects());
 	if (!nl_connected() && nl_conn() != NULL)

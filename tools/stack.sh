@@ -179,9 +179,12 @@ nats_credentials() {
 }
 
 # The bridge's creds file, where the cluster's owner may read it (0600).
+# Replaced in one rename, never rewritten in place: a bridge that restarts
+# meanwhile (after a crash, while start_pg runs) must not read half a file.
 bridge_credentials() {
   nats_credentials
-  pg sh -c "umask 077 && cat > '$PGDIR/nats-bridge.creds'" <"$NATSDIR/bridge.creds"
+  cmp -s "$NATSDIR/bridge.creds" "$PGDIR/nats-bridge.creds" 2>/dev/null && return 0
+  pg sh -c "umask 077 && cat > '$PGDIR/nats-bridge.creds.new' && mv '$PGDIR/nats-bridge.creds.new' '$PGDIR/nats-bridge.creds'" <"$NATSDIR/bridge.creds"
 }
 
 # The server's configuration: operator/JWT mode, a resolver that keeps what it
