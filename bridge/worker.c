@@ -198,12 +198,15 @@ reload_settings(Turn *t)
  * reading the credentials again: nats.c would never retry it by itself.
  */
 static void
-reconnect_if_closed(void)
+reconnect_if_closed(Turn *t)
 {
 	static TimestampTz last_try = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (!isa_bridge_enabled || !nl_closed() || !TimestampDifferenceExceeds(last_try, now, 5000))
+	if (!isa_bridge_enabled || !nl_closed())
+		return;
+	t->timeout_cap = Min(t->timeout_cap, 5000);	/* nothing else wakes us for it */
+	if (!TimestampDifferenceExceeds(last_try, now, 5000))
 		return;
 	last_try = now;
 	ereport(LOG, (errmsg("isa bridge: NATS closed the connection; connecting again")));
@@ -214,11 +217,11 @@ reconnect_if_closed(void)
 
 /* isa.bridge_status(): the connection, and why it is down. */
 static void
-note_connection_state(void)
+note_connection_state(Turn *t)
 {
 	char		url[256];
 
-	reconnect_if_closed();
+	reconnect_if_closed(t);
 	nl_server_url(url, sizeof(url));
 	isa_bridge_report_connection(nl_connected(), url, nl_reconnects());
 	if (!nl_connected() && nl_conn() != NULL)
@@ -405,7 +408,7 @@ isa_bridge_main(Datum arg)
 		if (ShutdownRequestPending)
 			break;
 		nl_drain_eventfd();
-		note_connection_state();
+		note_connection_state(&t);
 		served = sql_version_served(&t);
 		if (ShutdownRequestPending)
 			break;

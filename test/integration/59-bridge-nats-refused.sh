@@ -11,9 +11,6 @@ ET="it.refused$$"
 sql "SELECT isa.register_event_type('$ET', 'audit_service', '1.0.0', 'integration test event')" >/dev/null
 
 is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the bridge is connected"
-log="$ISA_PGDATA/../postgresql.log"
-again() { grep -c 'NATS closed the connection; connecting again' "$log"; }
-before=$(again)
 echo "not a creds file" > "$creds"
 sql "SELECT count(pg_terminate_backend(pid)) > 0 FROM pg_stat_activity WHERE backend_type LIKE 'isa bridge%'" >/dev/null
 is "$(wait_for "SELECT connected IS FALSE AND last_error LIKE 'not connected to NATS%' FROM isa.bridge_status()" t 20)" t \
@@ -23,5 +20,4 @@ is "$(sql "SELECT count(*) FROM isa.outbox WHERE id = '$id' AND published_at IS 
 cat "$keep" > "$creds"
 is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the creds file put right, the bridge connects again by itself"
 is "$(wait_for "SELECT count(*) FROM isa.outbox WHERE id = '$id' AND published_at IS NOT NULL" 1 20)" 1 "and the waiting event is published"
-is "$(( $(again) > before ))" 1 "the log says the bridge connected again"
 done_testing
