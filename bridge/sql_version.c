@@ -117,7 +117,7 @@ bool
 isa_sql_version_served(const char *version)
 {
 	StringInfoData list;
-	const char *todo;
+	const char *remedy;		/* what the DBA is to do */
 
 	for (int i = 0; i < (int) N_SERVED; i++)
 		if (strcmp(served_versions[i], version) == 0)
@@ -132,11 +132,11 @@ isa_sql_version_served(const char *version)
 		appendStringInfo(&list, "%s%s", i == 0 ? "" : i == (int) N_SERVED - 1 ? " and " : ", ",
 						 served_versions[i]);
 	if (compare_versions(version, served_versions[N_SERVED - 1]) < 0)
-		todo = "run ALTER EXTENSION isa UPDATE";
+		remedy = "run ALTER EXTENSION isa UPDATE";
 	else
-		todo = "install isa's library of that version and restart PostgreSQL";
+		remedy = "install isa's library of that version and restart PostgreSQL";
 	isa_bridge_record_error(MISMATCH_PREFIX "%s %s but this database has isa %s: %s",
-							N_SERVED > 1 ? "s" : "", list.data, version, todo);
+							N_SERVED > 1 ? "s" : "", list.data, version, remedy);
 	pfree(list.data);
 	return false;
 }

@@ -173,9 +173,13 @@ metrics_token() {
 # ---------------------------------------------------------------- NATS security
 # Keys, accounts and each party's creds file (tools/nats-config.sh dev: made
 # when absent, kept across restarts; shared with tools/nats-cluster.sh NAME).
+# (once per command: start_pg and nats_config both need them)
+NATS_CREDENTIALS_DONE=0
 nats_credentials() {
+  [ "$NATS_CREDENTIALS_DONE" = 1 ] && return 0
   [ -x "$ROOT/tools/isa-nats-keys" ] || { echo "tools/isa-nats-keys is not built: run 'make'" >&2; exit 1; }
   "$ROOT/tools/nats-config.sh" dev "$NATSDIR"
+  NATS_CREDENTIALS_DONE=1
 }
 
 # The bridge's creds file, where the cluster's owner may read it (0600).
