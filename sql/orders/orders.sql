@@ -12,7 +12,7 @@ CREATE TABLE orders.orders (
     payment_method      text NOT NULL CHECK (payment_method IN ('card', 'wallet')),
     tokens              bigint NOT NULL DEFAULT 0 CHECK (tokens >= 0),   -- tokens bought (card orders)
     items               jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(items) = 'array'),
-    status              text NOT NULL CHECK (status IN ('pending', 'fulfilled', 'canceled')),
+    status              text NOT NULL CHECK (status IN ('pending', 'fulfilled', 'canceled', 'refunded')),
     payment_id          uuid,                              -- card orders: payment.payments
     cancel_reason       text,
     idempotency_key     text NOT NULL,
@@ -24,12 +24,18 @@ CREATE TABLE orders.orders (
     UNIQUE (user_id, idempotency_key),
     CHECK (CASE payment_method WHEN 'wallet' THEN currency = 'tokens' AND tokens = 0 AND payment_id IS NULL
                                ELSE currency <> 'tokens' END),
-    CHECK ((status = 'fulfilled') = (fulfilled_at IS NOT NULL)),
-    CHECK ((status = 'canceled') = (canceled_at IS NOT NULL AND cancel_reason IS NOT NULL))
+    CHECK ((status IN ('fulfilled', 'refunded')) = (fulfilled_at IS NOT NULL)),
+    CHECK ((status = 'canceled') = (canceled_at IS NOT NULL AND cancel_reason IS NOT NULL)),
+    -- card orders: what payment.refunded reported refunded so far (0.2.0)
+    amount_refunded     bigint NOT NULL DEFAULT 0,
+    refunded_at         timestamptz,
+    CONSTRAINT orders_refund_check CHECK (amount_refunded BETWEEN 0 AND amount
+                                          AND (status = 'refunded') = (refunded_at IS NOT NULL)
+                                          AND (status <> 'refunded' OR amount_refunded = amount))
 );
 CREATE INDEX orders_user ON orders.orders (user_id, order_id DESC);
 COMMENT ON TABLE orders.orders IS
-    'Orders of users, paid from the token wallet or by card; pending until paid, then fulfilled, or canceled.';
+    'Orders of users, paid from the token wallet or by card; pending until paid, then fulfilled, or canceled; a card order Stripe refunded in full is refunded.';
 
 CREATE TYPE orders.order_info AS (
     order_id       uuid,
@@ -45,7 +51,9 @@ CREATE TYPE orders.order_info AS (
     created_at     timestamptz,
     updated_at     timestamptz,
     fulfilled_at   timestamptz,
-    canceled_at    timestamptz
+    canceled_at    timestamptz,
+    amount_refunded bigint,
+    refunded_at    timestamptz
 );
 
 -- ---------------------------------------------------------------- events
@@ -73,7 +81,8 @@ SELECT isa.register_event_type('order.canceled', 'order_service', '1.0.0',
 CREATE FUNCTION orders._info(o orders.orders) RETURNS orders.order_info
     LANGUAGE sql IMMUTABLE
 RETURN ROW(o.order_id, o.user_id, o.amount, o.currency, o.payment_method, o.tokens, o.items, o.status,
-           o.payment_id, o.cancel_reason, o.created_at, o.updated_at, o.fulfilled_at, o.canceled_at)::orders.order_info;
+           o.payment_id, o.cancel_reason, o.created_at, o.updated_at, o.fulfilled_at, o.canceled_at,
+           o.amount_refunded, o.refunded_at)::orders.order_info;
 
 -- ---------------------------------------------------------------- API
 CREATE FUNCTION orders.create_order(
@@ -352,6 +361,49 @@ BEGIN
 END
 $$;
 
+-- payment_service.payment.refunded: record what Stripe refunded of the
+-- order's payment (data.amount_refunded is cumulative, so an older refund
+-- arriving late changes nothing); refunded in full, a fulfilled order becomes
+-- refunded.  The wallet takes the tokens back (wallet.on_payment_refunded);
+-- the order only records it.
+CREATE FUNCTION orders.on_payment_refunded(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    oid_text text := e.data ->> 'order_id';
+    pid_text text := e.data ->> 'payment_id';
+    amt_text text := e.data ->> 'amount_refunded';
+    o        orders.orders;
+    refunded bigint;
+BEGIN
+    IF oid_text IS NULL OR pid_text IS NULL OR NOT isa.is_uuid(oid_text) OR NOT isa.is_uuid(pid_text)
+       OR jsonb_typeof(e.data -> 'amount_refunded') IS DISTINCT FROM 'number' OR amt_text !~ '^[0-9]{1,15}$' THEN
+        RAISE WARNING 'payment.refunded event % needs data.order_id and data.payment_id (uuid) and data.amount_refunded (integer); ignored', e.id;
+        RETURN;
+    END IF;
+    SELECT * INTO o FROM orders.orders x WHERE x.order_id = oid_text::uuid FOR UPDATE;
+    IF NOT FOUND OR o.payment_id IS DISTINCT FROM pid_text::uuid THEN
+        RAISE WARNING 'payment % refunded for order %, which does not exist or is paid by another payment; ignored', pid_text, oid_text;
+        RETURN;
+    END IF;
+    refunded := least(amt_text::bigint, o.amount);
+    IF refunded <= o.amount_refunded THEN
+        RETURN;                           -- an older (or the same) refund: nothing new
+    END IF;
+    IF amt_text::bigint > o.amount THEN
+        RAISE WARNING 'payment % of order % refunded % of %; recorded as %', pid_text, oid_text, amt_text, o.amount, o.amount;
+    END IF;
+    UPDATE orders.orders x
+       SET amount_refunded = refunded, updated_at = now(),
+           status = CASE WHEN refunded = x.amount AND x.status = 'fulfilled' THEN 'refunded' ELSE x.status END,
+           refunded_at = CASE WHEN refunded = x.amount AND x.status = 'fulfilled' THEN now() ELSE x.refunded_at END
+     WHERE x.order_id = o.order_id;
+END
+$$;
+COMMENT ON FUNCTION orders.on_payment_refunded(isa.event) IS
+    'Handler of payment_service.payment.refunded: records the amount refunded so far on the order its payment paid; refunded in full, a fulfilled order becomes refunded.';
+
 COMMENT ON FUNCTION orders.on_payment_completed(isa.event) IS
     'Handler of payment_service.payment.completed: fulfils the pending order the payment is for (or one its failure canceled) and publishes order.fulfilled.';
 COMMENT ON FUNCTION orders.on_payment_failed(isa.event) IS
@@ -359,6 +411,7 @@ COMMENT ON FUNCTION orders.on_payment_failed(isa.event) IS
 
 SELECT isa.subscribe_to_events('orders', 'payment_service.payment.completed', 'orders.on_payment_completed(isa.event)');
 SELECT isa.subscribe_to_events('orders', 'payment_service.payment.failed', 'orders.on_payment_failed(isa.event)');
+SELECT isa.subscribe_to_events('orders', 'payment_service.payment.refunded', 'orders.on_payment_refunded(isa.event)');
 
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA orders FROM PUBLIC;

@@ -6,7 +6,7 @@
 -- idempotency key with the same arguments returns the first order.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(82);
+SELECT plan(89);
 
 -- ---------------------------------------------------------------- fixtures
 DO $$BEGIN PERFORM set_config('h5.run', substr(md5(random()::text), 1, 10), true); END$$;
@@ -73,8 +73,9 @@ SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'orders'::regna
           0::bigint, 'every API function is SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp');
 SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'orders'$$,
               ARRAY['payment_service.payment.completed orders.on_payment_completed(isa.event)',
-                    'payment_service.payment.failed orders.on_payment_failed(isa.event)'],
-              'service order subscribes to payment.completed and payment.failed');
+                    'payment_service.payment.failed orders.on_payment_failed(isa.event)',
+                    'payment_service.payment.refunded orders.on_payment_refunded(isa.event)'],
+              'service order subscribes to payment.completed, payment.failed and payment.refunded');
 
 -- ---------------------------------------------------------------- a wallet order
 INSERT INTO outbox_mark SELECT 'before wallet order', count(*) FROM isa.outbox;
@@ -331,6 +332,47 @@ SELECT is((SELECT status FROM ord, orders.get_order((o).order_id) WHERE label = 
 SELECT orders.on_payment_completed(pg_temp.payment_event('payment.completed', (o).payment_id)) FROM ord WHERE label = 'c5';
 SELECT is((SELECT status FROM ord, orders.get_order((o).order_id) WHERE label = 'c5'), 'fulfilled',
           'an order with tokens 0 (nothing but its items) is fulfilled by its payment too');
+
+-- ---------------------------------------------------------------- payment.refunded
+-- payment_service's refund of the order's payment, amount_refunded cumulative.
+CREATE FUNCTION pg_temp.refund(lbl text, amount_refunded bigint, other_payment boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev isa.event;
+BEGIN
+    SELECT (pg_temp.payment_event('payment.refunded', (o).payment_id)).* INTO ev FROM ord WHERE label = lbl;
+    ev.data := ev.data || jsonb_build_object('amount_refunded', amount_refunded);
+    IF other_payment THEN
+        ev.data := ev.data || jsonb_build_object('payment_id', gen_random_uuid());
+    END IF;
+    PERFORM orders.on_payment_refunded(ev);
+END $$;
+SET LOCAL client_min_messages = error;
+SELECT pg_temp.refund('c1', 500);
+SELECT is((SELECT ((x).status, (x).amount_refunded, (x).refunded_at IS NULL)::text FROM ord, orders.get_order((o).order_id) x
+            WHERE label = 'c1'), '(fulfilled,500,t)', 'a partial refund is recorded; the order stays fulfilled');
+SELECT pg_temp.refund('c1', 300);
+SELECT is((SELECT (x).amount_refunded FROM ord, orders.get_order((o).order_id) x WHERE label = 'c1'), 500::bigint,
+          'an older refund (smaller cumulative amount) arriving late changes nothing');
+SELECT pg_temp.refund('c1', 1999, other_payment => true);
+SELECT is((SELECT (x).amount_refunded FROM ord, orders.get_order((o).order_id) x WHERE label = 'c1'), 500::bigint,
+          'a refund naming another payment of the order changes nothing');
+SELECT pg_temp.refund('c1', 1999);
+SELECT is((SELECT ((x).status, (x).amount_refunded, (x).refunded_at IS NOT NULL, (x).fulfilled_at IS NOT NULL)::text
+             FROM ord, orders.get_order((o).order_id) x WHERE label = 'c1'),
+          '(refunded,1999,t,t)', 'refunded in full, the order is refunded (and keeps when it was fulfilled)');
+SELECT pg_temp.refund('c1', 1999);
+SELECT is((SELECT count(*) FROM ord, orders.outbox x WHERE label = 'c1' AND x.data ->> 'order_id' = (o).order_id::text
+             AND x.event_type NOT IN ('order.created', 'order.fulfilled')), 0::bigint,
+          'a refund publishes nothing of the order''s (payment.refunded says it already)');
+SELECT lives_ok($$SELECT orders.on_payment_refunded(isa.event_from_json('{"id": "0190a000-0000-7000-8000-000000000001",
+                   "event_type": "payment.refunded", "source": "payment_service", "timestamp": "2026-01-01T00:00:00Z",
+                   "data": {"order_id": "not-a-uuid", "payment_id": 7, "amount_refunded": "x"}}'))$$,
+                'a payment.refunded with bad data is consumed with a warning');
+SELECT throws_ok($$UPDATE orders.orders SET status = 'refunded', refunded_at = now()
+                    WHERE amount_refunded < amount AND status = 'fulfilled'$$, '23514', NULL,
+                 'an order is refunded only when its whole amount was');
+RESET client_min_messages;
 
 SELECT * FROM finish();
 ROLLBACK;
