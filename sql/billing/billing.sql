@@ -22,7 +22,11 @@ CREATE TABLE billing.billing_records (
     occurred_at timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     -- A usage is billed once, whatever envelope carried it.
-    CONSTRAINT billing_records_usage_key UNIQUE (usage_kind, usage_id)
+    CONSTRAINT billing_records_usage_key UNIQUE (usage_kind, usage_id),
+    -- The wallet refused the tokens (wallet.tokens.insufficient): unpaid
+    -- since then, until a credit lets billing._settle deduct them (0.2.0).
+    unpaid_at   timestamptz,
+    settled_at  timestamptz
 );
 -- No CHECK constraints: the handler is the only writer and validates every
 -- value, and each CHECK costs ~2.5 us per INSERT (its expression is parsed
@@ -30,6 +34,8 @@ CREATE TABLE billing.billing_records (
 COMMENT ON TABLE billing.billing_records IS
     'One row per billed usage: what was used, its exact cost and the tokens charged (ceil(cost)); unique per (usage_kind, usage_id).';
 CREATE INDEX billing_records_user_occurred ON billing.billing_records (user_id, occurred_at);
+CREATE INDEX billing_records_unpaid ON billing.billing_records (user_id, occurred_at)
+    WHERE unpaid_at IS NOT NULL AND settled_at IS NULL;
 
 -- What each user used of each product in each calendar month (UTC), kept in
 -- the transaction that bills the usage: graduated tiers and packages continue
@@ -383,6 +389,90 @@ $$;
 COMMENT ON FUNCTION billing.on_usage_recorded(isa.event) IS
     'Handler of external.usage.recorded.>: bills a usage once per (usage_kind, usage_id) and publishes billing.calculated, or records and publishes billing.error.';
 
+-- ---------------------------------------------------------------- unpaid records
+-- Deducts a user's unpaid records, oldest first, while the wallet holds their
+-- tokens, with the key and arguments wallet.on_billing_calculated used
+-- (billing:<billing_id>): a record is never charged twice, whichever of the
+-- two charges it.  The number settled.
+CREATE FUNCTION billing._settle(p_user uuid) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r billing.billing_records;
+    n integer := 0;
+BEGIN
+    FOR r IN SELECT * FROM billing.billing_records x
+              WHERE x.user_id = p_user AND x.unpaid_at IS NOT NULL AND x.settled_at IS NULL
+              ORDER BY x.occurred_at, x.billing_id FOR UPDATE LOOP
+        EXIT WHEN NOT wallet.check_balance(p_user, r.tokens);
+        BEGIN
+            PERFORM wallet.deduct(p_user, r.tokens, 'billing:' || r.billing_id, 'billing', r.billing_id::text,
+                                  left(r.usage_kind, 100) || ' usage');
+        EXCEPTION
+            WHEN check_violation OR no_data_found THEN
+                EXIT;                     -- taken meanwhile, or no wallet: the next credit tries again
+        END;
+        UPDATE billing.billing_records x SET settled_at = now() WHERE x.billing_id = r.billing_id;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION billing._settle(uuid) IS
+    'Deducts the user''s unpaid billing records, oldest first, while the wallet holds their tokens (wallet.deduct, key billing:<billing_id>, as the first attempt); marks them settled; the number settled.';
+
+-- wallet_service.wallet.tokens.insufficient: the wallet refused a record's
+-- tokens; it is unpaid from now on.  Tokens credited since (a top-up whose
+-- wallet.tokens.added billing handled first) settle it at once.
+CREATE FUNCTION billing.on_tokens_insufficient(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid text := e.data ->> 'user_id';
+    bid text := e.data ->> 'reference_id';
+BEGIN
+    IF e.data ->> 'reference_type' IS DISTINCT FROM 'billing' THEN
+        RETURN;                           -- a refund's: not billing's
+    END IF;
+    IF uid IS NULL OR bid IS NULL OR NOT isa.is_uuid(uid) OR NOT isa.is_uuid(bid) THEN
+        RAISE WARNING 'billing: wallet.tokens.insufficient % ignored: needs data.user_id and data.reference_id (uuid), got %',
+            e.id, e.data;
+        RETURN;
+    END IF;
+    UPDATE billing.billing_records x SET unpaid_at = now()
+     WHERE x.billing_id = bid::uuid AND x.user_id = uid::uuid AND x.unpaid_at IS NULL AND x.settled_at IS NULL;
+    IF FOUND THEN
+        PERFORM billing._settle(uid::uuid);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.on_tokens_insufficient(isa.event) IS
+    'Handler of wallet_service.wallet.tokens.insufficient (reference_type billing): marks the billing record unpaid, then settles what the wallet can pay now.';
+
+-- wallet_service.wallet.tokens.added (a top-up, a payment's tokens, a
+-- subscription's credits): settle the user's unpaid records it pays for.
+CREATE FUNCTION billing.on_tokens_added(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid text := e.data ->> 'user_id';
+BEGIN
+    IF uid IS NULL OR NOT isa.is_uuid(uid) THEN
+        RAISE WARNING 'billing: wallet.tokens.added % ignored: needs data.user_id (uuid), got %', e.id, e.data;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM billing.billing_records x
+                WHERE x.user_id = uid::uuid AND x.unpaid_at IS NOT NULL AND x.settled_at IS NULL) THEN
+        PERFORM billing._settle(uid::uuid);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.on_tokens_added(isa.event) IS
+    'Handler of wallet_service.wallet.tokens.added: settles the user''s unpaid billing records the wallet can pay now (billing._settle).';
+
 -- ---------------------------------------------------------------- API
 CREATE FUNCTION billing.calculate_cost(usage_kind text, user_id uuid, model text, quantities jsonb,
                                        at timestamptz DEFAULT now())
@@ -513,12 +603,17 @@ TO isa_app_billing;
 GRANT EXECUTE ON FUNCTION
     account.require_user(uuid), account.user_exists(uuid),
     product.try_price_quote(text, text, numeric, timestamptz, numeric),
-    product._max_quantity(), product._is_quantity(numeric, bigint)
+    product._max_quantity(), product._is_quantity(numeric, bigint),
+    wallet.check_balance(uuid, bigint), wallet.deduct(uuid, bigint, text, text, text, text)
 TO isa_svc_billing;
 
 -- ---------------------------------------------------------------- subscriptions
 SELECT isa.subscribe_to_events('billing', 'external.usage.recorded.>',
                                'billing.on_usage_recorded(isa.event)'::regprocedure, '{"versions": [1]}');
+SELECT isa.subscribe_to_events('billing', 'wallet_service.wallet.tokens.insufficient',
+                               'billing.on_tokens_insufficient(isa.event)'::regprocedure);
+SELECT isa.subscribe_to_events('billing', 'wallet_service.wallet.tokens.added',
+                               'billing.on_tokens_added(isa.event)'::regprocedure);
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- A user reads their own billing (self_param); anyone else needs billing:read
