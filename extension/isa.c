@@ -163,6 +163,7 @@ isa_define_gucs(void)
 	isa_payment_define_gucs();
 	isa_storage_define_gucs();
 	isa_device_define_gucs();
+	isa_wallet_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }
 

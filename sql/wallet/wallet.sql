@@ -47,6 +47,25 @@ COMMENT ON TABLE wallet.transactions IS
     'The ledger, append-only: every credit (+) and debit (-) of a wallet with the balance after it, its idempotency key and request fingerprint, and what it refers to.';
 CREATE INDEX transactions_wallet_created ON wallet.transactions (wallet_id, created_at);
 
+-- The subscriptions whose credits come again every period (0.2.0): the first
+-- period's are subscription.created's; wallet.credit_subscriptions() (pg_cron,
+-- hourly) adds each later one, once (key subscription:<id>:<period number>),
+-- until subscription.canceled.
+CREATE TABLE wallet.subscriptions (
+    subscription_id  uuid PRIMARY KEY,                 -- payment's
+    user_id          uuid NOT NULL,
+    credits          bigint NOT NULL CHECK (credits >= 0),
+    period           interval NOT NULL,                -- isa.wallet_subscription_period when it began
+    periods_credited integer NOT NULL CHECK (periods_credited >= 0),
+    next_credit_at   timestamptz,                      -- NULL once canceled
+    canceled_at      timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT subscriptions_canceled_check CHECK ((canceled_at IS NULL) = (next_credit_at IS NOT NULL))
+);
+CREATE INDEX subscriptions_due ON wallet.subscriptions (next_credit_at) WHERE canceled_at IS NULL;
+COMMENT ON TABLE wallet.subscriptions IS
+    'Subscriptions whose credits wallet adds every period until they are canceled (subscription.created, subscription.canceled, wallet.credit_subscriptions).';
+
 -- The ledger is append-only: corrections are new transactions.
 CREATE FUNCTION wallet._refuse_ledger_change() RETURNS trigger
     LANGUAGE plpgsql
@@ -561,6 +580,59 @@ INSERT INTO isa.scheduled_jobs (jobname, schedule, command, description) VALUES
     ('isa-wallet-reconcile', '23 * * * *', 'SELECT count(*) FROM wallet.reconcile_balances()',
      'Hourly: compare every wallet''s balance with the sum of its ledger, repair and report mismatches (wallet.reconciliation.mismatch).');
 
+-- ---------------------------------------------------------------- subscriptions' periods
+CREATE FUNCTION wallet._subscription_period() RETURNS integer
+    AS 'MODULE_PATHNAME', 'isa_wallet_subscription_period_setting' LANGUAGE C STABLE;
+COMMENT ON FUNCTION wallet._subscription_period() IS
+    'isa.wallet_subscription_period in seconds: how often a subscription''s credits come again.';
+
+CREATE FUNCTION wallet.credit_subscriptions(as_of timestamptz DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s   wallet.subscriptions;
+    ref text;
+    r   record;
+    n   integer := 0;
+BEGIN
+    PERFORM isa.not_null('as_of', as_of);
+    FOR s IN SELECT * FROM wallet.subscriptions x
+              WHERE x.canceled_at IS NULL AND x.next_credit_at <= as_of
+              ORDER BY x.next_credit_at FOR UPDATE SKIP LOCKED LOOP
+        WHILE s.next_credit_at <= as_of AND s.canceled_at IS NULL LOOP
+            ref := s.subscription_id || ':' || (s.periods_credited + 1);
+            IF s.credits > 0 THEN
+                r := wallet._post(s.user_id, s.credits, 'subscription:' || ref,
+                                  wallet._fingerprint('add', s.credits, 'subscription', ref, NULL),
+                                  'subscription', ref, NULL);
+                IF r.outcome NOT IN ('applied', 'replayed') THEN
+                    -- no wallet any more (the user was deleted): nothing more to credit
+                    RAISE WARNING 'wallet: subscription % of user % ends: its period % could not be credited (%)',
+                        s.subscription_id, s.user_id, s.periods_credited + 1, r.outcome;
+                    s.canceled_at := now();
+                    s.next_credit_at := NULL;
+                    EXIT;
+                END IF;
+                n := n + 1;
+            END IF;
+            s.periods_credited := s.periods_credited + 1;
+            s.next_credit_at := s.next_credit_at + s.period;
+        END LOOP;
+        UPDATE wallet.subscriptions x
+           SET periods_credited = s.periods_credited, next_credit_at = s.next_credit_at, canceled_at = s.canceled_at
+         WHERE x.subscription_id = s.subscription_id;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION wallet.credit_subscriptions(timestamptz) IS
+    'Adds the credits of every period of a live subscription that began by as_of (default now), once per period (key subscription:<id>:<n>, publishing wallet.tokens.added); the number of credits added. For isa_admin; pg_cron runs it hourly (isa-wallet-subscriptions).';
+
+INSERT INTO isa.scheduled_jobs (jobname, schedule, command, description) VALUES
+    ('isa-wallet-subscriptions', '41 * * * *', 'SELECT wallet.credit_subscriptions()',
+     'Hourly: add the credits of each subscription period that began (wallet.subscriptions), until the subscription is canceled.');
+
 -- ---------------------------------------------------------------- handlers
 -- Handlers raise only on transient failure: bad data is logged (WARNING) and
 -- the event is consumed.  A text is a uuid for them when it has the canonical
@@ -715,15 +787,54 @@ BEGIN
 END
 $$;
 
--- payment_service.subscription.created: add the plan's credits (data.credits > 0).
+-- payment_service.subscription.created: add the plan's credits (data.credits
+-- > 0), the first period's, and credit them again every period from now on.
 CREATE FUNCTION wallet.on_subscription_created(e isa.event) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    sid text := e.data ->> 'subscription_id';
 BEGIN
     PERFORM wallet._credit_from_event(e, 'credits', 'subscription_id', 'subscription');
+    -- credited (now or by an earlier delivery): the periods begin
+    IF isa.is_uuid(sid) AND EXISTS (SELECT FROM wallet.transactions x WHERE x.reference_type = 'subscription' AND x.reference_id = sid) THEN
+        INSERT INTO wallet.subscriptions (subscription_id, user_id, credits, period, periods_credited, next_credit_at)
+        VALUES (sid::uuid, (e.data ->> 'user_id')::uuid, (e.data ->> 'credits')::bigint,
+                make_interval(secs => wallet._subscription_period()), 1,
+                now() + make_interval(secs => wallet._subscription_period()))
+        ON CONFLICT (subscription_id) DO NOTHING;   -- canceled first (out of order), or handled already
+    END IF;
 END
 $$;
+
+-- payment_service.subscription.canceled: its credits stop; the periods
+-- already credited stay.  A cancellation handled before its creation leaves
+-- a canceled row, so the creation arriving later starts no period.
+CREATE FUNCTION wallet.on_subscription_canceled(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sid text := e.data ->> 'subscription_id';
+    uid text := e.data ->> 'user_id';
+BEGIN
+    IF sid IS NULL OR uid IS NULL OR NOT isa.is_uuid(sid) OR NOT isa.is_uuid(uid) THEN
+        RAISE WARNING 'wallet: subscription.canceled % ignored: needs data.subscription_id and data.user_id (uuid), got %',
+            e.id, e.data;
+        RETURN;
+    END IF;
+    INSERT INTO wallet.subscriptions AS x (subscription_id, user_id, credits, period, periods_credited, next_credit_at,
+                                           canceled_at)
+    VALUES (sid::uuid, uid::uuid, 0, make_interval(secs => wallet._subscription_period()), 0, NULL, now())
+    ON CONFLICT (subscription_id) DO UPDATE SET canceled_at = now(), next_credit_at = NULL
+        WHERE x.canceled_at IS NULL;
+END
+$$;
+COMMENT ON FUNCTION wallet.on_subscription_created(isa.event) IS
+    'Handler of payment_service.subscription.created: adds the first period''s credits and starts the periods wallet.credit_subscriptions credits.';
+COMMENT ON FUNCTION wallet.on_subscription_canceled(isa.event) IS
+    'Handler of payment_service.subscription.canceled: the subscription''s periodic credits stop.';
 
 -- payment_service.payment.refunded: take back data.tokens, at most the
 -- balance.  The ledger row records what was taken (possibly 0); a shortfall is
@@ -794,14 +905,15 @@ TO isa_app_wallet;
 GRANT EXECUTE ON FUNCTION wallet.add(uuid, bigint, text, text, text, text) TO isa_app_admin;
 -- What wallet's own code calls of other services, as isa_svc_wallet.
 GRANT EXECUTE ON FUNCTION account.user_exists(uuid) TO isa_svc_wallet;
-GRANT EXECUTE ON FUNCTION wallet.reconcile_balances(boolean) TO isa_admin;
-GRANT SELECT ON wallet.wallets, wallet.transactions TO isa_admin;
+GRANT EXECUTE ON FUNCTION wallet.reconcile_balances(boolean), wallet.credit_subscriptions(timestamptz) TO isa_admin;
+GRANT SELECT ON wallet.wallets, wallet.transactions, wallet.subscriptions TO isa_admin;
 
 -- ---------------------------------------------------------------- subscriptions
 SELECT isa.subscribe_to_events('wallet', 'account_service.user.created', 'wallet.on_user_created(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('wallet', 'billing_service.billing.calculated', 'wallet.on_billing_calculated(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('wallet', 'payment_service.payment.completed', 'wallet.on_payment_completed(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('wallet', 'payment_service.subscription.created', 'wallet.on_subscription_created(isa.event)'::regprocedure);
+SELECT isa.subscribe_to_events('wallet', 'payment_service.subscription.canceled', 'wallet.on_subscription_canceled(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('wallet', 'payment_service.payment.refunded', 'wallet.on_payment_refunded(isa.event)'::regprocedure);
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)

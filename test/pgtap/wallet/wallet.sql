@@ -59,8 +59,9 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscript
                     'billing_service.billing.calculated wallet.on_billing_calculated(isa.event)',
                     'payment_service.payment.completed wallet.on_payment_completed(isa.event)',
                     'payment_service.subscription.created wallet.on_subscription_created(isa.event)',
-                    'payment_service.payment.refunded wallet.on_payment_refunded(isa.event)'],
-              'wallet subscribes to user.created, billing.calculated, payment.completed, subscription.created, payment.refunded');
+                    'payment_service.payment.refunded wallet.on_payment_refunded(isa.event)',
+                    'payment_service.subscription.canceled wallet.on_subscription_canceled(isa.event)'],
+              'wallet subscribes to user.created, billing.calculated, payment.completed, subscription.created and .canceled, payment.refunded');
 SELECT is((SELECT schedule || ' | ' || command FROM isa.scheduled_jobs WHERE jobname = 'isa-wallet-reconcile'),
           '23 * * * * | SELECT count(*) FROM wallet.reconcile_balances()',
           'isa.scheduled_jobs runs wallet.reconcile_balances() hourly (isa-wallet-reconcile)');
