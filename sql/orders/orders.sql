@@ -70,6 +70,12 @@ SELECT isa.register_event_type('order.fulfilled', 'order_service', '1.0.0',
     '{"order_id": {"type": "uuid", "description": "the order"},
       "user_id": {"type": "uuid", "description": "who ordered"},
       "payment_id": {"type": "uuid", "required": false, "description": "the card payment; null for a wallet order"}}');
+SELECT isa.register_event_type('order.fulfilled', 'order_service', '1.1.0',
+    'An order was paid and fulfilled (1.1.0: the files it bought).',
+    '{"order_id": {"type": "uuid", "description": "the order"},
+      "user_id": {"type": "uuid", "description": "who ordered"},
+      "payment_id": {"type": "uuid", "required": false, "description": "the card payment; null for a wallet order"},
+      "file_ids": {"type": "array", "required": false, "description": "the files its items bought (storage shares them with the buyer); absent when none"}}');
 SELECT isa.register_event_type('order.canceled', 'order_service', '1.0.0',
     'A pending order was canceled: on request, or because its payment failed.',
     '{"order_id": {"type": "uuid", "description": "the order"},
@@ -83,6 +89,50 @@ CREATE FUNCTION orders._info(o orders.orders) RETURNS orders.order_info
 RETURN ROW(o.order_id, o.user_id, o.amount, o.currency, o.payment_method, o.tokens, o.items, o.status,
            o.payment_id, o.cancel_reason, o.created_at, o.updated_at, o.fulfilled_at, o.canceled_at,
            o.amount_refunded, o.refunded_at)::orders.order_info;
+
+-- The files an order's items name ({"file_id": …}): each offered for sale
+-- in storage (storage.get_offer) by someone other than the buyer, sold for
+-- tokens (a wallet order) whose amount covers their prices.  22023 else.
+CREATE FUNCTION orders._files(p_items jsonb, p_buyer uuid, p_method text, p_amount bigint) RETURNS uuid[]
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids   uuid[] := '{}';
+    t     text;
+    f     record;
+    total bigint := 0;
+BEGIN
+    FOR t IN SELECT i ->> 'file_id' FROM jsonb_array_elements(p_items) i WHERE i ? 'file_id' LOOP
+        IF t IS NULL OR NOT isa.is_uuid(t) THEN
+            RAISE EXCEPTION 'an item''s file_id must be a uuid, not %', coalesce(left(t, 60), 'null') USING ERRCODE = '22023';
+        END IF;
+        CONTINUE WHEN t::uuid = ANY (ids);
+        ids := ids || t::uuid;
+    END LOOP;
+    IF cardinality(ids) = 0 THEN
+        RETURN ids;
+    END IF;
+    IF p_method <> 'wallet' THEN
+        RAISE EXCEPTION 'files are sold for tokens: an order naming files is paid from the wallet' USING ERRCODE = '22023';
+    END IF;
+    FOR f IN SELECT x.id, o.* FROM unnest(ids) x (id) LEFT JOIN LATERAL storage.get_offer(x.id) o ON true LOOP
+        IF f.price IS NULL THEN
+            RAISE EXCEPTION 'file % is not for sale', f.id USING ERRCODE = '22023';
+        ELSIF f.seller_id = p_buyer THEN
+            RAISE EXCEPTION 'file % is yours: it is not sold to its owner', f.id USING ERRCODE = '22023';
+        END IF;
+        total := total + f.price;
+    END LOOP;
+    IF p_amount < total THEN
+        RAISE EXCEPTION 'amount % is less than the price of the files it names (% tokens)', p_amount, total
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN ids;
+END
+$$;
+COMMENT ON FUNCTION orders._files(jsonb, uuid, text, bigint) IS
+    'The distinct file ids an order''s items name, checked against storage''s offers (for sale, not the buyer''s, paid in tokens, amount at least their prices); 22023 otherwise.';
 
 -- ---------------------------------------------------------------- API
 CREATE FUNCTION orders.create_order(
@@ -101,6 +151,7 @@ AS $$
 DECLARE
     o           orders.orders;
     fingerprint bytea;
+    files       uuid[];
 BEGIN
     PERFORM isa.not_null('user_id, amount, currency, payment_method, idempotency_key, tokens, items',
                          user_id, amount, currency, payment_method, idempotency_key, tokens, items);
@@ -167,6 +218,7 @@ BEGIN
         END IF;
         RETURN orders._info(o);
     END IF;
+    files := orders._files(items, user_id, payment_method, amount);   -- a new order: its files are for sale
 
     PERFORM isa.publish_event('order.created', 'order_service', jsonb_build_object(
         'order_id', o.order_id, 'user_id', o.user_id, 'amount', o.amount, 'currency', o.currency,
@@ -180,7 +232,8 @@ BEGIN
         PERFORM wallet.deduct(user_id, amount, 'order:' || o.order_id, 'order', o.order_id::text,
                               'order ' || o.order_id);
         PERFORM isa.publish_event('order.fulfilled', 'order_service', jsonb_build_object(
-            'order_id', o.order_id, 'user_id', o.user_id, 'payment_id', NULL));
+            'order_id', o.order_id, 'user_id', o.user_id, 'payment_id', NULL)
+            || CASE WHEN cardinality(files) > 0 THEN jsonb_build_object('file_ids', files) ELSE '{}' END);
     ELSE
         UPDATE orders.orders x
            SET payment_id = (payment.create_payment(o.order_id, o.user_id, o.amount, o.currency,
@@ -192,7 +245,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION orders.create_order(uuid, bigint, text, text, text, bigint, text, jsonb) IS
-    'Places an order: wallet orders are deducted and fulfilled at once; card orders get a pending payment for the PaymentIntent. The same idempotency key with the same arguments returns the first order.';
+    'Places an order: wallet orders are deducted and fulfilled at once; card orders get a pending payment for the PaymentIntent. Items naming a file ({"file_id": …}) buy it from its seller for tokens (storage shares it with the buyer once the order is fulfilled). The same idempotency key with the same arguments returns the first order. 22023 bad argument or a file not for sale, 23514 insufficient balance, 23505 key reused, P0002 unknown user.';
 
 CREATE FUNCTION orders.get_order(order_id uuid) RETURNS orders.order_info
     LANGUAGE plpgsql STABLE SECURITY DEFINER

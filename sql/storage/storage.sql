@@ -149,6 +149,28 @@ CREATE TYPE storage.share_info AS (
 );
 COMMENT ON TYPE storage.share_info IS 'A share of a file or an album with a user or an organization.';
 
+-- Files for sale (0.2.0): an owner offers a file for a price in tokens; an
+-- order naming it (orders.create_order, items [{"file_id": …}]) buys it, and
+-- once the order is fulfilled storage shares it, read, with the buyer.
+CREATE TABLE storage.offers (
+    file_id    uuid PRIMARY KEY REFERENCES storage.files ON DELETE CASCADE,
+    seller_id  uuid NOT NULL,                                        -- the file's owner
+    price      bigint NOT NULL CHECK (price > 0),                    -- tokens
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE storage.offers IS
+    'Files their owner sells for a price in tokens; an order naming one shares it with the buyer once fulfilled.';
+
+CREATE TYPE storage.offer_info AS (
+    file_id    uuid,
+    seller_id  uuid,
+    price      bigint,
+    created_at timestamptz,
+    updated_at timestamptz
+);
+COMMENT ON TYPE storage.offer_info IS 'A file for sale, its seller and its price in tokens.';
+
 -- ---------------------------------------------------------------- events
 SELECT isa.register_event_type('file.uploaded', 'storage_service', '1.0.0',
     'An upload was finished: the file is complete, its size and SHA-256 checked (storage.finish_upload).',
@@ -1430,6 +1452,100 @@ COMMENT ON FUNCTION storage.on_member_removed(isa.event) IS
 SELECT isa.subscribe_to_events('storage', 'organization_service.organization.member_removed',
                                'storage.on_member_removed(isa.event)'::regprocedure);
 
+-- ---------------------------------------------------------------- files for sale
+CREATE FUNCTION storage.offer_file(owner_id uuid, file_id uuid, price bigint) RETURNS storage.offer_info
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o storage.offers;
+BEGIN
+    PERFORM isa.not_null('owner_id, file_id, price', owner_id, file_id, price);
+    IF price <= 0 OR price > 1000000000000 THEN
+        RAISE EXCEPTION 'price must be 1 to 1000000000000 tokens, not %', price USING ERRCODE = '22023';
+    END IF;
+    PERFORM storage._require_file(owner_id, file_id, 'owner', true);
+    INSERT INTO storage.offers AS x (file_id, seller_id, price) VALUES (file_id, owner_id, price)
+    ON CONFLICT ON CONSTRAINT offers_pkey DO UPDATE SET price = excluded.price, updated_at = now()
+    RETURNING * INTO o;
+    RETURN ROW(o.file_id, o.seller_id, o.price, o.created_at, o.updated_at)::storage.offer_info;
+END
+$$;
+COMMENT ON FUNCTION storage.offer_file(uuid, uuid, bigint) IS
+    'Offers one of the owner''s files for sale at price tokens (or changes its price): an order naming it buys it (orders.create_order). 22023 bad price, P0002 no such file of the owner''s, 42501 not its owner.';
+
+CREATE FUNCTION storage.withdraw_offer(owner_id uuid, file_id uuid) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM isa.not_null('owner_id, file_id', owner_id, file_id);
+    PERFORM storage._require_file(owner_id, file_id, 'owner', true);
+    DELETE FROM storage.offers x WHERE x.file_id = withdraw_offer.file_id;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION storage.withdraw_offer(uuid, uuid) IS
+    'Takes a file off sale (orders fulfilled already keep their shares); true if it was for sale. P0002 no such file of the owner''s, 42501 not its owner.';
+
+CREATE FUNCTION storage.get_offer(file_id uuid) RETURNS storage.offer_info
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+RETURN (SELECT ROW(o.file_id, o.seller_id, o.price, o.created_at, o.updated_at)::storage.offer_info
+          FROM storage.offers o JOIN storage.files f ON f.file_id = o.file_id AND f.status = 'complete'
+         WHERE o.file_id = get_offer.file_id);
+COMMENT ON FUNCTION storage.get_offer(uuid) IS
+    'The offer of a file for sale, NULL when it is not for sale (or deleted).';
+
+-- order_service.order.fulfilled (1.1.0): the files the order bought are
+-- shared, read, with the buyer, by their seller (file.shared).  The offer was
+-- checked when the order was placed; an offer withdrawn since does not undo
+-- a paid sale.  Idempotent: the share's key is order:<order_id>:<file_id>.
+CREATE FUNCTION storage.on_order_fulfilled(e isa.event) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    buyer text := e.data ->> 'user_id';
+    oid   text := e.data ->> 'order_id';
+    fid   text;
+    f     storage.files;
+BEGIN
+    IF e.data -> 'file_ids' IS NULL THEN
+        RETURN;                           -- bought no file
+    END IF;
+    IF buyer IS NULL OR oid IS NULL OR NOT isa.is_uuid(buyer) OR NOT isa.is_uuid(oid)
+       OR jsonb_typeof(e.data -> 'file_ids') <> 'array' THEN
+        RAISE WARNING 'storage: order.fulfilled % ignored: needs data.order_id, data.user_id (uuid) and data.file_ids (array), got %',
+            e.id, e.data;
+        RETURN;
+    END IF;
+    IF NOT account.user_exists(buyer::uuid) THEN
+        RAISE WARNING 'storage: order.fulfilled %: buyer % is deleted; nothing shared', e.id, buyer;
+        RETURN;
+    END IF;
+    FOR fid IN SELECT jsonb_array_elements_text(e.data -> 'file_ids') LOOP
+        IF NOT isa.is_uuid(fid) THEN
+            RAISE WARNING 'storage: order.fulfilled %: file id % is no uuid; skipped', e.id, left(fid, 60);
+            CONTINUE;
+        END IF;
+        SELECT * INTO f FROM storage.files x WHERE x.file_id = fid::uuid AND x.status = 'complete';
+        IF NOT FOUND THEN
+            RAISE WARNING 'storage: order % bought file %, which is deleted; nothing shared', oid, fid;
+            CONTINUE;
+        END IF;
+        CONTINUE WHEN f.owner_id = buyer::uuid;
+        PERFORM storage._share('file', f.file_id, f.owner_id, buyer::uuid, NULL, 'read', NULL,
+                               'order:' || oid || ':' || fid);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION storage.on_order_fulfilled(isa.event) IS
+    'Handler of order_service.order.fulfilled: shares each file the order bought (data.file_ids), read, with the buyer, by its owner (file.shared); once per order and file.';
+
+SELECT isa.subscribe_to_events('storage', 'order_service.order.fulfilled',
+                               'storage.on_order_fulfilled(isa.event)'::regprocedure);
+
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA storage FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -1465,13 +1581,18 @@ GRANT EXECUTE ON FUNCTION
     storage.revoke_share(uuid, uuid),
     storage.list_file_shares(uuid, uuid),
     storage.list_album_shares(uuid, uuid),
-    storage.list_shared_with_me(uuid, integer)
+    storage.list_shared_with_me(uuid, integer),
+    storage.offer_file(uuid, uuid, bigint),
+    storage.withdraw_offer(uuid, uuid),
+    storage.get_offer(uuid)
 TO isa_app_storage;
+-- What other services call of storage: orders checks the files an order buys.
+GRANT EXECUTE ON FUNCTION storage.get_offer(uuid) TO isa_svc_orders;
 -- What storage's own code calls of other services, as isa_svc_storage.
 -- organization and authz load after storage (they call storage): what
 -- storage calls of them (organization.organization_exists, member_role,
 -- is_member, can_access; authz.check) is granted at the end of their files.
-GRANT EXECUTE ON FUNCTION account.require_user(uuid) TO isa_svc_storage;
+GRANT EXECUTE ON FUNCTION account.require_user(uuid), account.user_exists(uuid) TO isa_svc_storage;
 GRANT EXECUTE ON FUNCTION storage.purge_abandoned_uploads(interval) TO isa_admin;
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
@@ -1512,6 +1633,14 @@ SELECT isa.http_route('GET', '/v1/downloads/{file_id}', 'storage.get_signed_file
 -- revoking are the owner's.
 SELECT isa.http_route('PATCH', '/v1/files/{file_id}', 'storage.rename_file(uuid, uuid, text)', 'user',
     'Renames a file the caller may write (body: name).', subject_param => 'user_id');
+SELECT isa.http_route('PUT', '/v1/files/{file_id}/offer', 'storage.offer_file(uuid, uuid, bigint)', 'user',
+    'Offers one of the caller''s files for sale at price tokens (or changes its price); an order naming it buys it.',
+    subject_param => 'owner_id');
+SELECT isa.http_route('DELETE', '/v1/files/{file_id}/offer', 'storage.withdraw_offer(uuid, uuid)', 'user',
+    'Takes one of the caller''s files off sale; true if it was for sale.',
+    subject_param => 'owner_id');
+SELECT isa.http_route('GET', '/v1/files/{file_id}/offer', 'storage.get_offer(uuid)', 'user',
+    'A file''s offer: its seller and price in tokens; null when it is not for sale.');
 SELECT isa.http_route('POST', '/v1/files/{file_id}/shares',
     'storage.share_file(uuid, uuid, uuid, uuid, text, timestamptz, text)', 'user',
     'Shares one of the caller''s files with a user (user_id) or an organization (org_id), read or write, optionally until expires_at (idempotency_key: a retry returns the first share).',

@@ -92,3 +92,25 @@ COMMENT ON TYPE storage.share_info IS 'A share of a file or an album with a user
 -- service).  storage._delete of 0.1.0 is an SQL-standard function that
 -- depends on _iso: it goes with it, and the replay below makes it again.
 DROP FUNCTION storage._iso(timestamptz) CASCADE;
+
+-- Files for sale (0.2.0): an owner offers a file for a price in tokens; an
+-- order naming it (orders.create_order, items [{"file_id": …}]) buys it, and
+-- once the order is fulfilled storage shares it, read, with the buyer.
+CREATE TABLE storage.offers (
+    file_id    uuid PRIMARY KEY REFERENCES storage.files ON DELETE CASCADE,
+    seller_id  uuid NOT NULL,                                        -- the file's owner
+    price      bigint NOT NULL CHECK (price > 0),                    -- tokens
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE storage.offers IS
+    'Files their owner sells for a price in tokens; an order naming one shares it with the buyer once fulfilled.';
+
+CREATE TYPE storage.offer_info AS (
+    file_id    uuid,
+    seller_id  uuid,
+    price      bigint,
+    created_at timestamptz,
+    updated_at timestamptz
+);
+COMMENT ON TYPE storage.offer_info IS 'A file for sale, its seller and its price in tokens.';

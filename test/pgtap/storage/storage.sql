@@ -81,8 +81,9 @@ SELECT set_eq($$SELECT event_type || ' ' || version || ' ' || (SELECT string_agg
               'file.uploaded, file.deleted, file.shared and file.unshared are registered with their data fields');
 SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'storage'$$,
               ARRAY['account_service.user.deleted storage.on_user_deleted(isa.event)',
-                    'organization_service.organization.member_removed storage.on_member_removed(isa.event)'],
-              'storage subscribes to user.deleted and organization.member_removed');
+                    'organization_service.organization.member_removed storage.on_member_removed(isa.event)',
+                    'order_service.order.fulfilled storage.on_order_fulfilled(isa.event)'],
+              'storage subscribes to user.deleted, organization.member_removed and order.fulfilled');
 SELECT is((SELECT schedule || ' | ' || command FROM isa.scheduled_jobs WHERE jobname = 'isa-storage-purge-uploads'),
           '*/10 * * * * | SELECT storage.purge_abandoned_uploads()',
           'isa.scheduled_jobs purges abandoned uploads every 10 minutes (isa-storage-purge-uploads)');
@@ -114,7 +115,10 @@ SELECT set_eq($$SELECT r.method || ' ' || r.path || ' ' || r.function::text || '
                     'DELETE /v1/albums/{album_id}/files/{file_id} storage.remove_album_file(uuid,uuid,uuid) user user_id 200',
                     'PUT /v1/albums/{album_id}/order storage.reorder_album(uuid,uuid,uuid[]) user user_id 200',
                     'POST /v1/albums/{album_id}/shares storage.share_album(uuid,uuid,uuid,uuid,text,timestamp with time zone,text) user owner_id 201',
-                    'GET /v1/albums/{album_id}/shares storage.list_album_shares(uuid,uuid) user owner_id 200'],
+                    'GET /v1/albums/{album_id}/shares storage.list_album_shares(uuid,uuid) user owner_id 200',
+                    'PUT /v1/files/{file_id}/offer storage.offer_file(uuid,uuid,bigint) user owner_id 200',
+                    'GET /v1/files/{file_id}/offer storage.get_offer(uuid) user - 200',
+                    'DELETE /v1/files/{file_id}/offer storage.withdraw_offer(uuid,uuid) user owner_id 200'],
               'the HTTP routes of storage');
 
 -- ---------------------------------------------------------------- settings
@@ -362,7 +366,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedu
             WHERE p.pronamespace = 'storage'::regnamespace AND p.provolatile = 's' AND p.prosecdef),
           ARRAY['storage.album_owner(uuid)', 'storage.can_read(uuid,uuid)', 'storage.can_read_album(uuid,uuid)',
                 'storage.can_write(uuid,uuid)', 'storage.can_write_album(uuid,uuid)', 'storage.get_album(uuid,uuid)',
-                'storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)', 'storage.get_readable_file(uuid,uuid)',
+                'storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)', 'storage.get_offer(uuid)', 'storage.get_readable_file(uuid,uuid)',
                 'storage.get_signed_file(uuid,bigint,text)', 'storage.list_album_files(uuid,uuid,integer)',
                 'storage.list_album_shares(uuid,uuid)', 'storage.list_albums(uuid,integer)',
                 'storage.list_file_shares(uuid,uuid)', 'storage.list_files(uuid,integer)',
@@ -568,7 +572,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'storage.share_file(uuid,uuid,uuid,uuid,text,timestamp with time zone,text)',
                     'storage.share_album(uuid,uuid,uuid,uuid,text,timestamp with time zone,text)',
                     'storage.revoke_share(uuid,uuid)', 'storage.list_file_shares(uuid,uuid)', 'storage.list_album_shares(uuid,uuid)',
-                    'storage.list_shared_with_me(uuid,integer)'],
+                    'storage.list_shared_with_me(uuid,integer)',
+                    'storage.offer_file(uuid,uuid,bigint)', 'storage.withdraw_offer(uuid,uuid)', 'storage.get_offer(uuid)'],
               'isa_app may execute exactly the API functions (no handler, no purge, no internal function)');
 SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
