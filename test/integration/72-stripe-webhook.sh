@@ -11,42 +11,12 @@ source "$(dirname "$0")/lib.sh"
 run="$$$(date +%s)"
 SECRET="whsec_it${run}$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 
-# Stripe's signature: hex(HMAC-SHA256(endpoint secret, "<t>.<raw body>")).
-sign() { # T BODY [SECRET]
-  node -e 'const [secret, t, body] = process.argv.slice(1);
-           process.stdout.write(require("crypto").createHmac("sha256", secret).update(t + "." + body, "utf8").digest("hex"))' \
-    "${3:-$SECRET}" "$1" "$2"
-}
-# A Stripe event body as Stripe sends it: pretty-printed JSON, non-ASCII text.
-event_body() { # EVENT_ID TYPE OBJECT_JSON
-  jq -n --arg id "$1" --arg type "$2" --argjson obj "$3" --argjson created "$(date +%s)" \
-    '{id: $id, object: "event", api_version: "2024-06-20", created: $created, livemode: false,
-      type: $type, data: {object: ($obj + {description: "Café ☕ frame credits"})}}'
-}
-# The webhook as the HTTP front hands it over: as isa_app, body and header
-# verbatim.  Prints the JSON answer, or "error <SQLSTATE>".
-webhook() { # BODY HEADER
-  local out
-  if out=$(psql -X -A -t -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -v body="$1" -v sig="$2" 2>&1 <<'SQL'
-SET ROLE isa_app;
-SELECT payment.handle_stripe_webhook(:'body', :'sig');
-SQL
-  ); then
-    printf '%s' "$out"
-  else
-    printf 'error %s' "$(sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' <<<"$out" | head -n 1)"
-  fi
-}
-status_of() { jq -r '.status + (if .reason then " " + .reason else "" end)' <<<"$1" 2>/dev/null || printf '%s' "$1"; }
+source "$(dirname "$0")/stripelib.sh"
 
 is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the bridge is connected to NATS"
 
 # --- the endpoint secret, as an operator sets it (reset when the test ends)
-trap 'sql "ALTER SYSTEM RESET isa.stripe_webhook_secret" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null' EXIT
-sql "ALTER SYSTEM SET isa.stripe_webhook_secret = '$SECRET'" >/dev/null
-sql "SELECT pg_reload_conf()" >/dev/null
-is "$(wait_for "SELECT current_setting('isa.stripe_webhook_secret') = '$SECRET'" t 10)" t \
-   "isa.stripe_webhook_secret is set with ALTER SYSTEM and a reload"
+set_webhook_secret
 
 # --- a user with a wallet (opened by wallet's user.created handler) and a card order
 uid=$(sql "SELECT (account.create_user('it-stripe-$run@example.com', 'Stripe Webhook')).user_id")
@@ -125,6 +95,8 @@ t=$(date +%s)
 is "$(status_of "$(webhook "$body" "t=$t,v1=$(sign "$t" "$body")")")" processed "charge.refunded is processed"
 is "$(sql "SELECT status FROM payment.get_payment('$pay')")" refunded "the payment is refunded"
 is "$(wait_for "SELECT wallet.get_balance('$uid')" 0 20)" 0 "payment.refunded reached the wallet: the 500 tokens are taken back"
+is "$(wait_for "SELECT status || ' ' || amount_refunded FROM orders.get_order('$order')" "refunded 1999" 20)" "refunded 1999" \
+   "payment.refunded reached the order service: the order is refunded"
 
 # --- without a secret every webhook is refused (empty, not reset: a stack has a development secret)
 sql "ALTER SYSTEM SET isa.stripe_webhook_secret = ''" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
