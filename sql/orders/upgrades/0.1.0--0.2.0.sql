@@ -1,5 +1,8 @@
 -- 0.1.0 → 0.2.0, orders: a card order records what Stripe refunded of its
 -- payment (payment.refunded), and one refunded in full is refunded.
+-- orders._info is an SQL-standard function over the table's row type: it
+-- goes first, and the replay makes it again with the new columns.
+DROP FUNCTION orders._info(orders.orders);
 ALTER TABLE orders.orders
     ADD COLUMN amount_refunded bigint NOT NULL DEFAULT 0,
     ADD COLUMN refunded_at timestamptz,
