@@ -520,6 +520,24 @@ $$;
 COMMENT ON FUNCTION organization.can_access(uuid, text, uuid) IS
     'Whether the resource (kind device, file or album) is shared with an organization the user is a member of, now: the one sharing check other services call (the resource''s own owner is theirs to check). 22004 NULL, 22023 unknown kind.';
 
+CREATE FUNCTION organization.is_shared_with(org_id uuid, kind text, resource_id uuid) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM isa.not_null('org_id, kind, resource_id', org_id, kind, resource_id);
+    IF kind NOT IN ('device', 'file', 'album') THEN
+        RAISE EXCEPTION 'unknown kind "%"', left(kind, 100) USING ERRCODE = '22023', HINT = 'One of device, file, album.';
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM organization.shared_resources s
+                     JOIN organization.organizations o ON o.org_id = s.org_id AND o.status = 'active'
+                    WHERE s.org_id = is_shared_with.org_id AND s.kind = is_shared_with.kind
+                      AND s.resource_id = is_shared_with.resource_id);
+END
+$$;
+COMMENT ON FUNCTION organization.is_shared_with(uuid, text, uuid) IS
+    'Whether the resource (kind device, file or album) is shared with that active organization now (share_resource; it ends with its sharer''s membership): can_access for one organization, which storage asks for a frame of that organization (storage.can_read_scoped). Membership is the caller''s to check. 22004 NULL, 22023 unknown kind.';
+
 -- ---------------------------------------------------------------- API: organizations
 CREATE FUNCTION organization.create_organization(actor_id uuid, kind text, name text, idempotency_key text DEFAULT NULL)
 RETURNS organization.organization_info
@@ -1174,7 +1192,8 @@ TO isa_svc_organization;
 -- here because storage loads first (organization calls storage).
 GRANT EXECUTE ON FUNCTION
     organization.organization_exists(uuid), organization.member_role(uuid, uuid),
-    organization.is_member(uuid, uuid), organization.can_access(uuid, text, uuid)
+    organization.is_member(uuid, uuid), organization.can_access(uuid, text, uuid),
+    organization.is_shared_with(uuid, text, uuid)
 TO isa_svc_storage;
 
 -- ---------------------------------------------------------------- subscriptions

@@ -298,7 +298,7 @@ SELECT ok(has_function_privilege('isa_svc_storage', 'organization.is_member(uuid
 SELECT ok(has_function_privilege('isa_svc_organization', 'storage.album_owner(uuid)', 'EXECUTE'),
           'organization''s role may ask storage who owns an album');
 SELECT ok(NOT has_function_privilege('isa_app', 'storage.on_member_removed(isa.event)', 'EXECUTE')
-          AND NOT has_function_privilege('isa_app', 'storage._file_access(uuid,uuid)', 'EXECUTE'),
+          AND NOT has_function_privilege('isa_app', 'storage._file_access(uuid,uuid,uuid[])', 'EXECUTE'),
           'isa_app may not call the handler or the internal check');
 GRANT SELECT ON u, f TO isa_app;
 SET LOCAL ROLE isa_app;
