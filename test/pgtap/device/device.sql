@@ -63,8 +63,9 @@ SELECT set_eq($$SELECT event_type || ' ' || (SELECT string_agg(k, ',' ORDER BY k
                     'device.online device_id,last_seen_at,organization_id,owner_id',
                     'device.offline device_id,last_seen_at,organization_id,owner_id',
                     'device.command_sent command,command_id,device_id,expires_at,sent_by',
-                    'device.decommissioned decommissioned_by,device_id,organization_id,owner_id'],
-              'device_service''s six events are registered with their data fields');
+                    'device.decommissioned decommissioned_by,device_id,organization_id,owner_id',
+                    'device.playlist_updated command_id,device_id,item_count,organization_id,owner_id,updated_by,version'],
+              'device_service''s seven events are registered with their data fields');
 SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'device'$$,
               ARRAY['organization_service.organization.member_removed device.on_member_removed(isa.event)',
                     'auth_service.device.authenticated device.on_device_authenticated(isa.event)',
@@ -363,7 +364,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
               AND (p.proname LIKE '\_%' OR p.proname LIKE 'on\_%' OR NOT p.prosecdef)),
           NULL, 'isa_app may execute only SECURITY DEFINER API functions (no handler, no internal function)');
 SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'device'::regnamespace
-             AND has_function_privilege('isa_app_device', p.oid, 'EXECUTE')), 13::bigint, 'isa_app_device executes the 13 API functions');
+             AND has_function_privilege('isa_app_device', p.oid, 'EXECUTE')), 16::bigint, 'isa_app_device executes the 16 API functions');
 SELECT ok(NOT has_function_privilege('isa_app', 'isa.send_direct_message(text, jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_svc_device', 'isa.send_direct_message(text, jsonb)', 'EXECUTE'),
           'only the device service''s role may queue direct messages');
