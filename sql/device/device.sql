@@ -251,7 +251,9 @@ $$;
 -- (so a removed member loses it at once): 'manage' (the owner, an owner or
 -- admin of its organization), 'command' (those, and a member of its
 -- organization), 'view' (those, a guest of its organization, and a member of
--- an organization it is shared with: organization.can_access), or NULL.
+-- an organization it is shared with: organization.can_access), or NULL.  The
+-- organization's roles count while the device's owner is a member of it: a
+-- device whose owner left (or was removed) is no longer the organization's.
 CREATE FUNCTION device._right(d device.devices, p_actor uuid) RETURNS text
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -262,7 +264,7 @@ BEGIN
     IF d.owner_id = p_actor THEN
         RETURN 'manage';
     END IF;
-    IF d.organization_id IS NOT NULL THEN
+    IF d.organization_id IS NOT NULL AND organization.member_role(d.organization_id, d.owner_id) IS NOT NULL THEN
         r := organization.member_role(d.organization_id, p_actor);
         IF r IN ('owner', 'admin') THEN
             RETURN 'manage';
@@ -658,11 +660,12 @@ BEGIN
     END IF;
     RETURN QUERY SELECT (device._info(d)).* FROM device.devices d
                   WHERE d.organization_id = list_organization_devices.org_id AND d.decommissioned_at IS NULL
+                    AND organization.member_role(d.organization_id, d.owner_id) IS NOT NULL
                   ORDER BY d.registered_at, d.device_id LIMIT row_limit;
 END
 $$;
 COMMENT ON FUNCTION device.list_organization_devices(uuid, uuid, integer) IS
-    'The devices in service of an organization, for its members (any role), oldest first. 42501 not a member, 22023 row_limit outside 1 … 1000.';
+    'The devices in service of an organization whose owners are its members, for its members (any role), oldest first. 42501 not a member, 22023 row_limit outside 1 … 1000.';
 
 -- ---------------------------------------------------------------- API: commands
 CREATE FUNCTION device.send_command(actor_id uuid, device_id uuid, command text, args jsonb DEFAULT '{}',

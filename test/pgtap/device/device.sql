@@ -8,7 +8,7 @@
 -- Through NATS and a real MQTT client: test/integration/75-device-mqtt.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(127);
+SELECT plan(129);
 
 -- Users this file creates, by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
@@ -335,6 +335,11 @@ SELECT device.on_member_removed(pg_temp.event('organization.member_removed', 'or
            jsonb_build_object('org_id', pg_temp.oid('fam'), 'user_id', pg_temp.uid('cat'), 'role', 'member', 'reason', 'removed')));
 SELECT is(pg_temp.state(pg_temp.cid('cats-fam')), 'failed', 'member_removed: their open commands to the organization''s devices fail');
 SELECT is(pg_temp.state(pg_temp.cid('cats-own')), 'pending', '… not those to their own device');
+SELECT throws_ok(format('SELECT device.rename_device(%L, %L, %L)', pg_temp.uid('ann'), pg_temp.did('cats'), 'Mine now'),
+                 '42501', NULL, 'the device of a member who left is no longer the organization''s: its owner cannot manage it');
+SELECT ok(NOT EXISTS (SELECT 1 FROM device.list_organization_devices(pg_temp.uid('ann'), pg_temp.oid('fam')) x
+                       WHERE x.device_id = pg_temp.did('cats')),
+          '… nor does the organization list it');
 
 -- ---------------------------------------------------------------- decommission
 SELECT pg_temp.reset_mark();
