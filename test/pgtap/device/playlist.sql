@@ -12,32 +12,15 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(76);
 SET LOCAL isa.storage_url_secret = 'playlist-test-secret-0123456789abcdefghij';
 
-CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.uid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.u WHERE label = l$$;
-INSERT INTO u
-SELECT l, (account.create_user(e, initcap(l))).user_id, e
-  FROM unnest(ARRAY['ann', 'ben', 'cat', 'dan', 'eve']) l,
-       LATERAL (SELECT 'playlist-' || l || '-' || gen_random_uuid() || '@example.test' AS e) m;
+\ir ../fixtures.psql
+SELECT pg_temp.new_user(l) FROM unnest(ARRAY['ann', 'ben', 'cat', 'dan', 'eve']) l;
 -- ann owns family fam: ben is an admin, cat a member, dan a guest; eve owns family eves, where cat is a member.
-CREATE TEMP TABLE o (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.oid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.o WHERE label = l$$;
 INSERT INTO o VALUES ('fam', (organization.create_organization(pg_temp.uid('ann'), 'family', 'Playlists')).org_id),
                      ('eves', (organization.create_organization(pg_temp.uid('eve'), 'family', 'Eves')).org_id);
-SELECT organization.accept_invitation(pg_temp.uid(l),
-           (organization.invite_member(pg_temp.uid(w), pg_temp.oid(g), (SELECT email FROM u WHERE label = l), r)).token)
+SELECT pg_temp.join_org(g, w, l, r)
   FROM (VALUES ('fam', 'ann', 'ben', 'admin'), ('fam', 'ann', 'cat', 'member'), ('fam', 'ann', 'dan', 'guest'),
                ('eves', 'eve', 'cat', 'member')) AS m (g, w, l, r);
 -- files and albums, by label
-CREATE TEMP TABLE f (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.fid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.f WHERE label = l$$;
-CREATE FUNCTION pg_temp.file(l text, owner text) RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE id uuid := storage.begin_upload(pg_temp.uid(owner), l || '.jpg', 'image/jpeg');
-BEGIN
-    PERFORM storage.put_chunk(id, 0, convert_to('photo ' || l, 'UTF8'));
-    PERFORM storage.finish_upload(id);
-    INSERT INTO pg_temp.f VALUES (l, id);
-    RETURN id;
-END $$;
 SELECT pg_temp.file(l, w) FROM (VALUES ('ann1', 'ann'), ('ann2', 'ann'), ('cat1', 'cat'), ('ben1', 'ben'), ('ben2', 'ben'),
                                        ('ben3', 'ben'), ('dan1', 'dan'), ('dan2', 'dan'), ('eve1', 'eve')) x (l, w);
 SELECT storage.share_file(pg_temp.uid('ben'), pg_temp.fid('ben1'), org_id => pg_temp.oid('fam'));       -- storage's share with fam

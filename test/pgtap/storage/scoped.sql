@@ -9,27 +9,8 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(40);
 
-CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.uid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.u WHERE label = l$$;
-INSERT INTO u
-SELECT l, (account.create_user(e, initcap(l))).user_id, e
-  FROM unnest(ARRAY['ann', 'ben', 'cat', 'eve']) l,
-       LATERAL (SELECT 'scoped-' || l || '-' || gen_random_uuid() || '@example.test' AS e) m;
-CREATE TEMP TABLE o (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.oid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.o WHERE label = l$$;
-CREATE FUNCTION pg_temp.join_org(org text, owner text, who text, role text) RETURNS void LANGUAGE sql AS $$
-    SELECT organization.accept_invitation(pg_temp.uid(who),
-        (organization.invite_member(pg_temp.uid(owner), pg_temp.oid(org), (SELECT email FROM pg_temp.u WHERE label = who), role)).token) $$;
-CREATE TEMP TABLE f (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.fid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.f WHERE label = l$$;
-CREATE FUNCTION pg_temp.file(l text, owner text) RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE id uuid := storage.begin_upload(pg_temp.uid(owner), l || '.jpg', 'image/jpeg');
-BEGIN
-    PERFORM storage.put_chunk(id, 0, convert_to('photo ' || l, 'UTF8'));
-    PERFORM storage.finish_upload(id);
-    INSERT INTO pg_temp.f VALUES (l, id);
-    RETURN id;
-END $$;
+\ir ../fixtures.psql
+SELECT pg_temp.new_user(l) FROM unnest(ARRAY['ann', 'ben', 'cat', 'eve']) l;
 CREATE TEMP TABLE a (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
 CREATE FUNCTION pg_temp.aid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.a WHERE label = l$$;
 -- can_read_scoped(user, orgs, kind, label)
