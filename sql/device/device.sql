@@ -251,7 +251,9 @@ $$;
 -- (so a removed member loses it at once): 'manage' (the owner, an owner or
 -- admin of its organization), 'command' (those, and a member of its
 -- organization), 'view' (those, a guest of its organization, and a member of
--- an organization it is shared with: organization.can_access), or NULL.
+-- an organization it is shared with: organization.can_access), or NULL.  The
+-- organization's roles count while the device's owner is a member of it: a
+-- device whose owner left (or was removed) is no longer the organization's.
 CREATE FUNCTION device._right(d device.devices, p_actor uuid) RETURNS text
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -262,7 +264,7 @@ BEGIN
     IF d.owner_id = p_actor THEN
         RETURN 'manage';
     END IF;
-    IF d.organization_id IS NOT NULL THEN
+    IF d.organization_id IS NOT NULL AND organization.member_role(d.organization_id, d.owner_id) IS NOT NULL THEN
         r := organization.member_role(d.organization_id, p_actor);
         IF r IN ('owner', 'admin') THEN
             RETURN 'manage';
@@ -658,11 +660,12 @@ BEGIN
     END IF;
     RETURN QUERY SELECT (device._info(d)).* FROM device.devices d
                   WHERE d.organization_id = list_organization_devices.org_id AND d.decommissioned_at IS NULL
+                    AND organization.member_role(d.organization_id, d.owner_id) IS NOT NULL
                   ORDER BY d.registered_at, d.device_id LIMIT row_limit;
 END
 $$;
 COMMENT ON FUNCTION device.list_organization_devices(uuid, uuid, integer) IS
-    'The devices in service of an organization, for its members (any role), oldest first. 42501 not a member, 22023 row_limit outside 1 … 1000.';
+    'The devices in service of an organization whose owners are its members, for its members (any role), oldest first. 42501 not a member, 22023 row_limit outside 1 … 1000.';
 
 -- ---------------------------------------------------------------- API: commands
 CREATE FUNCTION device.send_command(actor_id uuid, device_id uuid, command text, args jsonb DEFAULT '{}',
@@ -750,6 +753,275 @@ END
 $$;
 COMMENT ON FUNCTION device.list_commands(uuid, uuid, integer) IS
     'A device''s commands, newest first, for whoever may see it. 42501 not allowed, P0002 unknown device, 22023 row_limit outside 1 … 1000.';
+
+-- ---------------------------------------------------------------- playlists
+-- What a frame shows (docs/services/device.md, "Playlists"): an ordered list
+-- of storage's files and albums, set by whoever manages the device and read
+-- by whoever may see it.  What the frame itself may read is decided when it
+-- reads, by storage's one check within a scope (storage.can_read_scoped):
+-- the files and albums of the device's owner, and what reaches its owner
+-- through the device's organization (shared with it by a member), so a frame
+-- never shows what its owner could not read, and shows nothing of an
+-- organization its owner has left.  The items are kept as set: an item the
+-- frame can no longer read (unshared, deleted, its owner left) is left out
+-- of what the frame gets and counted as hidden, and comes back if it becomes
+-- readable again.
+CREATE TABLE device.playlists (
+    device_id  uuid PRIMARY KEY REFERENCES device.devices,
+    version    integer NOT NULL CHECK (version > 0),          -- 1 for the first list, +1 each time it changes
+    updated_by uuid NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE device.playlists IS
+    'A device''s playlist: its version (each change adds one), who set it and when; its items are device.playlist_items.';
+
+CREATE TABLE device.playlist_items (
+    device_id uuid NOT NULL REFERENCES device.playlists ON DELETE CASCADE,
+    position  integer NOT NULL CHECK (position >= 0),
+    kind      text NOT NULL CHECK (kind IN ('file', 'album')),
+    item_id   uuid NOT NULL,                                   -- storage's file_id or album_id (no cross-schema foreign key)
+    PRIMARY KEY (device_id, position),
+    CONSTRAINT playlist_items_once UNIQUE (device_id, kind, item_id)
+);
+COMMENT ON TABLE device.playlist_items IS
+    'The items of a playlist in order (position from 0): storage files and albums, each at most once.';
+
+SELECT isa.register_event_type('device.playlist_updated', 'device_service', '1.0.0',
+    'A device''s playlist was set to another list of files and albums (set_playlist); the device was sent playlist.refresh.',
+    '{"device_id":       {"type": "uuid",    "required": true,  "description": "The device."},
+      "owner_id":        {"type": "uuid",    "required": true,  "description": "Its owner."},
+      "organization_id": {"type": "uuid",    "required": false, "description": "Its organization; null when none."},
+      "version":         {"type": "integer", "required": true,  "description": "The playlist''s new version (1 for the first)."},
+      "item_count":      {"type": "integer", "required": true,  "description": "How many files and albums it lists."},
+      "updated_by":      {"type": "uuid",    "required": true,  "description": "Who set it: the owner, or an owner or admin of its organization."},
+      "command_id":      {"type": "uuid",    "required": true,  "description": "The playlist.refresh command sent to the device."}}');
+
+-- The organizations through which a frame reads: its own, if any (storage
+-- checks that the owner is still a member of it, and the sharer too).
+CREATE FUNCTION device._playlist_scope(d device.devices) RETURNS uuid[]
+    LANGUAGE sql IMMUTABLE
+    RETURN CASE WHEN d.organization_id IS NULL THEN '{}'::uuid[] ELSE ARRAY[d.organization_id] END;
+COMMENT ON FUNCTION device._playlist_scope(device.devices) IS
+    'The scope in which a device reads storage for its playlist (storage.can_read_scoped): its organization, or none.';
+
+-- A playlist as users read it.
+CREATE FUNCTION device._playlist_view(d device.devices) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p device.playlists;
+BEGIN
+    SELECT * INTO p FROM device.playlists x WHERE x.device_id = d.device_id;
+    RETURN jsonb_build_object(
+        'device_id', d.device_id, 'version', coalesce(p.version, 0), 'updated_by', p.updated_by,
+        'updated_at', isa.iso_time(p.updated_at),
+        'items', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                     'position', i.position, 'kind', i.kind, 'id', i.item_id,
+                                     'shown', d.decommissioned_at IS NULL
+                                              AND storage.can_read_scoped(d.owner_id, device._playlist_scope(d), i.kind, i.item_id))
+                                   ORDER BY i.position)
+                             FROM device.playlist_items i WHERE i.device_id = d.device_id), '[]'));
+END
+$$;
+COMMENT ON FUNCTION device._playlist_view(device.devices) IS
+    'A device''s playlist as users read it: {device_id, version (0: none set), updated_by, updated_at, items: [{position, kind, id, shown}]}, shown: the device may show the item now.';
+
+-- The items of a set_playlist call, in order, or 22023.
+CREATE FUNCTION device._check_playlist_items(items jsonb, OUT kinds text[], OUT ids uuid[])
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e    jsonb;
+    n    integer := 0;
+    keys text[] := '{}';
+BEGIN
+    IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) > 200 THEN
+        RAISE EXCEPTION 'items must be a JSON array of at most 200 items' USING ERRCODE = '22023',
+            HINT = 'Each item is {"kind": "file" or "album", "id": its id}.';
+    END IF;
+    kinds := '{}';
+    ids := '{}';
+    FOR e IN SELECT x FROM jsonb_array_elements(items) x LOOP
+        IF jsonb_typeof(e) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'item % of the playlist is not a JSON object', n USING ERRCODE = '22023';
+        END IF;
+        IF coalesce(e ->> 'kind', '') NOT IN ('file', 'album') OR jsonb_typeof(e -> 'id') IS DISTINCT FROM 'string'
+           OR NOT isa.is_uuid(e ->> 'id') OR EXISTS (SELECT 1 FROM jsonb_object_keys(e) k WHERE k NOT IN ('kind', 'id')) THEN
+            RAISE EXCEPTION 'item % of the playlist is not {"kind": "file" or "album", "id": a uuid}', n
+                USING ERRCODE = '22023';
+        END IF;
+        IF (e ->> 'kind') || ':' || lower(e ->> 'id') = ANY (keys) THEN
+            RAISE EXCEPTION 'item % of the playlist names % % again', n, e ->> 'kind', e ->> 'id' USING ERRCODE = '22023',
+                HINT = 'A playlist lists a file or an album once.';
+        END IF;
+        keys := keys || ((e ->> 'kind') || ':' || lower(e ->> 'id'));
+        kinds := kinds || (e ->> 'kind');
+        ids := ids || (e ->> 'id')::uuid;
+        n := n + 1;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION device._check_playlist_items(jsonb) IS
+    'The kinds and ids of a playlist''s items as set_playlist takes them (a JSON array of at most 200 {"kind": "file" or "album", "id"}, each once), in order; 22023 otherwise.';
+
+CREATE FUNCTION device.set_playlist(actor_id uuid, device_id uuid, items jsonb) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v     record;
+    d     device.devices;
+    p     device.playlists;
+    c     device.command_info;
+    stray record;
+BEGIN
+    PERFORM isa.not_null('actor_id, device_id, items', actor_id, device_id, items);
+    SELECT * INTO v FROM device._check_playlist_items(items);
+    d := device._device(device_id, true);                 -- the lock orders the versions
+    PERFORM device._require(d, actor_id, 'manage');
+    PERFORM device._in_service(d);
+    -- Only what the actor may read goes in; one answer for a file or an
+    -- album that does not exist and one the actor may not read (storage's).
+    SELECT n.kind, n.id INTO stray FROM unnest(v.kinds, v.ids) WITH ORDINALITY n (kind, id, pos)
+     WHERE NOT CASE n.kind WHEN 'file' THEN storage.can_read(actor_id, n.id)
+                           ELSE storage.can_read_album(actor_id, n.id) END
+     ORDER BY n.pos LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '% % not found', stray.kind, stray.id USING ERRCODE = 'P0002',
+            HINT = 'A playlist lists files and albums that whoever sets it may read.';
+    END IF;
+    IF (SELECT coalesce(array_agg(i.kind ORDER BY i.position), '{}') FROM device.playlist_items i WHERE i.device_id = d.device_id) = v.kinds
+       AND (SELECT coalesce(array_agg(i.item_id ORDER BY i.position), '{}') FROM device.playlist_items i WHERE i.device_id = d.device_id) = v.ids THEN
+        RETURN device._playlist_view(d);                  -- the same list: nothing changes, nothing is sent
+    END IF;
+    INSERT INTO device.playlists AS x (device_id, version, updated_by)
+    VALUES (d.device_id, 1, actor_id)
+    ON CONFLICT ON CONSTRAINT playlists_pkey DO UPDATE
+       SET version = x.version + 1, updated_by = EXCLUDED.updated_by, updated_at = now()
+    RETURNING * INTO p;
+    DELETE FROM device.playlist_items i WHERE i.device_id = d.device_id;
+    INSERT INTO device.playlist_items (device_id, position, kind, item_id)
+    SELECT d.device_id, (n.pos - 1)::integer, n.kind, n.id FROM unnest(v.kinds, v.ids) WITH ORDINALITY n (kind, id, pos);
+    -- One refresh waits per device: an older one not yet acknowledged is superseded.
+    PERFORM device._finish(x.command_id, 'expired', NULL, 'superseded by playlist version ' || p.version)
+       FROM device.commands x
+      WHERE x.device_id = d.device_id AND x.command = 'playlist.refresh' AND x.state IN ('pending', 'sent');
+    c := device.send_command(actor_id, d.device_id, 'playlist.refresh', jsonb_build_object('version', p.version),
+                             NULL, 86400);
+    PERFORM isa.publish_event('device.playlist_updated', 'device_service',
+        jsonb_build_object('device_id', d.device_id, 'owner_id', d.owner_id, 'organization_id', d.organization_id,
+                           'version', p.version, 'item_count', cardinality(v.ids), 'updated_by', actor_id,
+                           'command_id', c.command_id));
+    RETURN device._playlist_view(d) || jsonb_build_object('command_id', c.command_id);
+END
+$$;
+COMMENT ON FUNCTION device.set_playlist(uuid, uuid, jsonb) IS
+    'Sets what a device shows (its owner, or an owner or admin of its organization): items, a JSON array of at most 200 {"kind": "file" or "album", "id"}, in order, each once and readable by the actor (storage.can_read / can_read_album). A changed list gets a new version, publishes device.playlist_updated and sends the device playlist.refresh {version} (an older refresh not yet acknowledged expires); the same list changes nothing. Returns the playlist as get_playlist, with command_id when one was sent. 22023 bad items, 42501 not allowed, P0002 unknown device or an item not found or not readable, 23514 decommissioned.';
+
+CREATE FUNCTION device.get_playlist(actor_id uuid, device_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d device.devices := device._device(device_id, false);
+BEGIN
+    PERFORM device._require(d, actor_id, 'view');
+    RETURN device._playlist_view(d);
+END
+$$;
+COMMENT ON FUNCTION device.get_playlist(uuid, uuid) IS
+    'A device''s playlist for whoever may see the device: {device_id, version (0: never set), updated_by, updated_at, items: [{position, kind, id, shown}]}, shown telling whether the device may show the item now. 42501 not allowed, P0002 unknown device.';
+
+-- One file of what a device gets: its metadata (not its owner) and a signed
+-- download URL of isa-httpd's GET /v1/downloads/{file_id}.
+CREATE FUNCTION device._playlist_file(f storage.file_info, ttl_seconds integer) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s jsonb := storage.sign_download(f.file_id, ttl_seconds);
+BEGIN
+    RETURN (to_jsonb(f) - 'owner_id') || jsonb_build_object(
+        'url', format('/v1/downloads/%s?expires=%s&signature=%s', f.file_id, s ->> 'expires', s ->> 'signature'),
+        'expires', (s ->> 'expires')::bigint);
+END
+$$;
+COMMENT ON FUNCTION device._playlist_file(storage.file_info, integer) IS
+    'A file as device_playlist gives it: file_id, name, content_type, size, sha256, created_at, and url, a signed download path valid ttl_seconds, with its expires (unix seconds).';
+
+-- The device reads its playlist: every file it may read now, in order, an
+-- album's files in the album's order, each with a signed download URL; the
+-- items it may not read are counted, never named.  STABLE: one snapshot for
+-- every check and every file.
+CREATE FUNCTION device.device_playlist(device_id uuid, ttl_seconds integer DEFAULT 3600) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d      device.devices;
+    p      device.playlists;
+    scope  uuid[];
+    i      device.playlist_items;
+    f      storage.file_info;
+    files  jsonb[] := '{}';
+    hidden integer := 0;
+BEGIN
+    PERFORM isa.not_null('device_id, ttl_seconds', device_id, ttl_seconds);
+    IF ttl_seconds NOT BETWEEN 60 AND 86400 THEN
+        RAISE EXCEPTION 'ttl_seconds must be from 60 to 86400, not %', ttl_seconds USING ERRCODE = '22023';
+    END IF;
+    d := device._device(device_id, false);
+    PERFORM device._in_service(d);
+    scope := device._playlist_scope(d);
+    SELECT * INTO p FROM device.playlists x WHERE x.device_id = d.device_id;
+    FOR i IN SELECT * FROM device.playlist_items x WHERE x.device_id = d.device_id ORDER BY x.position LOOP
+        IF NOT storage.can_read_scoped(d.owner_id, scope, i.kind, i.item_id) THEN
+            hidden := hidden + 1;
+        ELSIF cardinality(files) > 1000 THEN
+            CONTINUE;                                     -- truncated: the hidden ones are still counted
+        ELSIF i.kind = 'file' THEN
+            files := files || (jsonb_build_object('position', i.position, 'kind', i.kind, 'album_id', NULL)
+                               || device._playlist_file(storage.get_file(i.item_id), ttl_seconds));
+        ELSE
+            FOR f IN SELECT * FROM storage.list_album_files_scoped(d.owner_id, scope, i.item_id) LOOP
+                files := files || (jsonb_build_object('position', i.position, 'kind', i.kind, 'album_id', i.item_id)
+                                   || device._playlist_file(f, ttl_seconds));
+                EXIT WHEN cardinality(files) > 1000;
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('device_id', d.device_id, 'version', coalesce(p.version, 0),
+                              'updated_at', isa.iso_time(p.updated_at),
+                              'files', to_jsonb(files[1:1000]), 'hidden', hidden,
+                              'truncated', cardinality(files) > 1000);
+END
+$$;
+COMMENT ON FUNCTION device.device_playlist(uuid, integer) IS
+    'The calling device''s playlist as it may show it now: {device_id, version, updated_at, files: [{position, kind, album_id, file_id, name, content_type, size, sha256, created_at, url, expires}], hidden, truncated}. Each file its owner owns or that reaches its owner through its organization (storage.can_read_scoped), an album expanded in its order; url a signed download (storage.sign_download) valid ttl_seconds (60 to 86400, default 3600). hidden counts the items it may not read (never naming them); at most 1000 files (truncated). P0002 unknown device, 23514 decommissioned, 22023 bad ttl, 55000 isa.storage_url_secret not set.';
+
+GRANT EXECUTE ON FUNCTION
+    device.set_playlist(uuid, uuid, jsonb),
+    device.get_playlist(uuid, uuid),
+    device.device_playlist(uuid, integer)
+TO isa_app_device;
+-- What the playlists ask of storage, as isa_svc_device: storage loads first.
+GRANT EXECUTE ON FUNCTION
+    storage.can_read(uuid, uuid), storage.can_read_album(uuid, uuid),
+    storage.can_read_scoped(uuid, uuid[], text, uuid), storage.list_album_files_scoped(uuid, uuid[], uuid, integer),
+    storage.get_file(uuid), storage.sign_download(uuid, integer)
+TO isa_svc_device;
+
+SELECT isa.http_route('GET', '/v1/devices/{device_id}/playlist', 'device.get_playlist(uuid, uuid)', 'user',
+    'A device''s playlist (files and albums in order, each with whether the device may show it now), for whoever may see the device.',
+    subject_param => 'actor_id');
+SELECT isa.http_route('PUT', '/v1/devices/{device_id}/playlist', 'device.set_playlist(uuid, uuid, jsonb)', 'user',
+    'Sets a device''s playlist (body: items, [{kind: file or album, id}] in order): its owner, or an owner or admin of its organization; the device is sent playlist.refresh.',
+    subject_param => 'actor_id');
+SELECT isa.http_route('GET', '/v1/device/playlist', 'device.device_playlist(uuid, integer)', 'device',
+    'The calling device''s playlist as it may show it now: its files in order with signed download URLs (ttl_seconds), and how many items are hidden from it.',
+    subject_param => 'device_id');
 
 -- ---------------------------------------------------------------- API: the device itself
 CREATE FUNCTION device.heartbeat(device_id uuid, firmware_version text DEFAULT NULL) RETURNS device.device_info

@@ -251,6 +251,20 @@ BEGIN
 END
 $$;
 
+-- What may be shared with an organization: a device, a file or an album, or 22023.
+CREATE FUNCTION organization._check_kind(kind text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF kind NOT IN ('device', 'file', 'album') THEN
+        RAISE EXCEPTION 'unknown kind "%"', left(kind, 100) USING ERRCODE = '22023', HINT = 'One of device, file, album.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION organization._check_kind(text) IS
+    'A kind of shared resource is device, file or album; 22023 otherwise.';
+
 -- The active organization, locked FOR UPDATE when it is to change (every
 -- write to its members, invitations and shares holds that lock, which keeps
 -- the one-owner rule), or P0002.
@@ -509,9 +523,7 @@ CREATE FUNCTION organization.can_access(user_id uuid, kind text, resource_id uui
 AS $$
 BEGIN
     PERFORM isa.not_null('user_id, kind, resource_id', user_id, kind, resource_id);
-    IF kind NOT IN ('device', 'file', 'album') THEN
-        RAISE EXCEPTION 'unknown kind "%"', left(kind, 100) USING ERRCODE = '22023', HINT = 'One of device, file, album.';
-    END IF;
+    PERFORM organization._check_kind(kind);
     RETURN EXISTS (SELECT 1 FROM organization.shared_resources s
                      JOIN organization.members m ON m.org_id = s.org_id AND m.user_id = can_access.user_id
                     WHERE s.kind = can_access.kind AND s.resource_id = can_access.resource_id);
@@ -519,6 +531,22 @@ END
 $$;
 COMMENT ON FUNCTION organization.can_access(uuid, text, uuid) IS
     'Whether the resource (kind device, file or album) is shared with an organization the user is a member of, now: the one sharing check other services call (the resource''s own owner is theirs to check). 22004 NULL, 22023 unknown kind.';
+
+CREATE FUNCTION organization.is_shared_with(org_id uuid, kind text, resource_id uuid) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM isa.not_null('org_id, kind, resource_id', org_id, kind, resource_id);
+    PERFORM organization._check_kind(kind);
+    RETURN EXISTS (SELECT 1 FROM organization.shared_resources s
+                     JOIN organization.organizations o ON o.org_id = s.org_id AND o.status = 'active'
+                    WHERE s.org_id = is_shared_with.org_id AND s.kind = is_shared_with.kind
+                      AND s.resource_id = is_shared_with.resource_id);
+END
+$$;
+COMMENT ON FUNCTION organization.is_shared_with(uuid, text, uuid) IS
+    'Whether the resource (kind device, file or album) is shared with that active organization now (share_resource; it ends with its sharer''s membership): can_access for one organization, which storage asks for a frame of that organization (storage.can_read_scoped). Membership is the caller''s to check. 22004 NULL, 22023 unknown kind.';
 
 -- ---------------------------------------------------------------- API: organizations
 CREATE FUNCTION organization.create_organization(actor_id uuid, kind text, name text, idempotency_key text DEFAULT NULL)
@@ -947,9 +975,7 @@ DECLARE
     s organization.shared_resources;
 BEGIN
     PERFORM isa.not_null('kind, resource_id', kind, resource_id);
-    IF kind NOT IN ('device', 'file', 'album') THEN
-        RAISE EXCEPTION 'unknown kind "%"', left(kind, 100) USING ERRCODE = '22023', HINT = 'One of device, file, album.';
-    END IF;
+    PERFORM organization._check_kind(kind);
     PERFORM organization._actor_role(o.org_id, actor_id, 'member');
     IF o.kind = 'personal' THEN
         RAISE EXCEPTION 'a personal organization has no one to share with' USING ERRCODE = '23514';
@@ -1174,7 +1200,8 @@ TO isa_svc_organization;
 -- here because storage loads first (organization calls storage).
 GRANT EXECUTE ON FUNCTION
     organization.organization_exists(uuid), organization.member_role(uuid, uuid),
-    organization.is_member(uuid, uuid), organization.can_access(uuid, text, uuid)
+    organization.is_member(uuid, uuid), organization.can_access(uuid, text, uuid),
+    organization.is_shared_with(uuid, text, uuid)
 TO isa_svc_storage;
 
 -- ---------------------------------------------------------------- subscriptions

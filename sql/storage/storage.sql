@@ -357,6 +357,14 @@ COMMENT ON FUNCTION storage._signature(uuid, bigint) IS
 -- storage:write on the file's or album's id.  organization and authz load
 -- after storage (ISA_SERVICES): plpgsql resolves the calls when they run, and
 -- their files grant them to isa_svc_storage.
+--
+-- The scope (p_orgs) narrows what counts: NULL, everything above (a user
+-- acting for themselves); an array, only what the user owns and what reaches
+-- them through those organizations (storage's shares with them,
+-- organization's shares with them), never a share with the user alone nor
+-- authz.  A frame reads with its owner's id and its organization as the scope
+-- (can_read_scoped: docs/services/device.md, "Playlists"), so it never shows
+-- what its owner could not read.
 CREATE FUNCTION storage._rank(access text) RETURNS integer
     LANGUAGE sql IMMUTABLE
     RETURN CASE access WHEN 'owner' THEN 3 WHEN 'write' THEN 2 WHEN 'read' THEN 1 ELSE 0 END;
@@ -367,7 +375,8 @@ COMMENT ON FUNCTION storage._rank(text) IS
 -- organization the user and the sharer belong to: 'write', 'read' or NULL.
 -- plpgsql, not a SQL-standard body: organization loads after storage, and a
 -- plpgsql body is resolved when it runs.
-CREATE FUNCTION storage._share_access(p_user uuid, p_kind text, p_resource uuid) RETURNS text
+CREATE FUNCTION storage._share_access(p_user uuid, p_kind text, p_resource uuid, p_orgs uuid[] DEFAULT NULL)
+RETURNS text
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -376,15 +385,38 @@ BEGIN
               FROM storage.shares s
              WHERE coalesce(s.file_id, s.album_id) = p_resource AND s.kind = p_kind
                AND s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
-               AND (s.user_id = p_user
-                    OR (s.org_id IS NOT NULL AND organization.is_member(s.org_id, p_user)
+               AND ((s.user_id = p_user AND p_orgs IS NULL)
+                    OR (s.org_id IS NOT NULL AND (p_orgs IS NULL OR s.org_id = ANY (p_orgs))
+                        AND organization.is_member(s.org_id, p_user)
                         AND organization.is_member(s.org_id, s.owner_id))));
 END
 $$;
-COMMENT ON FUNCTION storage._share_access(uuid, text, uuid) IS
-    'The best live, unexpired share of a file or album (kind) with the user, directly or through an organization both the user and the sharer are members of: write, read or NULL.';
+COMMENT ON FUNCTION storage._share_access(uuid, text, uuid, uuid[]) IS
+    'The best live, unexpired share of a file or album (kind) with the user, directly or through an organization both the user and the sharer are members of: write, read or NULL. With p_orgs, only shares with those organizations count.';
 
-CREATE FUNCTION storage._album_access(p_user uuid, p_album uuid) RETURNS text
+-- What grants besides storage's shares reach the user: organization's shares
+-- (of the organizations of p_orgs only, when given) and authz's permission
+-- p_permission (never within a scope).
+CREATE FUNCTION storage._granted(p_user uuid, p_kind text, p_resource uuid, p_orgs uuid[], p_permission text)
+RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_orgs IS NOT NULL THEN
+        RETURN p_permission = 'storage:read'
+               AND EXISTS (SELECT 1 FROM unnest(p_orgs) g (org_id)
+                            WHERE organization.is_shared_with(g.org_id, p_kind, p_resource)
+                              AND organization.is_member(g.org_id, p_user));
+    END IF;
+    RETURN (p_permission = 'storage:read' AND organization.can_access(p_user, p_kind, p_resource))
+           OR authz.check(p_user, p_permission, p_resource::text);
+END
+$$;
+COMMENT ON FUNCTION storage._granted(uuid, text, uuid, uuid[], text) IS
+    'Whether organization''s shares (storage:read) or authz (p_permission on the id) give the user that access to a file or album; within a scope (p_orgs), only organization''s shares with those organizations, of which the user is a member.';
+
+CREATE FUNCTION storage._album_access(p_user uuid, p_album uuid, p_orgs uuid[] DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -398,23 +430,22 @@ BEGIN
     ELSIF v_owner = p_user THEN
         RETURN 'owner';
     END IF;
-    v_share := storage._share_access(p_user, 'album', p_album);
-    IF v_share = 'write' OR authz.check(p_user, 'storage:write', p_album::text) THEN
+    v_share := storage._share_access(p_user, 'album', p_album, p_orgs);
+    IF v_share = 'write' OR storage._granted(p_user, 'album', p_album, p_orgs, 'storage:write') THEN
         RETURN 'write';
-    ELSIF v_share = 'read' OR organization.can_access(p_user, 'album', p_album)
-          OR authz.check(p_user, 'storage:read', p_album::text) THEN
+    ELSIF v_share = 'read' OR storage._granted(p_user, 'album', p_album, p_orgs, 'storage:read') THEN
         RETURN 'read';
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION storage._album_access(uuid, uuid) IS
-    'What a user may do with an album: owner, write (a write share, storage:write), read (a read share, organization.can_access, storage:read) or NULL.';
+COMMENT ON FUNCTION storage._album_access(uuid, uuid, uuid[]) IS
+    'What a user may do with an album: owner, write (a write share, storage:write), read (a read share, organization.can_access, storage:read) or NULL; within the scope p_orgs when given.';
 
 -- A file is also readable through an album the user may read, when the
 -- file's owner put it there: an album never passes on a file its adder could
 -- only read.
-CREATE FUNCTION storage._file_access(p_user uuid, p_file uuid) RETURNS text
+CREATE FUNCTION storage._file_access(p_user uuid, p_file uuid, p_orgs uuid[] DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -428,21 +459,20 @@ BEGIN
     ELSIF v_owner = p_user THEN
         RETURN 'owner';
     END IF;
-    v_share := storage._share_access(p_user, 'file', p_file);
-    IF v_share = 'write' OR authz.check(p_user, 'storage:write', p_file::text) THEN
+    v_share := storage._share_access(p_user, 'file', p_file, p_orgs);
+    IF v_share = 'write' OR storage._granted(p_user, 'file', p_file, p_orgs, 'storage:write') THEN
         RETURN 'write';
-    ELSIF v_share = 'read' OR organization.can_access(p_user, 'file', p_file)
-          OR authz.check(p_user, 'storage:read', p_file::text)
+    ELSIF v_share = 'read' OR storage._granted(p_user, 'file', p_file, p_orgs, 'storage:read')
           OR EXISTS (SELECT 1 FROM storage.album_files af
                       WHERE af.file_id = p_file AND af.added_by = v_owner
-                        AND storage._album_access(p_user, af.album_id) IS NOT NULL) THEN
+                        AND storage._album_access(p_user, af.album_id, p_orgs) IS NOT NULL) THEN
         RETURN 'read';
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION storage._file_access(uuid, uuid) IS
-    'What a user may do with a finished file: owner, write (a write share, storage:write), read (a read share, organization.can_access, storage:read, or an album the user may read into which its owner put it) or NULL.';
+COMMENT ON FUNCTION storage._file_access(uuid, uuid, uuid[]) IS
+    'What a user may do with a finished file: owner, write (a write share, storage:write), read (a read share, organization.can_access, storage:read, or an album the user may read into which its owner put it) or NULL; within the scope p_orgs when given.';
 
 -- The file (locked when p_lock) if the user has at least p_need on it:
 -- P0002 when the user may not even read it (the same answer as for a file
@@ -563,6 +593,49 @@ END
 $$;
 COMMENT ON FUNCTION storage.album_owner(uuid) IS
     'The owner of an album, NULL when there is no such album (or for NULL). organization.share_resource asks it before sharing an album.';
+
+-- Reads for another service acting with a user's rights narrowed to a scope
+-- (see "access: the one check"): the device service shows on a frame what
+-- its owner owns and what reaches its owner through the frame's organization.
+CREATE FUNCTION storage.can_read_scoped(user_id uuid, org_ids uuid[], kind text, resource_id uuid) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM isa.not_null('user_id, org_ids, kind, resource_id', user_id, org_ids, kind, resource_id);
+    IF kind = 'file' THEN
+        RETURN storage._file_access(user_id, resource_id, org_ids) IS NOT NULL;
+    ELSIF kind = 'album' THEN
+        RETURN storage._album_access(user_id, resource_id, org_ids) IS NOT NULL;
+    END IF;
+    RAISE EXCEPTION 'kind must be file or album, not "%"', left(kind, 100) USING ERRCODE = '22023';
+END
+$$;
+COMMENT ON FUNCTION storage.can_read_scoped(uuid, uuid[], text, uuid) IS
+    'Whether the user may read the finished file or the album (kind) now through what they own or what reaches them through the organizations org_ids (storage''s shares with them, organization.share_resource; the user a member, the sharer too): never a share with the user alone, nor authz. ''{}'': what they own only. For the device service (a frame''s playlist). 22004, 22023 bad kind.';
+
+CREATE FUNCTION storage.list_album_files_scoped(user_id uuid, org_ids uuid[], album_id uuid, row_limit integer DEFAULT 1000)
+RETURNS SETOF storage.file_info
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM isa.not_null('user_id, org_ids, album_id', user_id, org_ids, album_id);
+    PERFORM isa.check_page_size('row_limit', row_limit);
+    IF storage._album_access(user_id, album_id, org_ids) IS NULL THEN
+        RAISE EXCEPTION 'album % not found', album_id USING ERRCODE = 'P0002';
+    END IF;
+    RETURN QUERY
+        SELECT (storage._info(f)).*
+          FROM storage.album_files af JOIN storage.files f ON f.file_id = af.file_id AND f.status = 'complete'
+         WHERE af.album_id = list_album_files_scoped.album_id
+           AND storage._file_access(list_album_files_scoped.user_id, f.file_id, org_ids) IS NOT NULL
+         ORDER BY af.position
+         LIMIT row_limit;
+END
+$$;
+COMMENT ON FUNCTION storage.list_album_files_scoped(uuid, uuid[], uuid, integer) IS
+    'As list_album_files, within a scope (can_read_scoped): the finished files of the album in its order, each one readable in the scope (at most row_limit, 1 to 1000, default 1000). P0002 the album is not readable in the scope; 22004, 22023.';
 
 -- ---------------------------------------------------------------- API: uploads
 CREATE FUNCTION storage.begin_upload(owner_id uuid, name text,

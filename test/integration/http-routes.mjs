@@ -1087,6 +1087,49 @@ route("POST", "/v1/device/commands/{command_id}/ack", "the device acknowledges t
   expect(g.json?.state === "acknowledged", "the sender sees it acknowledged", g.json);
   return r;
 });
+route("PUT", "/v1/devices/{device_id}/playlist", "its owner sets the frame's playlist: a photo and an album of theirs", async () => {
+  const bytes = Buffer.concat([Buffer.from("89504e470d0a1a0a", "hex"), Buffer.from(`it80 frame photo ${RUN}`)]);
+  ids.framePhoto = (await upload("bob", `it80-frame-${RUN}.png`, bytes)).file_id;
+  ids.framePhotoBytes = bytes;
+  const items = [{ kind: "file", id: ids.framePhoto }, { kind: "album", id: ids.album }];
+  const r = await call("PUT", "/v1/devices/{device_id}/playlist", { params: { device_id: ids.frame }, body: { items }, token: tok("bob") });
+  expect(r.json?.device_id === ids.frame && r.json?.version === 1 && r.json?.updated_by === users.bob.user_id
+    && r.json?.items?.length === 2 && r.json.items[0].id === ids.framePhoto && r.json.items[0].shown === true
+    && r.json.items[1].kind === "album" && UUID.test(r.json?.command_id || ""), "version 1, its two items shown, a refresh command", r.json);
+  const c = await call("GET", "/v1/commands/{command_id}", { params: { command_id: r.json?.command_id }, token: tok("bob") });
+  expect(c.json?.command === "playlist.refresh" && c.json?.args?.version === 1, "the command: playlist.refresh {version: 1}", c.json);
+  const d = await call("PUT", "/v1/devices/{device_id}/playlist", {
+    params: { device_id: ids.frame }, body: { items: [{ kind: "file", id: ids.photo1 }] }, token: tok("bob"),
+  });
+  expect(d.status === 404 && d.json?.code === "P0002", "a file bob may not read (alice's): 404 (P0002)", `${d.status} ${d.text}`);
+  const b = await call("PUT", "/v1/devices/{device_id}/playlist", {
+    params: { device_id: ids.frame }, body: { items: [{ kind: "photo", id: ids.framePhoto }] }, token: tok("bob"),
+  });
+  expect(b.status === 400 && b.json?.code === "22023", "a bad item: 400 (22023)", `${b.status} ${b.text}`);
+  return r;
+});
+route("GET", "/v1/devices/{device_id}/playlist", "the frame's playlist, for whoever sees it", async () => {
+  const r = await call("GET", "/v1/devices/{device_id}/playlist", { params: { device_id: ids.frame }, token: tok("bob") });
+  expect(r.json?.version === 1 && r.json?.items?.map((i) => i.id).join(",") === `${ids.framePhoto},${ids.album}`,
+    "version 1, the photo then the album", r.json);
+  const a = await call("GET", "/v1/devices/{device_id}/playlist", { params: { device_id: ids.frame }, token: tok("alice") });
+  expect(a.status === 403 && a.json?.code === "42501", "alice, no longer in the family: 403 (42501)", `${a.status} ${a.text}`);
+  return r;
+});
+route("GET", "/v1/device/playlist", "the frame (its own token) reads its playlist: its photo with a signed URL that downloads it", async () => {
+  const r = await call("GET", "/v1/device/playlist", { query: { ttl_seconds: 600 }, token: ids.frameToken });
+  const f = r.json?.files?.[0];
+  expect(r.json?.device_id === ids.frame && r.json?.version === 1 && r.json?.files?.length === 1 && r.json?.hidden === 0
+    && f?.file_id === ids.framePhoto && f?.kind === "file" && f?.position === 0 && f?.content_type === "image/png"
+    && f?.expires > Date.now() / 1000 + 500 && f?.expires <= Date.now() / 1000 + 601 && f?.owner_id === undefined,
+    "the photo (the album is empty), ten minutes, no owner", r.json);
+  const dl = await fetch(BASE + (f?.url || "/"));
+  const got = Buffer.from(await dl.arrayBuffer());
+  expect(dl.status === 200 && got.equals(ids.framePhotoBytes), "its url downloads the photo, byte for byte", `${dl.status} ${got.length} bytes`);
+  const u = await call("GET", "/v1/device/playlist", { token: tok("bob") });
+  expect(u.status === 401 || u.status === 403, "a user's token is refused", `${u.status} ${u.text}`);
+  return r;
+});
 route("DELETE", "/v1/devices/{device_id}", "its owner decommissions the device: its token dies", async () => {
   const r = await call("DELETE", "/v1/devices/{device_id}", { params: { device_id: ids.frame }, token: tok("bob") });
   expect(r.json === true, "true", r.text);

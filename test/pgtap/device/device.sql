@@ -8,7 +8,7 @@
 -- Through NATS and a real MQTT client: test/integration/75-device-mqtt.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(127);
+SELECT plan(129);
 
 -- Users this file creates, by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
@@ -63,8 +63,9 @@ SELECT set_eq($$SELECT event_type || ' ' || (SELECT string_agg(k, ',' ORDER BY k
                     'device.online device_id,last_seen_at,organization_id,owner_id',
                     'device.offline device_id,last_seen_at,organization_id,owner_id',
                     'device.command_sent command,command_id,device_id,expires_at,sent_by',
-                    'device.decommissioned decommissioned_by,device_id,organization_id,owner_id'],
-              'device_service''s six events are registered with their data fields');
+                    'device.decommissioned decommissioned_by,device_id,organization_id,owner_id',
+                    'device.playlist_updated command_id,device_id,item_count,organization_id,owner_id,updated_by,version'],
+              'device_service''s seven events are registered with their data fields');
 SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscriptions WHERE service = 'device'$$,
               ARRAY['organization_service.organization.member_removed device.on_member_removed(isa.event)',
                     'auth_service.device.authenticated device.on_device_authenticated(isa.event)',
@@ -334,6 +335,11 @@ SELECT device.on_member_removed(pg_temp.event('organization.member_removed', 'or
            jsonb_build_object('org_id', pg_temp.oid('fam'), 'user_id', pg_temp.uid('cat'), 'role', 'member', 'reason', 'removed')));
 SELECT is(pg_temp.state(pg_temp.cid('cats-fam')), 'failed', 'member_removed: their open commands to the organization''s devices fail');
 SELECT is(pg_temp.state(pg_temp.cid('cats-own')), 'pending', '… not those to their own device');
+SELECT throws_ok(format('SELECT device.rename_device(%L, %L, %L)', pg_temp.uid('ann'), pg_temp.did('cats'), 'Mine now'),
+                 '42501', NULL, 'the device of a member who left is no longer the organization''s: its owner cannot manage it');
+SELECT ok(NOT EXISTS (SELECT 1 FROM device.list_organization_devices(pg_temp.uid('ann'), pg_temp.oid('fam')) x
+                       WHERE x.device_id = pg_temp.did('cats')),
+          '… nor does the organization list it');
 
 -- ---------------------------------------------------------------- decommission
 SELECT pg_temp.reset_mark();
@@ -363,7 +369,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
               AND (p.proname LIKE '\_%' OR p.proname LIKE 'on\_%' OR NOT p.prosecdef)),
           NULL, 'isa_app may execute only SECURITY DEFINER API functions (no handler, no internal function)');
 SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'device'::regnamespace
-             AND has_function_privilege('isa_app_device', p.oid, 'EXECUTE')), 13::bigint, 'isa_app_device executes the 13 API functions');
+             AND has_function_privilege('isa_app_device', p.oid, 'EXECUTE')), 16::bigint, 'isa_app_device executes the 16 API functions');
 SELECT ok(NOT has_function_privilege('isa_app', 'isa.send_direct_message(text, jsonb)', 'EXECUTE')
           AND has_function_privilege('isa_svc_device', 'isa.send_direct_message(text, jsonb)', 'EXECUTE'),
           'only the device service''s role may queue direct messages');

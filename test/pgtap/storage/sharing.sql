@@ -9,31 +9,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(118);
 
-CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.uid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.u WHERE label = l$$;
-CREATE FUNCTION pg_temp.new_user(l text) RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE e text := 'share-' || l || '-' || gen_random_uuid() || '@example.test';
-BEGIN
-    INSERT INTO pg_temp.u VALUES (l, (account.create_user(e, 'Share ' || l)).user_id, e);
-    RETURN pg_temp.uid(l);
-END $$;
-CREATE TEMP TABLE f (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.fid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.f WHERE label = l$$;
--- A finished file of owner, named label.
-CREATE FUNCTION pg_temp.file(l text, owner text) RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE id uuid := storage.begin_upload(pg_temp.uid(owner), l || '.jpg', 'image/jpeg');
-BEGIN
-    PERFORM storage.put_chunk(id, 0, convert_to('photo ' || l, 'UTF8'));
-    PERFORM storage.finish_upload(id);
-    INSERT INTO pg_temp.f VALUES (l, id);
-    RETURN id;
-END $$;
-CREATE TEMP TABLE o (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.oid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.o WHERE label = l$$;
--- who joins org with role, by invitation
-CREATE FUNCTION pg_temp.join_org(org text, owner text, who text, role text) RETURNS void LANGUAGE sql AS $$
-    SELECT organization.accept_invitation(pg_temp.uid(who),
-        (organization.invite_member(pg_temp.uid(owner), pg_temp.oid(org), (SELECT email FROM pg_temp.u WHERE label = who), role)).token) $$;
+\ir ../fixtures.psql
 -- storage's events about this file's users, newest last
 CREATE TEMP VIEW ev AS
 SELECT x.id, x.event_type, x.data FROM storage.outbox x
@@ -298,7 +274,7 @@ SELECT ok(has_function_privilege('isa_svc_storage', 'organization.is_member(uuid
 SELECT ok(has_function_privilege('isa_svc_organization', 'storage.album_owner(uuid)', 'EXECUTE'),
           'organization''s role may ask storage who owns an album');
 SELECT ok(NOT has_function_privilege('isa_app', 'storage.on_member_removed(isa.event)', 'EXECUTE')
-          AND NOT has_function_privilege('isa_app', 'storage._file_access(uuid,uuid)', 'EXECUTE'),
+          AND NOT has_function_privilege('isa_app', 'storage._file_access(uuid,uuid,uuid[])', 'EXECUTE'),
           'isa_app may not call the handler or the internal check');
 GRANT SELECT ON u, f TO isa_app;
 SET LOCAL ROLE isa_app;

@@ -365,10 +365,10 @@ SELECT throws_ok('SELECT * FROM storage.list_files(NULL)', '22004', 'owner_id mu
 SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace AND p.provolatile = 's' AND p.prosecdef),
           ARRAY['storage.album_owner(uuid)', 'storage.can_read(uuid,uuid)', 'storage.can_read_album(uuid,uuid)',
-                'storage.can_write(uuid,uuid)', 'storage.can_write_album(uuid,uuid)', 'storage.get_album(uuid,uuid)',
+                'storage.can_read_scoped(uuid,uuid[],text,uuid)', 'storage.can_write(uuid,uuid)', 'storage.can_write_album(uuid,uuid)', 'storage.get_album(uuid,uuid)',
                 'storage.get_file(uuid)', 'storage.get_my_file(uuid,uuid)', 'storage.get_offer(uuid)', 'storage.get_readable_file(uuid,uuid)',
                 'storage.get_signed_file(uuid,bigint,text)', 'storage.list_album_files(uuid,uuid,integer)',
-                'storage.list_album_shares(uuid,uuid)', 'storage.list_albums(uuid,integer)',
+                'storage.list_album_files_scoped(uuid,uuid[],uuid,integer)', 'storage.list_album_shares(uuid,uuid)', 'storage.list_albums(uuid,integer)',
                 'storage.list_file_shares(uuid,uuid)', 'storage.list_files(uuid,integer)',
                 'storage.list_shared_with_me(uuid,integer)', 'storage.read_file(uuid,bigint,integer)',
                 'storage.sign_download(uuid,integer)', 'storage.sign_my_download(uuid,uuid,integer)'],
