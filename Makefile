@@ -43,8 +43,10 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_SCRIPTS)
 EXTRA_CLEAN = $(DATA_built) $(addsuffix .tmp,$(UPGRADE_SCRIPTS))
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge -DISA_SQL_VERSION='"$(EXTVERSION)"'
-SHLIB_LINK = -lnats -lsodium
+# libcurl: the notification senders' SMTP and HTTP (extension/notification/).
+PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge -DISA_SQL_VERSION='"$(EXTVERSION)"' \
+	$(shell pkg-config --cflags libcurl 2>/dev/null)
+SHLIB_LINK = -lnats -lsodium $(or $(shell pkg-config --libs libcurl 2>/dev/null),-lcurl)
 # -Wextra minus the two warnings PostgreSQL's own headers and fmgr style trigger.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 

@@ -121,10 +121,16 @@ extern bool nl_publish_batch(int n, char **subjects, char **ids, char **bodies, 
 /* ------------------------------------------------------------ subxact.c */
 extern ErrorData *isa_in_subtransaction(void (*fn) (void *), void *arg);
 
-/* bridge_role.c: every transaction of the worker runs as role isa_bridge */
-extern void isa_bridge_start_transaction(void);
-extern void isa_bridge_commit_transaction(void);
-extern void isa_bridge_abort_transaction(void);
+/*
+ * bridge_role.c: every transaction of the worker runs as role isa_bridge (and
+ * each of a notification sender's as isa_svc_notification)
+ */
+extern void isa_worker_start_transaction(const char *role);
+extern void isa_worker_commit_transaction(void);
+extern void isa_worker_abort_transaction(void);
+#define isa_bridge_start_transaction() isa_worker_start_transaction("isa_bridge")
+#define isa_bridge_commit_transaction() isa_worker_commit_transaction()
+#define isa_bridge_abort_transaction() isa_worker_abort_transaction()
 
 /* ------------------------------------------------------------ handler.c */
 extern SPIPlanPtr isa_handler_prepare(void);

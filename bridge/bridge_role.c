@@ -23,27 +23,30 @@
 
 #include "bridge.h"
 
-#define BRIDGE_ROLE "isa_bridge"
-
 /* the user and context outside a transaction: the worker's session user */
 static Oid	outer_user = InvalidOid;
 static int	outer_sec_context = 0;
 
-/* StartTransactionCommand, then isa_bridge; an ERROR if the role is missing. */
+/*
+ * StartTransactionCommand, then `role`; an ERROR if the role is missing.  The
+ * bridge's role is isa_bridge (isa_bridge_start_transaction in bridge.h); the
+ * notification senders (extension/notification/) run theirs as
+ * isa_svc_notification the same way, for the same reasons.
+ */
 void
-isa_bridge_start_transaction(void)
+isa_worker_start_transaction(const char *role_name)
 {
 	Oid			role;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	GetUserIdAndSecContext(&outer_user, &outer_sec_context);
-	role = get_role_oid(BRIDGE_ROLE, true);
+	role = get_role_oid(role_name, true);
 	if (!OidIsValid(role))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("isa bridge: role \"%s\" does not exist", BRIDGE_ROLE),
-				 errhint("CREATE EXTENSION isa creates it; the bridge runs as no other role.")));
+				 errmsg("isa worker: role \"%s\" does not exist", role_name),
+				 errhint("CREATE EXTENSION isa creates it; the worker runs as no other role.")));
 	SetUserIdAndSecContext(role, SECURITY_LOCAL_USERID_CHANGE);
 }
 
@@ -52,7 +55,7 @@ isa_bridge_start_transaction(void)
  * transaction must start without a security context).
  */
 void
-isa_bridge_commit_transaction(void)
+isa_worker_commit_transaction(void)
 {
 	CommitTransactionCommand();
 	SetUserIdAndSecContext(outer_user, outer_sec_context);
@@ -60,7 +63,7 @@ isa_bridge_commit_transaction(void)
 
 /* AbortCurrentTransaction, then back to the user outside transactions. */
 void
-isa_bridge_abort_transaction(void)
+isa_worker_abort_transaction(void)
 {
 	AbortCurrentTransaction();
 	SetUserIdAndSecContext(outer_user, outer_sec_context);

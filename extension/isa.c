@@ -79,6 +79,12 @@ isa_shmem_startup(void)
 		isa_shared->last_error_at = 0;
 		isa_shared->last_error[0] = '\0';
 		isa_shared->nats_server[0] = '\0';
+		for (int c = 0; c < ISA_SENDER_CHANNELS; c++)
+		{
+			pg_atomic_init_u32(&isa_shared->sender_pending[c], 0);
+			pg_atomic_init_u32(&isa_shared->sender_procno[c], ISA_INVALID_PROCNO);
+			pg_atomic_init_u32(&isa_shared->sender_pid[c], 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 	isa_metrics_shmem_startup();
@@ -159,6 +165,7 @@ isa_define_gucs(void)
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	isa_bridge_define_gucs();
 	/* each service's own, from its folder */
+	isa_notification_sender_define_gucs();
 	isa_auth_define_gucs();
 	isa_payment_define_gucs();
 	isa_storage_define_gucs();
@@ -184,6 +191,7 @@ _PG_init(void)
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = isa_emit_log;
 	isa_bridge_register();
+	isa_notification_senders_register();
 }
 
 /* isa.retention(target text): the retention GUC for outbox, inbox or cron_history. */

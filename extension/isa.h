@@ -32,6 +32,14 @@ extern int	isa_cron_history_retention; /* seconds */
 #define ISA_BRIDGE_WORKERS (ISA_MAX_APPLY_GROUPS + 1)
 
 /*
+ * The notification channels that leave the database, each delivered by its
+ * own background worker (extension/notification/sender_worker.c).
+ */
+#define ISA_SENDER_EMAIL 0
+#define ISA_SENDER_WEBHOOK 1
+#define ISA_SENDER_CHANNELS 2
+
+/*
  * State in shared memory.  Only plain values and atomics: a pointer or a file
  * descriptor means nothing in another process (pg_net issue #276).
  */
@@ -60,6 +68,16 @@ typedef struct IsaSharedState
 	int32		subscriptions[ISA_BRIDGE_WORKERS];	/* set up, per worker */
 	char		last_error[256];
 	char		nats_server[128];
+
+	/*
+	 * The notification senders (extension/notification/), one per channel
+	 * ISA_SENDER_*: a commit queued deliveries of the channel since its sender
+	 * last cleared [c]; the sender's PGPROC number and pid, ISA_INVALID_PROCNO
+	 * if none.
+	 */
+	pg_atomic_uint32 sender_pending[ISA_SENDER_CHANNELS];
+	pg_atomic_uint32 sender_procno[ISA_SENDER_CHANNELS];
+	pg_atomic_uint32 sender_pid[ISA_SENDER_CHANNELS];
 } IsaSharedState;
 
 /* NULL when isa.so is not in shared_preload_libraries. */
@@ -69,6 +87,14 @@ extern IsaSharedState *isa_shared;
 extern void isa_wakeup_init(void);
 extern void isa_note_outbox_write(void);
 extern void isa_note_subscriptions_change(void);
+extern void isa_note_sender_wake(int channel);
+
+/*
+ * extension/notification/: the notification senders (sender.h), their
+ * settings and workers, started from _PG_init.
+ */
+extern void isa_notification_sender_define_gucs(void);
+extern void isa_notification_senders_register(void);
 
 /* extension/envelope.c: the rules for envelope fields (bytes, not NUL-terminated) */
 extern bool isa_valid_event_type(const char *s, int len);

@@ -1,11 +1,13 @@
 /*
- * wakeup.c — commit-time wake-up of the bridge.
+ * wakeup.c — commit-time wake-up of the bridge and of the notification
+ * senders.
  *
- * A transaction that wrote outbox rows (or changed isa.subscriptions) only
- * notes it in a backend-local flag.  At commit the flag becomes an atomic in
- * shared memory and one SetLatch on the bridge worker, whatever the number of
- * rows: one wake-up per commit, none for a rollback, and nothing at all when
- * the library is not preloaded or no bridge is running.
+ * A transaction that wrote outbox rows (or changed isa.subscriptions, or
+ * queued a notification delivery) only notes it in a backend-local flag.  At
+ * commit the flag becomes an atomic in shared memory and one SetLatch on the
+ * worker concerned (the bridge, or the channel's sender), whatever the number
+ * of rows: one wake-up per commit, none for a rollback, and nothing at all
+ * when the library is not preloaded or no such worker is running.
  */
 #include "postgres.h"
 
@@ -23,20 +25,25 @@
 PG_FUNCTION_INFO_V1(isa_wakeup_state);
 
 /*
- * The lowest transaction nesting level at which a write that is still alive
- * happened (0: none).  A rolled-back savepoint forgets the writes made inside
- * it, so a commit whose only publish was rolled back wakes nobody.
+ * What a transaction noted, each as the lowest transaction nesting level at
+ * which a write that is still alive happened (0: none).  A rolled-back
+ * savepoint forgets the writes made inside it, so a commit whose only
+ * publish was rolled back wakes nobody.
  */
-static int	outbox_written = 0;
-static int	subscriptions_changed = 0;
+#define NOTE_OUTBOX 0
+#define NOTE_SUBSCRIPTIONS 1
+#define NOTE_SENDER 2			/* + the channel, ISA_SENDER_* */
+#define NOTES (NOTE_SENDER + ISA_SENDER_CHANNELS)
+
+static int	noted[NOTES];
 
 static void
-note_at_current_level(int *level)
+note_at_current_level(int what)
 {
 	int			current = GetCurrentTransactionNestLevel();
 
-	if (*level == 0 || current < *level)
-		*level = current;
+	if (noted[what] == 0 || current < noted[what])
+		noted[what] = current;
 }
 
 static void
@@ -45,19 +52,12 @@ isa_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	int			current = GetCurrentTransactionNestLevel();
 
-	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	for (int k = 0; k < NOTES; k++)
 	{
-		if (outbox_written == current)
-			outbox_written = current - 1;
-		if (subscriptions_changed == current)
-			subscriptions_changed = current - 1;
-	}
-	else if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		if (outbox_written >= current)
-			outbox_written = 0;
-		if (subscriptions_changed >= current)
-			subscriptions_changed = 0;
+		if (event == SUBXACT_EVENT_COMMIT_SUB && noted[k] == current)
+			noted[k] = current - 1;
+		else if (event == SUBXACT_EVENT_ABORT_SUB && noted[k] >= current)
+			noted[k] = 0;
 	}
 }
 
@@ -81,6 +81,29 @@ isa_wake_bridge(bool apply_workers)
 			wake(pg_atomic_read_u32(&isa_shared->apply_procno[k]), pg_atomic_read_u32(&isa_shared->apply_pid[k]));
 }
 
+/* At commit: what the transaction noted, to the workers concerned. */
+static void
+wake_noted(void)
+{
+	if (noted[NOTE_OUTBOX] || noted[NOTE_SUBSCRIPTIONS])
+	{
+		if (noted[NOTE_OUTBOX])
+			pg_atomic_write_u32(&isa_shared->outbox_pending, 1);
+		if (noted[NOTE_SUBSCRIPTIONS])
+			for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)
+				pg_atomic_write_u32(&isa_shared->subscriptions_changed[k], 1);
+		pg_atomic_fetch_add_u64(&isa_shared->wakeups_signalled, 1);
+		isa_wake_bridge(noted[NOTE_SUBSCRIPTIONS] != 0);
+	}
+	for (int c = 0; c < ISA_SENDER_CHANNELS; c++)
+		if (noted[NOTE_SENDER + c])
+		{
+			pg_atomic_write_u32(&isa_shared->sender_pending[c], 1);
+			wake(pg_atomic_read_u32(&isa_shared->sender_procno[c]),
+				 pg_atomic_read_u32(&isa_shared->sender_pid[c]));
+		}
+}
+
 static void
 isa_xact_callback(XactEvent event, void *arg)
 {
@@ -88,23 +111,15 @@ isa_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if ((outbox_written || subscriptions_changed) && isa_shared != NULL)
-			{
-				if (outbox_written)
-					pg_atomic_write_u32(&isa_shared->outbox_pending, 1);
-				if (subscriptions_changed)
-					for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)
-						pg_atomic_write_u32(&isa_shared->subscriptions_changed[k], 1);
-				pg_atomic_fetch_add_u64(&isa_shared->wakeups_signalled, 1);
-				isa_wake_bridge(subscriptions_changed != 0);
-			}
-			outbox_written = subscriptions_changed = 0;
+			if (isa_shared != NULL)
+				wake_noted();
+			memset(noted, 0, sizeof(noted));
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			/* A prepared transaction commits elsewhere: the bridge's timer finds it. */
-			outbox_written = subscriptions_changed = 0;
+			/* A prepared transaction commits elsewhere: the workers' timers find it. */
+			memset(noted, 0, sizeof(noted));
 			break;
 		default:
 			break;
@@ -121,13 +136,21 @@ isa_wakeup_init(void)
 void
 isa_note_outbox_write(void)
 {
-	note_at_current_level(&outbox_written);
+	note_at_current_level(NOTE_OUTBOX);
 }
 
 void
 isa_note_subscriptions_change(void)
 {
-	note_at_current_level(&subscriptions_changed);
+	note_at_current_level(NOTE_SUBSCRIPTIONS);
+}
+
+/* notification._wake(channel): the channel's sender delivers after commit. */
+void
+isa_note_sender_wake(int channel)
+{
+	Assert(channel >= 0 && channel < ISA_SENDER_CHANNELS);
+	note_at_current_level(NOTE_SENDER + channel);
 }
 
 /* isa.subscriptions trigger: the bridge re-reads its consumers after commit. */
