@@ -11,9 +11,10 @@
  * no proxy taken from the environment, and, unless
  * isa.notification_webhook_private is on, no connection is made to a
  * loopback, private, link-local or otherwise internal address: checked on
- * the address the host name resolved to, when connecting, so that a name
- * that resolves to an internal address later than the URL was registered
- * (DNS rebinding) is refused too.  Docs: docs/services/notification.md,
+ * the address the host name resolved to, when connecting and again before
+ * each request (a connection kept from an earlier delivery too), so that a
+ * name that resolves to an internal address later than the URL was
+ * registered (DNS rebinding) is refused as well.  Docs: docs/services/notification.md,
  * "Delivery".
  */
 #include "postgres.h"
@@ -59,13 +60,13 @@ internal_ipv4(uint32 a)
 }
 
 static bool
-internal_address(const struct sockaddr *sa)
+internal_address(int family, const void *address)
 {
-	if (sa->sa_family == AF_INET)
-		return internal_ipv4(ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr));
-	if (sa->sa_family == AF_INET6)
+	if (family == AF_INET)
+		return internal_ipv4(ntohl(((const struct in_addr *) address)->s_addr));
+	if (family == AF_INET6)
 	{
-		const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+		const struct in6_addr *a = address;
 
 		if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a))
 			return internal_ipv4((uint32) a->s6_addr[12] << 24 | (uint32) a->s6_addr[13] << 16 |
@@ -77,24 +78,58 @@ internal_address(const struct sockaddr *sa)
 	return true;				/* no other family is a webhook's */
 }
 
-/* libcurl's socket callback: the address check, before any packet is sent. */
+static void
+refuse(SenderTransfer *t, int family, const void *address)
+{
+	t->refused_address = true;
+	if (inet_ntop(family, address, t->refused_ip, sizeof(t->refused_ip)) == NULL)
+		strlcpy(t->refused_ip, "?", sizeof(t->refused_ip));
+}
+
+/* libcurl's socket callback: a new connection to an internal address is never made. */
 static curl_socket_t
 open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
 {
-	SenderTransfer *t = arg;
+	int			family = address->addr.sa_family;
+	const void *ip = family == AF_INET6
+		? (const void *) &((struct sockaddr_in6 *) &address->addr)->sin6_addr
+		: (const void *) &((struct sockaddr_in *) &address->addr)->sin_addr;
 
-	if (!private_allowed && internal_address(&address->addr))
+	if (!private_allowed && internal_address(family, ip))
 	{
-		const void *ip = address->family == AF_INET6
-			? (const void *) &((struct sockaddr_in6 *) &address->addr)->sin6_addr
-			: (const void *) &((struct sockaddr_in *) &address->addr)->sin_addr;
-
-		t->refused_address = true;
-		if (inet_ntop(address->family, ip, t->refused_ip, sizeof(t->refused_ip)) == NULL)
-			strlcpy(t->refused_ip, "?", sizeof(t->refused_ip));
+		refuse(arg, family, ip);
 		return CURL_SOCKET_BAD;
 	}
 	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * libcurl's callback before each request, on a new connection or one kept
+ * from an earlier delivery (made while the setting was on): nothing is sent
+ * to an internal address.
+ */
+static int
+before_request(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	unsigned char ip[sizeof(struct in6_addr)];
+	int			family = strchr(primary_ip, ':') != NULL ? AF_INET6 : AF_INET;
+
+	SenderTransfer *t = arg;
+
+	if (private_allowed)
+		return CURL_PREREQFUNC_OK;
+	if (inet_pton(family, primary_ip, ip) != 1)
+	{
+		t->refused_address = true;
+		strlcpy(t->refused_ip, primary_ip, sizeof(t->refused_ip));
+		return CURL_PREREQFUNC_ABORT;
+	}
+	if (internal_address(family, ip))
+	{
+		refuse(t, family, ip);
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 /* The receiver's answer is not read. */
@@ -147,6 +182,8 @@ webhook_prepare(SenderTransfer *t, char **f)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_request);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
 }
 
 /*

@@ -249,6 +249,10 @@ if [ $PRIVATE_SETTING = 1 ]; then
   is "$(last_error "$id") / $(hooks "ok-private-$run" | wc -l)" \
      "the webhook's host is 127.0.0.1, an internal address (isa.notification_webhook_private is off) / 0" \
      "and says why; the receiver got nothing"
+  id=$(deliver webhook "$(jq -nc --arg s "$SECRET" '{url: "http://localhost:9/hooks/x", secret: $s, body: {}}')")
+  is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 1" 10)" "failed 1" \
+     "so does one to localhost, before connecting (nothing listens there: a connection would be refused, and tried again)"
+  like "$(last_error "$id")" "host is (127\.0\.0\.1|::1), an internal address" "for the same reason"
   set_conf isa.notification_webhook_private on
   is "$(wait_log "isa notification sender (webhook) delivers internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 10)" found \
      "on again"
