@@ -228,6 +228,19 @@ is "$(jq -r '[.method, .type, .delivery, .verified, .fresh] | join(" ")' <<<"$h"
    "a JSON POST whose Isa-Signature verifies with the secret (HMAC-SHA256 over t.body), fresh, Isa-Delivery = the delivery id"
 is "$(jq -cS '.body | fromjson' <<<"$h")" "$(jq -cS . <<<"$body")" "the body posted (and signed) is the payload's body (as JSON: jsonb orders the keys)"
 
+# The commit wakes the sender: a delivery leaves within milliseconds, not at
+# the sender's next look (up to a second later).  Ten in a row, so that
+# luck with the timer cannot pass for the wake-up.
+ids=
+for i in $(seq 10); do
+  id=$(webhook "ok-wake-$i-$run" '{"kind": "wake"}')
+  wait_for "SELECT state FROM notification.deliveries WHERE delivery_id = '$id'" sent 5 >/dev/null
+  ids="$ids${ids:+,}'$id'"
+done
+is "$(sql "SELECT count(*) FILTER (WHERE state = 'sent') || ' ' || (percentile_cont(0.5) WITHIN GROUP (ORDER BY sent_at - created_at) < interval '200 ms')
+             FROM notification.deliveries WHERE delivery_id IN ($ids)")" "10 true" \
+   "ten webhooks queued one after the other are sent, the median within 200 ms of the commit that queued them: woken at commit"
+
 id=$(webhook "flaky-$run" '{"kind": "retry"}')
 is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "sent 2" 20)" "sent 2" \
    "a webhook answered 500 is tried again and sent at the second attempt"
