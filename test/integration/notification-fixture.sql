@@ -23,7 +23,7 @@ INSERT INTO notification.fixture_policy VALUES (5, 1000);
 CREATE TABLE notification.deliveries (
     delivery_id     uuid PRIMARY KEY,
     notification_id uuid NOT NULL,
-    user_id         uuid NOT NULL,
+    user_id         uuid,
     channel         text NOT NULL CHECK (channel IN ('email', 'webhook', 'mqtt', 'inapp')),
     state           text NOT NULL DEFAULT 'pending'
                     CHECK (state IN ('pending', 'deferred', 'sending', 'sent', 'failed')),
@@ -55,7 +55,7 @@ BEGIN
         SELECT d.delivery_id
           FROM notification.deliveries d
          WHERE d.channel = p_channel
-           AND (d.state = 'pending' OR (d.state = 'sending' AND d.locked_until < now()))
+           AND (d.state IN ('pending', 'deferred') OR (d.state = 'sending' AND d.locked_until < now()))
            AND d.next_attempt_at <= now()
          ORDER BY d.next_attempt_at, d.created_at
          LIMIT p_max
@@ -109,10 +109,9 @@ CREATE FUNCTION notification.next_due(p_channel text) RETURNS timestamptz
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT min(CASE WHEN d.state = 'pending' THEN d.next_attempt_at
-                    ELSE greatest(d.next_attempt_at, d.locked_until) END)
+    SELECT min(CASE WHEN d.state = 'sending' THEN d.locked_until ELSE d.next_attempt_at END)
       FROM notification.deliveries d
-     WHERE d.channel = p_channel AND d.state IN ('pending', 'sending')
+     WHERE d.channel = p_channel AND d.state IN ('pending', 'deferred', 'sending')
 $$;
 
 ALTER TABLE notification.fixture_policy OWNER TO isa_svc_notification;
