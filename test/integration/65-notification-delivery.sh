@@ -26,15 +26,10 @@ PASSWORD="smtp-pw-it65-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 LOG="$ISA_PGDATA/../postgresql.log"
 log_from=$(($(wc -l <"$LOG") + 1))
 
-# Ports of the test's servers (the brief's 39525-39535 unless set).
-free_port() { # first port of the range nobody listens on
-  local p
-  for p in $(seq "$1" "$2"); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-SMTP_PORT=${ISA_TEST_SMTP_PORT:-$(free_port 39525 39529)}
-HOOK_PORT=${ISA_TEST_HOOK_PORT:-$(free_port 39530 39535)}
+# The test's servers, a few ports above the stack's PostgreSQL (below the
+# ephemeral range on the test stack: docs/configuration.md)
+SMTP_PORT=${ISA_TEST_SMTP_PORT:-$((PGPORT + 10))}
+HOOK_PORT=${ISA_TEST_HOOK_PORT:-$((PGPORT + 11))}
 
 FIXTURE=0
 [ "$(sql "SELECT to_regprocedure('notification.claim_deliveries(text,integer,integer)') IS NULL")" = t ] && FIXTURE=1
