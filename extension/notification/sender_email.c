@@ -222,6 +222,18 @@ read_message(char *buffer, size_t size, size_t nitems, void *arg)
 	return n;
 }
 
+/* libcurl's rewind, to send the message again on a new connection (a kept one had died). */
+static int
+seek_message(void *arg, curl_off_t offset, int origin)
+{
+	SenderTransfer *t = arg;
+
+	if (origin != SEEK_SET || offset < 0 || (size_t) offset > t->upload_len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	t->upload_pos = (size_t) offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 /* fields: to, to_name, subject, text, locale */
 static void
 email_prepare(SenderTransfer *t, char **f)
@@ -267,6 +279,8 @@ email_prepare(SenderTransfer *t, char **f)
 	curl_easy_setopt(e, CURLOPT_MAIL_RCPT, t->list);
 	curl_easy_setopt(e, CURLOPT_READFUNCTION, read_message);
 	curl_easy_setopt(e, CURLOPT_READDATA, t);
+	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_message);
+	curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
 	curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
 	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) t->upload_len);
 	curl_easy_setopt(e, CURLOPT_USE_SSL, isa_smtp_tls == SMTP_TLS_REQUIRE ? (long) CURLUSESSL_ALL : (long) CURLUSESSL_TRY);

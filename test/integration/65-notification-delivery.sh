@@ -37,7 +37,7 @@ has_setting() { [ "$(sql "SELECT count(*) FROM pg_settings WHERE name = '$1'")" 
 PRIVATE_SETTING=0
 has_setting isa.notification_webhook_private && PRIVATE_SETTING=1
 
-SETTINGS="isa.smtp_url isa.smtp_from isa.smtp_timeout isa.smtp_ca_file isa.smtp_password isa.webhook_timeout"
+SETTINGS="isa.smtp_url isa.smtp_from isa.smtp_timeout isa.smtp_ca_file isa.smtp_username isa.smtp_password isa.webhook_timeout"
 [ $FIXTURE = 0 ] && SETTINGS="$SETTINGS isa.notification_max_attempts isa.notification_retry_base"
 [ $PRIVATE_SETTING = 1 ] && SETTINGS="$SETTINGS isa.notification_webhook_private"
 smtp_pid=
@@ -114,7 +114,7 @@ hooks() { [ -f "$HOOKS" ] && jq -c "select(.path == \"/hooks/$1\")" "$HOOKS"; }
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
   -keyout "$DIR/smtp.key" -out "$DIR/smtp.crt" 2>/dev/null
 chmod 644 "$DIR/smtp.crt"
-PYTHONPATH=$HERE /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
+SINK_AUTH="isa-it65:$PASSWORD" PYTHONPATH=$HERE /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
   --tlscert "$DIR/smtp.crt" --tlskey "$DIR/smtp.key" --no-requiretls -c smtp_sink.Sink "$MAIL" \
   >"$DIR/smtp.log" 2>&1 &
 smtp_pid=$!
@@ -173,7 +173,8 @@ else
 fi
 [ $PRIVATE_SETTING = 1 ] && set_conf isa.notification_webhook_private on
 set_conf isa.smtp_url "smtp://127.0.0.1:$SMTP_PORT" isa.smtp_from "isa Notifications <noreply@isa.test>" \
-  isa.smtp_ca_file "$DIR/smtp.crt" isa.smtp_timeout 1500ms isa.webhook_timeout 3s
+  isa.smtp_ca_file "$DIR/smtp.crt" isa.smtp_timeout 1500ms isa.webhook_timeout 3s \
+  isa.smtp_username isa-it65 isa.smtp_password "$PASSWORD"
 is "$(wait_log "isa notification sender (email) delivers through smtp://127.0.0.1:$SMTP_PORT from isa Notifications <noreply@isa.test> (STARTTLS when offered, timeout 1500 ms)" 15)" \
    found "the email sender finds the notification service and logs where it delivers"
 is "$(wait_log "isa notification sender (webhook) delivers internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 15)" \
@@ -198,8 +199,8 @@ is "$(jq -r '(.date_age_s < 300) and .mime_version == "1.0"' <<<"$m")" true "Dat
 is "$(jq -r '[.content_type, .charset, .transfer_encoding, .language] | join(" ")' <<<"$m")" "text/plain utf-8 base64 de" \
    "plain text in UTF-8, base64, Content-Language from the payload's locale"
 is "$(jq -r .body <<<"$m")" "$text" "the body decodes to the payload's text, byte for byte (a line of a lone dot included)"
-is "$(jq -c '[.mail_from, .rcpt_tos, .tls]' "$MAIL/$to.1.json")" "[\"noreply@isa.test\",[\"$to\"],true]" \
-   "the envelope: MAIL FROM the sender's address, RCPT TO the recipient only, over STARTTLS (offered, so taken)"
+is "$(jq -c '[.mail_from, .rcpt_tos, .tls, .authenticated]' "$MAIL/$to.1.json")" "[\"noreply@isa.test\",[\"$to\"],true,true]" \
+   "the envelope: MAIL FROM the sender's address, RCPT TO the recipient only, over STARTTLS (offered, so taken), after AUTH with isa.smtp_username and isa.smtp_password"
 
 to2="mallory.$run@example.com"
 id=$(email "$to2" $'Mallory\r\nBcc: victim@example.com' $'Hello\r\nBcc: victim@example.com' "hi")
@@ -318,8 +319,7 @@ is "$(sqlstate "ALTER SYSTEM SET isa.smtp_url = 'smtp://user:pw@mail.example.com
    "isa.smtp_url refuses credentials in the URL (they would show in pg_settings)"
 is "$(sqlstate "ALTER SYSTEM SET isa.smtp_from = 'Evil <a@b.c>, other@d.e'")" 22023 "isa.smtp_from refuses what is not one mailbox"
 
-set_conf isa.smtp_password "$PASSWORD"
-is "$(wait_for "SELECT current_setting('isa.smtp_password') = '$PASSWORD'" t 10)" t "isa.smtp_password is set by ALTER SYSTEM and a reload"
+is "$(sql "SELECT current_setting('isa.smtp_password') = '$PASSWORD'")" t "isa.smtp_password was set by ALTER SYSTEM and a reload"
 is "$(sql "SELECT count(*) FROM pg_settings WHERE name = 'isa.smtp_password'")" 0 "it is hidden from pg_settings"
 is "$(sqlstate "SET ROLE isa_app; SHOW isa.smtp_password")" 42501 "only superusers may read it"
 is "$(grep -c -F "$PASSWORD" "$LOG")" 0 "no line of the server log carries it"

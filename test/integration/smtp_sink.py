@@ -14,12 +14,17 @@ The recipient's local part chooses how it answers:
   slow-…    sleeps SLOW_SECONDS in DATA (longer than the sender's timeout)
   else      accepts
 
+With SINK_AUTH=user:password in its environment, AUTH PLAIN (offered after
+STARTTLS, as aiosmtpd does) accepts those credentials only, and the .json
+says whether the session authenticated.
+
   /usr/bin/python3 test/integration/smtp_sink.py show FILE.eml
 
 prints what a mail reader sees of a kept message, as JSON (headers decoded,
 the body decoded), plus what only the raw bytes show.
 """
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -37,6 +42,21 @@ class Sink:
         if len(args) != 1:
             parser.error("smtp_sink.Sink takes one argument: the directory")
         return cls(args[0])
+
+    async def auth_PLAIN(self, server, args):
+        """AUTH PLAIN, the response with the command or after an empty challenge: NUL user NUL password."""
+        from aiosmtpd.smtp import MISSING, AuthResult
+        if len(args) == 2:
+            blob = base64.b64decode(args[1])
+        else:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        try:
+            _, user, password = blob.decode().split("\0")
+        except ValueError:
+            return AuthResult(success=False)
+        return AuthResult(success="%s:%s" % (user, password) == os.environ.get("SINK_AUTH"))
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.split("@")[0].startswith("reject-"):
@@ -60,7 +80,7 @@ class Sink:
         base = os.path.join(self.dir, "%s.%d" % (rcpt, n))
         with open(base + ".json", "w") as f:
             json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
-                       "tls": session.ssl is not None}, f)
+                       "tls": session.ssl is not None, "authenticated": session.authenticated}, f)
         with open(base + ".eml", "wb") as f:
             f.write(envelope.original_content)
         return "250 OK"
