@@ -82,6 +82,7 @@ static volatile sig_atomic_t stop_requested = 0;
 static int	wake_pipe[2] = {-1, -1};
 static PGconn *pg = NULL;
 static natsConnection *nc = NULL;
+static bool announce = true;	/* the next check that succeeds says so */
 
 static void logmsg(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 
@@ -530,6 +531,12 @@ check(void)
 	}
 	if (ok && done.n > 0)
 		ok = mark_pushed(&done);
+	if (ok && announce)
+	{
+		/* once after (re)connecting: what it found (nothing pushed: the server kept it) */
+		logmsg("in step: the account JWT of %s revokes %d keys", opt.account, have.n);
+		announce = false;
+	}
 	free(claims);
 	clear(&have);
 	clear(&done);
@@ -643,7 +650,10 @@ main(int argc, char **argv)
 			}
 			/* a server that restarted may have an older account JWT: check at once */
 			if (wait_until(next))
+			{
 				next = 0;
+				announce = true;
+			}
 			/* a burst of decommissions: one push a moment later */
 			if (notified() && next > now_ms() + NOTIFY_DELAY_MS)
 				next = now_ms() + NOTIFY_DELAY_MS;

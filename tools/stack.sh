@@ -12,7 +12,8 @@
 #   httpd-reload      SIGHUP isa-httpd: routes and signing keys are read again
 #   nats-stop         stop only nats-server (SIGTERM: it flushes its store)
 #   nats-start        start nats-server again on the same port and store
-#   revoker-restart   restart isa-nats-revoker
+#   revoker-stop      stop only isa-nats-revoker (revocations wait in the database)
+#   revoker-start     start it again
 #   pg-crash          stop PostgreSQL with -m immediate (no shutdown checkpoint: the
 #                     next start does crash recovery), start it again and wait until
 #                     it accepts connections
@@ -41,8 +42,8 @@
 # user of Debian's package and its files are theirs.
 set -euo pipefail
 
-NAME=${1:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|revoker-restart|pg-crash|psql|env}
-CMD=${2:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|revoker-restart|pg-crash|psql|env}
+NAME=${1:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|revoker-stop|revoker-start|pg-crash|psql|env}
+CMD=${2:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|revoker-stop|revoker-start|pg-crash|psql|env}
 shift 2
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -466,8 +467,13 @@ case "$CMD" in
     start_nats
     echo "nats-server of stack '$NAME' is running on 127.0.0.1:$NATS_PORT."
     ;;
-  revoker-restart)
+  revoker-stop)
+    revoker_running || { echo "isa-nats-revoker of stack '$NAME' is not running." >&2; exit 1; }
     stop_revoker
+    echo "isa-nats-revoker of stack '$NAME' stopped."
+    ;;
+  revoker-start)
+    revoker_running && { echo "isa-nats-revoker of stack '$NAME' is already running."; exit 0; }
     start_revoker
     echo "isa-nats-revoker of stack '$NAME' is running."
     ;;

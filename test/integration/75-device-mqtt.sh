@@ -7,10 +7,8 @@
 # those messages events: docs/bridge.md, "Device messages"), and may neither
 # read nor write another device's topics nor answer its commands; a
 # decommissioned device gets no new credential.  (docs/services/device.md,
-# "MQTT".)
-#
-# Not here yet: the cut-off of a connected decommissioned device (no
-# revocation yet: its JWT lasts until isa.device_nats_ttl).
+# "MQTT".)  The cut-off of a connected decommissioned device (revocation):
+# 77-device-revocation.sh.
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${ISA_MQTT_PORT:?run me in the stack environment (tools/stack.sh NAME env)}"
@@ -21,45 +19,9 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 source "$(dirname "$0")/httplib.sh"
+source "$(dirname "$0")/devicelib.sh"
+PREFIX=IT75
 command -v mosquitto_sub >/dev/null || { echo "1..0 # SKIP mosquitto-clients is not installed"; exit 0; }
-
-# A new Ed25519 key pair: "PUBLIC_HEX SECRET_HEX"; ed_sign SECRET_HEX TEXT: base64url signature
-ed_keypair() {
-  node -e '
-    const { publicKey, privateKey } = require("crypto").generateKeyPairSync("ed25519");
-    const pub = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
-    const seed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32);
-    process.stdout.write(pub.toString("hex") + " " + Buffer.concat([seed, pub]).toString("hex"));'
-}
-ed_sign() {
-  node -e '
-    const c = require("crypto");
-    const der = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), Buffer.from(process.argv[1], "hex").subarray(0, 32)]);
-    process.stdout.write(c.sign(null, Buffer.from(process.argv[2], "utf8"), c.createPrivateKey({ key: der, format: "der", type: "pkcs8" })).toString("base64url"));' "$1" "$2"
-}
-post() { # PATH JSON [TOKEN]
-  for _ in 1 2 3 4 5; do
-    call POST "$1" "${JSON[@]}" ${3:+-H "$(auth "$3")"} -d "$2"
-    [ "$ST" = 429 ] || return 0
-    sleep "$(hdr Retry-After)"
-  done
-}
-# a device of the owner, registered with a fresh key: "DEVICE_ID SECRET_HEX"
-new_device() {
-  local pub priv id
-  read -r pub priv < <(ed_keypair)
-  id=$(sql "SELECT device_id FROM device.register_device('$owner', 'IT75-$run-$1', 'Frame', '\\x$pub'::bytea, 'it75 $1')")
-  echo "$id $priv"
-}
-# the device token of a device (challenge/response over HTTP)
-device_token() { # DEVICE_ID SECRET_HEX
-  local nonce
-  post "/v1/devices/$1/challenge" '{}'
-  nonce=$(field nonce)
-  post "/v1/devices/$1/token" "$(jq -nc --arg n "$nonce" --arg s "$(ed_sign "$2" "$nonce")" '{nonce: $n, signature: $s}')"
-  field access_token
-}
-mqtt() { local tool=$1; shift; timeout 10 "$tool" -h 127.0.0.1 -p "$ISA_MQTT_PORT" "$@"; }
 
 run="$$$(date +%s)"
 owner=$(sql "SELECT (account.create_user('it75-$run@example.com', 'IT75')).user_id")
