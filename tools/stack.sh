@@ -36,7 +36,7 @@
 # kept; no client gets in without one (docs/bridge.md, "Securing NATS").
 # tools/isa-nats-revoker runs beside it: it revokes the NATS credentials of
 # decommissioned devices in the account JWT (docs/services/device.md,
-# "Revocation"), connected to the database as isa_nats_revoker (isa_admin).
+# "Revocation"), connected to the database as isa_nats_revoker.
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres`
 # user of Debian's package and its files are theirs.
@@ -343,23 +343,32 @@ stop_httpd() {
 }
 
 # The revoker (tools/isa-nats-revoker): the operator's side of revocation, with
-# the operator's signing key and the system account's revoker.creds; in the
-# database, a login role that is a member of isa_admin (trust, over the
-# socket).  It outlives nats-stop/nats-start and pg-crash: it connects again.
+# the operator's signing key and the system account's revoker.creds.  In the
+# database, a login role that may call the revoker's two functions and nothing
+# else (trust, over the socket); granted at every start: --fresh makes the
+# database again.  It outlives nats-stop/nats-start and pg-crash: it
+# connects again.
 revoker_pid() { [ -f "$REVOKER_PID" ] && cat "$REVOKER_PID"; }
 revoker_running() { local p; p=$(revoker_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
-start_revoker() {
-  [ -x "$REVOKER_BIN" ] || { echo "warning: $REVOKER_BIN is not built (make): decommissioned devices stay connected" >&2; return 0; }
-  nats_credentials
+revoker_role() {
   psql_db -d "$DB" -o /dev/null <<'SQL'
 SET client_min_messages = warning;
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'isa_nats_revoker') THEN
-    CREATE ROLE isa_nats_revoker LOGIN IN ROLE isa_admin;
+    CREATE ROLE isa_nats_revoker LOGIN;
+  END IF;
+  IF to_regprocedure('device.nats_revocations_pushed(text[])') IS NOT NULL THEN   -- not in an older database
+    GRANT USAGE ON SCHEMA device TO isa_nats_revoker;
+    GRANT EXECUTE ON FUNCTION device.nats_revocations(), device.nats_revocations_pushed(text[]) TO isa_nats_revoker;
   END IF;
 END $$;
 SQL
+}
+
+start_revoker() {
+  [ -x "$REVOKER_BIN" ] || { echo "warning: $REVOKER_BIN is not built (make): decommissioned devices stay connected" >&2; return 0; }
+  nats_credentials
   nohup "$REVOKER_BIN" --database "host=$PGDIR/socket port=$PG_PORT dbname=$DB user=isa_nats_revoker" \
     --nats "nats://127.0.0.1:$NATS_PORT" --creds "$NATSDIR/revoker.creds" \
     --signing-key "$NATSDIR/operator-signing.nk" --account "$("$ROOT/tools/isa-nats-keys" public "$NATSDIR/isa.nk")" \
@@ -415,6 +424,7 @@ case "$CMD" in
        [ "$fresh" = 0 ]; then
       echo "isa stack '$NAME' is already running; nothing to do."
       create_db 0 >/dev/null
+      revoker_role
       print_info
       exit 0
     fi
@@ -430,6 +440,7 @@ case "$CMD" in
     create_db "$fresh"
     # a database recreated under a running isa-httpd: it reconnects, but reload its routes
     if httpd_running; then kill -HUP "$(httpd_pid)"; else start_httpd; fi
+    revoker_role
     revoker_running || start_revoker
     print_info
     ;;
