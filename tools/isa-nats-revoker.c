@@ -35,8 +35,8 @@
  * ($SYS.REQ.CLAIMS.UPDATE); once a server answered 200, mark the keys pushed.
  * A check runs at start, when the database notifies isa_device_nats_revocations
  * (decommission_device, at commit), after NATS reconnected (a server that
- * restarted from an older preload), every --interval seconds, and again
- * every 2 seconds while one fails.
+ * restarted from an older preload), every --interval seconds, and while one
+ * fails again after 2 s, 4 s, 8 s … up to --interval.
  *
  * Logs to stderr, one line per push or error; never a key's seed.
  */
@@ -211,6 +211,31 @@ read_signing_key(void)
 
 /* ---------------------------------------------------------------- connections */
 
+/* libpq's last error on one line */
+static const char *
+pq_error(void)
+{
+	static char buf[512];
+	size_t		n;
+
+	snprintf(buf, sizeof(buf), "%s", pg ? PQerrorMessage(pg) : "no connection");
+	for (char *p = buf; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	n = strlen(buf);
+	while (n > 0 && buf[n - 1] == ' ')
+		buf[--n] = '\0';
+	return buf;
+}
+
+/* the server's notices (a shutdown's warning) as log lines */
+static void
+on_notice(void *arg, const char *message)
+{
+	(void) arg;
+	logmsg("database: %.*s", (int) strcspn(message, "\n"), message);
+}
+
 static void
 connect_nats(void)
 {
@@ -258,16 +283,17 @@ ensure_pg(void)
 	if (PQstatus(pg) != CONNECTION_OK)
 	{
 		if (!down_logged)
-			logmsg("cannot connect to the database: %s", PQerrorMessage(pg));
+			logmsg("cannot connect to the database: %s", pq_error());
 		down_logged = true;
 		PQfinish(pg);
 		pg = NULL;
 		return false;
 	}
+	PQsetNoticeProcessor(pg, on_notice, NULL);
 	r = PQexec(pg, "SET application_name = 'isa-nats-revoker'; LISTEN " NOTIFY_CHANNEL);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK)
 	{
-		logmsg("LISTEN failed: %s", PQerrorMessage(pg));
+		logmsg("LISTEN failed: %s", pq_error());
 		PQclear(r);
 		PQfinish(pg);
 		pg = NULL;
@@ -443,7 +469,7 @@ mark_pushed(const Revocations *done)
 	res = PQexecParams(pg, "SELECT device.nats_revocations_pushed($1::text[])", 1, NULL, params, NULL, NULL, 0);
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
 	if (!ok)
-		logmsg("marking the revocations pushed failed: %s", PQerrorMessage(pg));
+		logmsg("marking the revocations pushed failed: %s", pq_error());
 	PQclear(res);
 	free(array);
 	return ok;
@@ -472,7 +498,7 @@ check(void)
 				 "expires_at <= now(), pushed_at IS NOT NULL FROM device.nats_revocations()");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		logmsg("reading device.nats_revocations() failed: %s", PQerrorMessage(pg));
+		logmsg("reading device.nats_revocations() failed: %s", pq_error());
 		PQclear(res);
 		return false;
 	}
@@ -607,6 +633,8 @@ main(int argc, char **argv)
 				old;
 	long long	next;
 	bool		ok;
+	int			failures = 0;
+	long long	pg_retry_at = 0;
 
 	parse(argc, argv);
 	read_signing_key();
@@ -643,10 +671,23 @@ main(int argc, char **argv)
 		next = 0;
 		while (!stop_requested)
 		{
+			/* without the database no notification arrives: connect again every 2 s */
+			if (pg == NULL && now_ms() >= pg_retry_at)
+			{
+				pg_retry_at = now_ms() + RETRY_MS;
+				if (ensure_pg())
+					next = 0;
+			}
 			if (now_ms() >= next)
 			{
+				long long	wait_ms = opt.interval * 1000LL;
+
 				ok = check();
-				next = now_ms() + (ok ? opt.interval * 1000LL : RETRY_MS);
+				/* 2 s, 4 s, 8 s … up to --interval while it fails (a database not updated yet) */
+				failures = ok ? 0 : failures + 1;
+				if (!ok && ((long long) RETRY_MS << (failures < 5 ? failures - 1 : 4)) < wait_ms)
+					wait_ms = (long long) RETRY_MS << (failures < 5 ? failures - 1 : 4);
+				next = now_ms() + wait_ms;
 			}
 			/* a server that restarted may have an older account JWT: check at once */
 			if (wait_until(next))

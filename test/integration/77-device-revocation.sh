@@ -8,7 +8,8 @@
 # (it carries the revocations); another device of the same owner stays
 # connected and working (per key, not a wildcard); a device decommissioned
 # while NATS is down is cut off once it is back (the revocation waits in the
-# database, unpushed).  docs/services/device.md, "Revocation".
+# database, unpushed), one decommissioned just after PostgreSQL crashed too.
+# docs/services/device.md, "Revocation".
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${ISA_MQTT_PORT:?run me in the stack environment (tools/stack.sh NAME env)}"
@@ -175,6 +176,19 @@ ok "once NATS is back, the device is cut off within 10 s (${elapsed} ms)" test "
 is "$(wait_for "SELECT pushed_at IS NOT NULL FROM device.nats_revocations() WHERE public_key = '$KEY_late'" t)" t \
   "… and the revocation is marked pushed"
 like "$(try_connect late)" "^5 .*not authori[sz]ed" "its old JWT is refused"
+
+# ---------------------------------------------------------------- PostgreSQL crashes
+device crashed
+subscribe crashed
+is "$(wait_connections crashed 1 15)" 1 "a fourth device is connected"
+ok "PostgreSQL crashes (-m immediate) and starts again: the revoker's connection is gone" stack pg-crash
+t2=$(date +%s%N)
+is "$(sql "SELECT device.decommission_device('$owner', '$ID_crashed')")" t "the fourth device is decommissioned at once"
+wait_cut_off crashed 15
+elapsed=$(ms_since "$t2")
+ok "the revoker connected again and cut it off within 10 s (${elapsed} ms)" \
+  test "$elapsed" -lt 10000 -a "$(connections crashed)" = 0
+
 is "$(wait_connections bystander 1 15)" 1 "the other device is connected"
 ok "… and still gets its commands" command_arrives bystander 15
 
