@@ -189,6 +189,20 @@ elapsed=$(ms_since "$t2")
 ok "the revoker connected again and cut it off within 10 s (${elapsed} ms)" \
   test "$elapsed" -lt 10000 -a "$(connections crashed)" = 0
 
+# ---------------------------------------------------------------- expired: dropped from the list
+sql "UPDATE device.nats_keys SET expires_at = now() - interval '1 minute' WHERE public_key = '$KEY_victim'" >/dev/null
+sql "SELECT pg_notify('isa_device_nats_revocations', '')" >/dev/null
+for ((i = 0; i < 100; i++)); do
+  [ "$(revoked_in "$NATSDIR/resolver/$account.jwt" "$KEY_victim")" = null ] && break
+  sleep 0.1
+done
+is "$(revoked_in "$NATSDIR/resolver/$account.jwt" "$KEY_victim")" null \
+  "a revoked credential that expired is dropped from the account JWT (the server refuses it anyway): the list stays short"
+like "$(revoked_in "$NATSDIR/resolver/$account.jwt" "$KEY_late")" "^[0-9]+$" "the unexpired ones stay"
+ok "isa-nats-revoker --once: the server revokes what the database says (exit 0)" \
+  "$ROOT/tools/isa-nats-revoker" --once --database "dbname=$PGDATABASE user=isa_nats_revoker" --nats "$ISA_NATS_URL" \
+  --creds "$NATSDIR/revoker.creds" --signing-key "$NATSDIR/operator-signing.nk" --account "$account"
+
 is "$(wait_connections bystander 1 15)" 1 "the other device is connected"
 ok "… and still gets its commands" command_arrives bystander 15
 
