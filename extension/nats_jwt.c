@@ -935,6 +935,39 @@ isa_nats_claims_revocations(const char *claims, void (*fn) (const char *key, lon
 	return r < 0 ? "nats.revocations is malformed" : NULL;
 }
 
+/* One revocation of a claims' into the JSON object being written (isa_nats_claims_revocations_json). */
+typedef struct RevocationsOut
+{
+	Out			o;
+	int			n;
+	const char *err;
+} RevocationsOut;
+
+static void
+out_revocation(const char *key, long long at, void *arg)
+{
+	RevocationsOut *r = arg;
+
+	if (strcmp(key, "*") != 0 && isa_nkey_check_public(key, ISA_NKEY_USER))
+		r->err = "a revoked key is a user's public key (U…)";
+	if (r->n++ > 0)
+		out_str(&r->o, ",");
+	out_json(&r->o, key);
+	out_fmt(&r->o, ":%lld", at);
+}
+
+const char *
+isa_nats_claims_revocations_json(const char *claims, char *buf, size_t len)
+{
+	RevocationsOut r = {{buf, len, 0, 0}, 0, NULL};
+	const char *err;
+
+	out_str(&r.o, "{");
+	err = isa_nats_claims_revocations(claims, out_revocation, &r);
+	out_str(&r.o, "}");
+	return err ? err : r.err ? r.err : out_done(&r.o);
+}
+
 const char *
 isa_nats_revocations_json(char *buf, size_t len, const char *const *keys, const long long *at, int n)
 {

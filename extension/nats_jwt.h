@@ -111,6 +111,9 @@ extern const char *isa_nats_claims_revocations(const char *claims,
 											   void (*fn) (const char *key, long long at, void *arg),
 											   void *arg);
 
+/* The revocations of an account's claims as a JSON object ("{}": none), each checked. */
+extern const char *isa_nats_claims_revocations_json(const char *claims, char *buf, size_t len);
+
 /* The JSON object of n revocations: user public keys (or "*") and their times. */
 extern const char *isa_nats_revocations_json(char *buf, size_t len, const char *const *keys,
 											 const long long *at, int n);

@@ -177,26 +177,6 @@ check(const char *err, const char *what)
 		fail(what, err);
 }
 
-/* The revocations carried from the account JWT the server keeps, collected. */
-typedef struct Carried
-{
-	char	  **keys;
-	long long  *at;
-	int			n;
-} Carried;
-
-static void
-carry(const char *key, long long at, void *arg)
-{
-	Carried    *c = arg;
-
-	c->keys = realloc(c->keys, sizeof(char *) * (c->n + 1));
-	c->at = realloc(c->at, sizeof(long long) * (c->n + 1));
-	if (c->keys == NULL || c->at == NULL || (c->keys[c->n] = strdup(key)) == NULL)
-		fail("--revocations-from", "out of memory");
-	c->at[c->n++] = at;
-}
-
 /*
  * Into buf_out, the revocations of the JWT in path, an account JWT of
  * account whose signature verifies; "{}" when the file does not exist (a
@@ -208,7 +188,6 @@ carried_revocations(const char *path, const char *account)
 {
 	FILE	   *f;
 	char		sub[ISA_NKEY_PUBLIC_SIZE];
-	Carried		carried = {0};
 
 	strcpy(buf_out, "{}");
 	if (path == NULL || (f = fopen(path, "r")) == NULL)
@@ -218,9 +197,7 @@ carried_revocations(const char *path, const char *account)
 	check(isa_nats_jwt_decode(buf_nats, sizeof(buf_nats), buf_jwt), path);
 	if (!isa_nats_claims_string(buf_nats, "sub", sub, sizeof(sub)) || strcmp(sub, account) != 0)
 		fail(path, "not a JWT of this account");
-	check(isa_nats_claims_revocations(buf_nats, carry, &carried), path);
-	check(isa_nats_revocations_json(buf_out, sizeof(buf_out), (const char *const *) carried.keys, carried.at,
-									carried.n), path);
+	check(isa_nats_claims_revocations_json(buf_nats, buf_out, sizeof(buf_out)), path);
 }
 
 int

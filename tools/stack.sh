@@ -333,14 +333,16 @@ SQL
   exit 1
 }
 
-stop_httpd() {
+# SIGTERM to the process of a pid file, SIGKILL after 5 s, then the file goes
+stop_pid_file() {
   local p
-  p=$(httpd_pid) || return 0
+  p=$(cat "$1" 2>/dev/null) || return 0
   kill "$p" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$p" 2>/dev/null || true
-  rm -f "$HTTPD_PID"
+  rm -f "$1"
 }
+stop_httpd() { stop_pid_file "$HTTPD_PID"; }
 
 # The revoker (tools/isa-nats-revoker): the operator's side of revocation, with
 # the operator's signing key and the system account's revoker.creds.  In the
@@ -378,13 +380,18 @@ start_revoker() {
   revoker_running || { echo "isa-nats-revoker did not start; see $REVOKER_LOG" >&2; tail -n 5 "$REVOKER_LOG" >&2; exit 1; }
 }
 
-stop_revoker() {
-  local p
-  p=$(revoker_pid) || return 0
-  kill "$p" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  rm -f "$REVOKER_PID"
+stop_revoker() { stop_pid_file "$REVOKER_PID"; }
+
+# One process of the stack alone (nats-stop, revoker-start …): LABEL RUNNING STOP|START [WHERE]
+stop_one() {
+  "$2" || { echo "$1 of stack '$NAME' is not running." >&2; exit 1; }
+  "$3"
+  echo "$1 of stack '$NAME' stopped."
+}
+start_one() {
+  "$2" && { echo "$1 of stack '$NAME' is already running."; exit 0; }
+  "$3"
+  echo "$1 of stack '$NAME' is running${4:-}."
 }
 
 print_info() {
@@ -468,26 +475,10 @@ case "$CMD" in
     httpd_running || { echo "isa-httpd of stack '$NAME' is not running." >&2; exit 1; }
     kill -HUP "$(httpd_pid)"
     ;;
-  nats-stop)
-    nats_running || { echo "nats-server of stack '$NAME' is not running." >&2; exit 1; }
-    stop_nats
-    echo "nats-server of stack '$NAME' stopped."
-    ;;
-  nats-start)
-    nats_running && { echo "nats-server of stack '$NAME' is already running."; exit 0; }
-    start_nats
-    echo "nats-server of stack '$NAME' is running on 127.0.0.1:$NATS_PORT."
-    ;;
-  revoker-stop)
-    revoker_running || { echo "isa-nats-revoker of stack '$NAME' is not running." >&2; exit 1; }
-    stop_revoker
-    echo "isa-nats-revoker of stack '$NAME' stopped."
-    ;;
-  revoker-start)
-    revoker_running && { echo "isa-nats-revoker of stack '$NAME' is already running."; exit 0; }
-    start_revoker
-    echo "isa-nats-revoker of stack '$NAME' is running."
-    ;;
+  nats-stop) stop_one nats-server nats_running stop_nats ;;
+  nats-start) start_one nats-server nats_running start_nats " on 127.0.0.1:$NATS_PORT" ;;
+  revoker-stop) stop_one isa-nats-revoker revoker_running stop_revoker ;;
+  revoker-start) start_one isa-nats-revoker revoker_running start_revoker ;;
   pg-crash)
     pg_running || { echo "PostgreSQL of stack '$NAME' is not running." >&2; exit 1; }
     pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null

@@ -85,21 +85,6 @@ mint() {
     }
     process.stdout.write(input + "." + sig);' "$@"
 }
-# A new Ed25519 key pair: "PUBLIC_HEX SECRET_HEX" (secret = seed + public, as libsodium)
-ed_keypair() {
-  node -e '
-    const { publicKey, privateKey } = require("crypto").generateKeyPairSync("ed25519");
-    const pub = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
-    const seed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32);
-    process.stdout.write(pub.toString("hex") + " " + Buffer.concat([seed, pub]).toString("hex"));'
-}
-# ed_sign SECRET_HEX TEXT: the Ed25519 signature of TEXT (UTF-8), base64url
-ed_sign() {
-  node -e '
-    const c = require("crypto");
-    const der = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), Buffer.from(process.argv[1], "hex").subarray(0, 32)]);
-    process.stdout.write(c.sign(null, Buffer.from(process.argv[2], "utf8"), c.createPrivateKey({ key: der, format: "der", type: "pkcs8" })).toString("base64url"));' "$1" "$2"
-}
 # hs256_kid SECRET: the kid auth derives from an HS256 secret (16 hex digits of HMAC(secret, "isa-jwt-kid"))
 hs256_kid() { node -e 'process.stdout.write(require("crypto").createHmac("sha256", process.argv[1]).update("isa-jwt-kid").digest("hex").slice(0, 16))' "$1"; }
 

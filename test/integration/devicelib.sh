@@ -1,22 +1,9 @@
 # test/integration/devicelib.sh — helpers of the tests of devices over MQTT
-# (75, 77), sourced after lib.sh and httplib.sh.  Needs U (the stack's
-# isa-httpd), ISA_MQTT_PORT, owner (the devices' owner), run (a word unique to
-# the run) and PREFIX (the test's, e.g. IT75: the devices' serials and names).
+# (75, 77), sourced after lib.sh and httplib.sh (call, ed_keypair, ed_sign).
+# Needs U (the stack's isa-httpd), ISA_MQTT_PORT, owner (the devices' owner),
+# run (a word unique to the run) and PREFIX (the test's, e.g. IT75: the
+# devices' serials and names).
 
-# A new Ed25519 key pair: "PUBLIC_HEX SECRET_HEX"; ed_sign SECRET_HEX TEXT: base64url signature
-ed_keypair() {
-  node -e '
-    const { publicKey, privateKey } = require("crypto").generateKeyPairSync("ed25519");
-    const pub = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
-    const seed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32);
-    process.stdout.write(pub.toString("hex") + " " + Buffer.concat([seed, pub]).toString("hex"));'
-}
-ed_sign() {
-  node -e '
-    const c = require("crypto");
-    const der = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), Buffer.from(process.argv[1], "hex").subarray(0, 32)]);
-    process.stdout.write(c.sign(null, Buffer.from(process.argv[2], "utf8"), c.createPrivateKey({ key: der, format: "der", type: "pkcs8" })).toString("base64url"));' "$1" "$2"
-}
 post() { # PATH JSON [TOKEN]
   for _ in 1 2 3 4 5; do
     call POST "$1" "${JSON[@]}" ${3:+-H "$(auth "$3")"} -d "$2"
