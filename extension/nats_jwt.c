@@ -884,6 +884,30 @@ member_string(const char *obj, const char *key, char *out, size_t cap)
 	return 1;
 }
 
+int
+isa_nats_claims_lists(const char *claims, const char *list, const char *value)
+{
+	size_t		len = 0;
+	const char *nats = member_value(claims, "nats", &len);
+	const char *p = nats ? member_value(nats, list, &len) : NULL;
+	const char *end;
+
+	if (p == NULL || *p != '[')
+		return 0;
+	for (p = skip_blanks(p + 1); *p == '"'; p = skip_blanks(p))
+	{
+		if ((end = skip_string(p)) == NULL)
+			return 0;
+		if ((size_t) (end - p - 2) == strlen(value) && strncmp(p + 1, value, strlen(value)) == 0)
+			return 1;
+		p = skip_blanks(end);
+		if (*p != ',')
+			return 0;
+		p++;
+	}
+	return 0;
+}
+
 long long
 isa_nats_claims_integer(const char *claims, const char *key)
 {

@@ -106,6 +106,9 @@ extern const char *isa_nats_creds(char *out, size_t len, const char *jwt, const 
 extern long long isa_nats_claims_integer(const char *claims, const char *key);
 extern int	isa_nats_claims_string(const char *claims, const char *key, char *out, size_t cap);
 
+/* Whether the list nats.<list> of claims (an operator's signing_keys) holds value. */
+extern int	isa_nats_claims_lists(const char *claims, const char *list, const char *value);
+
 /* Calls fn for each revocation of an account's claims (none: no call). */
 extern const char *isa_nats_claims_revocations(const char *claims,
 											   void (*fn) (const char *key, long long at, void *arg),

@@ -9,7 +9,8 @@
  * database never holds the operator's authority.
  *
  *   isa-nats-revoker --database CONNINFO --nats URL[,URL...] --creds FILE
- *                    --signing-key FILE --account PUB [--interval SECONDS] [--once]
+ *                    --operator-jwt FILE --signing-key FILE --account PUB
+ *                    [--interval SECONDS] [--once]
  *
  *   --database     libpq connection string of the database that runs the device
  *                  service; its role executes device.nats_revocations() and
@@ -19,6 +20,10 @@
  *   --creds        a user of the system account that may publish
  *                  $SYS.REQ.CLAIMS.UPDATE and $SYS.REQ.ACCOUNT.<PUB>.CLAIMS.LOOKUP
  *                  (tools/nats-config.sh: revoker.creds, inbox _INBOX.revoker)
+ *   --operator-jwt the operator's JWT the servers trust (operator.jwt): the account
+ *                  JWT looked up must be signed by the operator or one of its signing
+ *                  keys (a forged answer is never signed again), and so must the
+ *                  signing key be
  *   --signing-key  a file holding a seed (SO...) of the operator or one of its
  *                  signing keys (tools/nats-config.sh: operator-signing.nk)
  *   --account      the account whose users are revoked (A...)
@@ -64,7 +69,8 @@
 
 static const char usage[] =
 	"usage: isa-nats-revoker --database CONNINFO --nats URL[,URL...] --creds FILE\n"
-	"                        --signing-key FILE --account PUB [--interval SECONDS] [--once]\n";
+	"                        --operator-jwt FILE --signing-key FILE --account PUB\n"
+	"                        [--interval SECONDS] [--once]\n";
 
 static struct
 {
@@ -72,12 +78,15 @@ static struct
 	const char *nats;
 	const char *creds;
 	const char *signing_key_file;
+	const char *operator_jwt_file;
 	const char *account;
 	int			interval;
 	bool		once;
 } opt = {.interval = 30};
 
 static char signing_seed[128];
+static char operator_claims[16384];	/* the operator JWT's, verified */
+static char operator_key[ISA_NKEY_PUBLIC_SIZE];
 static volatile sig_atomic_t stop_requested = 0;
 static int	wake_pipe[2] = {-1, -1};
 static PGconn *pg = NULL;
@@ -165,6 +174,8 @@ parse(int argc, char **argv)
 			opt.creds = v;
 		else if (strcmp(o, "--signing-key") == 0)
 			opt.signing_key_file = v;
+		else if (strcmp(o, "--operator-jwt") == 0)
+			opt.operator_jwt_file = v;
 		else if (strcmp(o, "--account") == 0)
 			opt.account = v;
 		else if (strcmp(o, "--interval") == 0)
@@ -175,10 +186,10 @@ parse(int argc, char **argv)
 			exit(2);
 		}
 	}
-	if (!opt.database || !opt.nats || !opt.creds || !opt.signing_key_file || !opt.account)
+	if (!opt.database || !opt.nats || !opt.creds || !opt.operator_jwt_file || !opt.signing_key_file || !opt.account)
 	{
-		fprintf(stderr, "isa-nats-revoker: --database, --nats, --creds, --signing-key and --account are needed\n%s",
-				usage);
+		fprintf(stderr, "isa-nats-revoker: --database, --nats, --creds, --operator-jwt, --signing-key and --account "
+				"are needed\n%s", usage);
 		exit(2);
 	}
 	if (opt.interval < 1 || opt.interval > 3600)
@@ -187,7 +198,42 @@ parse(int argc, char **argv)
 		die("--account %s is not an account's public key (A...)", opt.account);
 }
 
-/* The operator's seed, checked: an operator's (SO...), never printed. */
+/* Whether an operator key is the trusted operator's or one of its signing keys. */
+static bool
+trusted_issuer(const char *key)
+{
+	return strcmp(key, operator_key) == 0 || isa_nats_claims_lists(operator_claims, "signing_keys", key);
+}
+
+/* The operator JWT the servers trust: its claims, once it verifies. */
+static void
+read_operator_jwt(void)
+{
+	FILE	   *f = fopen(opt.operator_jwt_file, "r");
+	static char jwt[sizeof(operator_claims)];
+	size_t		n;
+	const char *err;
+
+	if (f == NULL)
+		die("cannot read the operator JWT %s", opt.operator_jwt_file);
+	if (fgets(jwt, sizeof(jwt), f) == NULL)
+		jwt[0] = '\0';
+	fclose(f);
+	n = strlen(jwt);
+	while (n > 0 && (jwt[n - 1] == '\n' || jwt[n - 1] == '\r' || jwt[n - 1] == ' '))
+		jwt[--n] = '\0';
+	err = isa_nats_jwt_decode(operator_claims, sizeof(operator_claims), jwt);
+	if (err == NULL && (!isa_nats_claims_string(operator_claims, "sub", operator_key, sizeof(operator_key)) ||
+						isa_nkey_check_public(operator_key, ISA_NKEY_OPERATOR) != NULL))
+		err = "not an operator's JWT";
+	if (err)
+	{
+		logmsg("%s: %s", opt.operator_jwt_file, err);
+		exit(2);
+	}
+}
+
+/* The operator's seed, checked: an operator's (SO...) the operator JWT trusts, never printed. */
 static void
 read_signing_key(void)
 {
@@ -206,6 +252,9 @@ read_signing_key(void)
 		signing_seed[--n] = '\0';
 	if (isa_nkey_public(signing_seed, pub, &kind) != NULL || kind != ISA_NKEY_OPERATOR)
 		die("%s does not hold an operator's seed (SO...)", opt.signing_key_file);
+	if (!trusted_issuer(pub))
+		die("%s is neither the operator of --operator-jwt nor one of its signing keys: "
+			"the servers would refuse what it signs", opt.signing_key_file);
 	logmsg("signing with operator key %s for account %s", pub, opt.account);
 }
 
@@ -376,7 +425,8 @@ static char *
 server_claims(void)
 {
 	char		subject[128],
-				sub[ISA_NKEY_PUBLIC_SIZE];
+				sub[ISA_NKEY_PUBLIC_SIZE],
+				iss[ISA_NKEY_PUBLIC_SIZE];
 	const char *why = NULL,
 			   *err;
 	char	   *jwt,
@@ -397,6 +447,9 @@ server_claims(void)
 	err = jwt[0] == '\0' ? "the server does not know the account" : isa_nats_jwt_decode(claims, len, jwt);
 	if (err == NULL && (!isa_nats_claims_string(claims, "sub", sub, sizeof(sub)) || strcmp(sub, opt.account) != 0))
 		err = "the server answered with another account's JWT";
+	/* only what the operator signed is signed again */
+	if (err == NULL && (!isa_nats_claims_string(claims, "iss", iss, sizeof(iss)) || !trusted_issuer(iss)))
+		err = "the JWT is not signed by the operator nor one of its signing keys; not signing it again";
 	free(jwt);
 	if (err)
 	{
@@ -637,6 +690,7 @@ main(int argc, char **argv)
 	long long	pg_retry_at = 0;
 
 	parse(argc, argv);
+	read_operator_jwt();
 	read_signing_key();
 	if (pipe(wake_pipe) != 0 || fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
 		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0)

@@ -215,7 +215,9 @@ NATS configuration written to $DIR (operator $OPERATOR, account ISA $ISA):
       isa.device_nats_account = '$ISA'
   revocation of decommissioned devices' credentials (docs/services/device.md, "Revocation"),
   next to nats-server, not in the database: it holds the operator's signing key
-      isa-nats-revoker --database 'CONNINFO of a role in isa_admin' --nats nats://HOST:PORT \
-          --creds $DIR/revoker.creds --signing-key $DIR/operator-signing.nk --account $ISA
+      isa-nats-revoker --database 'CONNINFO (a role that may run device.nats_revocations*)' \\
+          --nats nats://HOST:PORT \\
+          --creds $DIR/revoker.creds --operator-jwt $DIR/operator.jwt \\
+          --signing-key $DIR/operator-signing.nk --account $ISA
 INFO
 fi

@@ -372,7 +372,7 @@ start_revoker() {
   [ -x "$REVOKER_BIN" ] || { echo "warning: $REVOKER_BIN is not built (make): decommissioned devices stay connected" >&2; return 0; }
   nats_credentials
   nohup "$REVOKER_BIN" --database "host=$PGDIR/socket port=$PG_PORT dbname=$DB user=isa_nats_revoker" \
-    --nats "nats://127.0.0.1:$NATS_PORT" --creds "$NATSDIR/revoker.creds" \
+    --nats "nats://127.0.0.1:$NATS_PORT" --creds "$NATSDIR/revoker.creds" --operator-jwt "$NATSDIR/operator.jwt" \
     --signing-key "$NATSDIR/operator-signing.nk" --account "$("$ROOT/tools/isa-nats-keys" public "$NATSDIR/isa.nk")" \
     >>"$REVOKER_LOG" 2>&1 &
   echo $! >"$REVOKER_PID"

@@ -204,7 +204,7 @@ is "$(revoked_in "$NATSDIR/resolver/$account.jwt" "$KEY_victim")" null \
 like "$(revoked_in "$NATSDIR/resolver/$account.jwt" "$KEY_late")" "^[0-9]+$" "the unexpired ones stay"
 ok "isa-nats-revoker --once: the server revokes what the database says (exit 0)" \
   "$ROOT/tools/isa-nats-revoker" --once --database "dbname=$PGDATABASE user=isa_nats_revoker" --nats "$ISA_NATS_URL" \
-  --creds "$NATSDIR/revoker.creds" --signing-key "$NATSDIR/operator-signing.nk" --account "$account"
+  --creds "$NATSDIR/revoker.creds" --operator-jwt "$NATSDIR/operator.jwt" --signing-key "$NATSDIR/operator-signing.nk" --account "$account"
 
 is "$(wait_connections bystander 1 15)" 1 "the other device is connected"
 ok "… and still gets its commands" command_arrives bystander 15
