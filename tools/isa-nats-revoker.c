@@ -205,23 +205,34 @@ trusted_issuer(const char *key)
 	return strcmp(key, operator_key) == 0 || isa_nats_claims_lists(operator_claims, "signing_keys", key);
 }
 
+/* The first line of a file (a JWT, a seed), without the blanks at its end. */
+static void
+read_first_line(const char *path, const char *what, char *out, size_t cap)
+{
+	FILE	   *f = fopen(path, "r");
+	size_t		n;
+
+	if (f == NULL)
+	{
+		logmsg("cannot read the %s %s", what, path);
+		exit(2);
+	}
+	if (fgets(out, (int) cap, f) == NULL)
+		out[0] = '\0';
+	fclose(f);
+	n = strlen(out);
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+		out[--n] = '\0';
+}
+
 /* The operator JWT the servers trust: its claims, once it verifies. */
 static void
 read_operator_jwt(void)
 {
-	FILE	   *f = fopen(opt.operator_jwt_file, "r");
 	static char jwt[sizeof(operator_claims)];
-	size_t		n;
 	const char *err;
 
-	if (f == NULL)
-		die("cannot read the operator JWT %s", opt.operator_jwt_file);
-	if (fgets(jwt, sizeof(jwt), f) == NULL)
-		jwt[0] = '\0';
-	fclose(f);
-	n = strlen(jwt);
-	while (n > 0 && (jwt[n - 1] == '\n' || jwt[n - 1] == '\r' || jwt[n - 1] == ' '))
-		jwt[--n] = '\0';
+	read_first_line(opt.operator_jwt_file, "operator JWT", jwt, sizeof(jwt));
 	err = isa_nats_jwt_decode(operator_claims, sizeof(operator_claims), jwt);
 	if (err == NULL && (!isa_nats_claims_string(operator_claims, "sub", operator_key, sizeof(operator_key)) ||
 						isa_nkey_check_public(operator_key, ISA_NKEY_OPERATOR) != NULL))
@@ -237,19 +248,10 @@ read_operator_jwt(void)
 static void
 read_signing_key(void)
 {
-	FILE	   *f = fopen(opt.signing_key_file, "r");
 	char		pub[ISA_NKEY_PUBLIC_SIZE],
 				kind = 0;
-	size_t		n;
 
-	if (f == NULL)
-		die("cannot read the signing key %s", opt.signing_key_file);
-	if (fgets(signing_seed, sizeof(signing_seed), f) == NULL)
-		signing_seed[0] = '\0';
-	fclose(f);
-	n = strlen(signing_seed);
-	while (n > 0 && (signing_seed[n - 1] == '\n' || signing_seed[n - 1] == '\r' || signing_seed[n - 1] == ' '))
-		signing_seed[--n] = '\0';
+	read_first_line(opt.signing_key_file, "signing key", signing_seed, sizeof(signing_seed));
 	if (isa_nkey_public(signing_seed, pub, &kind) != NULL || kind != ISA_NKEY_OPERATOR)
 		die("%s does not hold an operator's seed (SO...)", opt.signing_key_file);
 	if (!trusted_issuer(pub))
