@@ -127,6 +127,21 @@ tools/isa-nats-keys: tools/isa-nats-keys.c extension/nats_jwt.c extension/nats_j
 
 EXTRA_CLEAN += tools/isa-nats-keys
 
+# ---------------------------------------------------------------- isa-nats-revoker
+# Pushes the device service's revocations into the account JWT (the NATS
+# operator's side: it holds the operator's signing key, the database does
+# not; docs/services/device.md, "Revocation").  libpq, nats.c, nats_jwt.c.
+NATS_REVOKER_CFLAGS = $(NATS_KEYS_CFLAGS) -pthread -I$(shell $(PG_CONFIG) --includedir 2>/dev/null)
+NATS_REVOKER_LIBS = -L$(shell $(PG_CONFIG) --libdir 2>/dev/null) -lpq -lnats \
+	$(shell pkg-config --libs libsodium 2>/dev/null) -pthread
+
+all: tools/isa-nats-revoker
+
+tools/isa-nats-revoker: tools/isa-nats-revoker.c extension/nats_jwt.c extension/nats_jwt.h
+	$(CC) $(NATS_REVOKER_CFLAGS) -o $@ tools/isa-nats-revoker.c extension/nats_jwt.c $(NATS_REVOKER_LIBS)
+
+EXTRA_CLEAN += tools/isa-nats-revoker
+
 # For operators: the binary and the systemd unit (httpd/isa-httpd.service).
 PREFIX ?= /usr/local
 .PHONY: install-httpd

@@ -73,6 +73,27 @@ CREATE TABLE device.device_messages (
 COMMENT ON TABLE device.device_messages IS
     'Ids of the messages devices sent over MQTT (acks, heartbeats) already applied; purged after a day by device.housekeeping().';
 
+-- Every NATS credential device.nats_credentials issued, by its user's public
+-- key, kept until a day after it expired.  Decommissioning marks the
+-- device's unexpired ones revoked (the queue: revoked, not pushed); the
+-- revoker (tools/isa-nats-revoker, outside the database: it holds the NATS
+-- operator's signing key) lists them in the account JWT's revocations, pushes
+-- it to the servers and marks them pushed once a server took it
+-- (docs/services/device.md, "Revocation").
+CREATE TABLE device.nats_keys (
+    public_key text PRIMARY KEY CHECK (public_key ~ '^U[A-Z2-7]{55}$'),
+    device_id  uuid NOT NULL REFERENCES device.devices,
+    issued_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz,                              -- its device was decommissioned
+    pushed_at  timestamptz,                              -- a server took the account JWT revoking it
+    CHECK (pushed_at IS NULL OR revoked_at IS NOT NULL)
+);
+CREATE INDEX nats_keys_device ON device.nats_keys (device_id);
+CREATE INDEX nats_keys_revoked ON device.nats_keys (revoked_at) WHERE revoked_at IS NOT NULL;
+COMMENT ON TABLE device.nats_keys IS
+    'The NATS credentials issued to devices (user public key, expiry) and their revocation: revoked at decommissioning, pushed once the account JWT listing it reached NATS; purged a day after expiry by device.housekeeping().';
+
 -- ---------------------------------------------------------------- types
 CREATE TYPE device.device_info AS (
     device_id         uuid,
@@ -606,8 +627,15 @@ BEGIN
         PERFORM device._finish(c.command_id, 'failed', NULL, 'device decommissioned');
     END LOOP;
     -- its key goes and its device tokens end (auth); its NATS credentials are
-    -- no longer issued (device.nats_credentials)
+    -- no longer issued (device.nats_credentials), and those it holds are
+    -- revoked: the revoker, woken by the notification at commit, pushes them
+    -- to NATS, which closes the device's connections
     PERFORM auth.unregister_device(d.device_id::text);
+    UPDATE device.nats_keys k SET revoked_at = now()
+     WHERE k.device_id = d.device_id AND k.revoked_at IS NULL AND k.expires_at > now();
+    IF FOUND THEN
+        PERFORM pg_notify('isa_device_nats_revocations', '');
+    END IF;
     PERFORM isa.publish_event('device.decommissioned', 'device_service',
         jsonb_build_object('device_id', d.device_id, 'owner_id', d.owner_id,
                            'organization_id', d.organization_id, 'decommissioned_by', actor_id));
@@ -615,7 +643,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION device.decommission_device(uuid, uuid) IS
-    'Takes a device out of service (its owner, or an owner or admin of its organization): auth forgets its key and ends its sessions, its open commands fail, its serial is free again; publishes device.decommissioned. true if it did, false if it was decommissioned already. 42501 not allowed, P0002 unknown device.';
+    'Takes a device out of service (its owner, or an owner or admin of its organization): auth forgets its key and ends its sessions, its open commands fail, its unexpired NATS credentials are revoked (device.nats_keys; the revoker is notified on channel isa_device_nats_revocations), its serial is free again; publishes device.decommissioned. true if it did, false if it was decommissioned already. 42501 not allowed, P0002 unknown device.';
 
 -- ---------------------------------------------------------------- API: reads
 CREATE FUNCTION device.get_device(actor_id uuid, device_id uuid) RETURNS device.device_info
@@ -1066,9 +1094,9 @@ COMMENT ON FUNCTION device.acknowledge_command(uuid, uuid, boolean, jsonb, text)
 -- The device's own NATS user: named by its device id, signed by the scoped
 -- signing key isa.device_nats_signing_key, whose template in the account JWT
 -- (tools/nats-config.sh) gives it its own topics only; a bearer JWT, so that an
--- MQTT client passes it as its password.  It expires after isa.device_nats_ttl:
--- a decommissioned device gets no new one and loses the one it has then (or at
--- once, if the stack revokes it: docs/services/device.md, "MQTT").
+-- MQTT client passes it as its password.  It expires after isa.device_nats_ttl;
+-- its public key is kept (device.nats_keys) so that decommissioning revokes it
+-- (docs/services/device.md, "Revocation").
 CREATE FUNCTION device.nats_credentials(device_id uuid) RETURNS device.nats_credential
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1081,7 +1109,8 @@ DECLARE
     t   text := 'isa/devices/' || device_id || '/';
 BEGIN
     PERFORM isa.not_null('device_id', device_id);
-    d := device._device(device_id, false);
+    -- locked: a decommissioning that runs meanwhile waits, then revokes this key too
+    d := device._device(device_id, true);
     PERFORM device._in_service(d);
     IF cfg.signing_key = '' OR cfg.account = '' THEN
         RAISE EXCEPTION 'devices get no NATS credentials: isa.device_nats_signing_key or isa.device_nats_account is not set'
@@ -1090,6 +1119,7 @@ BEGIN
     END IF;
     r.expires_at := date_trunc('second', now()) + make_interval(secs => cfg.ttl);
     c := isa.nats_scoped_user_credentials(cfg.signing_key, d.device_id::text, cfg.account, r.expires_at);
+    INSERT INTO device.nats_keys (public_key, device_id, expires_at) VALUES (c.public_key, d.device_id, r.expires_at);
     r.device_id := d.device_id;
     r.jwt := c.jwt;
     r.commands_topic := t || 'commands';
@@ -1100,6 +1130,52 @@ END
 $$;
 COMMENT ON FUNCTION device.nats_credentials(uuid) IS
     'The calling device''s NATS credential: a bearer JWT (MQTT: the password) valid for isa.device_nats_ttl (default 1 h) that may subscribe to isa/devices/<id>/commands and publish isa/devices/<id>/acks and …/heartbeat only. P0002 unknown device, 23514 decommissioned, 55000 not configured.';
+
+-- ---------------------------------------------------------------- revocation (the revoker's)
+-- tools/isa-nats-revoker reads what the account JWT must revoke and marks
+-- what a server took; it holds the NATS operator's signing key, the database
+-- does not (docs/services/device.md, "Revocation").
+CREATE FUNCTION device.nats_revocations()
+    RETURNS TABLE (public_key text, device_id uuid, revoked_at timestamptz, expires_at timestamptz,
+                   pushed_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.public_key, k.device_id, k.revoked_at, k.expires_at, k.pushed_at
+      FROM device.nats_keys k
+     WHERE k.revoked_at IS NOT NULL
+     ORDER BY k.revoked_at, k.public_key
+$$;
+COMMENT ON FUNCTION device.nats_revocations() IS
+    'The revoked NATS credentials of decommissioned devices still kept (until a day after expiry): public key, device, when revoked, when it expires, when a server took the account JWT revoking it (NULL: not yet). The revoker lists the unexpired ones in the account JWT and drops the expired ones from it. For isa_admin (the revoker''s role).';
+
+CREATE FUNCTION device.nats_revocations_pushed(public_keys text[]) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    bad text;
+BEGIN
+    PERFORM isa.not_null('public_keys', public_keys);
+    SELECT x INTO bad FROM unnest(public_keys) x WHERE x IS NULL OR x !~ '^U[A-Z2-7]{55}$' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'not a NATS user''s public key: %', coalesce(bad, 'NULL') USING ERRCODE = '22023',
+            HINT = 'A user''s public key is U followed by 55 characters of A-Z and 2-7.';
+    END IF;
+    SELECT k.public_key INTO bad FROM device.nats_keys k
+     WHERE k.public_key = ANY (public_keys) AND k.revoked_at IS NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'NATS key % is not revoked', bad USING ERRCODE = '23514';
+    END IF;
+    UPDATE device.nats_keys k SET pushed_at = now()
+     WHERE k.public_key = ANY (public_keys) AND k.pushed_at IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION device.nats_revocations_pushed(text[]) IS
+    'The revoker says a NATS server took the account JWT revoking these keys: marks them pushed (once); returns how many it marked. Keys no longer kept are ignored. 22023 not user public keys, 23514 a key that is not revoked. For isa_admin (the revoker''s role).';
 
 -- ---------------------------------------------------------------- jobs
 CREATE FUNCTION device.mark_offline() RETURNS integer
@@ -1159,14 +1235,19 @@ CREATE FUNCTION device.housekeeping() RETURNS bigint
 AS $$
 DECLARE
     k bigint;
+    n bigint;
 BEGIN
     DELETE FROM device.device_messages m WHERE m.received_at < now() - interval '1 day';
     GET DIAGNOSTICS k = ROW_COUNT;
-    RETURN k;
+    -- a day after expiry: the revoker has had the time to drop a revoked one
+    -- from the account JWT (it lists the expired ones to drop)
+    DELETE FROM device.nats_keys x WHERE x.expires_at < now() - interval '1 day';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN k + n;
 END
 $$;
 COMMENT ON FUNCTION device.housekeeping() IS
-    'Forgets the ids of device messages (MQTT acks, heartbeats) older than a day; returns how many. pg_cron runs it hourly (isa-device-housekeeping).';
+    'Forgets the ids of device messages (MQTT acks, heartbeats) older than a day and the NATS credentials expired for a day; returns how many rows. pg_cron runs it hourly (isa-device-housekeeping).';
 
 INSERT INTO isa.scheduled_jobs (jobname, schedule, command, description)
 VALUES ('isa-device-mark-offline', '* * * * *', 'SELECT device.mark_offline()',
@@ -1315,6 +1396,8 @@ GRANT EXECUTE ON FUNCTION
     device.nats_credentials(uuid)
 TO isa_app_device;
 GRANT EXECUTE ON FUNCTION device.mark_offline(), device.process_commands(), device.housekeeping() TO isa_admin;
+-- the revoker's (tools/isa-nats-revoker connects as a member of isa_admin)
+GRANT EXECUTE ON FUNCTION device.nats_revocations(), device.nats_revocations_pushed(text[]) TO isa_admin;
 -- What device's own code calls of other services and of isa, as isa_svc_device.
 GRANT EXECUTE ON FUNCTION
     account.require_user(uuid),
