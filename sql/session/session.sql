@@ -131,34 +131,6 @@ SELECT isa.register_event_type('message.sent', 'session_service', '1.0.0',
       "attachment_ids": {"type": "array",   "required": true, "description": "The files of storage attached to it (ids)."}}');
 
 -- ---------------------------------------------------------------- internal helpers
--- A name or title: blanks around it removed, 1 to max_len characters, no
--- control characters; 22023 otherwise.
-CREATE FUNCTION session._check_text(what text, value text, max_len integer) RETURNS text
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v text := btrim(value, E' \t\r\n');
-BEGIN
-    IF v = '' OR length(v) > max_len OR v ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'a session''s % must be 1 to % characters without control characters', what, max_len
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN v;
-END
-$$;
-
-CREATE FUNCTION session._check_key(idempotency_key text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
-        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters or null' USING ERRCODE = '22023';
-    END IF;
-END
-$$;
-
 CREATE FUNCTION session._info(s session.sessions) RETURNS session.session_info
     LANGUAGE sql IMMUTABLE
     RETURN ROW(s.session_id, s.user_id, s.model, s.agent, s.title, s.login_session_id, s.status, s.end_reason,
@@ -288,7 +260,7 @@ BEGIN
        OR cardinality(p_attachment_ids) <> (SELECT count(DISTINCT a) FROM unnest(p_attachment_ids) a) THEN
         RAISE EXCEPTION 'attachment_ids must be at most 20 distinct file ids, without null' USING ERRCODE = '22023';
     END IF;
-    PERFORM session._check_key(p_idempotency_key);
+    PERFORM isa.check_idempotency_key(p_idempotency_key);
     s := session._session(p_user_id, p_session_id, true);       -- serialises the session's messages
     IF p_idempotency_key IS NOT NULL THEN
         SELECT * INTO m FROM session.messages x
@@ -353,14 +325,14 @@ BEGIN
         RAISE EXCEPTION 'a session is with a model or an agent: give one of model and agent' USING ERRCODE = '22023';
     END IF;
     IF model IS NOT NULL THEN
-        v_model := session._check_text('model', model, 100);
+        v_model := isa.check_text('a session''s model', model, 100);
     ELSE
-        v_agent := session._check_text('agent', agent, 100);
+        v_agent := isa.check_text('a session''s agent', agent, 100);
     END IF;
     IF title IS NOT NULL THEN
-        v_title := session._check_text('title', title, 200);
+        v_title := isa.check_text('a session''s title', title, 200);
     END IF;
-    PERFORM session._check_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     IF idempotency_key IS NOT NULL THEN
         -- Serialise the user's calls with one key: the second waits here for the first.
         PERFORM pg_advisory_xact_lock(hashtextextended('session.start:' || user_id::text || ':' || idempotency_key, 0));
