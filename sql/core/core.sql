@@ -93,6 +93,7 @@ COMMENT ON FUNCTION isa.check_page_size(text, integer) IS
 -- A name, title or label a service stores: blanks around it removed, 1 to
 -- max_len characters, no control characters; 22023 naming what it is
 -- ("a session's model").  NULL is the caller's to refuse (isa.not_null).
+-- The one copy of the rule: session, device and organization call it.
 CREATE FUNCTION isa.check_text(what text, value text, max_len integer) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp

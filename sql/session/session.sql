@@ -226,84 +226,6 @@ BEGIN
 END
 $$;
 
--- A message added to a session of the user: checked, numbered, counted in
--- the session's totals, published as message.sent.
-CREATE FUNCTION session._add_message(p_user_id uuid, p_session_id uuid, p_role text, p_content text,
-                                     p_input_tokens integer, p_output_tokens integer, p_attachment_ids uuid[],
-                                     p_idempotency_key text)
-RETURNS session.message_info
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s   session.sessions;
-    m   session.messages;
-    f   uuid;
-BEGIN
-    PERFORM isa.not_null('user_id, session_id, role, input_tokens, output_tokens, attachment_ids',
-                         p_user_id, p_session_id, p_role, p_input_tokens, p_output_tokens, p_attachment_ids);
-    IF p_role NOT IN ('user', 'assistant', 'system', 'tool') THEN
-        RAISE EXCEPTION 'role must be user, assistant, system or tool, not "%"', left(p_role, 40) USING ERRCODE = '22023';
-    END IF;
-    IF coalesce(p_content, '') = '' AND cardinality(p_attachment_ids) = 0 THEN
-        RAISE EXCEPTION 'a message needs content or attachments' USING ERRCODE = '22023';
-    END IF;
-    IF length(p_content) > 1048576 THEN
-        RAISE EXCEPTION 'a message''s content is at most 1048576 characters, not %', length(p_content)
-            USING ERRCODE = '22023';
-    END IF;
-    IF p_input_tokens NOT BETWEEN 0 AND 100000000 OR p_output_tokens NOT BETWEEN 0 AND 100000000 THEN
-        RAISE EXCEPTION 'token counts must be from 0 to 100000000, not % and %', p_input_tokens, p_output_tokens
-            USING ERRCODE = '22023';
-    END IF;
-    IF cardinality(p_attachment_ids) > 20 OR array_position(p_attachment_ids, NULL) IS NOT NULL
-       OR cardinality(p_attachment_ids) <> (SELECT count(DISTINCT a) FROM unnest(p_attachment_ids) a) THEN
-        RAISE EXCEPTION 'attachment_ids must be at most 20 distinct file ids, without null' USING ERRCODE = '22023';
-    END IF;
-    PERFORM isa.check_idempotency_key(p_idempotency_key);
-    s := session._session(p_user_id, p_session_id, true);       -- serialises the session's messages
-    IF p_idempotency_key IS NOT NULL THEN
-        SELECT * INTO m FROM session.messages x
-         WHERE x.session_id = p_session_id AND x.idempotency_key = p_idempotency_key;
-        IF FOUND THEN
-            IF m.role <> p_role OR m.content IS DISTINCT FROM nullif(p_content, '')
-               OR m.input_tokens <> p_input_tokens OR m.output_tokens <> p_output_tokens
-               OR m.attachment_ids <> p_attachment_ids THEN
-                RAISE EXCEPTION 'idempotency key "%" was already used for another message of session %',
-                    p_idempotency_key, p_session_id USING ERRCODE = '23505';
-            END IF;
-            RETURN session._message_info(m);
-        END IF;
-    END IF;
-    IF s.status <> 'active' THEN
-        RAISE EXCEPTION 'session % has ended (%)', p_session_id, s.end_reason USING ERRCODE = '23514',
-            HINT = 'Start a new session.';
-    END IF;
-    FOREACH f IN ARRAY p_attachment_ids LOOP
-        IF NOT storage.can_read(p_user_id, f) THEN
-            RAISE EXCEPTION 'not allowed: user % may not read file %', p_user_id, f USING ERRCODE = '42501',
-                HINT = 'Attach files of the user''s own, or shared with them.';
-        END IF;
-    END LOOP;
-
-    UPDATE session.sessions x
-       SET message_count = x.message_count + 1, input_tokens = x.input_tokens + p_input_tokens,
-           output_tokens = x.output_tokens + p_output_tokens, last_activity_at = now()
-     WHERE x.session_id = p_session_id
-    RETURNING * INTO s;
-    INSERT INTO session.messages AS x (message_id, session_id, seq, role, content, input_tokens, output_tokens,
-                                       attachment_ids, idempotency_key)
-    VALUES (isa.uuid_v7(), p_session_id, s.message_count, p_role, nullif(p_content, ''), p_input_tokens,
-            p_output_tokens, p_attachment_ids, p_idempotency_key)
-    RETURNING * INTO m;
-    PERFORM isa.publish_event('message.sent', 'session_service',
-        jsonb_build_object('message_id', m.message_id, 'session_id', m.session_id, 'user_id', s.user_id,
-                           'seq', m.seq, 'role', m.role, 'input_tokens', m.input_tokens,
-                           'output_tokens', m.output_tokens, 'attachment_ids', to_jsonb(m.attachment_ids)));
-    RETURN session._message_info(m);
-END
-$$;
-
 -- ---------------------------------------------------------------- API: sessions
 CREATE FUNCTION session.start_session(user_id uuid, model text DEFAULT NULL, agent text DEFAULT NULL,
                                       title text DEFAULT NULL, idempotency_key text DEFAULT NULL,
@@ -414,6 +336,8 @@ COMMENT ON FUNCTION session.list_sessions(uuid, text, uuid, integer) IS
     'The user''s sessions, newest first, optionally only active or ended ones; the next page: before = the last session_id of this one. At most row_limit (1 to 1000, default 50). 22004, 22023.';
 
 -- ---------------------------------------------------------------- API: messages
+-- A message added to a session of the user: checked, numbered, counted in
+-- the session's totals, published as message.sent.
 CREATE FUNCTION session.add_message(user_id uuid, session_id uuid, role text, content text,
                                     input_tokens integer DEFAULT 0, output_tokens integer DEFAULT 0,
                                     attachment_ids uuid[] DEFAULT '{}', idempotency_key text DEFAULT NULL)
@@ -421,9 +345,81 @@ RETURNS session.message_info
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    -- the arguments under names no column has (in a query, plpgsql would find role, content … ambiguous)
+    p_user_id         uuid    := add_message.user_id;
+    p_session_id      uuid    := add_message.session_id;
+    p_role            text    := add_message.role;
+    p_content         text    := add_message.content;
+    p_input_tokens    integer := add_message.input_tokens;
+    p_output_tokens   integer := add_message.output_tokens;
+    p_attachment_ids  uuid[]  := add_message.attachment_ids;
+    p_idempotency_key text    := add_message.idempotency_key;
+    s   session.sessions;
+    m   session.messages;
+    f   uuid;
 BEGIN
-    RETURN session._add_message(user_id, session_id, role, content, input_tokens, output_tokens,
-                                attachment_ids, idempotency_key);
+    PERFORM isa.not_null('user_id, session_id, role, input_tokens, output_tokens, attachment_ids',
+                         p_user_id, p_session_id, p_role, p_input_tokens, p_output_tokens, p_attachment_ids);
+    IF p_role NOT IN ('user', 'assistant', 'system', 'tool') THEN
+        RAISE EXCEPTION 'role must be user, assistant, system or tool, not "%"', left(p_role, 40) USING ERRCODE = '22023';
+    END IF;
+    IF coalesce(p_content, '') = '' AND cardinality(p_attachment_ids) = 0 THEN
+        RAISE EXCEPTION 'a message needs content or attachments' USING ERRCODE = '22023';
+    END IF;
+    IF length(p_content) > 1048576 THEN
+        RAISE EXCEPTION 'a message''s content is at most 1048576 characters, not %', length(p_content)
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_input_tokens NOT BETWEEN 0 AND 100000000 OR p_output_tokens NOT BETWEEN 0 AND 100000000 THEN
+        RAISE EXCEPTION 'token counts must be from 0 to 100000000, not % and %', p_input_tokens, p_output_tokens
+            USING ERRCODE = '22023';
+    END IF;
+    IF cardinality(p_attachment_ids) > 20 OR array_position(p_attachment_ids, NULL) IS NOT NULL
+       OR cardinality(p_attachment_ids) <> (SELECT count(DISTINCT a) FROM unnest(p_attachment_ids) a) THEN
+        RAISE EXCEPTION 'attachment_ids must be at most 20 distinct file ids, without null' USING ERRCODE = '22023';
+    END IF;
+    PERFORM isa.check_idempotency_key(p_idempotency_key);
+    s := session._session(p_user_id, p_session_id, true);       -- serialises the session's messages
+    IF p_idempotency_key IS NOT NULL THEN
+        SELECT * INTO m FROM session.messages x
+         WHERE x.session_id = p_session_id AND x.idempotency_key = p_idempotency_key;
+        IF FOUND THEN
+            IF m.role <> p_role OR m.content IS DISTINCT FROM nullif(p_content, '')
+               OR m.input_tokens <> p_input_tokens OR m.output_tokens <> p_output_tokens
+               OR m.attachment_ids <> p_attachment_ids THEN
+                RAISE EXCEPTION 'idempotency key "%" was already used for another message of session %',
+                    p_idempotency_key, p_session_id USING ERRCODE = '23505';
+            END IF;
+            RETURN session._message_info(m);
+        END IF;
+    END IF;
+    IF s.status <> 'active' THEN
+        RAISE EXCEPTION 'session % has ended (%)', p_session_id, s.end_reason USING ERRCODE = '23514',
+            HINT = 'Start a new session.';
+    END IF;
+    FOREACH f IN ARRAY p_attachment_ids LOOP
+        IF NOT storage.can_read(p_user_id, f) THEN
+            RAISE EXCEPTION 'not allowed: user % may not read file %', p_user_id, f USING ERRCODE = '42501',
+                HINT = 'Attach files of the user''s own, or shared with them.';
+        END IF;
+    END LOOP;
+
+    UPDATE session.sessions x
+       SET message_count = x.message_count + 1, input_tokens = x.input_tokens + p_input_tokens,
+           output_tokens = x.output_tokens + p_output_tokens, last_activity_at = now()
+     WHERE x.session_id = p_session_id
+    RETURNING * INTO s;
+    INSERT INTO session.messages AS x (message_id, session_id, seq, role, content, input_tokens, output_tokens,
+                                       attachment_ids, idempotency_key)
+    VALUES (isa.uuid_v7(), p_session_id, s.message_count, p_role, nullif(p_content, ''), p_input_tokens,
+            p_output_tokens, p_attachment_ids, p_idempotency_key)
+    RETURNING * INTO m;
+    PERFORM isa.publish_event('message.sent', 'session_service',
+        jsonb_build_object('message_id', m.message_id, 'session_id', m.session_id, 'user_id', s.user_id,
+                           'seq', m.seq, 'role', m.role, 'input_tokens', m.input_tokens,
+                           'output_tokens', m.output_tokens, 'attachment_ids', to_jsonb(m.attachment_ids)));
+    RETURN session._message_info(m);
 END
 $$;
 COMMENT ON FUNCTION session.add_message(uuid, uuid, text, text, integer, integer, uuid[], text) IS
@@ -436,7 +432,7 @@ RETURNS session.message_info
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN session._add_message(user_id, session_id, 'user', content, 0, 0, attachment_ids, idempotency_key);
+    RETURN session.add_message(user_id, session_id, 'user', content, 0, 0, attachment_ids, idempotency_key);
 END
 $$;
 COMMENT ON FUNCTION session.send_message(uuid, uuid, text, uuid[], text) IS

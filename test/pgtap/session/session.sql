@@ -9,16 +9,13 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(128);
 
--- Users this file creates, by label: ann and ben sign up with a password
--- (they log in), the others are accounts only.
-CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid, email text) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.uid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.u WHERE label = l$$;
+\ir ../fixtures.psql
+-- Users by label (fixtures.psql's u): ann and ben sign up with a password
+-- (they log in), cat, dan and eve are accounts only.
 INSERT INTO u
 SELECT l, (auth.sign_up(e, initcap(l), 'session-pgtap-password')).user_id, e
   FROM unnest(ARRAY['ann', 'ben']) l, LATERAL (SELECT 'ses-' || l || '-' || gen_random_uuid() || '@example.test' AS e) m;
-INSERT INTO u
-SELECT l, (account.create_user(e, initcap(l))).user_id, e
-  FROM unnest(ARRAY['cat', 'dan', 'eve']) l, LATERAL (SELECT 'ses-' || l || '-' || gen_random_uuid() || '@example.test' AS e) m;
+SELECT pg_temp.new_user(l) FROM unnest(ARRAY['cat', 'dan', 'eve']) l;
 -- Wallets (user.created reaches wallet through NATS, not inside this
 -- transaction): ann 100 tokens, ben an empty wallet, cat none, dan and eve 50.
 SELECT wallet.open_wallet(pg_temp.uid(l)) FROM unnest(ARRAY['ann', 'ben', 'dan', 'eve']) l;
@@ -29,19 +26,9 @@ CREATE TEMP TABLE lg (label text PRIMARY KEY, sid uuid) ON COMMIT DROP;
 CREATE FUNCTION pg_temp.sid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT sid FROM pg_temp.lg WHERE label = l$$;
 INSERT INTO lg SELECT l, (auth.login((SELECT email FROM u WHERE label = w), 'session-pgtap-password')).session_id
   FROM (VALUES ('ann1', 'ann'), ('ann2', 'ann'), ('ann3', 'ann'), ('ben1', 'ben')) AS x (l, w);
--- Sessions and files this file makes, by label.
+-- Sessions this file starts, by label (files: fixtures.psql's pg_temp.file).
 CREATE TEMP TABLE s (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
 CREATE FUNCTION pg_temp.ses(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.s WHERE label = l$$;
-CREATE TEMP TABLE f (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
-CREATE FUNCTION pg_temp.fid(l text) RETURNS uuid LANGUAGE sql AS $$SELECT id FROM pg_temp.f WHERE label = l$$;
-CREATE FUNCTION pg_temp.file(owner uuid) RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE
-    id uuid := storage.begin_upload(owner, 'photo.jpg', 'image/jpeg');
-BEGIN
-    PERFORM storage.put_chunk(id, 0, '\x0102'::bytea);
-    PERFORM storage.finish_upload(id);
-    RETURN id;
-END $$;
 -- The events of this file's users, in order, and a mark to read those written since.
 CREATE TEMP VIEW ev AS
 SELECT row_number() OVER (ORDER BY x.id) AS n, x.event_type, x.data
@@ -174,9 +161,7 @@ SELECT throws_ok(format('SELECT session.start_session(%L, %L, login_session_id =
                  '42501', NULL, 'an unknown login: 42501');
 
 -- ---------------------------------------------------------------- messages
-INSERT INTO f SELECT 'ann', pg_temp.file(pg_temp.uid('ann'));
-INSERT INTO f SELECT 'ben', pg_temp.file(pg_temp.uid('ben'));
-INSERT INTO f SELECT 'shared', pg_temp.file(pg_temp.uid('ben'));
+SELECT pg_temp.file('ann', 'ann'), pg_temp.file('ben', 'ben'), pg_temp.file('shared', 'ben');
 SELECT storage.share_file(pg_temp.uid('ben'), pg_temp.fid('shared'), pg_temp.uid('ann'));
 SELECT pg_temp.reset_mark();
 SELECT is((SELECT (seq, role, content, input_tokens, output_tokens, attachment_ids = ARRAY[pg_temp.fid('ann')])::text
@@ -334,7 +319,7 @@ SELECT throws_ok(format('SELECT session.start_session(%L, %L, login_session_id =
 -- ---------------------------------------------------------------- user deleted
 INSERT INTO s SELECT 'd1', session_id FROM session.start_session(pg_temp.uid('dan'), 'model-x', title => 'Private things', idempotency_key => 'dan-1');
 INSERT INTO s SELECT 'd2', session_id FROM session.start_session(pg_temp.uid('dan'), agent => 'helper');
-INSERT INTO f SELECT 'dan', pg_temp.file(pg_temp.uid('dan'));
+SELECT pg_temp.file('dan', 'dan');
 SELECT session.send_message(pg_temp.uid('dan'), pg_temp.ses('d1'), 'my secret', ARRAY[pg_temp.fid('dan')], 'dm1');
 SELECT session.add_message(pg_temp.uid('dan'), pg_temp.ses('d1'), 'assistant', 'your answer', 40, 60);
 SELECT session.end_session(pg_temp.uid('dan'), pg_temp.ses('d2'));
