@@ -201,26 +201,9 @@ CREATE FUNCTION device._check_text(what text, value text, max_len integer) RETUR
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v text := btrim(value, E' \t\r\n');
 BEGIN
     PERFORM isa.not_null(what, value);
-    IF v = '' OR length(v) > max_len OR v ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'a device''s % must be 1 to % characters without control characters', what, max_len
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN v;
-END
-$$;
-
-CREATE FUNCTION device._check_idempotency_key(idempotency_key text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
-        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters or null' USING ERRCODE = '22023';
-    END IF;
+    RETURN isa.check_text('a device''s ' || what, value, max_len);
 END
 $$;
 
@@ -498,7 +481,7 @@ BEGIN
     IF firmware_version IS NOT NULL THEN
         v_fw := device._check_text('firmware_version', firmware_version, 64);
     END IF;
-    PERFORM device._check_idempotency_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     PERFORM account.require_user(actor_id);
     IF idempotency_key IS NOT NULL THEN
         -- Serialise the actor's calls with one key: the second waits here for the first.
@@ -718,7 +701,7 @@ BEGIN
     IF ttl_seconds NOT BETWEEN 10 AND 7 * 24 * 3600 THEN
         RAISE EXCEPTION 'ttl_seconds must be 10 … 604800, not %', ttl_seconds USING ERRCODE = '22023';
     END IF;
-    PERFORM device._check_idempotency_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     d := device._device(device_id, true);
     PERFORM device._require(d, actor_id, 'command');
     IF idempotency_key IS NOT NULL THEN

@@ -1142,6 +1142,61 @@ route("DELETE", "/v1/devices/{device_id}", "its owner decommissions the device: 
   return r;
 });
 
+// ---- session: alice's AI chat session (her wallet holds tokens; dave's is empty)
+const sessionPath = "/v1/sessions/{session_id}";
+route("POST", "/v1/sessions", "a user starts a chat session with a model, in the login of the token", async () => {
+  const body = { model: MODEL, title: "IT80 chat", idempotency_key: `it80-session-${RUN}` };
+  const r = await call("POST", "/v1/sessions", { body, token: tok("alice") });
+  ids.session = r.json?.session_id;
+  expect(UUID.test(ids.session || "") && r.json?.user_id === users.alice.user_id && r.json?.model === MODEL
+    && r.json?.status === "active" && r.json?.login_session_id === users.alice.session,
+    "alice's active session with the model, in her login", r.json);
+  const again = await call("POST", "/v1/sessions", { body, token: tok("alice") });
+  expect(again.status === 201 && again.json?.session_id === ids.session, "the retry returns the same session", `${again.status} ${again.text}`);
+  const d = await call("POST", "/v1/sessions", { body: { model: MODEL }, token: tok("dave") });
+  expect(d.status === 400 && d.json?.code === "23514", "dave's empty wallet is refused (400, 23514)", `${d.status} ${d.text}`);
+  return r;
+});
+route("POST", `${sessionPath}/messages`, "the user's message, with a photo of hers attached", async () => {
+  const photo = await upload("alice", "it80-chat.png", Buffer.from("it80 chat photo"));
+  const r = await call("POST", `${sessionPath}/messages`, {
+    params: { session_id: ids.session }, body: { content: "What is in this photo?", attachment_ids: [photo.file_id] }, token: tok("alice"),
+  });
+  expect(r.json?.seq === 1 && r.json?.role === "user" && r.json?.attachment_ids?.[0] === photo.file_id, "number 1, role user, the photo", r.json);
+  const b = await call("POST", `${sessionPath}/messages`, { params: { session_id: ids.session }, body: { content: "hi" }, token: tok("bob") });
+  expect(b.status === 404, "bob cannot write to it (404)", `${b.status} ${b.text}`);
+  // the model's answer comes from its backend, through SQL
+  sql(`SELECT session.add_message(${q(users.alice.user_id)}, ${q(ids.session)}, 'assistant', 'A frame.', 1200, 300)`);
+  return r;
+});
+route("GET", `${sessionPath}/messages`, "a session's messages a page at a time", async () => {
+  const r = await call("GET", `${sessionPath}/messages`, {
+    params: { session_id: ids.session }, query: { after_seq: 1, row_limit: 1 }, token: tok("alice"),
+  });
+  expect(r.json?.length === 1 && r.json[0].seq === 2 && r.json[0].role === "assistant" && r.json[0].output_tokens === 300,
+    "after number 1: the model's answer with its tokens", r.json);
+  return r;
+});
+route("GET", "/v1/sessions", "the caller's sessions, newest first", async () => {
+  const r = await call("GET", "/v1/sessions", { query: { status: "active" }, token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.some((s) => s.session_id === ids.session), "alice's active session is listed", r.json);
+  const b = await call("GET", "/v1/sessions", { token: tok("bob") });
+  expect(Array.isArray(b.json) && !b.json.some((s) => s.session_id === ids.session), "not among bob's", b.json);
+  return r;
+});
+route("GET", sessionPath, "a session with its totals; another user gets 404", async () => {
+  const r = await call("GET", sessionPath, { params: { session_id: ids.session }, token: tok("alice") });
+  expect(r.json?.message_count === 2 && r.json?.input_tokens === 1200 && r.json?.output_tokens === 300, "2 messages, 1200 and 300 tokens", r.json);
+  const b = await call("GET", sessionPath, { params: { session_id: ids.session }, token: tok("bob") });
+  expect(b.status === 404, "bob: 404", `${b.status} ${b.text}`);
+  return r;
+});
+route("POST", `${sessionPath}/end`, "the user ends the session", async () => {
+  const r = await call("POST", `${sessionPath}/end`, { params: { session_id: ids.session }, token: tok("alice") });
+  expect(r.json?.status === "ended" && r.json?.end_reason === "user" && r.json?.ended_at, "ended by the user", r.json);
+  return r;
+});
+
 // ---------------------------------------------------------------- HEAD
 // HEAD on a GET route, on the wire (fetch would hide a body): the GET's
 // status and headers, and nothing after them.
