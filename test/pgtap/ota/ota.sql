@@ -6,8 +6,8 @@
 -- HTTP and as MQTT acks, success threshold opens the next group, error
 -- threshold halts and the rest is never offered, anti-rollback, expiry,
 -- postponing), the events written to ota.outbox, device recording the
--- firmware, and privileges.  Through NATS, MQTT and HTTP:
--- test/integration/96-ota-story.sh.
+-- firmware, and privileges.  Over HTTP: test 80's OTA cases; the story over
+-- real NATS and MQTT with 100 devices is still to be written.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(108);
