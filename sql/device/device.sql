@@ -1361,6 +1361,87 @@ $$;
 COMMENT ON FUNCTION device.on_device_heartbeat(isa.event) IS
     'Handler of the heartbeats devices publish over MQTT (isa/devices/<id>/heartbeat, {firmware_version?, message_id?}): as device.heartbeat, last seen then, offline → online publishes device.online once and sends its open commands again; the same message_id twice counts once. A decommissioned device changes nothing; a heartbeat older than isa.device_offline_after moves last_seen_at only.';
 
+-- ---------------------------------------------------------------- API: for other services (ota)
+-- The OTA service (sql/ota/ota.sql) targets devices by model and
+-- organization, reads one device's state and offers it an update as a
+-- command: it acts as no user, so these take no actor and are granted to
+-- isa_svc_ota only, never to an application.
+CREATE FUNCTION device.list_model_devices(model text, organization_ids uuid[] DEFAULT NULL)
+RETURNS TABLE (device_id uuid, owner_id uuid, organization_id uuid, firmware_version text, status text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT d.device_id, d.owner_id, d.organization_id, d.firmware_version, d.status
+      FROM device.devices d
+     WHERE d.model = list_model_devices.model AND d.decommissioned_at IS NULL
+       AND (list_model_devices.organization_ids IS NULL OR d.organization_id = ANY (list_model_devices.organization_ids))
+     ORDER BY d.device_id;
+END;
+COMMENT ON FUNCTION device.list_model_devices(text, uuid[]) IS
+    'The devices in service of one model, of the given organizations only unless organization_ids is NULL: id, owner, organization, firmware and status. For the OTA service (isa_svc_ota), not applications.';
+
+CREATE FUNCTION device.lookup_device(device_id uuid) RETURNS device.device_info
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN device._info(device._device(device_id, false));
+END
+$$;
+COMMENT ON FUNCTION device.lookup_device(uuid) IS
+    'A device as device_info (status decommissioned when it is), whoever owns it. For the OTA service (isa_svc_ota), not applications. 22004, P0002 unknown device.';
+
+CREATE FUNCTION device.send_service_command(device_id uuid, command text, args jsonb, ttl_seconds integer)
+RETURNS device.command_info
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d device.devices;
+    c device.commands;
+BEGIN
+    PERFORM isa.not_null('device_id, command, args, ttl_seconds', device_id, command, args, ttl_seconds);
+    IF command !~ '^[a-z][a-z0-9_.-]{0,63}$' OR jsonb_typeof(args) <> 'object' OR ttl_seconds NOT BETWEEN 10 AND 7 * 24 * 3600 THEN
+        RAISE EXCEPTION 'invalid service command "%" (a name of a-z 0-9 _ . -, args an object, ttl 10 … 604800 s)',
+            left(command, 100) USING ERRCODE = '22023';
+    END IF;
+    d := device._device(device_id, true);
+    PERFORM device._in_service(d);
+    -- sent_by: the nil UUID, no user (a member's removal never fails it)
+    INSERT INTO device.commands AS x (command_id, device_id, command, args, sent_by, expires_at)
+    VALUES (isa.uuid_v7(), send_service_command.device_id, send_service_command.command, args,
+            '00000000-0000-0000-0000-000000000000', now() + make_interval(secs => ttl_seconds))
+    RETURNING * INTO c;
+    IF d.status = 'online' THEN
+        c := device._transmit(c);
+    END IF;
+    RETURN device._command_info(c);
+END
+$$;
+COMMENT ON FUNCTION device.send_service_command(uuid, text, jsonb, integer) IS
+    'Queues a command from a service, not a user (sent_by is the nil UUID), as send_command does: sent now if the device is online, else when it comes online; the device acknowledges it as any command. For the OTA service (isa_svc_ota: ota.update offers). 22004, 22023, P0002 unknown device, 23514 decommissioned.';
+
+-- ota_service.ota.update_completed {device_id, version, …}: the device runs
+-- the release's firmware now; its next heartbeat says so too.
+CREATE FUNCTION device.on_ota_update_completed(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    did text := e.data ->> 'device_id';
+    fw  text := e.data ->> 'version';
+BEGIN
+    IF NOT isa.is_uuid(did) OR fw IS NULL OR length(fw) NOT BETWEEN 1 AND 64 THEN
+        RAISE WARNING 'device: ota.update_completed % ignored: needs device_id (a uuid) and version, got %', e.id, e.data;
+        RETURN;
+    END IF;
+    UPDATE device.devices d SET firmware_version = fw, updated_at = now()
+     WHERE d.device_id = did::uuid AND d.decommissioned_at IS NULL AND d.firmware_version IS DISTINCT FROM fw;
+END
+$$;
+COMMENT ON FUNCTION device.on_ota_update_completed(isa.event) IS
+    'Handler of ota_service.ota.update_completed: records the release''s version as the device''s firmware_version (a device in service only).';
+
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA device FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -1379,6 +1460,11 @@ GRANT EXECUTE ON FUNCTION
     device.nats_credentials(uuid)
 TO isa_app_device;
 GRANT EXECUTE ON FUNCTION device.mark_offline(), device.process_commands(), device.housekeeping() TO isa_admin;
+-- the OTA service's (sql/ota/ota.sql loads after device)
+GRANT EXECUTE ON FUNCTION
+    device.list_model_devices(text, uuid[]), device.lookup_device(uuid),
+    device.send_service_command(uuid, text, jsonb, integer)
+TO isa_svc_ota;
 -- the revoker's (tools/isa-nats-revoker connects as a member of isa_admin)
 GRANT EXECUTE ON FUNCTION device.nats_revocations(), device.nats_revocations_pushed(text[]) TO isa_admin;
 -- What device's own code calls of other services and of isa, as isa_svc_device.
@@ -1398,6 +1484,8 @@ SELECT isa.subscribe_to_events('device', 'auth_service.device.authenticated',
 -- what devices publish over MQTT, made into events by the bridge (docs/bridge.md, "Device messages")
 SELECT isa.subscribe_to_events('device', 'isa.devices.*.acks', 'device.on_device_ack(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('device', 'isa.devices.*.heartbeat', 'device.on_device_heartbeat(isa.event)'::regprocedure);
+SELECT isa.subscribe_to_events('device', 'ota_service.ota.update_completed',
+                               'device.on_ota_update_completed(isa.event)'::regprocedure);
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- A user acts on the devices they may reach: actor_id is filled from the

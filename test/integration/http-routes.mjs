@@ -1071,6 +1071,82 @@ route("POST", "/v1/device/nats-credentials", "the device (its own token) gets it
   expect(u.status === 401 || u.status === 403, "a user's token is refused", `${u.status} ${u.text}`);
   return r;
 });
+// ---- ota: a vendor key (set up in SQL: keys are the operators'), a signed release of a
+// firmware the administrator uploaded, a rollout to a device of its own model, the device's side
+const vendor = crypto.generateKeyPairSync("ed25519");
+const otaModel = `it80-ota-${RUN}`;
+const otaDevice = crypto.generateKeyPairSync("ed25519");
+route("POST", "/v1/ota/releases", "an administrator creates a release: manifest and its Ed25519 signature by a trusted key", async () => {
+  sql(`SELECT ota.add_signing_key(${q(`it80-${RUN}`)}, decode(${q(Buffer.from(vendor.publicKey.export({ format: "jwk" }).x, "base64url").toString("hex"))}, 'hex'))`);
+  const fw = Buffer.from(`it80 firmware ${RUN}`);
+  const file = await upload("admin", `fw-${RUN}.bin`, fw);
+  const manifest = JSON.stringify({ format: "isa-ota-manifest/1", model: otaModel, version: "2.0.0",
+    sha256: crypto.createHash("sha256").update(fw).digest("hex"), size: fw.length, file_id: file.file_id });
+  const signature = crypto.sign(null, Buffer.from(manifest), vendor.privateKey).toString("base64");
+  const r = await call("POST", "/v1/ota/releases", { body: { manifest, signature }, token: tok("admin") });
+  ids.release = r.json?.release_id;
+  expect(UUID.test(ids.release || "") && r.json?.model === otaModel && r.json?.version === "2.0.0" && r.json?.size === fw.length,
+    "the release: model, version, size", r.json);
+  const bad = await call("POST", "/v1/ota/releases", {
+    body: { manifest: manifest.replace("2.0.0", "2.0.1"), signature }, token: tok("admin") });
+  expect(bad.status === 400, "the manifest changed after signing: 400", `${bad.status} ${bad.text}`);
+  const u = await call("POST", "/v1/ota/releases", { body: { manifest, signature }, token: tok("bob") });
+  expect(u.status === 403, "a user without isa:admin: 403", `${u.status} ${u.text}`);
+  return r;
+});
+route("GET", "/v1/ota/releases", "the releases of a model", async () => {
+  const r = await call("GET", "/v1/ota/releases", { query: { model: otaModel }, token: tok("admin") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].release_id === ids.release, "the one release", r.json);
+  return r;
+});
+route("GET", "/v1/ota/releases/{release_id}", "a release", async () => {
+  const r = await call("GET", "/v1/ota/releases/{release_id}", { params: { release_id: ids.release }, token: tok("admin") });
+  expect(r.json?.release_id === ids.release && /^[0-9a-f]{64}$/.test(r.json?.sha256 || ""), "the release and its SHA-256", r.json);
+  return r;
+});
+route("POST", "/v1/ota/rollouts", "an administrator creates a draft rollout of the release", async () => {
+  const d = await must("POST", "/v1/devices", { body: { serial: `it80-ota-${RUN}`, model: otaModel, name: "IT80 OTA frame",
+    public_key: Buffer.from(otaDevice.publicKey.export({ format: "jwk" }).x, "base64url").toString("base64") }, token: tok("bob") });
+  ids.otaDevice = d.device_id;
+  ids.otaToken = await deviceToken(ids.otaDevice, otaDevice.privateKey);
+  await must("POST", "/v1/device/heartbeat", { body: { firmware_version: "1.0.0" }, token: ids.otaToken });
+  const r = await call("POST", "/v1/ota/rollouts", {
+    body: { release_id: ids.release, name: `it80 ${RUN}`, groups: [100], success_threshold: 100, error_threshold: 50 }, token: tok("admin") });
+  ids.rollout = r.json?.rollout_id;
+  expect(UUID.test(ids.rollout || "") && r.json?.state === "draft" && r.json?.version === "2.0.0", "a draft rollout of 2.0.0", r.json);
+  return r;
+});
+route("POST", "/v1/ota/rollouts/{rollout_id}/state", "it starts: the online device is offered the update", async () => {
+  const r = await call("POST", "/v1/ota/rollouts/{rollout_id}/state", { params: { rollout_id: ids.rollout }, body: { state: "running" }, token: tok("admin") });
+  expect(r.json?.state === "running" && r.json?.current_group === 1 && r.json?.counts?.["1"]?.offered === 1,
+    "running, group 1 open, the device offered", r.json);
+  return r;
+});
+route("GET", "/v1/ota/rollouts", "the rollouts, newest first", async () => {
+  const r = await call("GET", "/v1/ota/rollouts", { token: tok("admin") });
+  expect(Array.isArray(r.json) && r.json.some((x) => x.rollout_id === ids.rollout), "the rollout among them", r.json);
+  return r;
+});
+route("GET", "/v1/ota/rollouts/{rollout_id}", "a rollout and its counts", async () => {
+  const r = await call("GET", "/v1/ota/rollouts/{rollout_id}", { params: { rollout_id: ids.rollout }, token: tok("admin") });
+  expect(r.json?.rollout_id === ids.rollout && r.json?.state === "running", "the running rollout", r.json);
+  return r;
+});
+route("POST", "/v1/device/ota/check", "the device (its own token) asks: its offer, with the signed manifest and a download URL", async () => {
+  const r = await call("POST", "/v1/device/ota/check", { token: ids.otaToken });
+  expect(r.json?.rollout_id === ids.rollout && r.json?.version === "2.0.0" && r.json?.state === "offered"
+    && String(r.json?.download?.url).startsWith("/v1/downloads/")
+    && crypto.verify(null, Buffer.from(r.json?.manifest ?? ""), vendor.publicKey, Buffer.from(r.json?.signature ?? "", "hex")),
+    "the offer: rollout, version, download URL, a manifest the vendor's key verifies", r.json);
+  return r;
+});
+route("POST", "/v1/device/ota/progress", "the device reports downloading", async () => {
+  const r = await call("POST", "/v1/device/ota/progress", { body: { rollout_id: ids.rollout, status: "downloading" }, token: ids.otaToken });
+  expect(r.json === "downloading", "its action is downloading", r.text);
+  const b = await call("POST", "/v1/device/ota/progress", { body: { rollout_id: ids.rollout, status: "rebooting" }, token: ids.otaToken });
+  expect(b.status === 400, "an unknown status: 400", `${b.status} ${b.text}`);
+  return r;
+});
 route("GET", "/v1/commands/{command_id}", "a command and its state: sent since the device came online", async () => {
   const r = await call("GET", "/v1/commands/{command_id}", { params: { command_id: ids.command }, token: tok("bob") });
   expect(r.json?.command_id === ids.command && r.json?.state === "sent" && r.json?.attempts >= 1 && r.json?.sent_at,
