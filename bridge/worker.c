@@ -58,14 +58,8 @@ isa_bridge_register(void)
 {
 	BackgroundWorker w;
 
-	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = 1;
-	strlcpy(w.bgw_library_name, "isa", BGW_MAXLEN);
-	strlcpy(w.bgw_function_name, "isa_bridge_main", BGW_MAXLEN);
+	isa_background_worker(&w, "isa_bridge_main", "isa bridge");
 	strlcpy(w.bgw_name, "isa bridge", BGW_MAXLEN);
-	strlcpy(w.bgw_type, "isa bridge", BGW_MAXLEN);
 	w.bgw_main_arg = Int32GetDatum(0);
 	RegisterBackgroundWorker(&w);
 

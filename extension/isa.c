@@ -11,6 +11,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -193,6 +194,24 @@ _PG_init(void)
 	emit_log_hook = isa_emit_log;
 	isa_bridge_register();
 	isa_notification_senders_register();
+}
+
+/*
+ * The background workers of isa.so (the bridge's, the notification
+ * senders'): connected to a database, started once recovery is over,
+ * started again a second after they exit with an error.  w gets that and
+ * the entry point; the caller names each worker and registers it.
+ */
+void
+isa_background_worker(BackgroundWorker *w, const char *function, const char *type)
+{
+	memset(w, 0, sizeof(*w));
+	w->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w->bgw_restart_time = 1;
+	strlcpy(w->bgw_library_name, "isa", BGW_MAXLEN);
+	strlcpy(w->bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(w->bgw_type, type, BGW_MAXLEN);
 }
 
 /* isa.retention(target text): the retention GUC for outbox, inbox or cron_history. */

@@ -89,6 +89,10 @@ extern void isa_note_outbox_write(void);
 extern void isa_note_subscriptions_change(void);
 extern void isa_note_sender_wake(int channel);
 
+/* extension/isa.c: what every background worker of isa.so shares */
+struct BackgroundWorker;
+extern void isa_background_worker(struct BackgroundWorker *w, const char *function, const char *type);
+
 /*
  * extension/notification/: the notification senders (sender.h), their
  * settings and workers, started from _PG_init.

@@ -70,13 +70,7 @@ isa_notification_senders_register(void)
 {
 	BackgroundWorker w;
 
-	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = 1;
-	strlcpy(w.bgw_library_name, "isa", BGW_MAXLEN);
-	strlcpy(w.bgw_function_name, "isa_notification_sender_main", BGW_MAXLEN);
-	strlcpy(w.bgw_type, "isa notification sender", BGW_MAXLEN);
+	isa_background_worker(&w, "isa_notification_sender_main", "isa notification sender");
 	for (int c = 0; c < ISA_SENDER_CHANNELS; c++)
 	{
 		snprintf(w.bgw_name, BGW_MAXLEN, "isa notification sender %s", channels[c]->name);
