@@ -11,6 +11,8 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(108);
+-- the offers carry signed download URLs: a key for this transaction (the test stack sets one; make installcheck does not)
+SET LOCAL isa.storage_url_secret = 'ota-test-secret-0123456789abcdefghijklmn';
 
 \ir ../fixtures.psql
 SELECT pg_temp.new_user(l) FROM unnest(ARRAY['ops', 'ann', 'eve']) l;
