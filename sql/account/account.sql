@@ -317,12 +317,12 @@ COMMENT ON FUNCTION account.delete_user(uuid) IS
 -- account checks their form only.  0.1.0's {email, push, mqtt} are still
 -- taken by set_notification_preferences as channels (push: webhook, which
 -- stands in for push providers).
-CREATE FUNCTION account._check_notification_channel(what text, v jsonb) RETURNS void
+CREATE FUNCTION account._check_notification_channel(what text, v jsonb, legacy boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF split_part(what, '.', -1) NOT IN ('email', 'webhook', 'mqtt', 'inapp') AND what <> 'push' THEN
+    IF split_part(what, '.', -1) NOT IN ('email', 'webhook', 'mqtt', 'inapp') AND NOT legacy THEN
         RAISE EXCEPTION 'unknown notification channel "%"', left(what, 100) USING ERRCODE = '22023',
             HINT = 'Known channels: email, webhook, mqtt, inapp.';
     END IF;
@@ -331,8 +331,8 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION account._check_notification_channel(text, jsonb) IS
-    'Checks one channel switch of the notification preferences (what: its path, ending in email, webhook, mqtt or inapp, or 0.1.0''s push; v a JSON boolean); 22023 otherwise.';
+COMMENT ON FUNCTION account._check_notification_channel(text, jsonb, boolean) IS
+    'Checks one channel switch of the notification preferences (what: its path, ending in email, webhook, mqtt or inapp, or one of 0.1.0''s top-level email, push, mqtt when legacy; v a JSON boolean); 22023 otherwise.';
 
 -- Quiet hours as set_notification_preferences takes them: null, or
 -- {"start": "HH:MM", "end": "HH:MM", "time_zone": an IANA name}; 22023 otherwise.
@@ -389,7 +389,7 @@ BEGIN
     END IF;
     FOR k, v IN SELECT * FROM jsonb_each(prefs) LOOP
         IF legacy ? k THEN
-            PERFORM account._check_notification_channel(k, v);
+            PERFORM account._check_notification_channel(k, v, true);
             merged := jsonb_set(merged, ARRAY['channels', legacy ->> k], v);
         ELSIF k = 'channels' THEN
             IF jsonb_typeof(v) <> 'object' THEN
@@ -416,10 +416,6 @@ BEGIN
                 merged := jsonb_set(merged, ARRAY['categories', cat], coalesce(merged #> ARRAY['categories', cat], '{}'));
                 FOR ch, sw IN SELECT * FROM jsonb_each(chans) LOOP
                     PERFORM account._check_notification_channel(cat || '.' || ch, CASE WHEN sw = 'null' THEN 'true' ELSE sw END);
-                    IF ch = 'push' THEN
-                        RAISE EXCEPTION 'unknown notification channel "%.push"', cat USING ERRCODE = '22023',
-                            HINT = 'Known channels: email, webhook, mqtt, inapp.';
-                    END IF;
                     merged := CASE WHEN sw = 'null'      -- back to the category's default
                                    THEN jsonb_set(merged, ARRAY['categories', cat], (merged #> ARRAY['categories', cat]) - ch)
                                    ELSE jsonb_set(merged, ARRAY['categories', cat, ch], sw) END;
