@@ -17,7 +17,7 @@ ISA_VERSIONS = 0.1.0 0.2.0
 # docs/services/<service>.md its API.  Services load in the order of the calls
 # between them; adding a service is its files plus its name here.
 ISA_CORE = core crypto nats outbox subscriptions jobs services bridge http
-ISA_SERVICES ?= account auth product wallet billing payment orders storage organization device notification authz
+ISA_SERVICES ?= account auth product wallet billing payment orders storage organization device ota notification authz session
 
 EXTVERSION = $(lastword $(ISA_VERSIONS))
 ifneq ($(EXTVERSION),$(shell sed -n "s/^default_version = '\(.*\)'/\1/p" isa.control))
@@ -43,8 +43,8 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(UPGRADE_SCRIPTS)
 EXTRA_CLEAN = $(DATA_built) $(addsuffix .tmp,$(UPGRADE_SCRIPTS))
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge -DISA_SQL_VERSION='"$(EXTVERSION)"'
-SHLIB_LINK = -lnats -lsodium
+PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/bridge -I$(srcdir)/ota -DISA_SQL_VERSION='"$(EXTVERSION)"'
+SHLIB_LINK = -lnats $(shell pkg-config --libs libsodium 2>/dev/null || echo -lsodium)
 # -Wextra minus the two warnings PostgreSQL's own headers and fmgr style trigger.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
@@ -57,7 +57,7 @@ endif
 
 # PGXS does not track headers: every object depends on isa's own (a struct
 # that changes in a header must not keep its old layout in an unchanged .c file).
-$(OBJS): $(wildcard extension/*.h extension/*/*.h bridge/*.h)
+$(OBJS): $(wildcard extension/*.h extension/*/*.h bridge/*.h ota/*.h)
 
 # The lists of files are prerequisites too: `make ISA_SERVICES=... install`
 # must rebuild the scripts when only a list changed.
@@ -126,6 +126,33 @@ tools/isa-nats-keys: tools/isa-nats-keys.c extension/nats_jwt.c extension/nats_j
 		$(shell pkg-config --libs libsodium 2>/dev/null)
 
 EXTRA_CLEAN += tools/isa-nats-keys
+
+# ---------------------------------------------------------------- isa-nats-revoker
+# Pushes the device service's revocations into the account JWT (the NATS
+# operator's side: it holds the operator's signing key, the database does
+# not; docs/services/device.md, "Revocation").  libpq, nats.c, nats_jwt.c.
+NATS_REVOKER_CFLAGS = $(NATS_KEYS_CFLAGS) -pthread -I$(shell $(PG_CONFIG) --includedir 2>/dev/null)
+NATS_REVOKER_LIBS = -L$(shell $(PG_CONFIG) --libdir 2>/dev/null) -lpq -lnats \
+	$(shell pkg-config --libs libsodium 2>/dev/null) -pthread
+
+all: tools/isa-nats-revoker
+
+tools/isa-nats-revoker: tools/isa-nats-revoker.c extension/nats_jwt.c extension/nats_jwt.h
+	$(CC) $(NATS_REVOKER_CFLAGS) -o $@ tools/isa-nats-revoker.c extension/nats_jwt.c $(NATS_REVOKER_LIBS)
+
+EXTRA_CLEAN += tools/isa-nats-revoker
+
+# ---------------------------------------------------------------- isa-ota-sign
+# The vendor's tool that signs OTA release manifests (docs/services/ota.md),
+# with the manifest parser isa.so runs (ota/manifest.c, ota/semver.c).
+OTA_SIGN_SRCS = tools/isa-ota-sign.c ota/manifest.c ota/semver.c
+
+all: tools/isa-ota-sign
+
+tools/isa-ota-sign: $(OTA_SIGN_SRCS) ota/ota.h
+	$(CC) $(NATS_KEYS_CFLAGS) -Iota -o $@ $(OTA_SIGN_SRCS) $(shell pkg-config --libs libsodium 2>/dev/null)
+
+EXTRA_CLEAN += tools/isa-ota-sign
 
 # For operators: the binary and the systemd unit (httpd/isa-httpd.service).
 PREFIX ?= /usr/local

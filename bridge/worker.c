@@ -195,7 +195,9 @@ reload_settings(Turn *t)
 /*
  * A connection nats.c closed for good (the server refused the credentials,
  * say while a creds file was being replaced) is made anew every 5 seconds,
- * reading the credentials again: nats.c would never retry it by itself.
+ * reading the credentials again: nats.c would never retry it by itself.  So
+ * is one that nl_connect gave up on (no connection at all: it failed before
+ * nats.c's own retries began, or while it set the connection up).
  */
 static void
 reconnect_if_closed(Turn *t)
@@ -203,13 +205,14 @@ reconnect_if_closed(Turn *t)
 	static TimestampTz last_try = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (!isa_bridge_enabled || !nl_closed())
+	if (!isa_bridge_enabled || !(nl_closed() || nl_conn() == NULL))
 		return;
 	t->timeout_cap = Min(t->timeout_cap, 5000);	/* nothing else wakes us for it */
 	if (!TimestampDifferenceExceeds(last_try, now, 5000))
 		return;
 	last_try = now;
-	ereport(LOG, (errmsg("isa bridge: NATS closed the connection; connecting again")));
+	ereport(LOG, (errmsg(nl_conn() == NULL ? "isa bridge: no NATS connection; connecting again"
+						 : "isa bridge: NATS closed the connection; connecting again")));
 	nl_disconnect();
 	isa_subscriptions_forget_server_state();
 	nl_connect();

@@ -164,6 +164,7 @@ isa_define_gucs(void)
 	isa_storage_define_gucs();
 	isa_device_define_gucs();
 	isa_wallet_define_gucs();
+	isa_session_define_gucs();
 	isa_notification_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }

@@ -365,17 +365,26 @@ out_permission(Out *o, const char *key, const char *const *allow, const char *co
 }
 
 const char *
-isa_nats_operator_claims(char *buf, size_t len, const char *system_account)
+isa_nats_operator_claims(char *buf, size_t len, const char *system_account, const char *const *signing_keys)
 {
 	Out			o = {buf, len, 0, 0};
 
 	if (system_account && isa_nkey_check_public(system_account, ISA_NKEY_ACCOUNT))
 		return "the system account is not an account's public key (A…)";
+	for (int i = 0; signing_keys && signing_keys[i]; i++)
+		if (isa_nkey_check_public(signing_keys[i], ISA_NKEY_OPERATOR))
+			return "a signing key of an operator is an operator's public key (O…)";
 	out_str(&o, "{");
 	if (system_account)
 	{
 		out_str(&o, "\"system_account\":");
 		out_json(&o, system_account);
+		out_str(&o, ",");
+	}
+	if (!list_empty(signing_keys))
+	{
+		out_str(&o, "\"signing_keys\":");
+		out_list(&o, signing_keys);
 		out_str(&o, ",");
 	}
 	out_str(&o, "\"type\":\"operator\",\"version\":2}");
@@ -384,7 +393,7 @@ isa_nats_operator_claims(char *buf, size_t len, const char *system_account)
 
 const char *
 isa_nats_account_claims(char *buf, size_t len, int jetstream, const char *const *signing_keys,
-						const IsaNatsScopedKey *scoped_keys)
+						const IsaNatsScopedKey *scoped_keys, const char *revocations)
 {
 	Out			o = {buf, len, 0, 0};
 	int			n = 0;
@@ -426,6 +435,11 @@ isa_nats_account_claims(char *buf, size_t len, int jetstream, const char *const 
 	}
 	if (n > 0)
 		out_str(&o, "]");
+	if (revocations && strcmp(revocations, "{}") != 0)
+	{
+		out_str(&o, ",\"revocations\":");
+		out_str(&o, revocations);
+	}
 	out_str(&o, ",\"type\":\"account\",\"version\":2}");
 	return out_done(&o);
 }
@@ -709,4 +723,340 @@ isa_nats_creds(char *out, size_t len, const char *jwt, const char *seed)
 	out_str(&o, "\n------END USER NKEY SEED------\n\n"
 			"*************************************************************\n");
 	return out_done(&o);
+}
+
+/* ---------------------------------------------------------------- account revocations */
+
+/*
+ * Reading an account JWT's claims again, to issue it anew with other
+ * revocations (tools/isa-nats-revoker, tools/isa-nats-keys account
+ * --revocations-from): a JSON reader just large enough for claims, which are
+ * a JSON object of members whose keys are plain (no escapes).
+ */
+
+static const char *
+skip_blanks(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+/* past one JSON value at p; NULL if it is not one */
+static const char *
+skip_value(const char *p, int depth)
+{
+	const char *start;
+
+	p = skip_blanks(p);
+	if (*p == '"')
+		return skip_string(p);
+	if (*p == '{' || *p == '[')
+	{
+		char		close = *p == '{' ? '}' : ']';
+
+		if (depth > 32)
+			return NULL;
+		p = skip_blanks(p + 1);
+		if (*p == close)
+			return p + 1;
+		for (;;)
+		{
+			if (close == '}')
+			{
+				if (*p != '"' || (p = skip_string(p)) == NULL)
+					return NULL;
+				p = skip_blanks(p);
+				if (*p++ != ':')
+					return NULL;
+			}
+			if ((p = skip_value(p, depth + 1)) == NULL)
+				return NULL;
+			p = skip_blanks(p);
+			if (*p == close)
+				return p + 1;
+			if (*p++ != ',')
+				return NULL;
+			p = skip_blanks(p);
+		}
+	}
+	/* a number, true, false or null */
+	start = p;
+	while (*p && strchr("+-.0123456789eEtruefalsn", *p) != NULL)
+		p++;
+	return p == start ? NULL : p;
+}
+
+/* One member of an object: its key (without quotes) and its value's text. */
+typedef struct Member
+{
+	const char *key;
+	size_t		key_len;
+	const char *value;
+	size_t		value_len;
+} Member;
+
+/*
+ * The next member of the object at *p, which points at its '{' or past the
+ * previous member: 1 and m, 0 at the object's end (*p past it), -1 if the
+ * text is no object.
+ */
+static int
+next_member(const char **p, Member *m)
+{
+	const char *q = skip_blanks(*p),
+			   *end;
+
+	if (*q == '{' || *q == ',')
+		q = skip_blanks(q + 1);
+	if (*q == '}')
+	{
+		*p = q + 1;
+		return 0;
+	}
+	if (*q != '"' || (end = skip_string(q)) == NULL || memchr(q, '\\', (size_t) (end - q)) != NULL)
+		return -1;
+	m->key = q + 1;
+	m->key_len = (size_t) (end - q - 2);
+	q = skip_blanks(end);
+	if (*q++ != ':')
+		return -1;
+	m->value = skip_blanks(q);
+	if ((end = skip_value(m->value, 0)) == NULL)
+		return -1;
+	m->value_len = (size_t) (end - m->value);
+	q = skip_blanks(end);
+	if (*q != ',' && *q != '}')
+		return -1;
+	*p = q;
+	return 1;
+}
+
+/* The value of member key of the object at obj, or NULL (len: its length). */
+static const char *
+member_value(const char *obj, const char *key, size_t *len)
+{
+	const char *p = skip_blanks(obj);
+	Member		m;
+	int			r;
+
+	if (*p != '{')
+		return NULL;
+	while ((r = next_member(&p, &m)) == 1)
+		if (m.key_len == strlen(key) && strncmp(m.key, key, m.key_len) == 0)
+		{
+			*len = m.value_len;
+			return m.value;
+		}
+	return NULL;
+}
+
+/* An integer member of an object (iat, exp, a revocation's time); 0 if absent or not one. */
+static long long
+member_integer(const char *obj, const char *key)
+{
+	size_t		len = 0;
+	const char *v = member_value(obj, key, &len);
+	long long	n = 0;
+
+	if (v == NULL || len == 0 || len > 18)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+	{
+		if (v[i] < '0' || v[i] > '9')
+			return 0;
+		n = n * 10 + (v[i] - '0');
+	}
+	return n;
+}
+
+/* A plain string member of an object, into out. */
+static int
+member_string(const char *obj, const char *key, char *out, size_t cap)
+{
+	size_t		len = 0;
+	const char *v = member_value(obj, key, &len);
+
+	if (v == NULL || len < 2 || v[0] != '"' || len - 2 >= cap || memchr(v, '\\', len) != NULL)
+		return 0;
+	memcpy(out, v + 1, len - 2);
+	out[len - 2] = '\0';
+	return 1;
+}
+
+int
+isa_nats_claims_lists(const char *claims, const char *list, const char *value)
+{
+	size_t		len = 0;
+	const char *nats = member_value(claims, "nats", &len);
+	const char *p = nats ? member_value(nats, list, &len) : NULL;
+	const char *end;
+
+	if (p == NULL || *p != '[')
+		return 0;
+	for (p = skip_blanks(p + 1); *p == '"'; p = skip_blanks(p))
+	{
+		if ((end = skip_string(p)) == NULL)
+			return 0;
+		if ((size_t) (end - p - 2) == strlen(value) && strncmp(p + 1, value, strlen(value)) == 0)
+			return 1;
+		p = skip_blanks(end);
+		if (*p != ',')
+			return 0;
+		p++;
+	}
+	return 0;
+}
+
+long long
+isa_nats_claims_integer(const char *claims, const char *key)
+{
+	return member_integer(claims, key);
+}
+
+int
+isa_nats_claims_string(const char *claims, const char *key, char *out, size_t cap)
+{
+	return member_string(claims, key, out, cap);
+}
+
+const char *
+isa_nats_claims_revocations(const char *claims, void (*fn) (const char *key, long long at, void *arg), void *arg)
+{
+	size_t		nats_len = 0,
+				rev_len = 0;
+	const char *nats = member_value(claims, "nats", &nats_len);
+	const char *rev;
+	const char *p;
+	Member		m;
+	int			r;
+
+	if (nats == NULL || *nats != '{')
+		return "the claims have no nats object";
+	rev = member_value(nats, "revocations", &rev_len);
+	if (rev == NULL)
+		return NULL;				/* none */
+	if (*rev != '{')
+		return "nats.revocations is not an object";
+	p = rev;
+	while ((r = next_member(&p, &m)) == 1)
+	{
+		char		key[ISA_NKEY_PUBLIC_SIZE];
+		long long	at = 0;
+
+		if (m.key_len >= sizeof(key) || m.value_len == 0 || m.value_len > 18)
+			return "a revocation is not a public key and a time";
+		memcpy(key, m.key, m.key_len);
+		key[m.key_len] = '\0';
+		for (size_t i = 0; i < m.value_len; i++)
+		{
+			if (m.value[i] < '0' || m.value[i] > '9')
+				return "a revocation's time is not an integer";
+			at = at * 10 + (m.value[i] - '0');
+		}
+		fn(key, at, arg);
+	}
+	return r < 0 ? "nats.revocations is malformed" : NULL;
+}
+
+/* One revocation of a claims' into the JSON object being written (isa_nats_claims_revocations_json). */
+typedef struct RevocationsOut
+{
+	Out			o;
+	int			n;
+	const char *err;
+} RevocationsOut;
+
+static void
+out_revocation(const char *key, long long at, void *arg)
+{
+	RevocationsOut *r = arg;
+
+	if (strcmp(key, "*") != 0 && isa_nkey_check_public(key, ISA_NKEY_USER))
+		r->err = "a revoked key is a user's public key (U…)";
+	if (r->n++ > 0)
+		out_str(&r->o, ",");
+	out_json(&r->o, key);
+	out_fmt(&r->o, ":%lld", at);
+}
+
+const char *
+isa_nats_claims_revocations_json(const char *claims, char *buf, size_t len)
+{
+	RevocationsOut r = {{buf, len, 0, 0}, 0, NULL};
+	const char *err;
+
+	out_str(&r.o, "{");
+	err = isa_nats_claims_revocations(claims, out_revocation, &r);
+	out_str(&r.o, "}");
+	return err ? err : r.err ? r.err : out_done(&r.o);
+}
+
+const char *
+isa_nats_revocations_json(char *buf, size_t len, const char *const *keys, const long long *at, int n)
+{
+	Out			o = {buf, len, 0, 0};
+
+	out_str(&o, "{");
+	for (int i = 0; i < n; i++)
+	{
+		/* "*" revokes every user of the account: kept if there, never made here */
+		if (strcmp(keys[i], "*") != 0 && isa_nkey_check_public(keys[i], ISA_NKEY_USER))
+			return "a revoked key is a user's public key (U…)";
+		if (at[i] <= 0)
+			return "a revocation's time is a positive number of seconds";
+		if (i > 0)
+			out_str(&o, ",");
+		out_json(&o, keys[i]);
+		out_fmt(&o, ":%lld", at[i]);
+	}
+	out_str(&o, "}");
+	return out_done(&o);
+}
+
+const char *
+isa_nats_account_reissue(char *out, size_t len, char *work, size_t work_len, const char *signing_seed,
+						 const char *claims, const char *revocations, long long iat)
+{
+	char		sub[ISA_NKEY_PUBLIC_SIZE],
+				name[256];
+	size_t		nats_len = 0;
+	const char *nats = member_value(claims, "nats", &nats_len);
+	const char *p;
+	Out			o = {work, work_len, 0, 0};
+	Member		m;
+	int			r,
+				n = 0;
+	const char *err;
+
+	if (!member_string(claims, "sub", sub, sizeof(sub)) || isa_nkey_check_public(sub, ISA_NKEY_ACCOUNT))
+		return "the claims are not an account's (sub A…)";
+	if (!member_string(claims, "name", name, sizeof(name)))
+		name[0] = '\0';
+	if (nats == NULL || *nats != '{')
+		return "the claims have no nats object";
+	/* the nats object again, its revocations replaced, into work */
+	out_str(&o, "{");
+	p = nats;
+	while ((r = next_member(&p, &m)) == 1)
+	{
+		if (m.key_len == strlen("revocations") && strncmp(m.key, "revocations", m.key_len) == 0)
+			continue;
+		if (n++ > 0)
+			out_str(&o, ",");
+		out_str(&o, "\"");		/* the key is plain (next_member): copied as it is */
+		out_raw(&o, m.key, m.key_len);
+		out_str(&o, "\":");
+		out_raw(&o, m.value, m.value_len);
+	}
+	if (r == 0 && revocations && strcmp(revocations, "{}") != 0)
+	{
+		out_str(&o, n > 0 ? ",\"revocations\":" : "\"revocations\":");
+		out_str(&o, revocations);
+	}
+	out_str(&o, "}");
+	err = r < 0 ? "the nats object of the claims is malformed" : out_done(&o);
+	if (err == NULL)
+		err = isa_nats_jwt_encode(out, len, signing_seed, sub, name, iat, member_integer(claims, "exp"), work);
+	return err;
 }

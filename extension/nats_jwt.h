@@ -56,18 +56,22 @@ extern const char *isa_nkey_check_public(const char *public_key, char kind);
 
 /*
  * The "nats" object of a JWT's claims, as JSON, into buf:
- *   operator: system_account may be NULL;
+ *   operator: system_account may be NULL; signing_keys (O…) NULL-terminated or NULL:
+ *            they may sign accounts in its name (tools/isa-nats-revoker holds one);
  *   account: JetStream enabled (unlimited) or not; signing_keys NULL-terminated or NULL;
  *            scoped signing keys ended by one whose key is NULL, or NULL;
+ *            revocations: a JSON object from isa_nats_revocations_json, or NULL;
  *   user: issuer_account is the account's public key when the user is signed
  *         by one of its signing keys, else NULL;
  *   scoped user: signed by a scoped signing key of issuer_account, without
  *         permissions or limits (the server refuses a scoped user that has any).
  */
-extern const char *isa_nats_operator_claims(char *buf, size_t len, const char *system_account);
+extern const char *isa_nats_operator_claims(char *buf, size_t len, const char *system_account,
+											const char *const *signing_keys);
 extern const char *isa_nats_account_claims(char *buf, size_t len, int jetstream,
 										   const char *const *signing_keys,
-										   const IsaNatsScopedKey *scoped_keys);
+										   const IsaNatsScopedKey *scoped_keys,
+										   const char *revocations);
 extern const char *isa_nats_user_claims(char *buf, size_t len, const IsaNatsPermissions *perms,
 										const char *issuer_account);
 extern const char *isa_nats_scoped_user_claims(char *buf, size_t len, const char *issuer_account);
@@ -89,5 +93,44 @@ extern const char *isa_nats_jwt_decode(char *claims, size_t len, const char *jwt
 
 /* A creds file (user JWT and seed), as nats clients read it. */
 extern const char *isa_nats_creds(char *out, size_t len, const char *jwt, const char *seed);
+
+/*
+ * Revocations of users in an account JWT (nats-server 2.9): its
+ * nats.revocations maps a user's public key to a time; the server refuses a
+ * user JWT of that key issued at or before it, and closes the connections of
+ * such users when the account JWT arrives (docs/services/device.md,
+ * "Revocation").
+ */
+
+/* A top-level integer (iat, exp; 0 if absent) or plain string (sub, name) member of claims. */
+extern long long isa_nats_claims_integer(const char *claims, const char *key);
+extern int	isa_nats_claims_string(const char *claims, const char *key, char *out, size_t cap);
+
+/* Whether the list nats.<list> of claims (an operator's signing_keys) holds value. */
+extern int	isa_nats_claims_lists(const char *claims, const char *list, const char *value);
+
+/* Calls fn for each revocation of an account's claims (none: no call). */
+extern const char *isa_nats_claims_revocations(const char *claims,
+											   void (*fn) (const char *key, long long at, void *arg),
+											   void *arg);
+
+/* The revocations of an account's claims as a JSON object ("{}": none), each checked. */
+extern const char *isa_nats_claims_revocations_json(const char *claims, char *buf, size_t len);
+
+/* The JSON object of n revocations: user public keys (or "*") and their times. */
+extern const char *isa_nats_revocations_json(char *buf, size_t len, const char *const *keys,
+											 const long long *at, int n);
+
+/*
+ * The account JWT of claims (an account's, as isa_nats_jwt_decode gives
+ * them) issued again at iat by signing_seed (the operator's, or one of its
+ * signing keys), with its nats.revocations replaced by revocations (a JSON
+ * object; NULL or "{}": none).  Its sub, name, exp and every other member of
+ * nats stay; other top-level claims (aud, nbf: isa sets none) are dropped.
+ * work is scratch space as long as the claims and the revocations together.
+ */
+extern const char *isa_nats_account_reissue(char *out, size_t len, char *work, size_t work_len,
+											const char *signing_seed, const char *claims,
+											const char *revocations, long long iat);
 
 #endif

@@ -7,10 +7,12 @@
  *
  *   isa-nats-keys nkey operator|account|user        a new seed
  *   isa-nats-keys public SEED_FILE                  its public key
- *   isa-nats-keys operator SEED_FILE --name N [--system-account PUB]
+ *   isa-nats-keys operator SEED_FILE --name N [--system-account PUB] [--signing-key PUB]…
  *   isa-nats-keys account OPERATOR_SEED_FILE ACCOUNT_PUB --name N [--jetstream] [--signing-key PUB]…
  *                 [--scoped-key PUB --scope-role R [--scope-pub S]… [--scope-sub S]… [--scope-bearer]]
  *                                                   (one scoped signing key: its users' permissions)
+ *                 [--revocations-from JWT_FILE]     (the revocations of that JWT of the account,
+ *                                                   if the file exists: the one the server keeps)
  *   isa-nats-keys user SIGNING_SEED_FILE --name N [--account PUB] [--expires EPOCH]
  *                 [--pub S]… [--sub S]… [--deny-pub S]… [--deny-sub S]…
  *                 [--scoped]                        (signed by a scoped key: no permissions)
@@ -26,7 +28,7 @@
 #include "nats_jwt.h"
 
 #define MAX_LIST 256
-#define BUF_SIZE (256 * 1024)
+#define BUF_SIZE (1024 * 1024)	/* nats-server's default max_payload: an account JWT fits */
 
 static char buf_nats[BUF_SIZE];
 static char buf_jwt[BUF_SIZE];
@@ -35,9 +37,10 @@ static char buf_out[BUF_SIZE];
 static const char usage[] =
 	"usage: isa-nats-keys nkey operator|account|user\n"
 	"       isa-nats-keys public SEED_FILE\n"
-	"       isa-nats-keys operator SEED_FILE --name N [--system-account PUB]\n"
+	"       isa-nats-keys operator SEED_FILE --name N [--system-account PUB] [--signing-key PUB]...\n"
 	"       isa-nats-keys account OPERATOR_SEED_FILE ACCOUNT_PUB --name N [--jetstream] [--signing-key PUB]...\n"
 	"                     [--scoped-key PUB --scope-role ROLE [--scope-pub SUBJECT]... [--scope-sub SUBJECT]... [--scope-bearer]]\n"
+	"                     [--revocations-from JWT_FILE]\n"
 	"       isa-nats-keys user SIGNING_SEED_FILE --name N [--account PUB] [--expires EPOCH]\n"
 	"                     [--pub SUBJECT]... [--sub SUBJECT]... [--deny-pub SUBJECT]... [--deny-sub SUBJECT]... [--scoped]\n"
 	"       isa-nats-keys decode JWT_FILE|-\n";
@@ -85,6 +88,7 @@ typedef struct Args
 	int			scope_bearer;
 	const char *scoped_key;
 	const char *scope_role;
+	const char *revocations_from;
 	const char *scope_pub[MAX_LIST + 1];
 	const char *scope_sub[MAX_LIST + 1];
 	const char *signing_keys[MAX_LIST + 1];
@@ -147,6 +151,8 @@ parse(Args *a, int argc, char **argv)
 			a->scoped_key = v;
 		else if (strcmp(o, "--scope-role") == 0)
 			a->scope_role = v;
+		else if (strcmp(o, "--revocations-from") == 0)
+			a->revocations_from = v;
 		else if (strcmp(o, "--scope-pub") == 0)
 			push(a->scope_pub, v);
 		else if (strcmp(o, "--scope-sub") == 0)
@@ -169,6 +175,29 @@ check(const char *err, const char *what)
 {
 	if (err)
 		fail(what, err);
+}
+
+/*
+ * Into buf_out, the revocations of the JWT in path, an account JWT of
+ * account whose signature verifies; "{}" when the file does not exist (a
+ * server that never ran).  Re-minting the account must not undo what
+ * tools/isa-nats-revoker pushed to the server since.
+ */
+static void
+carried_revocations(const char *path, const char *account)
+{
+	FILE	   *f;
+	char		sub[ISA_NKEY_PUBLIC_SIZE];
+
+	strcpy(buf_out, "{}");
+	if (path == NULL || (f = fopen(path, "r")) == NULL)
+		return;
+	fclose(f);
+	read_first_line(path, buf_jwt, sizeof(buf_jwt));
+	check(isa_nats_jwt_decode(buf_nats, sizeof(buf_nats), buf_jwt), path);
+	if (!isa_nats_claims_string(buf_nats, "sub", sub, sizeof(sub)) || strcmp(sub, account) != 0)
+		fail(path, "not a JWT of this account");
+	check(isa_nats_claims_revocations_json(buf_nats, buf_out, sizeof(buf_out)), path);
 }
 
 int
@@ -209,7 +238,7 @@ main(int argc, char **argv)
 		check(isa_nkey_public(seed, pub, &kind), a.positional[0]);
 		if (kind != ISA_NKEY_OPERATOR)
 			fail(a.positional[0], "not an operator's seed (SO…)");
-		check(isa_nats_operator_claims(buf_nats, sizeof(buf_nats), a.system_account), "operator");
+		check(isa_nats_operator_claims(buf_nats, sizeof(buf_nats), a.system_account, a.signing_keys), "operator");
 		check(isa_nats_jwt_encode(buf_jwt, sizeof(buf_jwt), seed, pub, a.name, (long long) time(NULL), 0,
 								  buf_nats), "operator");
 		printf("%s\n", buf_jwt);
@@ -225,7 +254,9 @@ main(int argc, char **argv)
 			usage_error("account: --scoped-key PUB needs --scope-role ROLE");
 		read_first_line(a.positional[0], seed, sizeof(seed));
 		check(isa_nkey_check_public(a.positional[1], ISA_NKEY_ACCOUNT), a.positional[1]);
-		check(isa_nats_account_claims(buf_nats, sizeof(buf_nats), a.jetstream, a.signing_keys, scoped), "account");
+		carried_revocations(a.revocations_from, a.positional[1]);
+		check(isa_nats_account_claims(buf_nats, sizeof(buf_nats), a.jetstream, a.signing_keys, scoped,
+									  buf_out), "account");
 		check(isa_nats_jwt_encode(buf_jwt, sizeof(buf_jwt), seed, a.positional[1], a.name,
 								  (long long) time(NULL), 0, buf_nats), "account");
 		printf("%s\n", buf_jwt);

@@ -31,6 +31,9 @@
 #   subscriber  read only: subscribe to the event subjects; stream info and
 #               message get; create, use and delete only the consumers named
 #               by --consumer (default watch); publish no event
+#   revoker     (system account) tools/isa-nats-revoker: looks up the isa
+#               account's JWT and pushes it again with the revocations of
+#               decommissioned devices, signed by operator-signing.nk
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,11 +92,13 @@ nkey() { # FILE KIND — a seed, made once
   [ -s "$DIR/$1" ] || "$KEYS" nkey "$2" >"$DIR/$1"
 }
 nkey operator.nk operator
+nkey operator-signing.nk operator   # signs the isa account again with its revocations (isa-nats-revoker)
 nkey sys.nk account
 nkey isa.nk account
 nkey isa-signing.nk account       # signs the users: the account's own key stays put
 nkey isa-device-signing.nk account  # scoped: signs the devices' credentials (the database holds it)
 OPERATOR=$("$KEYS" public "$DIR/operator.nk")
+OPERATOR_SIGNING=$("$KEYS" public "$DIR/operator-signing.nk")
 SYS=$("$KEYS" public "$DIR/sys.nk")
 ISA=$("$KEYS" public "$DIR/isa.nk")
 SIGNING=$("$KEYS" public "$DIR/isa-signing.nk")
@@ -110,17 +115,25 @@ mint() { # FILE ARGS…
   mv "$DIR/$file.tmp" "$DIR/$file"
   printf '%s\n' "$args" >"$DIR/$file.args"
 }
-mint operator.jwt operator "$DIR/operator.nk" --name isa --system-account "$SYS"
+mint operator.jwt operator "$DIR/operator.nk" --name isa --system-account "$SYS" --signing-key "$OPERATOR_SIGNING"
 mint sys.jwt account "$DIR/operator.nk" "$SYS" --name SYS
 # The devices' key is scoped: a user it signs (named by its device id, bearer:
 # MQTT passes the JWT as its password) gets the template's permissions, its
 # own device's topics only, whatever the database that minted it put in it
 # (docs/services/device.md, "MQTT").  $MQTT.sub.> is where nats-server
-# delivers an MQTT client's QoS 1 subscriptions.
+# delivers an MQTT client's QoS 1 subscriptions.  Made again (its arguments
+# changed), it carries the revocations of the account JWT the server keeps in
+# its resolver directory (isa-nats-revoker pushed them): a newer preload would
+# replace that JWT at the server's next start.
 mint isa.jwt account "$DIR/operator.nk" "$ISA" --name ISA --jetstream --signing-key "$SIGNING" \
   --scoped-key "$DEVICE_SIGNING" --scope-role device --scope-bearer \
   --scope-pub 'isa.devices.{{name()}}.acks' --scope-pub 'isa.devices.{{name()}}.heartbeat' \
-  --scope-sub 'isa.devices.{{name()}}.commands' --scope-sub '$MQTT.sub.>'
+  --scope-sub 'isa.devices.{{name()}}.commands' --scope-sub '$MQTT.sub.>' \
+  --revocations-from "$DIR/resolver/$ISA.jwt"
+# The revoker: a user of the system account that may only look up the isa
+# account's JWT and push one (the operator's signing key signs it).
+mint revoker.creds user "$DIR/sys.nk" --name revoker --pub "\$SYS.REQ.ACCOUNT.$ISA.CLAIMS.LOOKUP" \
+  --pub '$SYS.REQ.CLAIMS.UPDATE' --sub '_INBOX.revoker.>'
 
 user() { # PARTY ARGS… — PARTY.creds, signed by the account's signing key
   local party=$1
@@ -197,6 +210,14 @@ NATS configuration written to $DIR (operator $OPERATOR, account ISA $ISA):
       isa.nats_inbox_prefix = '_INBOX.$BRIDGE'
   publishes: ${SOURCES[*]/%/.>}
   admin.creds (everything), producer.creds (external.>), $(for p in "${PRODUCERS[@]}"; do printf '%s.creds (%s), ' "${p%%=*}" "${p#*=}"; done)subscriber.creds (read only; consumers: ${CONSUMERS[*]})
-  the device service mints with the signing key isa-signing.nk (account $ISA)
+  the device service mints with the scoped signing key isa-device-signing.nk (account $ISA):
+      isa.device_nats_signing_key = '<its seed>'
+      isa.device_nats_account = '$ISA'
+  revocation of decommissioned devices' credentials (docs/services/device.md, "Revocation"),
+  next to nats-server, not in the database: it holds the operator's signing key
+      isa-nats-revoker --database 'CONNINFO (a role that may run device.nats_revocations*)' \\
+          --nats nats://HOST:PORT \\
+          --creds $DIR/revoker.creds --operator-jwt $DIR/operator.jwt \\
+          --signing-key $DIR/operator-signing.nk --account $ISA
 INFO
 fi

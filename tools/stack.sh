@@ -6,12 +6,14 @@
 #
 #   start [--fresh]   start what is not running (--fresh: recreate database isa and
 #                     empty the JetStream store: the stream's events go with the database)
-#   stop              stop the servers
+#   stop              stop the servers (and the revoker)
 #   status            exit 0 if all run
 #   httpd-restart     restart isa-httpd (it reloads its routes on SIGHUP: httpd-reload)
 #   httpd-reload      SIGHUP isa-httpd: routes and signing keys are read again
 #   nats-stop         stop only nats-server (SIGTERM: it flushes its store)
 #   nats-start        start nats-server again on the same port and store
+#   revoker-stop      stop only isa-nats-revoker (revocations wait in the database)
+#   revoker-start     start it again
 #   pg-crash          stop PostgreSQL with -m immediate (no shutdown checkpoint: the
 #                     next start does crash recovery), start it again and wait until
 #                     it accepts connections
@@ -32,13 +34,16 @@
 # NATS runs in operator/JWT mode: keys, accounts and one credential per party
 # (tools/nats-config.sh dev) in .isa/NAME/nats/, made at the first start and
 # kept; no client gets in without one (docs/bridge.md, "Securing NATS").
+# tools/isa-nats-revoker runs beside it: it revokes the NATS credentials of
+# decommissioned devices in the account JWT (docs/services/device.md,
+# "Revocation"), connected to the database as isa_nats_revoker.
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres`
 # user of Debian's package and its files are theirs.
 set -euo pipefail
 
-NAME=${1:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|pg-crash|psql|env}
-CMD=${2:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|pg-crash|psql|env}
+NAME=${1:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|revoker-stop|revoker-start|pg-crash|psql|env}
+CMD=${2:?usage: tools/stack.sh NAME start|stop|status|nats-stop|nats-start|revoker-stop|revoker-start|pg-crash|psql|env}
 shift 2
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,6 +69,9 @@ NATSDIR=$STACK/nats
 HTTPD_BIN=$ROOT/httpd/isa-httpd
 HTTPD_PID=$STACK/httpd.pid
 HTTPD_LOG=$STACK/httpd.log
+REVOKER_BIN=$ROOT/tools/isa-nats-revoker
+REVOKER_PID=$STACK/revoker.pid
+REVOKER_LOG=$STACK/revoker.log
 
 # As root, the cluster belongs to `postgres`, who must be able to reach it.
 # When the checkout lives where `postgres` cannot enter (e.g. under /root),
@@ -325,13 +333,65 @@ SQL
   exit 1
 }
 
-stop_httpd() {
+# SIGTERM to the process of a pid file, SIGKILL after 5 s, then the file goes
+stop_pid_file() {
   local p
-  p=$(httpd_pid) || return 0
+  p=$(cat "$1" 2>/dev/null) || return 0
   kill "$p" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$p" 2>/dev/null || true
-  rm -f "$HTTPD_PID"
+  rm -f "$1"
+}
+stop_httpd() { stop_pid_file "$HTTPD_PID"; }
+
+# The revoker (tools/isa-nats-revoker): the operator's side of revocation, with
+# the operator's signing key and the system account's revoker.creds.  In the
+# database, a login role that may call the revoker's two functions and nothing
+# else (trust, over the socket); granted at every start: --fresh makes the
+# database again.  It outlives nats-stop/nats-start and pg-crash: it
+# connects again.
+revoker_pid() { [ -f "$REVOKER_PID" ] && cat "$REVOKER_PID"; }
+revoker_running() { local p; p=$(revoker_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+revoker_role() {
+  psql_db -d "$DB" -o /dev/null <<'SQL'
+SET client_min_messages = warning;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'isa_nats_revoker') THEN
+    CREATE ROLE isa_nats_revoker LOGIN;
+  END IF;
+  IF to_regprocedure('device.nats_revocations_pushed(text[])') IS NOT NULL THEN   -- not in an older database
+    GRANT USAGE ON SCHEMA device TO isa_nats_revoker;
+    GRANT EXECUTE ON FUNCTION device.nats_revocations(), device.nats_revocations_pushed(text[]) TO isa_nats_revoker;
+  END IF;
+END $$;
+SQL
+}
+
+start_revoker() {
+  [ -x "$REVOKER_BIN" ] || { echo "warning: $REVOKER_BIN is not built (make): decommissioned devices stay connected" >&2; return 0; }
+  nats_credentials
+  nohup "$REVOKER_BIN" --database "host=$PGDIR/socket port=$PG_PORT dbname=$DB user=isa_nats_revoker" \
+    --nats "nats://127.0.0.1:$NATS_PORT" --creds "$NATSDIR/revoker.creds" --operator-jwt "$NATSDIR/operator.jwt" \
+    --signing-key "$NATSDIR/operator-signing.nk" --account "$("$ROOT/tools/isa-nats-keys" public "$NATSDIR/isa.nk")" \
+    >>"$REVOKER_LOG" 2>&1 &
+  echo $! >"$REVOKER_PID"
+  sleep 0.1
+  revoker_running || { echo "isa-nats-revoker did not start; see $REVOKER_LOG" >&2; tail -n 5 "$REVOKER_LOG" >&2; exit 1; }
+}
+
+stop_revoker() { stop_pid_file "$REVOKER_PID"; }
+
+# One process of the stack alone (nats-stop, revoker-start …): LABEL RUNNING STOP|START [WHERE]
+stop_one() {
+  "$2" || { echo "$1 of stack '$NAME' is not running." >&2; exit 1; }
+  "$3"
+  echo "$1 of stack '$NAME' stopped."
+}
+start_one() {
+  "$2" && { echo "$1 of stack '$NAME' is already running."; exit 0; }
+  "$3"
+  echo "$1 of stack '$NAME' is running${4:-}."
 }
 
 print_info() {
@@ -356,6 +416,8 @@ isa stack '$NAME' is running (files in .isa/$NAME):
               inbox prefix it may subscribe to (_INBOX.producer, _INBOX.model, _INBOX.subscriber), e.g.
               node test/natsclient/isa-nats.mjs --creds .isa/$NAME/nats/subscriber.creds sub 'wallet_service.>' --consumer watch
               (eval "\$(tools/stack.sh $NAME env)" exports ISA_NATS_CREDS and the others)
+  revoker     isa-nats-revoker: decommissioned devices' NATS credentials revoked in the
+              account JWT (operator-signing.nk, revoker.creds); log .isa/$NAME/revoker.log
   logs        .isa/$NAME/pg/postgresql.log, .isa/$NAME/nats/nats.log, .isa/$NAME/httpd.log
   stop        make stop
 INFO
@@ -365,9 +427,11 @@ case "$CMD" in
   start)
     fresh=0
     [ "${1:-}" = --fresh ] && fresh=1
-    if pg_running && nats_running && httpd_running && [ "$fresh" = 0 ]; then
+    if pg_running && nats_running && httpd_running && { revoker_running || [ ! -x "$REVOKER_BIN" ]; } &&
+       [ "$fresh" = 0 ]; then
       echo "isa stack '$NAME' is already running; nothing to do."
       create_db 0 >/dev/null
+      revoker_role
       print_info
       exit 0
     fi
@@ -383,10 +447,13 @@ case "$CMD" in
     create_db "$fresh"
     # a database recreated under a running isa-httpd: it reconnects, but reload its routes
     if httpd_running; then kill -HUP "$(httpd_pid)"; else start_httpd; fi
+    revoker_role
+    revoker_running || start_revoker
     print_info
     ;;
   stop)
     stopped=0
+    if revoker_running; then stop_revoker; stopped=1; fi
     if httpd_running; then stop_httpd; stopped=1; fi
     if pg_running; then pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null; stopped=1; fi
     if nats_running; then stop_nats; stopped=1; fi
@@ -396,7 +463,8 @@ case "$CMD" in
     pg_running && echo "postgresql: running on 127.0.0.1:$PG_PORT" || echo "postgresql: stopped"
     nats_running && echo "nats-server: running on 127.0.0.1:$NATS_PORT" || echo "nats-server: stopped"
     httpd_running && echo "isa-httpd: running on 127.0.0.1:$HTTP_PORT" || echo "isa-httpd: stopped"
-    pg_running && nats_running && httpd_running
+    revoker_running && echo "isa-nats-revoker: running" || echo "isa-nats-revoker: stopped"
+    pg_running && nats_running && httpd_running && { revoker_running || [ ! -x "$REVOKER_BIN" ]; }
     ;;
   httpd-restart)
     stop_httpd
@@ -407,16 +475,10 @@ case "$CMD" in
     httpd_running || { echo "isa-httpd of stack '$NAME' is not running." >&2; exit 1; }
     kill -HUP "$(httpd_pid)"
     ;;
-  nats-stop)
-    nats_running || { echo "nats-server of stack '$NAME' is not running." >&2; exit 1; }
-    stop_nats
-    echo "nats-server of stack '$NAME' stopped."
-    ;;
-  nats-start)
-    nats_running && { echo "nats-server of stack '$NAME' is already running."; exit 0; }
-    start_nats
-    echo "nats-server of stack '$NAME' is running on 127.0.0.1:$NATS_PORT."
-    ;;
+  nats-stop) stop_one nats-server nats_running stop_nats ;;
+  nats-start) start_one nats-server nats_running start_nats " on 127.0.0.1:$NATS_PORT" ;;
+  revoker-stop) stop_one isa-nats-revoker revoker_running stop_revoker ;;
+  revoker-start) start_one isa-nats-revoker revoker_running start_revoker ;;
   pg-crash)
     pg_running || { echo "PostgreSQL of stack '$NAME' is not running." >&2; exit 1; }
     pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null
@@ -434,6 +496,7 @@ export ISA_STACK_NAME='$NAME' ISA_STACK_DIR='$STACK' ISA_PGDATA='$PGDIR/data' IS
 export ISA_NATS_URL=nats://127.0.0.1:$NATS_PORT ISA_NATS_MONITOR=http://127.0.0.1:$NATS_MON_PORT
 export ISA_MQTT_PORT=$MQTT_PORT
 export ISA_HTTP_URL=http://127.0.0.1:$HTTP_PORT ISA_HTTPD_LOG='$HTTPD_LOG' ISA_METRICS_TOKEN_FILE='$METRICS_TOKEN'
+export ISA_REVOKER_LOG='$REVOKER_LOG'
 export ISA_NATS_CREDS='$NATSDIR/admin.creds' ISA_NATS_PRODUCER_CREDS='$NATSDIR/producer.creds'
 export ISA_NATS_MODEL_CREDS='$NATSDIR/model.creds' ISA_NATS_SUBSCRIBER_CREDS='$NATSDIR/subscriber.creds'
 export ISA_NATS_BRIDGE_CREDS='$NATSDIR/bridge.creds'

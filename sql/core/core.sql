@@ -90,6 +90,41 @@ $$;
 COMMENT ON FUNCTION isa.check_page_size(text, integer) IS
     'Raises 22004 when a list function''s page size is NULL and 22023 when it is not from 1 to 1000, naming the argument.';
 
+-- A name, title or label a service stores: blanks around it removed, 1 to
+-- max_len characters, no control characters; 22023 naming what it is
+-- ("a session's model").  NULL is the caller's to refuse (isa.not_null).
+-- The one copy of the rule: session, device and organization call it.
+CREATE FUNCTION isa.check_text(what text, value text, max_len integer) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text := btrim(value, E' \t\r\n');
+BEGIN
+    IF v = '' OR length(v) > max_len OR v ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION '% must be 1 to % characters without control characters', what, max_len
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION isa.check_text(text, text, integer) IS
+    'A stored name or title: value without the blanks around it; 22023 "<what> must be 1 to <max_len> characters without control characters" otherwise. NULL gives NULL.';
+
+-- An idempotency key of a service's write: NULL (none) or 1 to 255 characters.
+CREATE FUNCTION isa.check_idempotency_key(idempotency_key text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters or null' USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION isa.check_idempotency_key(text) IS
+    'Raises 22023 unless an idempotency key is NULL or 1 to 255 characters.';
+
 CREATE FUNCTION isa.uuid_v7_time(id uuid) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'isa_uuid_v7_time' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION isa.uuid_v7_time(uuid) IS

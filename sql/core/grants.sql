@@ -47,6 +47,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON FUNCTION
     isa.uuid_v7(), isa.publish_event(text, text, jsonb, jsonb), isa.current_event(),
     isa.not_null(text, "any"), isa.check_page_size(text, integer),
+    isa.check_text(text, text, integer), isa.check_idempotency_key(text),
     isa.iso_time(timestamptz), isa.is_uuid(text),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
     isa.base64url_encode(bytea)

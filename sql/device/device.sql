@@ -73,6 +73,27 @@ CREATE TABLE device.device_messages (
 COMMENT ON TABLE device.device_messages IS
     'Ids of the messages devices sent over MQTT (acks, heartbeats) already applied; purged after a day by device.housekeeping().';
 
+-- Every NATS credential device.nats_credentials issued, by its user's public
+-- key, kept until a day after it expired.  Decommissioning marks the
+-- device's unexpired ones revoked (the queue: revoked, not pushed); the
+-- revoker (tools/isa-nats-revoker, outside the database: it holds the NATS
+-- operator's signing key) lists them in the account JWT's revocations, pushes
+-- it to the servers and marks them pushed once a server took it
+-- (docs/services/device.md, "Revocation").
+CREATE TABLE device.nats_keys (
+    public_key text PRIMARY KEY CHECK (public_key ~ '^U[A-Z2-7]{55}$'),
+    device_id  uuid NOT NULL REFERENCES device.devices,
+    issued_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz,                              -- its device was decommissioned
+    pushed_at  timestamptz,                              -- a server took the account JWT revoking it
+    CHECK (pushed_at IS NULL OR revoked_at IS NOT NULL)
+);
+CREATE INDEX nats_keys_device ON device.nats_keys (device_id);
+CREATE INDEX nats_keys_revoked ON device.nats_keys (revoked_at) WHERE revoked_at IS NOT NULL;
+COMMENT ON TABLE device.nats_keys IS
+    'The NATS credentials issued to devices (user public key, expiry) and their revocation: revoked at decommissioning, pushed once the account JWT listing it reached NATS; purged a day after expiry by device.housekeeping().';
+
 -- ---------------------------------------------------------------- types
 CREATE TYPE device.device_info AS (
     device_id         uuid,
@@ -180,26 +201,9 @@ CREATE FUNCTION device._check_text(what text, value text, max_len integer) RETUR
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v text := btrim(value, E' \t\r\n');
 BEGIN
     PERFORM isa.not_null(what, value);
-    IF v = '' OR length(v) > max_len OR v ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'a device''s % must be 1 to % characters without control characters', what, max_len
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN v;
-END
-$$;
-
-CREATE FUNCTION device._check_idempotency_key(idempotency_key text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
-        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters or null' USING ERRCODE = '22023';
-    END IF;
+    RETURN isa.check_text('a device''s ' || what, value, max_len);
 END
 $$;
 
@@ -477,7 +481,7 @@ BEGIN
     IF firmware_version IS NOT NULL THEN
         v_fw := device._check_text('firmware_version', firmware_version, 64);
     END IF;
-    PERFORM device._check_idempotency_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     PERFORM account.require_user(actor_id);
     IF idempotency_key IS NOT NULL THEN
         -- Serialise the actor's calls with one key: the second waits here for the first.
@@ -606,8 +610,15 @@ BEGIN
         PERFORM device._finish(c.command_id, 'failed', NULL, 'device decommissioned');
     END LOOP;
     -- its key goes and its device tokens end (auth); its NATS credentials are
-    -- no longer issued (device.nats_credentials)
+    -- no longer issued (device.nats_credentials), and those it holds are
+    -- revoked: the revoker, woken by the notification at commit, pushes them
+    -- to NATS, which closes the device's connections
     PERFORM auth.unregister_device(d.device_id::text);
+    UPDATE device.nats_keys k SET revoked_at = now()
+     WHERE k.device_id = d.device_id AND k.revoked_at IS NULL AND k.expires_at > now();
+    IF FOUND THEN
+        PERFORM pg_notify('isa_device_nats_revocations', '');
+    END IF;
     PERFORM isa.publish_event('device.decommissioned', 'device_service',
         jsonb_build_object('device_id', d.device_id, 'owner_id', d.owner_id,
                            'organization_id', d.organization_id, 'decommissioned_by', actor_id));
@@ -615,7 +626,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION device.decommission_device(uuid, uuid) IS
-    'Takes a device out of service (its owner, or an owner or admin of its organization): auth forgets its key and ends its sessions, its open commands fail, its serial is free again; publishes device.decommissioned. true if it did, false if it was decommissioned already. 42501 not allowed, P0002 unknown device.';
+    'Takes a device out of service (its owner, or an owner or admin of its organization): auth forgets its key and ends its sessions, its open commands fail, its unexpired NATS credentials are revoked (device.nats_keys; the revoker is notified on channel isa_device_nats_revocations), its serial is free again; publishes device.decommissioned. true if it did, false if it was decommissioned already. 42501 not allowed, P0002 unknown device.';
 
 -- ---------------------------------------------------------------- API: reads
 CREATE FUNCTION device.get_device(actor_id uuid, device_id uuid) RETURNS device.device_info
@@ -690,7 +701,7 @@ BEGIN
     IF ttl_seconds NOT BETWEEN 10 AND 7 * 24 * 3600 THEN
         RAISE EXCEPTION 'ttl_seconds must be 10 … 604800, not %', ttl_seconds USING ERRCODE = '22023';
     END IF;
-    PERFORM device._check_idempotency_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     d := device._device(device_id, true);
     PERFORM device._require(d, actor_id, 'command');
     IF idempotency_key IS NOT NULL THEN
@@ -1131,9 +1142,9 @@ COMMENT ON FUNCTION device.acknowledge_command(uuid, uuid, boolean, jsonb, text)
 -- The device's own NATS user: named by its device id, signed by the scoped
 -- signing key isa.device_nats_signing_key, whose template in the account JWT
 -- (tools/nats-config.sh) gives it its own topics only; a bearer JWT, so that an
--- MQTT client passes it as its password.  It expires after isa.device_nats_ttl:
--- a decommissioned device gets no new one and loses the one it has then (or at
--- once, if the stack revokes it: docs/services/device.md, "MQTT").
+-- MQTT client passes it as its password.  It expires after isa.device_nats_ttl;
+-- its public key is kept (device.nats_keys) so that decommissioning revokes it
+-- (docs/services/device.md, "Revocation").
 CREATE FUNCTION device.nats_credentials(device_id uuid) RETURNS device.nats_credential
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1146,7 +1157,8 @@ DECLARE
     t   text := 'isa/devices/' || device_id || '/';
 BEGIN
     PERFORM isa.not_null('device_id', device_id);
-    d := device._device(device_id, false);
+    -- locked: a decommissioning that runs meanwhile waits, then revokes this key too
+    d := device._device(device_id, true);
     PERFORM device._in_service(d);
     IF cfg.signing_key = '' OR cfg.account = '' THEN
         RAISE EXCEPTION 'devices get no NATS credentials: isa.device_nats_signing_key or isa.device_nats_account is not set'
@@ -1155,6 +1167,7 @@ BEGIN
     END IF;
     r.expires_at := date_trunc('second', now()) + make_interval(secs => cfg.ttl);
     c := isa.nats_scoped_user_credentials(cfg.signing_key, d.device_id::text, cfg.account, r.expires_at);
+    INSERT INTO device.nats_keys (public_key, device_id, expires_at) VALUES (c.public_key, d.device_id, r.expires_at);
     r.device_id := d.device_id;
     r.jwt := c.jwt;
     r.commands_topic := t || 'commands';
@@ -1165,6 +1178,52 @@ END
 $$;
 COMMENT ON FUNCTION device.nats_credentials(uuid) IS
     'The calling device''s NATS credential: a bearer JWT (MQTT: the password) valid for isa.device_nats_ttl (default 1 h) that may subscribe to isa/devices/<id>/commands and publish isa/devices/<id>/acks and …/heartbeat only. P0002 unknown device, 23514 decommissioned, 55000 not configured.';
+
+-- ---------------------------------------------------------------- revocation (the revoker's)
+-- tools/isa-nats-revoker reads what the account JWT must revoke and marks
+-- what a server took; it holds the NATS operator's signing key, the database
+-- does not (docs/services/device.md, "Revocation").
+CREATE FUNCTION device.nats_revocations()
+    RETURNS TABLE (public_key text, device_id uuid, revoked_at timestamptz, expires_at timestamptz,
+                   pushed_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.public_key, k.device_id, k.revoked_at, k.expires_at, k.pushed_at
+      FROM device.nats_keys k
+     WHERE k.revoked_at IS NOT NULL
+     ORDER BY k.revoked_at, k.public_key
+$$;
+COMMENT ON FUNCTION device.nats_revocations() IS
+    'The revoked NATS credentials of decommissioned devices still kept (until a day after expiry): public key, device, when revoked, when it expires, when a server took the account JWT revoking it (NULL: not yet). The revoker lists the unexpired ones in the account JWT and drops the expired ones from it. For isa_admin (the revoker''s role).';
+
+CREATE FUNCTION device.nats_revocations_pushed(public_keys text[]) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    bad text;
+BEGIN
+    PERFORM isa.not_null('public_keys', public_keys);
+    SELECT x INTO bad FROM unnest(public_keys) x WHERE x IS NULL OR x !~ '^U[A-Z2-7]{55}$' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'not a NATS user''s public key: %', coalesce(bad, 'NULL') USING ERRCODE = '22023',
+            HINT = 'A user''s public key is U followed by 55 characters of A-Z and 2-7.';
+    END IF;
+    SELECT k.public_key INTO bad FROM device.nats_keys k
+     WHERE k.public_key = ANY (public_keys) AND k.revoked_at IS NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'NATS key % is not revoked', bad USING ERRCODE = '23514';
+    END IF;
+    UPDATE device.nats_keys k SET pushed_at = now()
+     WHERE k.public_key = ANY (public_keys) AND k.pushed_at IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION device.nats_revocations_pushed(text[]) IS
+    'The revoker says a NATS server took the account JWT revoking these keys: marks them pushed (once); returns how many it marked. Keys no longer kept are ignored. 22023 not user public keys, 23514 a key that is not revoked. For isa_admin (the revoker''s role).';
 
 -- ---------------------------------------------------------------- jobs
 CREATE FUNCTION device.mark_offline() RETURNS integer
@@ -1224,14 +1283,19 @@ CREATE FUNCTION device.housekeeping() RETURNS bigint
 AS $$
 DECLARE
     k bigint;
+    n bigint;
 BEGIN
     DELETE FROM device.device_messages m WHERE m.received_at < now() - interval '1 day';
     GET DIAGNOSTICS k = ROW_COUNT;
-    RETURN k;
+    -- a day after expiry: the revoker has had the time to drop a revoked one
+    -- from the account JWT (it lists the expired ones to drop)
+    DELETE FROM device.nats_keys x WHERE x.expires_at < now() - interval '1 day';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN k + n;
 END
 $$;
 COMMENT ON FUNCTION device.housekeeping() IS
-    'Forgets the ids of device messages (MQTT acks, heartbeats) older than a day; returns how many. pg_cron runs it hourly (isa-device-housekeeping).';
+    'Forgets the ids of device messages (MQTT acks, heartbeats) older than a day and the NATS credentials expired for a day; returns how many rows. pg_cron runs it hourly (isa-device-housekeeping).';
 
 INSERT INTO isa.scheduled_jobs (jobname, schedule, command, description)
 VALUES ('isa-device-mark-offline', '* * * * *', 'SELECT device.mark_offline()',
@@ -1362,6 +1426,87 @@ $$;
 COMMENT ON FUNCTION device.on_device_heartbeat(isa.event) IS
     'Handler of the heartbeats devices publish over MQTT (isa/devices/<id>/heartbeat, {firmware_version?, message_id?}): as device.heartbeat, last seen then, offline → online publishes device.online once and sends its open commands again; the same message_id twice counts once. A decommissioned device changes nothing; a heartbeat older than isa.device_offline_after moves last_seen_at only.';
 
+-- ---------------------------------------------------------------- API: for other services (ota)
+-- The OTA service (sql/ota/ota.sql) targets devices by model and
+-- organization, reads one device's state and offers it an update as a
+-- command: it acts as no user, so these take no actor and are granted to
+-- isa_svc_ota only, never to an application.
+CREATE FUNCTION device.list_model_devices(model text, organization_ids uuid[] DEFAULT NULL)
+RETURNS TABLE (device_id uuid, owner_id uuid, organization_id uuid, firmware_version text, status text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT d.device_id, d.owner_id, d.organization_id, d.firmware_version, d.status
+      FROM device.devices d
+     WHERE d.model = list_model_devices.model AND d.decommissioned_at IS NULL
+       AND (list_model_devices.organization_ids IS NULL OR d.organization_id = ANY (list_model_devices.organization_ids))
+     ORDER BY d.device_id;
+END;
+COMMENT ON FUNCTION device.list_model_devices(text, uuid[]) IS
+    'The devices in service of one model, of the given organizations only unless organization_ids is NULL: id, owner, organization, firmware and status. For the OTA service (isa_svc_ota), not applications.';
+
+CREATE FUNCTION device.lookup_device(device_id uuid) RETURNS device.device_info
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN device._info(device._device(device_id, false));
+END
+$$;
+COMMENT ON FUNCTION device.lookup_device(uuid) IS
+    'A device as device_info (status decommissioned when it is), whoever owns it. For the OTA service (isa_svc_ota), not applications. 22004, P0002 unknown device.';
+
+CREATE FUNCTION device.send_service_command(device_id uuid, command text, args jsonb, ttl_seconds integer)
+RETURNS device.command_info
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d device.devices;
+    c device.commands;
+BEGIN
+    PERFORM isa.not_null('device_id, command, args, ttl_seconds', device_id, command, args, ttl_seconds);
+    IF command !~ '^[a-z][a-z0-9_.-]{0,63}$' OR jsonb_typeof(args) <> 'object' OR ttl_seconds NOT BETWEEN 10 AND 7 * 24 * 3600 THEN
+        RAISE EXCEPTION 'invalid service command "%" (a name of a-z 0-9 _ . -, args an object, ttl 10 … 604800 s)',
+            left(command, 100) USING ERRCODE = '22023';
+    END IF;
+    d := device._device(device_id, true);
+    PERFORM device._in_service(d);
+    -- sent_by: the nil UUID, no user (a member's removal never fails it)
+    INSERT INTO device.commands AS x (command_id, device_id, command, args, sent_by, expires_at)
+    VALUES (isa.uuid_v7(), send_service_command.device_id, send_service_command.command, args,
+            '00000000-0000-0000-0000-000000000000', now() + make_interval(secs => ttl_seconds))
+    RETURNING * INTO c;
+    IF d.status = 'online' THEN
+        c := device._transmit(c);
+    END IF;
+    RETURN device._command_info(c);
+END
+$$;
+COMMENT ON FUNCTION device.send_service_command(uuid, text, jsonb, integer) IS
+    'Queues a command from a service, not a user (sent_by is the nil UUID), as send_command does: sent now if the device is online, else when it comes online; the device acknowledges it as any command. For the OTA service (isa_svc_ota: ota.update offers). 22004, 22023, P0002 unknown device, 23514 decommissioned.';
+
+-- ota_service.ota.update_completed {device_id, version, …}: the device runs
+-- the release's firmware now; its next heartbeat says so too.
+CREATE FUNCTION device.on_ota_update_completed(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    did text := e.data ->> 'device_id';
+    fw  text := e.data ->> 'version';
+BEGIN
+    IF NOT isa.is_uuid(did) OR fw IS NULL OR length(fw) NOT BETWEEN 1 AND 64 THEN
+        RAISE WARNING 'device: ota.update_completed % ignored: needs device_id (a uuid) and version, got %', e.id, e.data;
+        RETURN;
+    END IF;
+    UPDATE device.devices d SET firmware_version = fw, updated_at = now()
+     WHERE d.device_id = did::uuid AND d.decommissioned_at IS NULL AND d.firmware_version IS DISTINCT FROM fw;
+END
+$$;
+COMMENT ON FUNCTION device.on_ota_update_completed(isa.event) IS
+    'Handler of ota_service.ota.update_completed: records the release''s version as the device''s firmware_version (a device in service only).';
+
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA device FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -1380,6 +1525,13 @@ GRANT EXECUTE ON FUNCTION
     device.nats_credentials(uuid)
 TO isa_app_device;
 GRANT EXECUTE ON FUNCTION device.mark_offline(), device.process_commands(), device.housekeeping() TO isa_admin;
+-- the OTA service's (sql/ota/ota.sql loads after device)
+GRANT EXECUTE ON FUNCTION
+    device.list_model_devices(text, uuid[]), device.lookup_device(uuid),
+    device.send_service_command(uuid, text, jsonb, integer)
+TO isa_svc_ota;
+-- the revoker's (tools/isa-nats-revoker connects as a member of isa_admin)
+GRANT EXECUTE ON FUNCTION device.nats_revocations(), device.nats_revocations_pushed(text[]) TO isa_admin;
 -- What device's own code calls of other services and of isa, as isa_svc_device.
 GRANT EXECUTE ON FUNCTION
     account.require_user(uuid),
@@ -1397,6 +1549,8 @@ SELECT isa.subscribe_to_events('device', 'auth_service.device.authenticated',
 -- what devices publish over MQTT, made into events by the bridge (docs/bridge.md, "Device messages")
 SELECT isa.subscribe_to_events('device', 'isa.devices.*.acks', 'device.on_device_ack(isa.event)'::regprocedure);
 SELECT isa.subscribe_to_events('device', 'isa.devices.*.heartbeat', 'device.on_device_heartbeat(isa.event)'::regprocedure);
+SELECT isa.subscribe_to_events('device', 'ota_service.ota.update_completed',
+                               'device.on_ota_update_completed(isa.event)'::regprocedure);
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- A user acts on the devices they may reach: actor_id is filled from the

@@ -209,15 +209,9 @@ CREATE FUNCTION organization._check_name(name text) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    n text := btrim(name, E' \t\r\n');
 BEGIN
     PERFORM isa.not_null('name', name);
-    IF n = '' OR length(n) > 200 OR n ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'an organization''s name must be 1 to 200 characters without control characters'
-            USING ERRCODE = '22023';
-    END IF;
-    RETURN n;
+    RETURN isa.check_text('an organization''s name', name, 200);
 END
 $$;
 
@@ -237,17 +231,6 @@ BEGIN
             HINT = 'An email address is local@domain.tld, at most 254 characters, without spaces.';
     END IF;
     RETURN e;
-END
-$$;
-
-CREATE FUNCTION organization._check_idempotency_key(idempotency_key text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
-        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters or null' USING ERRCODE = '22023';
-    END IF;
 END
 $$;
 
@@ -579,7 +562,7 @@ BEGIN
         RAISE EXCEPTION 'kind must be family or business, not "%"', left(kind, 100) USING ERRCODE = '22023',
             HINT = 'A user''s personal organization is made with the account.';
     END IF;
-    PERFORM organization._check_idempotency_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     PERFORM account.require_user(actor_id);
     IF idempotency_key IS NOT NULL THEN
         -- Serialise the user's calls with one key: the second waits here for the first.
@@ -679,7 +662,7 @@ BEGIN
         RAISE EXCEPTION 'an invitation offers the role admin, member or guest, not "%"', left(role, 100)
             USING ERRCODE = '22023', HINT = 'An owner passes ownership with transfer_ownership.';
     END IF;
-    PERFORM organization._check_idempotency_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     my_role := organization._actor_role(o.org_id, actor_id, 'admin');
     IF organization._rank(role) >= organization._rank(my_role) THEN
         RAISE EXCEPTION 'not allowed: an % may invite only roles below its own, not %', my_role, role USING ERRCODE = '42501';

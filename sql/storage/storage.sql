@@ -1041,19 +1041,6 @@ CREATE FUNCTION storage._album_info(a storage.albums) RETURNS storage.album_info
 COMMENT ON FUNCTION storage._album_info(storage.albums) IS
     'An albums row as storage.album_info (file_count: its finished files).';
 
-CREATE FUNCTION storage._check_idempotency_key(idempotency_key text) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF idempotency_key = '' OR length(idempotency_key) > 255 THEN
-        RAISE EXCEPTION 'idempotency_key must be 1 to 255 characters or null' USING ERRCODE = '22023';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION storage._check_idempotency_key(text) IS
-    'An idempotency key is 1 to 255 characters or NULL; 22023.';
-
 CREATE FUNCTION storage.create_album(owner_id uuid, name text, idempotency_key text DEFAULT NULL) RETURNS storage.album_info
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1063,7 +1050,7 @@ DECLARE
     a      storage.albums;
 BEGIN
     PERFORM isa.not_null('owner_id', owner_id);
-    PERFORM storage._check_idempotency_key(idempotency_key);
+    PERFORM isa.check_idempotency_key(idempotency_key);
     PERFORM account.require_user(owner_id);
     IF idempotency_key IS NOT NULL THEN
         -- The second of two calls with one key waits here for the first.
@@ -1289,7 +1276,7 @@ BEGIN
     ELSIF p_user = p_owner THEN
         RAISE EXCEPTION 'a % is not shared with its owner', p_kind USING ERRCODE = '22023';
     END IF;
-    PERFORM storage._check_idempotency_key(p_key);
+    PERFORM isa.check_idempotency_key(p_key);
     IF p_key IS NOT NULL THEN
         SELECT * INTO s FROM storage.shares x WHERE x.owner_id = p_owner AND x.idempotency_key = p_key;
         IF FOUND THEN

@@ -2,7 +2,8 @@
 # connection for good, so the bridge makes a new one every 5 seconds, reading
 # its creds file again; once the file is right it is connected and events
 # flow, none lost.  (A crash restart that read a creds file half rewritten
-# left the bridge disconnected until PostgreSQL restarted.)
+# left the bridge disconnected until PostgreSQL restarted; so did a connection
+# nats.c never began, until the bridge retried those too.)
 source "$(dirname "$0")/lib.sh"
 creds=$(sql "SHOW isa.nats_creds_file")
 keep=$(mktemp); cp "$creds" "$keep"
@@ -20,4 +21,16 @@ is "$(sql "SELECT count(*) FROM isa.outbox WHERE id = '$id' AND published_at IS 
 cat "$keep" > "$creds"
 is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the creds file put right, the bridge connects again by itself"
 is "$(wait_for "SELECT count(*) FROM isa.outbox WHERE id = '$id' AND published_at IS NOT NULL" 1 20)" 1 "and the waiting event is published"
+
+# A creds file that is not there: nats.c gives up before its own retries
+# begin (no connection at all, not a closed one); the bridge tries again
+# every 5 seconds all the same.
+rm -f "$creds"
+sql "SELECT count(pg_terminate_backend(pid)) > 0 FROM pg_stat_activity WHERE backend_type LIKE 'isa bridge%'" >/dev/null
+is "$(wait_for "SELECT connected IS FALSE FROM isa.bridge_status()" t 20)" t "restarted without its creds file, it is not connected"
+id=$(sql "SELECT isa.publish_event('$ET', 'audit_service', '{\"n\": 2}')")
+sleep 1
+cat "$keep" > "$creds"
+is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t "the file back, the bridge connects again by itself"
+is "$(wait_for "SELECT count(*) FROM isa.outbox WHERE id = '$id' AND published_at IS NOT NULL" 1 20)" 1 "and the event published meanwhile goes out"
 done_testing

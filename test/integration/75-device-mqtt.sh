@@ -7,10 +7,8 @@
 # those messages events: docs/bridge.md, "Device messages"), and may neither
 # read nor write another device's topics nor answer its commands; a
 # decommissioned device gets no new credential.  (docs/services/device.md,
-# "MQTT".)
-#
-# Not here yet: the cut-off of a connected decommissioned device (no
-# revocation yet: its JWT lasts until isa.device_nats_ttl).
+# "MQTT".)  The cut-off of a connected decommissioned device (revocation):
+# 77-device-revocation.sh.
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${ISA_MQTT_PORT:?run me in the stack environment (tools/stack.sh NAME env)}"
@@ -21,16 +19,9 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 source "$(dirname "$0")/httplib.sh"
+source "$(dirname "$0")/devicelib.sh"
+PREFIX=IT75
 command -v mosquitto_sub >/dev/null || { echo "1..0 # SKIP mosquitto-clients is not installed"; exit 0; }
-
-# a device of the owner, registered with a fresh key: "DEVICE_ID SECRET_HEX"
-new_device() {
-  local pub priv id
-  read -r pub priv < <(ed_keypair)
-  id=$(sql "SELECT device_id FROM device.register_device('$owner', 'IT75-$run-$1', 'Frame', '\\x$pub'::bytea, 'it75 $1')")
-  echo "$id $priv"
-}
-mqtt() { local tool=$1; shift; timeout 10 "$tool" -h 127.0.0.1 -p "$ISA_MQTT_PORT" "$@"; }
 
 run="$$$(date +%s)"
 owner=$(sql "SELECT (account.create_user('it75-$run@example.com', 'IT75')).user_id")

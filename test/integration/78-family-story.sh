@@ -236,6 +236,7 @@ device device.authenticated 2
 device organization.member_removed 1
 organization device.registered 2
 organization user.created 2
+ota device.online 2
 storage organization.member_removed 1
 wallet user.created 2" "and the services' handlers applied exactly these, each once"
 is "$(sql "SELECT count(*) FROM isa.dead_letters WHERE event_id IN (SELECT id FROM ($events) e) OR subject LIKE 'isa.devices.$frame.%'")" 0 \

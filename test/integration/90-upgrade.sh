@@ -162,6 +162,19 @@ sql "SELECT device.heartbeat('$dev', '1.0.0')" >/dev/null
 cmd=$(sql "SELECT command_id FROM device.send_command('$u2', '$dev', 'display.refresh', '{}', 'up-cmd-1')")
 is "$(sql "SELECT state FROM device.commands WHERE command_id = '$cmd'")" sent "a member's command to the online device is sent"
 is "$(wait_for "SELECT count(*) FROM isa.direct_messages" 0 20)" 0 "the bridge publishes the command (its direct message leaves the queue)"
+# session is new in 0.2.0: u1 (400 tokens) starts a chat session in a login,
+# the model's answer is counted, and logging out of that login ends it
+# through NATS (auth's user.logged_out), with its totals.
+sql "SELECT auth.set_password('$u1', 'upgrade-password-$$')" >/dev/null
+sid=$(sql "SELECT session_id FROM auth.login('up1-$$@example.com', 'upgrade-password-$$')")
+chat=$(sql "SELECT session_id FROM session.start_session('$u1', '$MODEL', login_session_id => '$sid', idempotency_key => 'up-chat-1')")
+sql "SELECT session.add_message('$u1', '$chat', 'user', 'hello');
+     SELECT session.add_message('$u1', '$chat', 'assistant', 'hi', 10, 20)" >/dev/null
+sql "SELECT auth.logout('$sid'::uuid)" >/dev/null
+is "$(wait_for "SELECT status || ' ' || end_reason || ' ' || message_count || ' ' || output_tokens FROM session.sessions WHERE session_id = '$chat'" "ended logout 2 20" 20)" \
+   "ended logout 2 20" "a chat session started after the update ends with its login's logout, through NATS"
+is "$(wait_for "SELECT count(*) FROM session.outbox WHERE event_type = 'session.ended' AND data->>'session_id' = '$chat' AND published_at IS NOT NULL" 1 20)" 1 \
+   "and its session.ended is published"
 sql "SELECT orders.create_order('$u2', 30, 'tokens', 'wallet', 'up-order-2')" >/dev/null
 is "$(sql "SELECT balance FROM wallet.wallets WHERE user_id = '$u2'")" 350 "an order after the update is paid from the wallet (500 - 120 - 30)"
 

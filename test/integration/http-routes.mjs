@@ -1086,6 +1086,82 @@ route("POST", "/v1/device/nats-credentials", "the device (its own token) gets it
   expect(u.status === 401 || u.status === 403, "a user's token is refused", `${u.status} ${u.text}`);
   return r;
 });
+// ---- ota: a vendor key (set up in SQL: keys are the operators'), a signed release of a
+// firmware the administrator uploaded, a rollout to a device of its own model, the device's side
+const vendor = crypto.generateKeyPairSync("ed25519");
+const otaModel = `it80-ota-${RUN}`;
+const otaDevice = crypto.generateKeyPairSync("ed25519");
+route("POST", "/v1/ota/releases", "an administrator creates a release: manifest and its Ed25519 signature by a trusted key", async () => {
+  sql(`SELECT ota.add_signing_key(${q(`it80-${RUN}`)}, decode(${q(Buffer.from(vendor.publicKey.export({ format: "jwk" }).x, "base64url").toString("hex"))}, 'hex'))`);
+  const fw = Buffer.from(`it80 firmware ${RUN}`);
+  const file = await upload("admin", `fw-${RUN}.bin`, fw);
+  const manifest = JSON.stringify({ format: "isa-ota-manifest/1", model: otaModel, version: "2.0.0",
+    sha256: crypto.createHash("sha256").update(fw).digest("hex"), size: fw.length, file_id: file.file_id });
+  const signature = crypto.sign(null, Buffer.from(manifest), vendor.privateKey).toString("base64");
+  const r = await call("POST", "/v1/ota/releases", { body: { manifest, signature }, token: tok("admin") });
+  ids.release = r.json?.release_id;
+  expect(UUID.test(ids.release || "") && r.json?.model === otaModel && r.json?.version === "2.0.0" && r.json?.size === fw.length,
+    "the release: model, version, size", r.json);
+  const bad = await call("POST", "/v1/ota/releases", {
+    body: { manifest: manifest.replace("2.0.0", "2.0.1"), signature }, token: tok("admin") });
+  expect(bad.status === 400, "the manifest changed after signing: 400", `${bad.status} ${bad.text}`);
+  const u = await call("POST", "/v1/ota/releases", { body: { manifest, signature }, token: tok("bob") });
+  expect(u.status === 403, "a user without isa:admin: 403", `${u.status} ${u.text}`);
+  return r;
+});
+route("GET", "/v1/ota/releases", "the releases of a model", async () => {
+  const r = await call("GET", "/v1/ota/releases", { query: { model: otaModel }, token: tok("admin") });
+  expect(Array.isArray(r.json) && r.json.length === 1 && r.json[0].release_id === ids.release, "the one release", r.json);
+  return r;
+});
+route("GET", "/v1/ota/releases/{release_id}", "a release", async () => {
+  const r = await call("GET", "/v1/ota/releases/{release_id}", { params: { release_id: ids.release }, token: tok("admin") });
+  expect(r.json?.release_id === ids.release && /^[0-9a-f]{64}$/.test(r.json?.sha256 || ""), "the release and its SHA-256", r.json);
+  return r;
+});
+route("POST", "/v1/ota/rollouts", "an administrator creates a draft rollout of the release", async () => {
+  const d = await must("POST", "/v1/devices", { body: { serial: `it80-ota-${RUN}`, model: otaModel, name: "IT80 OTA frame",
+    public_key: Buffer.from(otaDevice.publicKey.export({ format: "jwk" }).x, "base64url").toString("base64") }, token: tok("bob") });
+  ids.otaDevice = d.device_id;
+  ids.otaToken = await deviceToken(ids.otaDevice, otaDevice.privateKey);
+  await must("POST", "/v1/device/heartbeat", { body: { firmware_version: "1.0.0" }, token: ids.otaToken });
+  const r = await call("POST", "/v1/ota/rollouts", {
+    body: { release_id: ids.release, name: `it80 ${RUN}`, groups: [100], success_threshold: 100, error_threshold: 50 }, token: tok("admin") });
+  ids.rollout = r.json?.rollout_id;
+  expect(UUID.test(ids.rollout || "") && r.json?.state === "draft" && r.json?.version === "2.0.0", "a draft rollout of 2.0.0", r.json);
+  return r;
+});
+route("POST", "/v1/ota/rollouts/{rollout_id}/state", "it starts: the online device is offered the update", async () => {
+  const r = await call("POST", "/v1/ota/rollouts/{rollout_id}/state", { params: { rollout_id: ids.rollout }, body: { state: "running" }, token: tok("admin") });
+  expect(r.json?.state === "running" && r.json?.current_group === 1 && r.json?.counts?.["1"]?.offered === 1,
+    "running, group 1 open, the device offered", r.json);
+  return r;
+});
+route("GET", "/v1/ota/rollouts", "the rollouts, newest first", async () => {
+  const r = await call("GET", "/v1/ota/rollouts", { token: tok("admin") });
+  expect(Array.isArray(r.json) && r.json.some((x) => x.rollout_id === ids.rollout), "the rollout among them", r.json);
+  return r;
+});
+route("GET", "/v1/ota/rollouts/{rollout_id}", "a rollout and its counts", async () => {
+  const r = await call("GET", "/v1/ota/rollouts/{rollout_id}", { params: { rollout_id: ids.rollout }, token: tok("admin") });
+  expect(r.json?.rollout_id === ids.rollout && r.json?.state === "running", "the running rollout", r.json);
+  return r;
+});
+route("POST", "/v1/device/ota/check", "the device (its own token) asks: its offer, with the signed manifest and a download URL", async () => {
+  const r = await call("POST", "/v1/device/ota/check", { token: ids.otaToken });
+  expect(r.json?.rollout_id === ids.rollout && r.json?.version === "2.0.0" && r.json?.state === "offered"
+    && String(r.json?.download?.url).startsWith("/v1/downloads/")
+    && crypto.verify(null, Buffer.from(r.json?.manifest ?? ""), vendor.publicKey, Buffer.from(r.json?.signature ?? "", "hex")),
+    "the offer: rollout, version, download URL, a manifest the vendor's key verifies", r.json);
+  return r;
+});
+route("POST", "/v1/device/ota/progress", "the device reports downloading", async () => {
+  const r = await call("POST", "/v1/device/ota/progress", { body: { rollout_id: ids.rollout, status: "downloading" }, token: ids.otaToken });
+  expect(r.json === "downloading", "its action is downloading", r.text);
+  const b = await call("POST", "/v1/device/ota/progress", { body: { rollout_id: ids.rollout, status: "rebooting" }, token: ids.otaToken });
+  expect(b.status === 400, "an unknown status: 400", `${b.status} ${b.text}`);
+  return r;
+});
 route("GET", "/v1/commands/{command_id}", "a command and its state: sent since the device came online", async () => {
   const r = await call("GET", "/v1/commands/{command_id}", { params: { command_id: ids.command }, token: tok("bob") });
   expect(r.json?.command_id === ids.command && r.json?.state === "sent" && r.json?.attempts >= 1 && r.json?.sent_at,
@@ -1153,7 +1229,62 @@ route("DELETE", "/v1/devices/{device_id}", "its owner decommissions the device: 
   const h = await call("POST", "/v1/device/heartbeat", { body: {}, token: ids.frameToken });
   expect(h.status === 401, "the device's token is refused (401)", `${h.status} ${h.text}`);
   const l = await call("GET", "/v1/devices", { token: tok("bob") });
-  expect(Array.isArray(l.json) && l.json.length === 0, "no longer among bob's devices", l.json);
+  expect(Array.isArray(l.json) && !l.json.some((x) => x.device_id === ids.frame), "no longer among bob's devices", l.json);
+  return r;
+});
+
+// ---- session: alice's AI chat session (her wallet holds tokens; dave's is empty)
+const sessionPath = "/v1/sessions/{session_id}";
+route("POST", "/v1/sessions", "a user starts a chat session with a model, in the login of the token", async () => {
+  const body = { model: MODEL, title: "IT80 chat", idempotency_key: `it80-session-${RUN}` };
+  const r = await call("POST", "/v1/sessions", { body, token: tok("alice") });
+  ids.session = r.json?.session_id;
+  expect(UUID.test(ids.session || "") && r.json?.user_id === users.alice.user_id && r.json?.model === MODEL
+    && r.json?.status === "active" && r.json?.login_session_id === users.alice.session,
+    "alice's active session with the model, in her login", r.json);
+  const again = await call("POST", "/v1/sessions", { body, token: tok("alice") });
+  expect(again.status === 201 && again.json?.session_id === ids.session, "the retry returns the same session", `${again.status} ${again.text}`);
+  const d = await call("POST", "/v1/sessions", { body: { model: MODEL }, token: tok("dave") });
+  expect(d.status === 400 && d.json?.code === "23514", "dave's empty wallet is refused (400, 23514)", `${d.status} ${d.text}`);
+  return r;
+});
+route("POST", `${sessionPath}/messages`, "the user's message, with a photo of hers attached", async () => {
+  const photo = await upload("alice", "it80-chat.png", Buffer.from("it80 chat photo"));
+  const r = await call("POST", `${sessionPath}/messages`, {
+    params: { session_id: ids.session }, body: { content: "What is in this photo?", attachment_ids: [photo.file_id] }, token: tok("alice"),
+  });
+  expect(r.json?.seq === 1 && r.json?.role === "user" && r.json?.attachment_ids?.[0] === photo.file_id, "number 1, role user, the photo", r.json);
+  const b = await call("POST", `${sessionPath}/messages`, { params: { session_id: ids.session }, body: { content: "hi" }, token: tok("bob") });
+  expect(b.status === 404, "bob cannot write to it (404)", `${b.status} ${b.text}`);
+  // the model's answer comes from its backend, through SQL
+  sql(`SELECT session.add_message(${q(users.alice.user_id)}, ${q(ids.session)}, 'assistant', 'A frame.', 1200, 300)`);
+  return r;
+});
+route("GET", `${sessionPath}/messages`, "a session's messages a page at a time", async () => {
+  const r = await call("GET", `${sessionPath}/messages`, {
+    params: { session_id: ids.session }, query: { after_seq: 1, row_limit: 1 }, token: tok("alice"),
+  });
+  expect(r.json?.length === 1 && r.json[0].seq === 2 && r.json[0].role === "assistant" && r.json[0].output_tokens === 300,
+    "after number 1: the model's answer with its tokens", r.json);
+  return r;
+});
+route("GET", "/v1/sessions", "the caller's sessions, newest first", async () => {
+  const r = await call("GET", "/v1/sessions", { query: { status: "active" }, token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.some((s) => s.session_id === ids.session), "alice's active session is listed", r.json);
+  const b = await call("GET", "/v1/sessions", { token: tok("bob") });
+  expect(Array.isArray(b.json) && !b.json.some((s) => s.session_id === ids.session), "not among bob's", b.json);
+  return r;
+});
+route("GET", sessionPath, "a session with its totals; another user gets 404", async () => {
+  const r = await call("GET", sessionPath, { params: { session_id: ids.session }, token: tok("alice") });
+  expect(r.json?.message_count === 2 && r.json?.input_tokens === 1200 && r.json?.output_tokens === 300, "2 messages, 1200 and 300 tokens", r.json);
+  const b = await call("GET", sessionPath, { params: { session_id: ids.session }, token: tok("bob") });
+  expect(b.status === 404, "bob: 404", `${b.status} ${b.text}`);
+  return r;
+});
+route("POST", `${sessionPath}/end`, "the user ends the session", async () => {
+  const r = await call("POST", `${sessionPath}/end`, { params: { session_id: ids.session }, token: tok("alice") });
+  expect(r.json?.status === "ended" && r.json?.end_reason === "user" && r.json?.ended_at, "ended by the user", r.json);
   return r;
 });
 

@@ -1,4 +1,4 @@
-# test/integration/httplib.sh — helpers of the HTTP tests (81, 82), sourced
+# test/integration/httplib.sh — helpers of the HTTP tests (75, 77, 81, 82 …), sourced
 # after lib.sh.  Needs TMP (a scratch directory), U (the stack's isa-httpd
 # URL), ROOT and STACK (the stack's name).
 
@@ -36,6 +36,8 @@ signup_login() {
   post /v1/auth/login "$(jq -nc --arg e "$1" --arg p "$pw" '{email: $e, password: $p}')"
   echo "$id $(field access_token)"
 }
+
+# Devices authenticate with Ed25519 (auth's challenge/response; 75, 77, 78, 81).
 # A new Ed25519 key pair: "PUBLIC_HEX SECRET_HEX" (secret = seed + public, as libsodium)
 ed_keypair() {
   node -e '

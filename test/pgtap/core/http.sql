@@ -325,7 +325,8 @@ SELECT is((SELECT array_agg(format('%s %s', method, path)) FROM isa.http_routes
 -- can_read_album, can_write_album, album_owner), for services (a user
 -- reaches get_readable_file and sign_my_download), and organization's
 -- checks for other services (organization_exists, member_role, is_member,
--- can_access).
+-- can_access), and session's add_message, the AI backends' (a user's own
+-- message is send_message's route).
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                   JOIN pg_namespace n ON n.oid = p.pronamespace JOIN isa.services s ON s.schema_name = n.nspname
                  WHERE has_function_privilege('isa_app', p.oid, 'EXECUTE')
@@ -340,8 +341,9 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'storage.can_read(uuid,uuid)', 'storage.can_write(uuid,uuid)', 'storage.can_read_album(uuid,uuid)',
                     'storage.can_write_album(uuid,uuid)', 'storage.album_owner(uuid)',
                     'organization.organization_exists(uuid)', 'organization.member_role(uuid,uuid)',
-                    'organization.is_member(uuid,uuid)', 'organization.can_access(uuid,text,uuid)'],
-              'every API function isa_app may execute has a route, but twenty-one that others serve');
+                    'organization.is_member(uuid,uuid)', 'organization.can_access(uuid,text,uuid)',
+                    'session.add_message(uuid,uuid,text,text,integer,integer,uuid[],text)'],
+              'every API function isa_app may execute has a route, but twenty-two that others serve');
 SELECT is((SELECT array_agg(format('%s %s', method, path) ORDER BY path) FROM isa.http_routes
             WHERE function IN ('wallet.add(uuid,bigint,text,text,text,text)'::regprocedure,
                                'wallet.deduct(uuid,bigint,text,text,text,text)'::regprocedure)

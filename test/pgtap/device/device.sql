@@ -70,8 +70,9 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscript
               ARRAY['organization_service.organization.member_removed device.on_member_removed(isa.event)',
                     'auth_service.device.authenticated device.on_device_authenticated(isa.event)',
                     'isa.devices.*.acks device.on_device_ack(isa.event)',
-                    'isa.devices.*.heartbeat device.on_device_heartbeat(isa.event)'],
-              'device subscribes to organization.member_removed, device.authenticated and the devices'' acks and heartbeats');
+                    'isa.devices.*.heartbeat device.on_device_heartbeat(isa.event)',
+                    'ota_service.ota.update_completed device.on_ota_update_completed(isa.event)'],
+              'device subscribes to organization.member_removed, device.authenticated, the devices'' acks and heartbeats, and ota.update_completed');
 SELECT set_eq($$SELECT jobname || ' ' || command FROM isa.scheduled_jobs WHERE jobname LIKE 'isa-device-%'$$,
               ARRAY['isa-device-mark-offline SELECT device.mark_offline()',
                     'isa-device-commands SELECT device.process_commands()',

@@ -247,7 +247,7 @@ SELECT is((SELECT count(*) FROM ev WHERE label = 'alice'), 6::bigint,
           'setting a threshold publishes nothing (a crossing happens on a deduction)');
 SELECT lives_ok(format('SELECT wallet.deduct(%L, 490, %L)', pg_temp.uid('alice'), 'a-ded-6'), 'deducting down to 500');
 SELECT lives_ok(format('SELECT wallet.deduct(%L, 200, %L)', pg_temp.uid('alice'), 'a-ded-7'), 'then to 300');
-SELECT is((SELECT array_agg(data ->> 'balance') FROM ev WHERE label = 'alice' AND event_type = 'wallet.balance.low'),
+SELECT is((SELECT array_agg(data ->> 'balance' ORDER BY id) FROM ev WHERE label = 'alice' AND event_type = 'wallet.balance.low'),
           ARRAY['999', '300'], 'the new threshold applies: 500 -> 300 crosses 500');
 SELECT lives_ok(format('SELECT wallet.set_low_balance_threshold(%L, 0)', pg_temp.uid('alice')), 'threshold 0');
 SELECT is((SELECT (res).balance_after FROM (SELECT wallet.deduct(pg_temp.uid('alice'), 300, 'a-ded-8') res) s), 0::bigint,
