@@ -147,7 +147,7 @@ AS $$
         ('family',   false, '{inapp,email}',               '{email,webhook,inapp}',
          'Organizations and families: invitations.'),
         ('devices',  false, '{inapp,email}',               '{email,webhook,mqtt,inapp}',
-         'Devices of the user and their family: a device went offline.'),
+         'Devices of the user and their family: a device went offline, a firmware update offered or failed.'),
         ('tasks',    false, '{inapp,webhook}',             '{webhook,email,mqtt,inapp}',
          'Tasks assigned by outside systems (external.task.assigned).')
     ) AS c (category, critical, channels, fallback, description)
@@ -164,6 +164,8 @@ AS $$
            ('wallet.tokens_insufficient', 'wallet',   'wallet_service.wallet.tokens.insufficient'),
            ('organization.invitation',    'family',   'organization_service.organization.member_invited: to the invited address'),
            ('device.offline',             'devices',  'device_service.device.offline: to the device''s owner and its organization''s members'),
+           ('ota.update_available',       'devices',  'ota_service.ota.update_available: to the device''s owner'),
+           ('ota.update_failed',          'devices',  'ota_service.ota.update_failed: to the device''s owner'),
            ('auth.welcome_back',          'security', 'auth_service.user.logged_in'),
            ('task.assigned',              'tasks',    'external.task.assigned')
 $$;
@@ -196,6 +198,14 @@ AS $$
      E'Hello {{name}},\n\n{{device_name}} has not been heard from since {{last_seen_at}}.'),
     ('device.offline', 'de', '{{device_name}} ist offline',
      E'Hallo {{name}},\n\n{{device_name}} hat sich seit {{last_seen_at}} nicht mehr gemeldet.'),
+    ('ota.update_available', 'en', 'Update for {{device_name}}: {{version}}',
+     E'Hello {{name}},\n\nfirmware {{version}} is available for {{device_name}} and is being offered to it.'),
+    ('ota.update_available', 'de', 'Update für {{device_name}}: {{version}}',
+     E'Hallo {{name}},\n\nFirmware {{version}} ist für {{device_name}} verfügbar und wird dem Gerät angeboten.'),
+    ('ota.update_failed', 'en', 'Update of {{device_name}} failed',
+     E'Hello {{name}},\n\nthe update of {{device_name}} to {{version}} failed: {{reason}}.'),
+    ('ota.update_failed', 'de', 'Update von {{device_name}} fehlgeschlagen',
+     E'Hallo {{name}},\n\ndas Update von {{device_name}} auf {{version}} ist fehlgeschlagen: {{reason}}.'),
     ('auth.welcome_back', 'en', 'Welcome back, {{name}}',
      E'Hello {{name}},\n\nyou signed in at {{time}}. If this was not you, change your password and sign out everywhere.'),
     ('auth.welcome_back', 'de', 'Willkommen zurück, {{name}}',
@@ -1127,9 +1137,13 @@ $$;
 COMMENT ON FUNCTION notification.on_member_invited(isa.event) IS
     'Handler of organization_service.organization.member_invited: the invitation (organization.invitation, category family) to the invited address, as an email in English when no account has it, else to that user by their preferences. It carries no token: the invitee accepts in the app.';
 
--- The device's owner and its organization's members (the family), and the
--- organization's webhook.
-CREATE FUNCTION notification.on_device_offline(e isa.event) RETURNS void
+-- A device's event for its owner and, with p_family, its organization's
+-- members (the family) and the organization's webhook: vars are p_vars with
+-- the device's name and organization, and p_time_field's time in each
+-- user's time zone.
+CREATE FUNCTION notification._notify_device(e isa.event, p_kind text, p_vars jsonb, p_family boolean,
+                                            p_time_field text DEFAULT NULL)
+RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1140,6 +1154,7 @@ DECLARE
     name  text;
     vars  jsonb;
     uid   uuid;
+    at    timestamptz;
 BEGIN
     IF did IS NULL OR owner IS NULL THEN
         RETURN;
@@ -1152,27 +1167,67 @@ BEGIN
     END IF;
     BEGIN
         name := (device.get_device(owner, did)).name;
-    EXCEPTION WHEN no_data_found OR insufficient_privilege THEN
-        RAISE WARNING 'notification: % % ignored: device % of % not found', e.event_type, e.id, did, owner;
+        at := (e.data ->> p_time_field)::timestamptz;
+    EXCEPTION WHEN no_data_found OR insufficient_privilege OR invalid_datetime_format OR datetime_field_overflow THEN
+        RAISE WARNING 'notification: % % ignored: device % of % not found, or a bad %', e.event_type, e.id, did, owner, p_time_field;
         RETURN;
     END;
-    vars := jsonb_build_object('device_id', did, 'device_name', name, 'organization_id', org,
-                               'last_seen_at', e.data ->> 'last_seen_at');
-    FOR uid IN SELECT owner UNION SELECT m FROM organization.member_ids(coalesce(org, owner)) m WHERE org IS NOT NULL LOOP
-        PERFORM notification._notify(e, 'device.offline',
-            vars || jsonb_build_object('last_seen_at',
-                        CASE WHEN e.data ? 'last_seen_at'
-                             THEN notification._local_time((e.data ->> 'last_seen_at')::timestamptz,
-                                                           notification._prefs_of(uid)) END),
+    vars := p_vars || jsonb_build_object('device_id', did, 'device_name', name, 'organization_id', org);
+    FOR uid IN SELECT owner UNION SELECT m FROM organization.member_ids(coalesce(org, owner)) m WHERE p_family AND org IS NOT NULL LOOP
+        PERFORM notification._notify(e, p_kind,
+            CASE WHEN at IS NULL THEN vars
+                 ELSE vars || jsonb_build_object(p_time_field, notification._local_time(at, notification._prefs_of(uid))) END,
             uid, org);
     END LOOP;
-    IF org IS NOT NULL AND EXISTS (SELECT FROM notification.webhooks w WHERE w.org_id = org) THEN
-        PERFORM notification._notify(e, 'device.offline', vars, NULL, org);
+    IF p_family AND org IS NOT NULL AND EXISTS (SELECT FROM notification.webhooks w WHERE w.org_id = org) THEN
+        PERFORM notification._notify(e, p_kind,
+            CASE WHEN at IS NULL THEN vars ELSE vars || jsonb_build_object(p_time_field, isa.iso_time(at)) END, NULL, org);
     END IF;
+END
+$$;
+COMMENT ON FUNCTION notification._notify_device(isa.event, text, jsonb, boolean, text) IS
+    'Notifies a device event (data device_id, owner_id, organization_id) of a kind to the device''s owner and, with p_family, to each member of its organization (while the owner is one) and the organization''s webhook; vars gain the device''s name, and p_time_field''s time in each user''s time zone. An unknown device or a bad time: a warning, nobody notified.';
+
+CREATE FUNCTION notification.on_device_offline(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notification._notify_device(e, 'device.offline', jsonb_build_object('last_seen_at', e.data ->> 'last_seen_at'),
+                                        true, 'last_seen_at');
 END
 $$;
 COMMENT ON FUNCTION notification.on_device_offline(isa.event) IS
     'Handler of device_service.device.offline: an alert (device.offline, category devices) to the device''s owner and, when it belongs to an organization its owner is still a member of, to each of its members and to the organization''s webhook.';
+
+CREATE FUNCTION notification.on_update_available(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notification._notify_device(e, 'ota.update_available',
+        jsonb_build_object('version', e.data ->> 'version', 'from_version', e.data ->> 'from_version',
+                           'forced', e.data -> 'forced', 'release_id', e.data ->> 'release_id',
+                           'rollout_id', e.data ->> 'rollout_id'),
+        false);
+END
+$$;
+COMMENT ON FUNCTION notification.on_update_available(isa.event) IS
+    'Handler of ota_service.ota.update_available: tells the device''s owner (ota.update_available, category devices) that a firmware version is offered to their device.';
+
+CREATE FUNCTION notification.on_update_failed(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notification._notify_device(e, 'ota.update_failed',
+        jsonb_build_object('version', e.data ->> 'version', 'state', e.data ->> 'state', 'reason', left(e.data ->> 'reason', 500),
+                           'release_id', e.data ->> 'release_id', 'rollout_id', e.data ->> 'rollout_id'),
+        false);
+END
+$$;
+COMMENT ON FUNCTION notification.on_update_failed(isa.event) IS
+    'Handler of ota_service.ota.update_failed: tells the device''s owner (ota.update_failed, category devices) that an update failed or expired, with the reason.';
 
 CREATE FUNCTION notification.on_logged_in(e isa.event) RETURNS void
     LANGUAGE plpgsql
@@ -1253,6 +1308,10 @@ SELECT isa.subscribe_to_events('notification', 'organization_service.organizatio
                                'notification.on_member_invited(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
 SELECT isa.subscribe_to_events('notification', 'device_service.device.offline',
                                'notification.on_device_offline(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
+SELECT isa.subscribe_to_events('notification', 'ota_service.ota.update_available',
+                               'notification.on_update_available(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
+SELECT isa.subscribe_to_events('notification', 'ota_service.ota.update_failed',
+                               'notification.on_update_failed(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
 SELECT isa.subscribe_to_events('notification', 'auth_service.user.logged_in',
                                'notification.on_logged_in(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
 SELECT isa.subscribe_to_events('notification', 'external.task.assigned',

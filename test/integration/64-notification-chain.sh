@@ -24,7 +24,7 @@ dups() { sql "SELECT coalesce(sum(value), 0) FROM isa.metrics() WHERE metric = '
                 AND labels->>'service' = 'notification' AND labels->>'status' = 'duplicate'"; }
 
 run="$$$(date +%s)"
-is "$(subs_running "" 30)" "$(subs_want)/$(subs_want)" "the bridge runs every subscription, notification's seven among them"
+is "$(subs_running "" 30)" "$(subs_want)/$(subs_want)" "the bridge runs every subscription, notification's nine among them"
 
 # ---------------------------------------------------------------- sign-up and login: welcome back
 read -r uid tok < <(signup_login "it64-$run@example.com" "Zoë Müller")

@@ -10,7 +10,7 @@
 -- Through NATS, the bridge and MQTT: test/integration/64-notification-chain.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(136);
+SELECT plan(139);
 
 -- Users by label: ann (German, a frame in her family), ben (a member of
 -- ann's family), cat (quiet hours around now), dan (no device), eve (outside).
@@ -65,8 +65,10 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text || ' ' || (options
                     'organization_service.organization.member_invited notification.on_member_invited(isa.event) new',
                     'device_service.device.offline notification.on_device_offline(isa.event) new',
                     'auth_service.user.logged_in notification.on_logged_in(isa.event) new',
+                    'ota_service.ota.update_available notification.on_update_available(isa.event) new',
+                    'ota_service.ota.update_failed notification.on_update_failed(isa.event) new',
                     'external.task.assigned notification.on_task_assigned(isa.event) new'],
-              'notification subscribes to its seven events, from now on (deliver_policy new)');
+              'notification subscribes to its nine events, from now on (deliver_policy new)');
 SELECT is((SELECT command FROM isa.scheduled_jobs WHERE jobname = 'isa-notification-due'),
           'SELECT notification.process_due()', 'its job releases what quiet hours deferred');
 SELECT is((SELECT array_agg(category || ':' || critical ORDER BY category) FROM notification.list_categories()),
@@ -408,6 +410,25 @@ SELECT lives_ok(format('SELECT notification.delete_webhook(%L, %L)', pg_temp.uid
                        (SELECT webhook_id FROM notification.webhooks WHERE org_id = pg_temp.oid('fam'))), 'its owner deletes the family''s webhook');
 SELECT is((SELECT array_agg(state || ' ' || last_error) FROM notification.deliveries d JOIN notification.notifications n USING (notification_id)
             WHERE n.kind = 'device.offline' AND n.user_id IS NULL), ARRAY['failed webhook deleted'], 'its delivery failed');
+
+-- OTA: the device's owner only
+SELECT notification.on_update_available(pg_temp.event('ota.update_available', 'ota_service',
+    jsonb_build_object('device_id', (SELECT id FROM d WHERE label = 'frame'), 'owner_id', pg_temp.uid('ann'),
+                       'organization_id', pg_temp.oid('fam'), 'rollout_id', gen_random_uuid(), 'release_id', gen_random_uuid(),
+                       'model', 'frame-1', 'version', '2.1.0', 'forced', false, 'command_id', gen_random_uuid())));
+SELECT is((SELECT array_agg(user_id::text || ' ' || title) FROM notification.notifications WHERE kind = 'ota.update_available'),
+          ARRAY[pg_temp.uid('ann') || ' Update für Wohnzimmer: 2.1.0'], 'an update offered to ann''s frame tells ann, not her family');
+SELECT notification.on_update_failed(pg_temp.event('ota.update_failed', 'ota_service',
+    jsonb_build_object('device_id', (SELECT id FROM d WHERE label = 'frame'), 'owner_id', pg_temp.uid('ann'),
+                       'organization_id', pg_temp.oid('fam'), 'rollout_id', gen_random_uuid(), 'release_id', gen_random_uuid(),
+                       'model', 'frame-1', 'version', '2.1.0', 'state', 'failed', 'reason', 'checksum mismatch')));
+SELECT is((SELECT title || ' | ' || body FROM notification.notifications WHERE kind = 'ota.update_failed' AND user_id = pg_temp.uid('ann')),
+          E'Update von Wohnzimmer fehlgeschlagen | Hallo Zoë Müller,\n\ndas Update von Wohnzimmer auf 2.1.0 ist fehlgeschlagen: checksum mismatch.',
+          'a failed update tells her why');
+SELECT notification.on_update_failed(pg_temp.event('ota.update_failed', 'ota_service',
+    jsonb_build_object('device_id', gen_random_uuid(), 'owner_id', pg_temp.uid('ann'), 'version', '2.1.0', 'state', 'expired', 'reason', 'x')));
+SELECT is((SELECT count(*) FROM notification.notifications WHERE kind = 'ota.update_failed'), 1::bigint,
+          'an unknown device''s event tells nobody (a warning)');
 
 -- ---------------------------------------------------------------- invitations, tasks, the malformed and the gone
 SELECT notification.on_member_invited(pg_temp.event('organization.member_invited', 'organization_service',
