@@ -693,9 +693,9 @@ BEGIN
           FROM due WHERE x.delivery_id = due.delivery_id
         RETURNING x.*)
     SELECT c.delivery_id, c.attempts,
-           CASE WHEN c.channel = 'webhook'
+           CASE WHEN c.channel = 'webhook' AND c.payload ? 'webhook_id'
                 THEN jsonb_build_object('url', w.url, 'secret', w.secret, 'body', c.payload -> 'body')
-                ELSE c.payload END
+                ELSE c.payload END              -- (a delivery made by hand may carry url and secret itself)
       FROM claimed c
       LEFT JOIN notification.webhooks w ON c.channel = 'webhook' AND w.webhook_id = (c.payload ->> 'webhook_id')::uuid
      ORDER BY c.delivery_id;
