@@ -623,6 +623,7 @@ BEGIN
         END;
         vars := vars || jsonb_build_object('name', u.name);
     END IF;
+    vars := jsonb_build_object('time', notification._local_time(e."timestamp", prefs)) || vars;
     SELECT * INTO tpl FROM notification._template(p_kind, coalesce(prefs ->> 'locale', 'en'));
     INSERT INTO notification.notifications AS x (notification_id, event_id, recipient, user_id, org_id, email, kind,
                                                  category, locale, title, body, data)
@@ -649,7 +650,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION notification._notify(isa.event, text, jsonb, uuid, uuid, text) IS
-    'The notification of an event of a kind for one recipient (a user, else an organization''s webhook or an address''s email), rendered from its template in the user''s locale with vars and the user''s name, and its deliveries on the channels the user''s preferences and the category choose that reach them. NULL if the event notified this recipient already or the user is gone.';
+    'The notification of an event of a kind for one recipient (a user, else an organization''s webhook or an address''s email), rendered from its template in the user''s locale with vars, the user''s name and the event''s time in the user''s time zone (time), and its deliveries on the channels the user''s preferences and the category choose that reach them. NULL if the event notified this recipient already or the user is gone.';
 
 -- ---------------------------------------------------------------- API: the senders (isa_svc_notification only)
 CREATE FUNCTION notification._check_sender_channel(p_channel text) RETURNS void
@@ -1038,24 +1039,33 @@ $$;
 COMMENT ON FUNCTION notification._uuid_field(isa.event, text) IS
     'An event''s data field as a uuid, or NULL with a warning when it is not one.';
 
-CREATE FUNCTION notification.on_payment_completed(e isa.event) RETURNS void
+-- The event's user (data.user_id) is told: a notification of a kind with vars.
+CREATE FUNCTION notification._notify_user(e isa.event, p_kind text, p_vars jsonb) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    uid    uuid := notification._uuid_field(e, 'user_id');
-    amount numeric;
+    uid uuid := notification._uuid_field(e, 'user_id');
 BEGIN
-    IF uid IS NULL THEN
-        RETURN;
+    IF uid IS NOT NULL THEN
+        PERFORM notification._notify(e, p_kind, p_vars, uid);
     END IF;
-    amount := CASE WHEN jsonb_typeof(e.data -> 'amount') = 'number' THEN (e.data ->> 'amount')::numeric END;
-    PERFORM notification._notify(e, 'payment.receipt',
+END
+$$;
+COMMENT ON FUNCTION notification._notify_user(isa.event, text, jsonb) IS
+    'Notifies the event''s user (data.user_id; a warning and nobody when it is not a uuid) of a kind with vars.';
+
+CREATE FUNCTION notification.on_payment_completed(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM notification._notify_user(e, 'payment.receipt',
         jsonb_build_object('payment_id', e.data ->> 'payment_id', 'order_id', e.data ->> 'order_id',
-                           'amount', to_char(amount / 100, 'FM999999999990.00'),
+                           'amount', CASE WHEN jsonb_typeof(e.data -> 'amount') = 'number'
+                                          THEN to_char((e.data ->> 'amount')::numeric / 100, 'FM999999999990.00') END,
                            'currency', upper(coalesce(e.data ->> 'currency', '')),
-                           'tokens', coalesce(e.data ->> 'tokens', '0')),
-        uid);
+                           'tokens', coalesce(e.data ->> 'tokens', '0')));
 END
 $$;
 COMMENT ON FUNCTION notification.on_payment_completed(isa.event) IS
@@ -1065,15 +1075,10 @@ CREATE FUNCTION notification.on_balance_low(e isa.event) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    uid uuid := notification._uuid_field(e, 'user_id');
 BEGIN
-    IF uid IS NOT NULL THEN
-        PERFORM notification._notify(e, 'wallet.balance_low',
-            jsonb_build_object('wallet_id', e.data ->> 'wallet_id', 'balance', e.data ->> 'balance',
-                               'threshold', e.data ->> 'threshold'),
-            uid);
-    END IF;
+    PERFORM notification._notify_user(e, 'wallet.balance_low',
+        jsonb_build_object('wallet_id', e.data ->> 'wallet_id', 'balance', e.data ->> 'balance',
+                           'threshold', e.data ->> 'threshold'));
 END
 $$;
 COMMENT ON FUNCTION notification.on_balance_low(isa.event) IS
@@ -1083,15 +1088,10 @@ CREATE FUNCTION notification.on_tokens_insufficient(e isa.event) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    uid uuid := notification._uuid_field(e, 'user_id');
 BEGIN
-    IF uid IS NOT NULL THEN
-        PERFORM notification._notify(e, 'wallet.tokens_insufficient',
-            jsonb_build_object('wallet_id', e.data ->> 'wallet_id', 'requested', e.data ->> 'requested',
-                               'balance', e.data ->> 'balance', 'reference_type', e.data ->> 'reference_type'),
-            uid);
-    END IF;
+    PERFORM notification._notify_user(e, 'wallet.tokens_insufficient',
+        jsonb_build_object('wallet_id', e.data ->> 'wallet_id', 'requested', e.data ->> 'requested',
+                           'balance', e.data ->> 'balance', 'reference_type', e.data ->> 'reference_type'));
 END
 $$;
 COMMENT ON FUNCTION notification.on_tokens_insufficient(isa.event) IS
@@ -1233,15 +1233,8 @@ CREATE FUNCTION notification.on_logged_in(e isa.event) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    uid uuid := notification._uuid_field(e, 'user_id');
 BEGIN
-    IF uid IS NOT NULL THEN
-        PERFORM notification._notify(e, 'auth.welcome_back',
-            jsonb_build_object('session_id', e.data ->> 'session_id',
-                               'time', notification._local_time(e."timestamp", notification._prefs_of(uid))),
-            uid);
-    END IF;
+    PERFORM notification._notify_user(e, 'auth.welcome_back', jsonb_build_object('session_id', e.data ->> 'session_id'));
 END
 $$;
 COMMENT ON FUNCTION notification.on_logged_in(isa.event) IS
@@ -1251,22 +1244,16 @@ CREATE FUNCTION notification.on_task_assigned(e isa.event) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    uid uuid := notification._uuid_field(e, 'user_id');
 BEGIN
-    IF uid IS NULL THEN
-        RETURN;
-    END IF;
     IF jsonb_typeof(e.data -> 'task_id') IS DISTINCT FROM 'string' OR length(e.data ->> 'task_id') NOT BETWEEN 1 AND 200
        OR jsonb_typeof(e.data -> 'title') IS DISTINCT FROM 'string' OR length(e.data ->> 'title') NOT BETWEEN 1 AND 200 THEN
         RAISE WARNING 'notification: % % ignored: needs data.task_id and data.title (strings of 1 to 200 characters), got %',
             e.event_type, e.id, e.data;
         RETURN;
     END IF;
-    PERFORM notification._notify(e, 'task.assigned',
+    PERFORM notification._notify_user(e, 'task.assigned',
         jsonb_build_object('task_id', e.data ->> 'task_id', 'title', e.data ->> 'title',
-                           'assigned_by', left(e.data ->> 'assigned_by', 200), 'due_at', e.data ->> 'due_at'),
-        uid);
+                           'assigned_by', left(e.data ->> 'assigned_by', 200), 'due_at', e.data ->> 'due_at'));
 END
 $$;
 COMMENT ON FUNCTION notification.on_task_assigned(isa.event) IS
