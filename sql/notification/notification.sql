@@ -454,6 +454,23 @@ $$;
 COMMENT ON FUNCTION notification._prefs_of(uuid) IS
     'A user''s notification preferences, read from account now (never copied); {} for NULL or a user deleted since.';
 
+-- What notification.sent and notification.failed say of a delivery.
+CREATE FUNCTION notification._event_data(n notification.notifications, d notification.deliveries) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    RETURN jsonb_build_object('notification_id', n.notification_id, 'delivery_id', d.delivery_id, 'user_id', n.user_id,
+                              'channel', d.channel, 'kind', n.kind, 'category', n.category, 'attempts', d.attempts);
+COMMENT ON FUNCTION notification._event_data(notification.notifications, notification.deliveries) IS
+    'The data notification.sent and notification.failed share: notification_id, delivery_id, user_id, channel, kind, category, attempts (no address, title or text).';
+
+-- Whether a notification was delivered in-app: its user lists and marks it.
+CREATE FUNCTION notification._in_app(p_notification_id uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT FROM notification.deliveries d
+                WHERE d.notification_id = p_notification_id AND d.channel = 'inapp' AND d.state = 'sent');
+COMMENT ON FUNCTION notification._in_app(uuid) IS
+    'Whether a notification has its in-app delivery (sent): the notifications a user lists, counts and marks read.';
+
 -- A delivery reached its channel: sent, notification.sent.
 CREATE FUNCTION notification._sent(d notification.deliveries) RETURNS notification.deliveries
     LANGUAGE plpgsql
@@ -467,9 +484,7 @@ BEGIN
            attempts = CASE WHEN x.channel IN ('inapp', 'mqtt') THEN x.attempts + 1 ELSE x.attempts END
      WHERE x.delivery_id = d.delivery_id
     RETURNING * INTO d;
-    PERFORM isa.publish_event('notification.sent', 'notification_service',
-        jsonb_build_object('notification_id', n.notification_id, 'delivery_id', d.delivery_id, 'user_id', n.user_id,
-                           'channel', d.channel, 'kind', n.kind, 'category', n.category, 'attempts', d.attempts));
+    PERFORM isa.publish_event('notification.sent', 'notification_service', notification._event_data(n, d));
     RETURN d;
 END
 $$;
@@ -577,9 +592,7 @@ BEGIN
     RETURNING * INTO d;
     next := notification._next_channel(n, prefs, d.channel);
     PERFORM isa.publish_event('notification.failed', 'notification_service',
-        jsonb_build_object('notification_id', n.notification_id, 'delivery_id', d.delivery_id, 'user_id', n.user_id,
-                           'channel', d.channel, 'kind', n.kind, 'category', n.category, 'attempts', d.attempts,
-                           'error', d.last_error, 'fallback_channel', next));
+        notification._event_data(n, d) || jsonb_build_object('error', d.last_error, 'fallback_channel', next));
     IF next IS NOT NULL THEN
         PERFORM notification._deliver(n, next, prefs, now(), d.delivery_id);
     END IF;
@@ -777,8 +790,7 @@ BEGIN
      WHERE n.user_id = list_notifications.user_id
        AND (before_id IS NULL OR n.notification_id < before_id)
        AND (NOT unread_only OR n.read_at IS NULL)
-       AND EXISTS (SELECT FROM notification.deliveries d
-                    WHERE d.notification_id = n.notification_id AND d.channel = 'inapp' AND d.state = 'sent')
+       AND notification._in_app(n.notification_id)
      ORDER BY n.notification_id DESC
      LIMIT row_limit;
 END
@@ -794,8 +806,7 @@ BEGIN
     PERFORM account.require_user(user_id);
     RETURN (SELECT count(*) FROM notification.notifications n
              WHERE n.user_id = unread_count.user_id AND n.read_at IS NULL
-               AND EXISTS (SELECT FROM notification.deliveries d
-                            WHERE d.notification_id = n.notification_id AND d.channel = 'inapp' AND d.state = 'sent'));
+               AND notification._in_app(n.notification_id));
 END
 $$;
 COMMENT ON FUNCTION notification.unread_count(uuid) IS
@@ -811,8 +822,7 @@ BEGIN
     PERFORM isa.not_null('user_id, notification_id', user_id, notification_id);
     SELECT * INTO n FROM notification.notifications x
      WHERE x.notification_id = mark_read.notification_id AND x.user_id = mark_read.user_id
-       AND EXISTS (SELECT FROM notification.deliveries d
-                    WHERE d.notification_id = x.notification_id AND d.channel = 'inapp' AND d.state = 'sent')
+       AND notification._in_app(x.notification_id)
        FOR UPDATE;
     IF NOT FOUND THEN
         -- one answer for another user's and for none: nothing tells them apart
@@ -838,8 +848,7 @@ BEGIN
     PERFORM account.require_user(user_id);
     UPDATE notification.notifications x SET read_at = now()
      WHERE x.user_id = mark_all_read.user_id AND x.read_at IS NULL
-       AND EXISTS (SELECT FROM notification.deliveries d
-                    WHERE d.notification_id = x.notification_id AND d.channel = 'inapp' AND d.state = 'sent');
+       AND notification._in_app(x.notification_id);
     GET DIAGNOSTICS k = ROW_COUNT;
     RETURN k;
 END
