@@ -882,11 +882,15 @@ BEGIN
         EXCEPTION WHEN invalid_text_representation THEN
             ip := NULL;
         END;
+        -- 127.1, 2130706433, 0x7f.0.0.1: numbers a resolver reads as an address
+        IF ip IS NULL AND host ~ '^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$' THEN
+            RAISE EXCEPTION 'a webhook names an IP address as a dotted quad or in brackets, not "%"', host USING ERRCODE = '22023';
+        END IF;
         IF host IN ('localhost', 'localhost.') OR host LIKE '%.localhost' OR host LIKE '%.localhost.'
            OR (ip IS NOT NULL AND (ip << '127.0.0.0/8' OR ip << '10.0.0.0/8' OR ip << '172.16.0.0/12'
                                    OR ip << '192.168.0.0/16' OR ip << '169.254.0.0/16' OR ip << '100.64.0.0/10'
-                                   OR ip <<= '0.0.0.0/8' OR ip = '::1' OR ip = '::' OR ip << 'fc00::/7'
-                                   OR ip << 'fe80::/10' OR ip << '::ffff:0:0/96')) THEN
+                                   OR ip <<= '0.0.0.0/8' OR ip << '224.0.0.0/3' OR ip = '::1' OR ip = '::'
+                                   OR ip << 'fc00::/7' OR ip << 'fe80::/10' OR ip << 'ff00::/8' OR ip << '::ffff:0:0/96')) THEN
             RAISE EXCEPTION 'a webhook may not name a local or private address: "%"', host USING ERRCODE = '22023',
                 HINT = 'isa.notification_webhook_private allows it (tests, closed networks).';
         END IF;
@@ -895,7 +899,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION notification._check_webhook_url(text) IS
-    'A webhook URL trimmed, or 22023: http(s), no credentials, no spaces, at most 2000 characters; no localhost or literal loopback, private, link-local or unspecified address unless isa.notification_webhook_private.';
+    'A webhook URL trimmed, or 22023: http(s), no credentials, no spaces, at most 2000 characters, an IP address only as a dotted quad or in brackets; no localhost or literal loopback, private, link-local, multicast or unspecified address unless isa.notification_webhook_private.';
 
 CREATE FUNCTION notification._webhook_info(w notification.webhooks, p_secret text) RETURNS notification.webhook_info
     LANGUAGE sql IMMUTABLE

@@ -10,7 +10,7 @@
 -- Through NATS, the bridge and MQTT: test/integration/64-notification-chain.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(139);
+SELECT plan(145);
 
 -- Users by label: ann (German, a frame in her family), ben (a member of
 -- ann's family), cat (quiet hours around now), dan (no device), eve (outside).
@@ -377,6 +377,18 @@ SELECT throws_ok(format('SELECT notification.register_webhook(%L, %L)', pg_temp.
                  'and a private one');
 SELECT throws_ok(format('SELECT notification.register_webhook(%L, %L)', pg_temp.uid('eve'), 'http://localhost/hook'), '22023', NULL,
                  'and localhost');
+SELECT throws_ok(format('SELECT notification.register_webhook(%L, %L)', pg_temp.uid('eve'), 'http://127.1/hook'), '22023',
+                 'a webhook names an IP address as a dotted quad or in brackets, not "127.1"', 'an address a resolver would read as 127.0.0.1 is 22023');
+SELECT throws_ok(format('SELECT notification.register_webhook(%L, %L)', pg_temp.uid('eve'), 'http://2130706433/hook'), '22023', NULL,
+                 'so is one number');
+SELECT throws_ok(format('SELECT notification.register_webhook(%L, %L)', pg_temp.uid('eve'), 'http://[::ffff:10.0.0.1]/hook'), '22023', NULL,
+                 'and a mapped private address');
+SELECT throws_ok(format('SELECT notification.register_webhook(%L, NULL)', pg_temp.uid('eve')), '22004', 'url must not be null',
+                 'a NULL url is 22004');
+SELECT throws_ok($$SELECT * FROM notification.list_webhooks('00000000-0000-7000-8000-000000000006')$$, 'P0002', NULL,
+                 'list_webhooks of an unknown user is P0002');
+SELECT throws_ok($$SELECT notification.mark_all_read('00000000-0000-7000-8000-000000000006')$$, 'P0002', NULL,
+                 'mark_all_read of an unknown user is P0002');
 SET LOCAL isa.notification_webhook_private = on;
 SELECT is((notification.register_webhook(pg_temp.uid('eve'), 'http://127.0.0.1:8080/hook')).url, 'http://127.0.0.1:8080/hook',
           'isa.notification_webhook_private allows them');
