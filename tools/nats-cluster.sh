@@ -45,7 +45,12 @@ route_port()   { echo $((BASE + 2000 + $1 - 1)); }
 monitor_port() { echo $((BASE + 4000 + $1 - 1)); }
 node_dir()     { echo "$DIR/node$1"; }
 node_pid()     { local f; f=$(node_dir "$1")/nats.pid; [ -s "$f" ] && cat "$f"; }
-node_running() { local p; p=$(node_pid "$1" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
+# ours only while it runs our program (a stopped node's pid may be reused)
+node_running() {
+  local p
+  p=$(node_pid "$1" 2>/dev/null) && kill -0 "$p" 2>/dev/null &&
+    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$(node_dir "$1")"
+}
 monitor_get()  { curl -fsS --max-time 2 "http://127.0.0.1:$(monitor_port "$1")$2" 2>/dev/null; }
 
 check_node_arg() {

@@ -104,8 +104,14 @@ prepare_pgdir() {
 [ -L "$PGDIR" ] && PGDIR=$(readlink -f "$PGDIR")
 
 pg_running() { [ -f "$PGDIR/data/postmaster.pid" ] && pg "$PGBIN/pg_ctl" -D "$PGDIR/data" status >/dev/null 2>&1; }
+# A pid file's process is ours only while it runs our program: a server that
+# stopped leaves its pid behind, and another process may get that pid (a
+# stale nats.pid once made a start believe NATS was running).
+alive() { # PID WORD-OF-ITS-COMMAND-LINE
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
 nats_pid() { [ -f "$NATSDIR/nats.pid" ] && cat "$NATSDIR/nats.pid"; }
-nats_running() { local p; p=$(nats_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+nats_running() { alive "$(nats_pid 2>/dev/null)" "$NATSDIR/nats.conf"; }
 
 psql_db() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
 
@@ -288,7 +294,7 @@ SQL
 }
 
 httpd_pid() { [ -f "$HTTPD_PID" ] && cat "$HTTPD_PID"; }
-httpd_running() { local p; p=$(httpd_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+httpd_running() { alive "$(httpd_pid 2>/dev/null)" isa-httpd; }
 
 # isa-httpd connects as isa_httpd, a login member of isa_app and of
 # isa_app_admin (its admin routes call administration functions; its route
@@ -351,7 +357,7 @@ stop_httpd() { stop_pid_file "$HTTPD_PID"; }
 # database again.  It outlives nats-stop/nats-start and pg-crash: it
 # connects again.
 revoker_pid() { [ -f "$REVOKER_PID" ] && cat "$REVOKER_PID"; }
-revoker_running() { local p; p=$(revoker_pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+revoker_running() { alive "$(revoker_pid 2>/dev/null)" isa-nats-revoker; }
 
 revoker_role() {
   psql_db -d "$DB" -o /dev/null <<'SQL'

@@ -9,6 +9,10 @@ wakeups() { sql "SELECT wakeups_signalled FROM isa.wakeup_state()"; }
 rows() { sql "SELECT count(*) FROM wallet.outbox"; }
 
 is "$(sql "SELECT preloaded FROM isa.wakeup_state()")" t "the test cluster has isa preloaded (shared memory exists)"
+# The first test of a fresh stack: the bridge first connects and sets up a
+# consumer per subscription; what follows times its wake-ups, not its start.
+is "$(wait_for "SELECT connected AND subscriptions = (SELECT count(*) FROM isa.subscriptions) FROM isa.bridge_status()" t 60)" t \
+   "the bridge is connected and runs every subscription"
 
 # The bridge's safety timer set to an hour: what it does within seconds, it
 # does because a commit woke it.
