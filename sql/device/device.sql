@@ -1445,6 +1445,19 @@ END;
 COMMENT ON FUNCTION device.list_model_devices(text, uuid[]) IS
     'The devices in service of one model, of the given organizations only unless organization_ids is NULL: id, owner, organization, firmware and status. For the OTA service (isa_svc_ota), not applications.';
 
+-- Which of many devices are online now: ota asks it of the pending devices of
+-- a rollout's open groups (an indexed probe each, whatever the fleet's size).
+CREATE FUNCTION device.online_devices(device_ids uuid[]) RETURNS SETOF uuid
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT d.device_id FROM device.devices d
+     WHERE d.device_id = ANY (online_devices.device_ids) AND d.status = 'online' AND d.decommissioned_at IS NULL
+     ORDER BY d.device_id;
+END;
+COMMENT ON FUNCTION device.online_devices(uuid[]) IS
+    'The devices of device_ids that are online (in service), in id order; unknown ids are left out. For the OTA service (isa_svc_ota), not applications.';
+
 CREATE FUNCTION device.lookup_device(device_id uuid) RETURNS device.device_info
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1527,7 +1540,7 @@ TO isa_app_device;
 GRANT EXECUTE ON FUNCTION device.mark_offline(), device.process_commands(), device.housekeeping() TO isa_admin;
 -- the OTA service's (sql/ota/ota.sql loads after device)
 GRANT EXECUTE ON FUNCTION
-    device.list_model_devices(text, uuid[]), device.lookup_device(uuid),
+    device.list_model_devices(text, uuid[]), device.online_devices(uuid[]), device.lookup_device(uuid),
     device.send_service_command(uuid, text, jsonb, integer)
 TO isa_svc_ota;
 -- the revoker's (tools/isa-nats-revoker connects as a member of isa_admin)
