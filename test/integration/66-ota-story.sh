@@ -1,7 +1,7 @@
 # The OTA story (issue 15), with real NATS, the bridge, isa-httpd and MQTT
 # (mosquitto as the device): a fleet of 120 frames of one model in one
 # organization, a vendor key made with tools/isa-ota-sign and trusted, a
-# release signed with it and created over HTTP.  Rollout A (groups 10/30/60,
+# release signed with it and created over HTTP.  Rollout A (groups 20/30/50,
 # success threshold 100) opens its groups one after another as the devices
 # report success: most over HTTP with their own device tokens (fleet.mjs), one
 # device per group over MQTT (the command ota.update on
@@ -27,7 +27,11 @@ U=$ISA_HTTP_URL
 STACK=$(basename "$ISA_STACK_DIR")
 TMP=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sql "SELECT ota.retire_signing_key('it66-vendor-$run')" >/dev/null 2>&1   # its seed goes with TMP
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 source "$(dirname "$0")/httplib.sh"
 source "$(dirname "$0")/devicelib.sh"
@@ -129,11 +133,11 @@ grep -v "^$ahead " "$TMP/all" >"$TMP/fleet"
 
 # ---------------------------------------------------------------- rollout A: draft, groups, the MQTT devices
 post /v1/ota/rollouts "$(jq -nc --arg r "$ra_rel" --arg o "$org" \
-  '{release_id: $r, name: "it66 A", groups: [10, 30, 60], success_threshold: 100, error_threshold: 20, organization_ids: [$o]}')" "$tadm"
+  '{release_id: $r, name: "it66 A", groups: [20, 30, 50], success_threshold: 100, error_threshold: 20, organization_ids: [$o]}')" "$tadm"
 ra=$(field rollout_id)
 is "$ST $(field state) $(field current_group)" "201 draft 0" "POST /v1/ota/rollouts: a draft rollout of 1.1.0 to the organization's frames"
 # a device's group is known before the start (deterministic): one MQTT device per group
-grp() { sql "SELECT ota.device_group('$1', '$2', '{10,30,60}')"; }
+grp() { sql "SELECT ota.device_group('$1', rollout_id, groups) FROM ota.rollouts WHERE rollout_id = '$2'"; }
 pick() { # ROLLOUT GROUP: the first fleet device of that group
   local id
   while read -r id _; do [ "$(grp "$id" "$1")" = "$2" ] && { echo "$id"; return; }; done <"$TMP/fleet"
@@ -174,7 +178,7 @@ is "$ST $(field state) $(field current_group)" "200 running 1" "the rollout star
 is "$(sql "SELECT count(*) || ' ' || count(*) FILTER (WHERE device_id = '$stranger') FROM ota.rollout_devices WHERE rollout_id = '$ra'")" "$N 0" \
   "each of the organization's $N frames has its group; the model's frame outside it has none"
 is "$(sql "SELECT count(*) FROM ota.rollout_devices WHERE rollout_id = '$ra'
-             AND group_no <> ota.device_group(device_id, rollout_id, '{10,30,60}')")" 0 "  the groups are ota.device_group's"
+             AND group_no <> ota.device_group(device_id, rollout_id, '{20,30,50}')")" 0 "  the groups are ota.device_group's"
 sizes=$(sql "SELECT string_agg(n::text, ' ' ORDER BY g) FROM (SELECT group_no g, count(*) n FROM ota.rollout_devices
                                                             WHERE rollout_id = '$ra' GROUP BY 1) s")
 like "$sizes" '^[0-9]+ [0-9]+ [0-9]+$' "three groups ($sizes devices)"
@@ -212,6 +216,10 @@ is "$(wc -l <"$TMP/urls") $(cat "$TMP/shas")" "3 $fw_sha" "  three of them downl
 cat "$TMP/h2" "$TMP/h3" >"$TMP/h23"
 fleet "$TMP/h23" POST /v1/device/ota/check
 is "$(statuses) $(jq -r '.body' "$TMP/out" | sort -u)" "200x$(wc -l <"$TMP/h23") null" "  the frames of groups 2 and 3 have none (null)"
+# a frame speaks only for itself
+read -r x_id x_tok < <(sed -n 1p "$TMP/h1"); y_id=$(sed -n 2p "$TMP/h1" | cut -d' ' -f1)
+post /v1/device/ota/progress "{\"device_id\": \"$y_id\", \"rollout_id\": \"$ra\", \"status\": \"completed\"}" "$x_tok"
+is "$ST $(dstate "$ra" "$y_id")" "400 offered" "a frame reporting for another (device_id in the body) is refused: 400, the other's update unchanged"
 report() { # LIST ROLLOUT STATUS [REASON]
   fleet "$1" POST /v1/device/ota/progress "$(jq -nc --arg r "$2" --arg s "$3" --arg e "${4:-}" \
                                               '{rollout_id: $r, status: $s} + (if $e == "" then {} else {reason: $e} end)')"
@@ -337,11 +345,11 @@ fleet "$TMP/http" POST /v1/device/heartbeat '{}'
 release 1.2.0 "$TMP/vendor.seed"
 rb_rel=$(field release_id)
 post /v1/ota/rollouts "$(jq -nc --arg r "$rb_rel" --arg o "$org" \
-  '{release_id: $r, name: "it66 B", groups: [10, 30, 60], success_threshold: 90, error_threshold: 20, organization_ids: [$o]}')" "$tadm"
+  '{release_id: $r, name: "it66 B", groups: [20, 30, 50], success_threshold: 90, error_threshold: 20, organization_ids: [$o]}')" "$tadm"
 rb=$(field rollout_id)
 is "$ST $(field state)" "201 draft" "rollout B of release 1.2.0: error threshold 20 %"
 b1=$(pick "$rb" 1)
-[ -s "$TMP/$b1.jwt" ] || is "$(mqtt_device "$b1")" t "its first frame of group 1 subscribes over MQTT"
+is "$(mqtt_device "$b1")" t "its first frame of group 1 subscribes over MQTT"
 as "$tadm" POST "/v1/ota/rollouts/$rb/state" "${JSON[@]}" -d '{"state": "running"}'
 is "$ST $(field state) $(field current_group)" "200 running 1" "rollout B starts"
 gb1=$(sql "SELECT count(*) FROM ota.rollout_devices WHERE rollout_id = '$rb' AND group_no = 1 AND state = 'offered'")
@@ -354,6 +362,13 @@ mpub "$b1" acks "$(jq -nc --arg c "$cmd" '{command_id: $c, ok: false, error: "fl
 is "$(wait_for "SELECT state || ': ' || reason FROM ota.rollout_devices WHERE command_id = '$cmd'" "failed: flash write failed" 20)" \
   "failed: flash write failed" "it acks {ok: false, error} over MQTT: failed, with its reason"
 in_group "$TMP/http" "$rb" 1 | grep -v "^$b1 " >"$TMP/b1"
+# …and over MQTT it cannot answer another frame's offer: an ack of its command on its own topic is not OTA's
+victim=$(sed -n "${need}p" "$TMP/b1" | cut -d' ' -f1)
+acks() { sql "SELECT count(*) FROM isa.inbox WHERE service = 'ota' AND event_type = 'device.ack'"; }
+n_acks=$(acks)
+ack "$b1" "$(sql "SELECT command_id FROM ota.rollout_devices WHERE rollout_id = '$rb' AND device_id = '$victim'")" completed
+is "$(wait_for "SELECT count(*) FROM isa.inbox WHERE service = 'ota' AND event_type = 'device.ack'" $((n_acks + 1)) 20) $(dstate "$rb" "$victim")" \
+  "$((n_acks + 1)) offered" "an MQTT frame acking another frame's ota.update (on its own acks topic) changes nothing"
 head -n $((need - 2)) "$TMP/b1" >"$TMP/fail-a"
 sed -n "$((need - 1))p" "$TMP/b1" >"$TMP/fail-b"
 [ "$need" -gt 2 ] && report "$TMP/fail-a" "$rb" failed "battery too low"
