@@ -10,7 +10,7 @@ CREATE TABLE account.users (
     email       text NOT NULL,                        -- as given (trimmed); unique case-insensitively among live users
     name        text NOT NULL CHECK (name <> '' AND length(name) <= 200),
     status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'deleted')),
-    notification_preferences jsonb NOT NULL DEFAULT '{"email": true, "push": true, "mqtt": false}',
+    notification_preferences jsonb NOT NULL DEFAULT '{"channels": {"email": true, "webhook": true, "mqtt": true, "inapp": true}, "categories": {}, "quiet_hours": null, "locale": "en"}',
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
     deleted_at  timestamptz,
@@ -307,6 +307,146 @@ COMMENT ON FUNCTION account.delete_user(uuid) IS
     'Soft-deletes a user and publishes user.deleted; the email becomes free. P0002 if unknown; deleting a deleted user again does nothing.';
 
 -- ---------------------------------------------------------------- notification preferences
+-- A user's preferences, which the notification service reads (never copies)
+-- at each notification through get_notification_preferences:
+--   {"channels":    {"email": bool, "webhook": bool, "mqtt": bool, "inapp": bool},  a channel off is never used
+--    "categories":  {"<category>": {"<channel>": bool}},  per category, over its default channels
+--    "quiet_hours": {"start": "HH:MM", "end": "HH:MM", "time_zone": "<IANA name>"} or null,
+--    "locale":      "en", "de", …}
+-- The categories are the notification service's (notification.list_categories);
+-- account checks their form only.  0.1.0's {email, push, mqtt} are still
+-- taken by set_notification_preferences as channels (push: webhook, which
+-- stands in for push providers).
+CREATE FUNCTION account._check_notification_channel(what text, v jsonb, legacy boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF split_part(what, '.', -1) NOT IN ('email', 'webhook', 'mqtt', 'inapp') AND NOT legacy THEN
+        RAISE EXCEPTION 'unknown notification channel "%"', left(what, 100) USING ERRCODE = '22023',
+            HINT = 'Known channels: email, webhook, mqtt, inapp.';
+    END IF;
+    IF jsonb_typeof(v) IS DISTINCT FROM 'boolean' THEN
+        RAISE EXCEPTION 'notification channel "%" must be true or false, not %', what, v USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION account._check_notification_channel(text, jsonb, boolean) IS
+    'Checks one channel switch of the notification preferences (what: its path, ending in email, webhook, mqtt or inapp, or one of 0.1.0''s top-level email, push, mqtt when legacy; v a JSON boolean); 22023 otherwise.';
+
+-- Quiet hours as set_notification_preferences takes them: null, or
+-- {"start": "HH:MM", "end": "HH:MM", "time_zone": an IANA name}; 22023 otherwise.
+CREATE FUNCTION account._check_quiet_hours(v jsonb) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hhmm text := '^([01][0-9]|2[0-3]):[0-5][0-9]$';
+BEGIN
+    IF v = 'null' THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(v) <> 'object'
+       OR (SELECT array_agg(x ORDER BY x) FROM jsonb_object_keys(CASE WHEN jsonb_typeof(v) = 'object' THEN v ELSE '{}' END) x)
+          IS DISTINCT FROM ARRAY['end', 'start', 'time_zone']
+       OR coalesce(v ->> 'start', '') !~ hhmm OR coalesce(v ->> 'end', '') !~ hhmm
+       OR jsonb_typeof(v -> 'time_zone') <> 'string' THEN
+        RAISE EXCEPTION 'quiet_hours must be null or {"start": "HH:MM", "end": "HH:MM", "time_zone": an IANA time zone}'
+            USING ERRCODE = '22023', HINT = 'For example {"start": "22:00", "end": "07:00", "time_zone": "Europe/Berlin"}.';
+    END IF;
+    IF v ->> 'start' = v ->> 'end' THEN
+        RAISE EXCEPTION 'quiet hours must not start and end at the same time' USING ERRCODE = '22023';
+    END IF;
+    IF v ->> 'time_zone' !~ '^[A-Za-z][A-Za-z0-9_+/-]{0,63}$'
+       OR NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = v ->> 'time_zone') THEN
+        RAISE EXCEPTION 'unknown time zone "%"', left(v ->> 'time_zone', 100) USING ERRCODE = '22023',
+            HINT = 'An IANA time zone name, e.g. Europe/Berlin or America/New_York.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION account._check_quiet_hours(jsonb) IS
+    'Checks quiet hours: null, or {"start": "HH:MM", "end": "HH:MM" (another time), "time_zone": an IANA name PostgreSQL knows}; 22023 otherwise.';
+
+-- prefs merged into old, checked: 22023 for anything malformed.
+CREATE FUNCTION account._merge_notification_preferences(old jsonb, prefs jsonb) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k      text;
+    v      jsonb;
+    cat    text;
+    chans  jsonb;
+    ch     text;
+    sw     jsonb;
+    merged jsonb := old;
+    legacy jsonb := '{"email": "email", "push": "webhook", "mqtt": "mqtt"}';
+BEGIN
+    IF jsonb_typeof(prefs) <> 'object' THEN
+        RAISE EXCEPTION 'notification preferences must be a JSON object, not %', jsonb_typeof(prefs)
+            USING ERRCODE = '22023',
+                  HINT = 'For example {"channels": {"mqtt": false}, "categories": {"wallet": {"email": false}}, "quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Europe/Berlin"}, "locale": "de"}.';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(prefs) LOOP
+        IF legacy ? k THEN
+            PERFORM account._check_notification_channel(k, v, true);
+            merged := jsonb_set(merged, ARRAY['channels', legacy ->> k], v);
+        ELSIF k = 'channels' THEN
+            IF jsonb_typeof(v) <> 'object' THEN
+                RAISE EXCEPTION 'channels must be a JSON object of true or false per channel' USING ERRCODE = '22023';
+            END IF;
+            FOR ch, sw IN SELECT * FROM jsonb_each(v) LOOP
+                PERFORM account._check_notification_channel(ch, sw);
+                merged := jsonb_set(merged, ARRAY['channels', ch], sw);
+            END LOOP;
+        ELSIF k = 'categories' THEN
+            IF jsonb_typeof(v) <> 'object' THEN
+                RAISE EXCEPTION 'categories must be a JSON object: {"<category>": {"<channel>": true, false or null}}'
+                    USING ERRCODE = '22023';
+            END IF;
+            FOR cat, chans IN SELECT * FROM jsonb_each(v) LOOP
+                IF cat !~ '^[a-z][a-z0-9_]{0,31}$' THEN
+                    RAISE EXCEPTION 'invalid notification category "%"', left(cat, 100) USING ERRCODE = '22023',
+                        HINT = 'A category is 1 to 32 characters of a-z 0-9 _ (notification.list_categories).';
+                END IF;
+                IF jsonb_typeof(chans) <> 'object' THEN
+                    RAISE EXCEPTION 'category "%" must be a JSON object of true, false or null per channel', cat
+                        USING ERRCODE = '22023';
+                END IF;
+                merged := jsonb_set(merged, ARRAY['categories', cat], coalesce(merged #> ARRAY['categories', cat], '{}'));
+                FOR ch, sw IN SELECT * FROM jsonb_each(chans) LOOP
+                    PERFORM account._check_notification_channel(cat || '.' || ch, CASE WHEN sw = 'null' THEN 'true' ELSE sw END);
+                    merged := CASE WHEN sw = 'null'      -- back to the category's default
+                                   THEN jsonb_set(merged, ARRAY['categories', cat], (merged #> ARRAY['categories', cat]) - ch)
+                                   ELSE jsonb_set(merged, ARRAY['categories', cat, ch], sw) END;
+                END LOOP;
+                IF merged #> ARRAY['categories', cat] = '{}' THEN
+                    merged := jsonb_set(merged, '{categories}', (merged -> 'categories') - cat);
+                END IF;
+            END LOOP;
+            IF (SELECT count(*) FROM jsonb_object_keys(merged -> 'categories')) > 32 THEN
+                RAISE EXCEPTION 'at most 32 categories have preferences of their own' USING ERRCODE = '22023';
+            END IF;
+        ELSIF k = 'quiet_hours' THEN
+            PERFORM account._check_quiet_hours(v);
+            merged := jsonb_set(merged, '{quiet_hours}', v);
+        ELSIF k = 'locale' THEN
+            IF jsonb_typeof(v) IS DISTINCT FROM 'string' OR v #>> '{}' !~ '^[a-z]{2,3}(-[A-Z]{2})?$' THEN
+                RAISE EXCEPTION 'locale must be a language tag like "en", "de" or "pt-BR", not %', left(v::text, 100)
+                    USING ERRCODE = '22023';
+            END IF;
+            merged := jsonb_set(merged, '{locale}', v);
+        ELSE
+            RAISE EXCEPTION 'unknown notification preference "%"', left(k, 100) USING ERRCODE = '22023',
+                HINT = 'Known: channels, categories, quiet_hours, locale (and 0.1.0''s email, push, mqtt).';
+        END IF;
+    END LOOP;
+    RETURN merged;
+END
+$$;
+COMMENT ON FUNCTION account._merge_notification_preferences(jsonb, jsonb) IS
+    'Notification preferences prefs merged into old (channels and category channels key by key, a category channel null back to its default; quiet_hours and locale replaced), checked; 22023 for an unknown key, channel or time zone, a malformed category, time or locale.';
+
 CREATE FUNCTION account.get_notification_preferences(user_id uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -324,39 +464,25 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION account.get_notification_preferences(uuid) IS
-    'A user''s notification preferences: {"email": bool, "push": bool, "mqtt": bool}. P0002 unknown or deleted user.';
+    'A user''s notification preferences: {"channels": {"email", "webhook", "mqtt", "inapp": bool}, "categories": {"<category>": {"<channel>": bool}}, "quiet_hours": {"start", "end", "time_zone"} or null, "locale"}. P0002 unknown or deleted user.';
 
 CREATE FUNCTION account.set_notification_preferences(user_id uuid, prefs jsonb) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k      text;
-    v      jsonb;
     u      account.users;
     merged jsonb;
 BEGIN
     PERFORM isa.not_null('user_id, prefs', user_id, prefs);
-    IF jsonb_typeof(prefs) <> 'object' THEN
-        RAISE EXCEPTION 'notification preferences must be a JSON object, not %', jsonb_typeof(prefs)
-            USING ERRCODE = '22023', HINT = 'For example {"email": true, "push": false, "mqtt": true}.';
-    END IF;
-    FOR k, v IN SELECT * FROM jsonb_each(prefs) LOOP
-        IF k NOT IN ('email', 'push', 'mqtt') THEN
-            RAISE EXCEPTION 'unknown notification channel "%"', k USING ERRCODE = '22023',
-                HINT = 'Known channels: email, push, mqtt.';
-        END IF;
-        IF jsonb_typeof(v) <> 'boolean' THEN
-            RAISE EXCEPTION 'notification channel "%" must be true or false, not %', k, v USING ERRCODE = '22023';
-        END IF;
-    END LOOP;
-
     SELECT * INTO u FROM account.users x
      WHERE x.user_id = set_notification_preferences.user_id AND x.status = 'active' FOR UPDATE;
     IF NOT FOUND THEN
+        -- checked first: malformed preferences of an unknown user are 22023
+        PERFORM account._merge_notification_preferences('{"channels": {}, "categories": {}}', prefs);
         RAISE EXCEPTION 'user % not found', user_id USING ERRCODE = 'P0002';
     END IF;
-    merged := u.notification_preferences || prefs;
+    merged := account._merge_notification_preferences(u.notification_preferences, prefs);
     IF merged = u.notification_preferences THEN
         RETURN merged;
     END IF;
@@ -369,7 +495,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION account.set_notification_preferences(uuid, jsonb) IS
-    'Merges the given channels (email, push, mqtt: booleans) into a user''s notification preferences and returns the result; publishes user.updated if anything changed. 22023 unknown channel or non-boolean value, P0002 unknown or deleted user.';
+    'Merges prefs into a user''s notification preferences and returns the result: channels and a category''s channels key by key (null: back to the category''s default), quiet_hours (null: none) and locale replaced; 0.1.0''s top-level email, push (the webhook channel) and mqtt are taken as channels. Publishes user.updated if anything changed. 22023 unknown key, channel or time zone, non-boolean switch, malformed category, quiet hours or locale; P0002 unknown or deleted user.';
 
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA account FROM PUBLIC;
@@ -408,9 +534,9 @@ SELECT isa.http_route('DELETE', '/v1/accounts/{user_id}', 'account.delete_user(u
     permission => 'account:delete', resource_param => 'user_id', self_param => 'user_id');
 SELECT isa.http_route('GET', '/v1/accounts/{user_id}/notification-preferences',
     'account.get_notification_preferences(uuid)', 'user',
-    'A user''s notification preferences: {"email": bool, "push": bool, "mqtt": bool}.',
+    'A user''s notification preferences: channels, categories, quiet_hours, locale (docs/services/account.md).',
     permission => 'account:read', resource_param => 'user_id', self_param => 'user_id');
 SELECT isa.http_route('PATCH', '/v1/accounts/{user_id}/notification-preferences',
     'account.set_notification_preferences(uuid, jsonb)', 'user',
-    'Merges the channels of prefs into a user''s notification preferences.',
+    'Merges prefs (channels, categories, quiet_hours, locale) into a user''s notification preferences.',
     permission => 'account:write', resource_param => 'user_id', self_param => 'user_id');

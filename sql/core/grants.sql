@@ -138,5 +138,11 @@ BEGIN
         REVOKE ALL ON auth.signing_keys, auth.passwords, auth.refresh_tokens FROM isa_admin;
         GRANT SELECT (kid, algorithm, public_key, created_at, retired_at) ON auth.signing_keys TO isa_admin;
     END IF;
+    -- nor the secrets webhook deliveries are signed with
+    IF to_regclass('notification.webhooks') IS NOT NULL THEN
+        REVOKE ALL ON notification.webhooks FROM isa_admin;
+        GRANT SELECT (webhook_id, user_id, org_id, url, created_by, created_at, updated_at) ON notification.webhooks TO isa_admin;
+        GRANT DELETE ON notification.webhooks TO isa_admin;
+    END IF;
 END
 $secrets$;

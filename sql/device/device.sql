@@ -1034,6 +1034,71 @@ SELECT isa.http_route('GET', '/v1/device/playlist', 'device.device_playlist(uuid
     'The calling device''s playlist as it may show it now: its files in order with signed download URLs (ttl_seconds), and how many items are hidden from it.',
     subject_param => 'device_id');
 
+-- ---------------------------------------------------------------- notifications shown on devices
+-- The notification service's MQTT channel (docs/services/notification.md,
+-- "Channels"): a notification for a user goes to every device in service the
+-- user may see as theirs (their own, and those of their organizations whose
+-- owners are still members) as a command notification.show on the command
+-- path (at least once: re-sent until acknowledged or expired).  Not to a
+-- device merely shared with one of the user's organizations.  For the
+-- notification service's role only: nothing here checks who asks.
+CREATE FUNCTION device.user_devices(user_id uuid) RETURNS SETOF uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM isa.not_null('user_id', user_id);
+    RETURN QUERY
+    SELECT d.device_id FROM device.devices d
+     WHERE d.decommissioned_at IS NULL
+       AND (d.owner_id = user_devices.user_id
+            OR (d.organization_id IS NOT NULL
+                AND organization.member_role(d.organization_id, user_devices.user_id) IS NOT NULL
+                AND organization.member_role(d.organization_id, d.owner_id) IS NOT NULL))
+     ORDER BY d.device_id;
+END
+$$;
+COMMENT ON FUNCTION device.user_devices(uuid) IS
+    'The devices in service a user may see as theirs: owned, or of an organization they are a member of (any role) whose owner is still a member; not those merely shared with one. For the notification service (isa_svc_notification). 22004 NULL.';
+
+CREATE FUNCTION device.notify_user_devices(user_id uuid, payload jsonb, expires_in integer) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    did uuid;
+    c   device.commands;
+    n   integer := 0;
+BEGIN
+    PERFORM isa.not_null('user_id, payload, expires_in', user_id, payload, expires_in);
+    IF jsonb_typeof(payload) <> 'object' OR NOT isa.is_uuid(payload ->> 'notification_id')
+       OR octet_length(payload::text) > 16384 THEN
+        RAISE EXCEPTION 'payload must be a JSON object of at most 16 KiB with a notification_id' USING ERRCODE = '22023';
+    END IF;
+    IF expires_in NOT BETWEEN 10 AND 7 * 24 * 3600 THEN
+        RAISE EXCEPTION 'expires_in must be 10 … 604800, not %', expires_in USING ERRCODE = '22023';
+    END IF;
+    FOR did IN SELECT * FROM device.user_devices(user_id) LOOP
+        -- one command per notification and device, whoever asks twice; in the
+        -- user's name, so that it fails with the user's membership
+        -- (on_member_removed) like the user's own commands
+        INSERT INTO device.commands AS x (command_id, device_id, command, args, sent_by, idempotency_key, expires_at)
+        VALUES (isa.uuid_v7(), did, 'notification.show', payload, notify_user_devices.user_id,
+                'notification:' || (payload ->> 'notification_id') || ':' || did,
+                now() + make_interval(secs => expires_in))
+        ON CONFLICT ON CONSTRAINT commands_idempotency_key DO NOTHING
+        RETURNING * INTO c;
+        IF FOUND AND EXISTS (SELECT FROM device.devices d WHERE d.device_id = did AND d.status = 'online') THEN
+            PERFORM device._transmit(c);   -- an offline device gets it when it comes online (device._seen)
+        END IF;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION device.notify_user_devices(uuid, jsonb, integer) IS
+    'Queues the command notification.show (args: payload, a JSON object with a notification_id: kind, title, text) to each device of device.user_devices(user_id), once per notification and device, expiring after expires_in seconds (10 … 604800); sent now to an online device. Returns how many devices it is for (0: the user has none). For the notification service (isa_svc_notification). 22023 bad payload or expires_in, 22004 NULL.';
+
 -- ---------------------------------------------------------------- API: the device itself
 CREATE FUNCTION device.heartbeat(device_id uuid, firmware_version text DEFAULT NULL) RETURNS device.device_info
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -1380,6 +1445,19 @@ END;
 COMMENT ON FUNCTION device.list_model_devices(text, uuid[]) IS
     'The devices in service of one model, of the given organizations only unless organization_ids is NULL: id, owner, organization, firmware and status. For the OTA service (isa_svc_ota), not applications.';
 
+-- Which of many devices are online now: ota asks it of the pending devices of
+-- a rollout's open groups (an indexed probe each, whatever the fleet's size).
+CREATE FUNCTION device.online_devices(device_ids uuid[]) RETURNS SETOF uuid
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT d.device_id FROM device.devices d
+     WHERE d.device_id = ANY (online_devices.device_ids) AND d.status = 'online' AND d.decommissioned_at IS NULL
+     ORDER BY d.device_id;
+END;
+COMMENT ON FUNCTION device.online_devices(uuid[]) IS
+    'The devices of device_ids that are online (in service), in id order; unknown ids are left out. For the OTA service (isa_svc_ota), not applications.';
+
 CREATE FUNCTION device.lookup_device(device_id uuid) RETURNS device.device_info
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -1462,7 +1540,7 @@ TO isa_app_device;
 GRANT EXECUTE ON FUNCTION device.mark_offline(), device.process_commands(), device.housekeeping() TO isa_admin;
 -- the OTA service's (sql/ota/ota.sql loads after device)
 GRANT EXECUTE ON FUNCTION
-    device.list_model_devices(text, uuid[]), device.lookup_device(uuid),
+    device.list_model_devices(text, uuid[]), device.online_devices(uuid[]), device.lookup_device(uuid),
     device.send_service_command(uuid, text, jsonb, integer)
 TO isa_svc_ota;
 -- the revoker's (tools/isa-nats-revoker connects as a member of isa_admin)

@@ -489,6 +489,21 @@ $$;
 COMMENT ON FUNCTION organization.member_role(uuid, uuid) IS
     'The user''s role in the organization (owner, admin, member, guest), NULL if not a member or the organization is unknown or closed. 22004 NULL argument.';
 
+CREATE FUNCTION organization.member_ids(org_id uuid) RETURNS SETOF uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM isa.not_null('org_id', org_id);
+    RETURN QUERY SELECT m.user_id FROM organization.members m
+                   JOIN organization.organizations o ON o.org_id = m.org_id AND o.status = 'active'
+                  WHERE m.org_id = member_ids.org_id
+                  ORDER BY m.joined_at, m.user_id;
+END
+$$;
+COMMENT ON FUNCTION organization.member_ids(uuid) IS
+    'The members (any role) of an active organization, longest-standing first; none for an unknown or closed one. For services that tell an organization''s members (notification: device.offline); no route. 22004 NULL.';
+
 CREATE FUNCTION organization.is_member(org_id uuid, user_id uuid) RETURNS boolean
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp

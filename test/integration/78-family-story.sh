@@ -208,6 +208,9 @@ for _ in $(seq 150); do
 done
 is "$q ${now#* }" "2 0 0" "the bridge is done with the story: every event published and applied by each subscription it matches, nothing new"
 counts=$(sql "SELECT string_agg(event_type || ' ' || n, E'\n' ORDER BY event_type) FROM (SELECT event_type, count(*) n FROM ($events) e GROUP BY 1) x")
+# notification tells both logins (welcome back), bob's invitation and the
+# frame going offline: each in-app at once (notification.sent), by email later
+# (the sender's).
 is "$counts" "device.authenticated 2
 device.command_sent 1
 device.offline 1
@@ -218,6 +221,7 @@ family.resource_shared 2
 family.resource_unshared 1
 file.shared 1
 file.uploaded 1
+notification.sent 4
 organization.created 3
 organization.member_added 4
 organization.member_invited 1
@@ -234,6 +238,9 @@ authz organization.member_added 4
 authz organization.member_removed 1
 device device.authenticated 2
 device organization.member_removed 1
+notification device.offline 1
+notification organization.member_invited 1
+notification user.logged_in 2
 organization device.registered 2
 organization user.created 2
 ota device.online 2

@@ -12,3 +12,14 @@ new_device() {
   echo "$id $priv"
 }
 mqtt() { local tool=$1; shift; timeout 10 "$tool" -h 127.0.0.1 -p "$ISA_MQTT_PORT" "$@"; }
+# mqtt_subscribed CLIENT_ID DEVICE_ID: waits (10 s) until the MQTT client
+# CLIENT_ID subscribes to the device's commands (the NATS monitor's connz);
+# prints t when it did
+mqtt_subscribed() {
+  for _ in $(seq 100); do
+    curl -s "$ISA_NATS_MONITOR/connz?subs=1&mqtt_client=$1" |
+      jq -e --arg s "isa.devices.$2.commands" '[.connections[].subscriptions_list[]?] | index($s) != null' >/dev/null &&
+      { echo t; return 0; }
+    sleep 0.1
+  done
+}

@@ -243,18 +243,33 @@ route("GET", "/v1/accounts/{user_id}/notification-preferences", "notification pr
   const r = await call("GET", "/v1/accounts/{user_id}/notification-preferences", {
     params: { user_id: users.alice.user_id }, token: tok("alice"),
   });
-  expect(["email", "push", "mqtt"].every((k) => typeof r.json?.[k] === "boolean"), "email, push, mqtt booleans", r.json);
+  expect(["email", "webhook", "mqtt", "inapp"].every((k) => typeof r.json?.channels?.[k] === "boolean"),
+    "channels email, webhook, mqtt, inapp: booleans", r.json);
+  expect(r.json?.locale === "en" && r.json?.quiet_hours === null, "English, no quiet hours", r.json);
   return r;
 });
 route("PATCH", "/v1/accounts/{user_id}/notification-preferences", "notification preferences merged", async () => {
   const before = (await call("GET", "/v1/accounts/{user_id}/notification-preferences", {
     params: { user_id: users.alice.user_id }, token: tok("alice"),
   })).json || {};
+  const quiet = { start: "23:00", end: "06:00", time_zone: "Europe/Berlin" };
   const r = await call("PATCH", "/v1/accounts/{user_id}/notification-preferences", {
-    params: { user_id: users.alice.user_id }, body: { prefs: { push: !before.push } }, token: tok("alice"),
+    params: { user_id: users.alice.user_id },
+    body: { prefs: { channels: { mqtt: !before.channels?.mqtt }, categories: { wallet: { email: false } }, quiet_hours: quiet } },
+    token: tok("alice"),
   });
-  expect(r.json?.push === !before.push && r.json?.email === before.email && r.json?.mqtt === before.mqtt,
-    "push flipped, the other channels kept", { before, after: r.json });
+  expect(r.json?.channels?.mqtt === !before.channels?.mqtt && r.json?.channels?.email === before.channels?.email,
+    "mqtt flipped, the other channels kept", { before, after: r.json });
+  expect(r.json?.categories?.wallet?.email === false && r.json?.quiet_hours?.time_zone === "Europe/Berlin",
+    "the wallet category's email off, quiet hours in Berlin", r.json);
+  const bad = await call("PATCH", "/v1/accounts/{user_id}/notification-preferences", {
+    params: { user_id: users.alice.user_id }, body: { prefs: { quiet_hours: { ...quiet, time_zone: "Mars/Olympus" } } },
+    token: tok("alice"),
+  });
+  expect(bad.status === 400, "an unknown time zone: 400", `${bad.status} ${bad.text}`);
+  await call("PATCH", "/v1/accounts/{user_id}/notification-preferences", {
+    params: { user_id: users.alice.user_id }, body: { prefs: { quiet_hours: null } }, token: tok("alice"),
+  });
   return r;
 });
 route("DELETE", "/v1/accounts/{user_id}", "a user deletes their account", async () => {
@@ -1270,6 +1285,73 @@ route("GET", sessionPath, "a session with its totals; another user gets 404", as
 route("POST", `${sessionPath}/end`, "the user ends the session", async () => {
   const r = await call("POST", `${sessionPath}/end`, { params: { session_id: ids.session }, token: tok("alice") });
   expect(r.json?.status === "ended" && r.json?.end_reason === "user" && r.json?.ended_at, "ended by the user", r.json);
+  return r;
+});
+
+// ---- notification: alice's login made a welcome-back notification (auth's
+// user.logged_in through NATS); her webhook
+route("GET", "/v1/notifications", "the caller's in-app notifications", async () => {
+  const r = await poll(() => call("GET", "/v1/notifications", { token: tok("alice") }),
+    (x) => x.status !== 200 || (x.json || []).some((n) => n.kind === "auth.welcome_back"));
+  const n = (r.json || []).find((x) => x.kind === "auth.welcome_back");
+  expect(n?.title?.startsWith("Welcome back, ") && n?.category === "security" && n?.read_at === null,
+    "her login's welcome back, unread", r.json);
+  ids.notification = n?.notification_id;
+  const page = await call("GET", "/v1/notifications", { query: { row_limit: 1, unread_only: true }, token: tok("alice") });
+  expect(page.status === 200 && page.json?.length === 1, "a page of one unread", page.text);
+  return r;
+});
+route("GET", "/v1/notifications/unread-count", "how many are unread", async () => {
+  const r = await call("GET", "/v1/notifications/unread-count", { token: tok("alice") });
+  expect(Number.isInteger(r.json) && r.json >= 1, "at least the welcome back", r.text);
+  return r;
+});
+route("POST", "/v1/notifications/{notification_id}/read", "one notification marked read", async () => {
+  const other = await call("POST", "/v1/notifications/{notification_id}/read", {
+    params: { notification_id: ids.notification }, token: tok("bob"),
+  });
+  expect(other.status === 404, "another user's: 404", `${other.status} ${other.text}`);
+  const r = await call("POST", "/v1/notifications/{notification_id}/read", { params: { notification_id: ids.notification }, token: tok("alice") });
+  expect(r.json === true, "true: it was unread", r.text);
+  const again = await call("POST", "/v1/notifications/{notification_id}/read", { params: { notification_id: ids.notification }, token: tok("alice") });
+  expect(again.status === 200 && again.json === false, "false the second time", again.text);
+  return r;
+});
+route("POST", "/v1/notifications/read-all", "all notifications marked read", async () => {
+  const r = await call("POST", "/v1/notifications/read-all", { token: tok("alice") });
+  expect(Number.isInteger(r.json), "how many were unread", r.text);
+  const n = await call("GET", "/v1/notifications/unread-count", { token: tok("alice") });
+  expect(n.json === 0, "none is unread now", n.text);
+  return r;
+});
+route("GET", "/v1/notification-categories", "the categories of notifications", async () => {
+  const r = await call("GET", "/v1/notification-categories", { token: tok("alice") });
+  const c = Object.fromEntries((r.json || []).map((x) => [x.category, x]));
+  expect(Object.keys(c).length === 6 && c.security?.critical === true && c.wallet?.critical === false,
+    "six, security critical, wallet not", r.json);
+  expect(c.wallet?.fallback?.[0] === "email", "each with its fallback order", c.wallet);
+  return r;
+});
+route("POST", "/v1/webhooks", "the caller registers a webhook", async () => {
+  const r = await call("POST", "/v1/webhooks", { body: { url: "https://hooks.example.com/it80" }, token: tok("alice") });
+  ids.webhook = r.json?.webhook_id;
+  expect(/^whsec_[\w-]{43}$/.test(r.json?.secret || "") && r.json?.user_id === users.alice.user_id, "its secret, shown once", r.json);
+  const local = await call("POST", "/v1/webhooks", { body: { url: "http://127.0.0.1:9/hook" }, token: tok("bob") });
+  expect(local.status === 400, "a loopback address: 400", `${local.status} ${local.text}`);
+  return r;
+});
+route("GET", "/v1/webhooks", "the caller's webhooks", async () => {
+  const r = await call("GET", "/v1/webhooks", { token: tok("alice") });
+  expect(r.json?.length === 1 && r.json[0].url === "https://hooks.example.com/it80" && r.json[0].secret === null,
+    "hers, without the secret", r.json);
+  return r;
+});
+route("DELETE", "/v1/webhooks/{webhook_id}", "the caller deletes a webhook", async () => {
+  const other = await call("DELETE", "/v1/webhooks/{webhook_id}", { params: { webhook_id: ids.webhook }, token: tok("bob") });
+  expect(other.status === 404, "another user's: 404", `${other.status} ${other.text}`);
+  const r = await call("DELETE", "/v1/webhooks/{webhook_id}", { params: { webhook_id: ids.webhook }, token: tok("alice") });
+  const l = await call("GET", "/v1/webhooks", { token: tok("alice") });
+  expect(l.json?.length === 0, "gone", l.text);
   return r;
 });
 

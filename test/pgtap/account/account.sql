@@ -4,7 +4,7 @@
 -- write puts in account.outbox, and who may call what.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(123);
+SELECT plan(144);
 
 -- Users this file creates, by label.
 CREATE TEMP TABLE u (label text PRIMARY KEY, id uuid) ON COMMIT DROP;
@@ -176,40 +176,81 @@ SELECT is((SELECT count(*) FROM ev WHERE label = 'bob' AND event_type = 'user.up
           'the refused updates published nothing');
 
 -- ---------------------------------------------------------------- notification preferences
-SELECT is(account.get_notification_preferences((SELECT id FROM u WHERE label = 'bob')),
-          '{"email": true, "push": true, "mqtt": false}'::jsonb,
-          'a new user gets email and push on, mqtt off');
-SELECT is(account.set_notification_preferences((SELECT id FROM u WHERE label = 'bob'), '{"mqtt": true, "email": false}'),
-          '{"email": false, "push": true, "mqtt": true}'::jsonb,
-          'set_notification_preferences merges the given channels and returns the result');
-SELECT is(account.get_notification_preferences((SELECT id FROM u WHERE label = 'bob')),
-          '{"email": false, "push": true, "mqtt": true}'::jsonb, 'the merged preferences are stored');
+CREATE FUNCTION pg_temp.bob() RETURNS uuid LANGUAGE sql AS $$SELECT id FROM u WHERE label = 'bob'$$;
+CREATE FUNCTION pg_temp.prefs_error(prefs text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM account.set_notification_preferences(pg_temp.bob(), prefs::jsonb);
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ' ' || SQLERRM;
+END $$;
+SELECT is(account.get_notification_preferences(pg_temp.bob()),
+          '{"channels": {"email": true, "webhook": true, "mqtt": true, "inapp": true}, "categories": {}, "quiet_hours": null, "locale": "en"}'::jsonb,
+          'a new user gets every channel on, no category of their own, no quiet hours, English');
+SELECT is(account.set_notification_preferences(pg_temp.bob(), '{"channels": {"mqtt": false}, "categories": {"wallet": {"email": false, "webhook": true}}}'),
+          '{"channels": {"email": true, "webhook": true, "mqtt": false, "inapp": true}, "categories": {"wallet": {"email": false, "webhook": true}}, "quiet_hours": null, "locale": "en"}'::jsonb,
+          'set_notification_preferences merges channels and a category''s channels, and returns the result');
+SELECT is(account.set_notification_preferences(pg_temp.bob(),
+              '{"categories": {"wallet": {"webhook": null}, "family": {"inapp": false}}, "quiet_hours": {"start": "22:30", "end": "06:45", "time_zone": "Europe/Berlin"}, "locale": "de"}'),
+          '{"channels": {"email": true, "webhook": true, "mqtt": false, "inapp": true}, "categories": {"wallet": {"email": false}, "family": {"inapp": false}}, "quiet_hours": {"start": "22:30", "end": "06:45", "time_zone": "Europe/Berlin"}, "locale": "de"}'::jsonb,
+          'null takes a category''s channel back to its default; quiet hours and locale are set');
+SELECT is(account.get_notification_preferences(pg_temp.bob()) -> 'categories',
+          '{"wallet": {"email": false}, "family": {"inapp": false}}'::jsonb, 'the merged preferences are stored');
 SELECT is((SELECT data FROM ev WHERE label = 'bob' AND event_type = 'user.updated' ORDER BY id DESC LIMIT 1),
-          jsonb_build_object('user_id', (SELECT id FROM u WHERE label = 'bob'), 'email', 'BOB@Example.com',
+          jsonb_build_object('user_id', pg_temp.bob(), 'email', 'BOB@Example.com',
                              'name', 'Bob', 'changed', jsonb_build_array('notification_preferences')),
           'a preference change publishes user.updated with changed = ["notification_preferences"]');
-SELECT is(account.set_notification_preferences((SELECT id FROM u WHERE label = 'bob'), '{"mqtt": true}'),
-          '{"email": false, "push": true, "mqtt": true}'::jsonb, 'setting the current value returns the preferences');
-SELECT is(account.set_notification_preferences((SELECT id FROM u WHERE label = 'bob'), '{}'),
-          '{"email": false, "push": true, "mqtt": true}'::jsonb, 'an empty object changes nothing');
-SELECT is((SELECT count(*) FROM ev WHERE label = 'bob' AND event_type = 'user.updated'), 5::bigint,
+SELECT is(account.set_notification_preferences(pg_temp.bob(), '{"categories": {"wallet": {"email": null}}, "quiet_hours": null}') -> 'categories',
+          '{"family": {"inapp": false}}'::jsonb, 'a category left with no choice of its own is dropped');
+SELECT is(account.set_notification_preferences(pg_temp.bob(), '{"email": false, "push": false, "mqtt": true}') -> 'channels',
+          '{"email": false, "webhook": false, "mqtt": true, "inapp": true}'::jsonb,
+          '0.1.0''s email, push and mqtt are taken as channels (push: webhook)');
+SELECT is(account.set_notification_preferences(pg_temp.bob(), '{"channels": {"mqtt": true}}') -> 'channels',
+          '{"email": false, "webhook": false, "mqtt": true, "inapp": true}'::jsonb, 'setting the current value returns the preferences');
+SELECT is(account.set_notification_preferences(pg_temp.bob(), '{}') ->> 'locale', 'de', 'an empty object changes nothing');
+SELECT is((SELECT count(*) FROM ev WHERE label = 'bob' AND event_type = 'user.updated'), 8::bigint,
           'and neither publishes anything');
-SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, %L)', (SELECT id FROM u WHERE label = 'bob'), '{"sms": true}'),
-                 '22023', 'unknown notification channel "sms"', 'an unknown channel is 22023');
-SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, %L)', (SELECT id FROM u WHERE label = 'bob'), '{"push": "yes"}'),
-                 '22023', 'notification channel "push" must be true or false, not "yes"', 'a non-boolean value is 22023');
-SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, %L)', (SELECT id FROM u WHERE label = 'bob'), '{"push": null}'),
-                 '22023', 'notification channel "push" must be true or false, not null', 'a JSON null value is 22023');
-SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, %L)', (SELECT id FROM u WHERE label = 'bob'), '["email"]'),
-                 '22023', 'notification preferences must be a JSON object, not array', 'an array is 22023');
-SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, NULL)', (SELECT id FROM u WHERE label = 'bob')),
+SELECT is(pg_temp.prefs_error(p), e, 'refused: ' || p)
+  FROM (VALUES
+    ('{"sms": true}',                                   '22023 unknown notification preference "sms"'),
+    ('{"channels": {"sms": true}}',                      '22023 unknown notification channel "sms"'),
+    ('{"channels": {"push": true}}',                     '22023 unknown notification channel "push"'),
+    ('{"push": "yes"}',                                  '22023 notification channel "push" must be true or false, not "yes"'),
+    ('{"channels": {"email": null}}',                    '22023 notification channel "email" must be true or false, not null'),
+    ('{"channels": []}',                                 '22023 channels must be a JSON object of true or false per channel'),
+    ('{"categories": {"Wallet!": {}}}',                  '22023 invalid notification category "Wallet!"'),
+    ('{"categories": {"wallet": true}}',                 '22023 category "wallet" must be a JSON object of true, false or null per channel'),
+    ('{"categories": {"wallet": {"sms": true}}}',        '22023 unknown notification channel "wallet.sms"'),
+    ('{"categories": {"wallet": {"push": true}}}',       '22023 unknown notification channel "wallet.push"'),
+    ('{"categories": {"wallet": {"email": 1}}}',         '22023 notification channel "wallet.email" must be true or false, not 1'),
+    ('{"quiet_hours": {"start": "22:00", "end": "7:00", "time_zone": "UTC"}}',
+     '22023 quiet_hours must be null or {"start": "HH:MM", "end": "HH:MM", "time_zone": an IANA time zone}'),
+    ('{"quiet_hours": {"start": "22:00", "end": "07:00"}}',
+     '22023 quiet_hours must be null or {"start": "HH:MM", "end": "HH:MM", "time_zone": an IANA time zone}'),
+    ('{"quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "UTC", "x": 1}}',
+     '22023 quiet_hours must be null or {"start": "HH:MM", "end": "HH:MM", "time_zone": an IANA time zone}'),
+    ('{"quiet_hours": "22-7"}',
+     '22023 quiet_hours must be null or {"start": "HH:MM", "end": "HH:MM", "time_zone": an IANA time zone}'),
+    ('{"quiet_hours": {"start": "22:00", "end": "22:00", "time_zone": "UTC"}}',
+     '22023 quiet hours must not start and end at the same time'),
+    ('{"quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Mars/Olympus"}}',
+     '22023 unknown time zone "Mars/Olympus"'),
+    ('{"locale": "deutsch"}',                            '22023 locale must be a language tag like "en", "de" or "pt-BR", not "deutsch"'),
+    ('{"locale": 7}',                                    '22023 locale must be a language tag like "en", "de" or "pt-BR", not 7'),
+    ('["email"]',                                        '22023 notification preferences must be a JSON object, not array')
+  ) AS t (p, e);
+SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, NULL)', pg_temp.bob()),
                  '22004', 'prefs must not be null', 'NULL preferences are 22004');
 SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, %L)', '00000000-0000-7000-8000-000000000003', '{"push": true}'),
                  'P0002', 'user 00000000-0000-7000-8000-000000000003 not found', 'preferences of an unknown user are P0002');
+SELECT throws_ok(format('SELECT account.set_notification_preferences(%L, %L)', '00000000-0000-7000-8000-000000000003', '{"sms": true}'),
+                 '22023', 'unknown notification preference "sms"', 'malformed preferences of an unknown user are 22023');
 SELECT throws_ok(format('SELECT account.get_notification_preferences(%L)', '00000000-0000-7000-8000-000000000003'),
                  'P0002', 'user 00000000-0000-7000-8000-000000000003 not found', 'get_notification_preferences of an unknown user is P0002');
-SELECT is(account.get_notification_preferences((SELECT id FROM u WHERE label = 'bob')),
-          '{"email": false, "push": true, "mqtt": true}'::jsonb, 'refused changes left the preferences as they were');
+SELECT is(account.get_notification_preferences(pg_temp.bob()),
+          '{"channels": {"email": false, "webhook": false, "mqtt": true, "inapp": true}, "categories": {"family": {"inapp": false}}, "quiet_hours": null, "locale": "de"}'::jsonb,
+          'refused changes left the preferences as they were');
+SELECT is((SELECT count(*) FROM ev WHERE label = 'bob' AND event_type = 'user.updated'), 8::bigint, 'and published nothing');
 
 -- ---------------------------------------------------------------- delete_user (soft)
 SELECT lives_ok(format('SELECT account.delete_user(%L)', (SELECT id FROM u WHERE label = 'bob')), 'delete_user runs');

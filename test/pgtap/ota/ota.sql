@@ -7,10 +7,12 @@
 -- threshold halts and the rest is never offered, anti-rollback, expiry,
 -- postponing), the events written to ota.outbox, device recording the
 -- firmware, and privileges.  Over HTTP: test 80's OTA cases; the story over
--- real NATS and MQTT with 100 devices is still to be written.
+-- real NATS and MQTT with 120 devices: test 66.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(108);
+SELECT plan(110);
+-- the offers carry signed download URLs: a key for this transaction (the test stack sets one; make installcheck does not)
+SET LOCAL isa.storage_url_secret = 'ota-test-secret-0123456789abcdefghijklmn';
 
 \ir ../fixtures.psql
 SELECT pg_temp.new_user(l) FROM unnest(ARRAY['ops', 'ann', 'eve']) l;
@@ -237,6 +239,21 @@ SELECT is((SELECT state || ': ' || reason FROM ota.rollout_devices WHERE rollout
           'a device running a higher version is never offered a lower one (anti-rollback)');
 SELECT is(pg_temp.nev('ota.update_available', 'newer'), 0::bigint, '… and no ota.update_available for it');
 
+-- a device moved out of the organizations the rollout targets, after its start, is skipped when its turn comes
+INSERT INTO d SELECT 'moved', rd.device_id FROM ota.rollout_devices rd
+  WHERE rd.rollout_id = pg_temp.rid('a') AND rd.group_no = 3 AND rd.device_id <> pg_temp.did('newer') LIMIT 1;
+UPDATE ota.rollout_devices SET group_no = 1, state = 'pending' WHERE rollout_id = pg_temp.rid('a') AND device_id = pg_temp.did('moved');
+SELECT device.move_device(pg_temp.uid('ann'), pg_temp.did('moved'), NULL);
+SELECT ota._offer(pg_temp.rid('a'), pg_temp.did('moved'));
+SELECT is((SELECT state || ': ' || reason FROM ota.rollout_devices WHERE rollout_id = pg_temp.rid('a') AND device_id = pg_temp.did('moved')),
+          'skipped: it is no longer in an organization the rollout targets',
+          'a device moved out of the organizations a rollout targets is not offered it (skipped)');
+-- the job asks device which pending devices are online
+SELECT is(ARRAY(SELECT device.online_devices(ARRAY[pg_temp.did('n20'), pg_temp.did('n21'), pg_temp.did('n1'),
+                                                   '00000000-0000-0000-0000-000000000001'])),
+          ARRAY(SELECT unnest(ARRAY[pg_temp.did('n1'), pg_temp.did('n20')]) ORDER BY 1),
+          'device.online_devices: of the ids given, the online devices in id order (offline and unknown left out)');
+
 -- device.online offers a pending device once
 CREATE TEMP TABLE g1off AS SELECT rd.device_id FROM ota.rollout_devices rd
   WHERE rd.rollout_id = pg_temp.rid('a') AND rd.group_no = 1 AND rd.state = 'pending' LIMIT 1;
@@ -353,7 +370,9 @@ SELECT ok(NOT has_function_privilege('isa_app', 'ota.add_signing_key(text, bytea
           'only operators (isa_admin) choose the trusted keys');
 SELECT ok(NOT has_function_privilege('isa_app_device', 'device.send_service_command(uuid, text, jsonb, integer)', 'EXECUTE')
           AND NOT has_function_privilege('isa_app', 'device.lookup_device(uuid)', 'EXECUTE')
-          AND has_function_privilege('isa_svc_ota', 'device.send_service_command(uuid, text, jsonb, integer)', 'EXECUTE'),
+          AND NOT has_function_privilege('isa_app', 'device.online_devices(uuid[])', 'EXECUTE')
+          AND has_function_privilege('isa_svc_ota', 'device.send_service_command(uuid, text, jsonb, integer)', 'EXECUTE')
+          AND has_function_privilege('isa_svc_ota', 'device.online_devices(uuid[])', 'EXECUTE'),
           'device''s functions for services are isa_svc_ota''s, no application''s');
 SELECT ok(NOT has_table_privilege('isa_app', 'ota.releases', 'SELECT') AND NOT has_table_privilege('isa_app_ota', 'ota.rollout_devices', 'SELECT'),
           'applications read no OTA table');
