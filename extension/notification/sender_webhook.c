@@ -34,8 +34,9 @@
 static bool private_allowed = false;
 
 /*
- * The notification service's setting (notification_settings.c).  A library
- * built without that service has no such setting, and no webhook to send.
+ * The notification service's setting (notification_settings.c): the rule
+ * its register_webhook applies to a URL's literal host, applied here to the
+ * address a name resolves to.  Read by name: the variable is that file's.
  */
 static bool
 read_private_allowed(void)
@@ -43,7 +44,7 @@ read_private_allowed(void)
 	const char *v = GetConfigOption("isa.notification_webhook_private", true, false);
 	bool		on = false;
 
-	return v == NULL || (parse_bool(v, &on) && on);
+	return v != NULL && parse_bool(v, &on) && on;
 }
 
 static bool

@@ -4,10 +4,10 @@
 # (mosquitto_sub with the device's own credential), a deduction crosses her
 # wallet's low-balance threshold (wallet.balance.low through NATS): one
 # in-app notification in her German, one notification.show on the frame's
-# commands topic, one email delivery waiting for the email sender; the same
-# envelope published again (another NATS message) is applied once and
-# notifies nobody again.  Email and webhook delivery over the network are the
-# senders' (their own tests).
+# commands topic, one email delivery, which the email sender fails at once
+# (the stack has no SMTP server); the same envelope published again (another
+# NATS message) is applied once and notifies nobody again.  Email and webhook
+# delivery over the network are the senders' (test 65).
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${ISA_MQTT_PORT:?run me in the stack environment (tools/stack.sh NAME env)}"
@@ -62,8 +62,11 @@ ok "the deduction crossed her threshold: wallet.balance.low" test -n "$ev"
 is "$(wait_for "SELECT count(*) FROM notification.notifications WHERE event_id = '$ev'" 1 20)" 1 \
    "the event, through NATS and the bridge, made one notification"
 n=$(sql "SELECT notification_id FROM notification.notifications WHERE event_id = '$ev'")
-is "$(sql "SELECT string_agg(channel || ' ' || state, ', ' ORDER BY channel) FROM notification.deliveries WHERE notification_id = '$n'")" \
-   "email pending, inapp sent, mqtt sent" "deliveries: in-app stored, MQTT queued, email waiting for its sender"
+is "$(wait_for "SELECT string_agg(channel || ' ' || state, ', ' ORDER BY channel) FROM notification.deliveries WHERE notification_id = '$n'" \
+                "email failed, inapp sent, mqtt sent" 10)" \
+   "email failed, inapp sent, mqtt sent" "deliveries: in-app stored, MQTT queued, email failed by its sender"
+is "$(sql "SELECT attempts || ' ' || last_error FROM notification.deliveries WHERE notification_id = '$n' AND channel = 'email'")" \
+   "1 email is not configured: isa.smtp_url is empty" "at the first attempt: the stack has no SMTP server (isa.smtp_url is empty)"
 is "$(sql "SELECT payload->>'to' || ' | ' || (payload->>'to_name') || ' | ' || (payload->>'subject') FROM notification.deliveries WHERE notification_id = '$n' AND channel = 'email'")" \
    "it64-$run@example.com | Zoë Müller | Ihr Guthaben ist niedrig: 500 Tokens" "the email's address, name and German subject"
 wait "${PIDS[-1]}"

@@ -11,8 +11,7 @@
 # after three attempts; 550 fails at once; a signed webhook verifies, a 500 is
 # retried, a 400 is final; an SMTP server that hangs delays no webhook; a dead
 # SMTP server fails the email after the last attempt; the password never
-# shows.  Without the notification service's SQL (a build of the senders
-# alone) the contract's functions come from test/integration/notification-fixture.sql.
+# shows.
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -31,15 +30,8 @@ log_from=$(($(wc -l <"$LOG") + 1))
 SMTP_PORT=${ISA_TEST_SMTP_PORT:-$((PGPORT + 10))}
 HOOK_PORT=${ISA_TEST_HOOK_PORT:-$((PGPORT + 11))}
 
-FIXTURE=0
-[ "$(sql "SELECT to_regprocedure('notification.claim_deliveries(text,integer,integer)') IS NULL")" = t ] && FIXTURE=1
-has_setting() { [ "$(sql "SELECT count(*) FROM pg_settings WHERE name = '$1'")" = 1 ]; }
-PRIVATE_SETTING=0
-has_setting isa.notification_webhook_private && PRIVATE_SETTING=1
-
-SETTINGS="isa.smtp_url isa.smtp_from isa.smtp_timeout isa.smtp_ca_file isa.smtp_username isa.smtp_password isa.webhook_timeout"
-[ $FIXTURE = 0 ] && SETTINGS="$SETTINGS isa.notification_max_attempts isa.notification_retry_base"
-[ $PRIVATE_SETTING = 1 ] && SETTINGS="$SETTINGS isa.notification_webhook_private"
+SETTINGS="isa.smtp_url isa.smtp_from isa.smtp_timeout isa.smtp_ca_file isa.smtp_username isa.smtp_password
+          isa.webhook_timeout isa.notification_max_attempts isa.notification_retry_base isa.notification_webhook_private"
 smtp_pid=
 hook_pid=
 cleanup() {
@@ -47,13 +39,7 @@ cleanup() {
   [ -n "$hook_pid" ] && kill "$hook_pid" 2>/dev/null
   for s in $SETTINGS; do sql "ALTER SYSTEM RESET $s" >/dev/null 2>&1; done
   sql "SELECT pg_reload_conf()" >/dev/null 2>&1
-  if [ $FIXTURE = 1 ]; then
-    sql "DROP FUNCTION IF EXISTS notification.claim_deliveries(text, integer, integer), notification.record_delivery(uuid, boolean, boolean, text),
-                                 notification.next_due(text), notification._wake(text);
-         DROP TABLE IF EXISTS notification.deliveries, notification.fixture_policy" >/dev/null 2>&1
-  else
-    sql "DELETE FROM notification.deliveries WHERE idempotency_key LIKE 'it65-$run-%'" >/dev/null 2>&1
-  fi
+  sql "DELETE FROM notification.deliveries WHERE idempotency_key LIKE 'it65-$run-%'" >/dev/null 2>&1
   rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -76,25 +62,20 @@ wait_log() {
 sender_pid() { sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'isa notification sender' AND application_name = 'isa notification sender $1'"; }
 
 # deliver CHANNEL PAYLOAD [USER_ID]: one delivery queued as the notification
-# service's handlers queue it, row and wake-up in one transaction; prints its
-# id.  The service's own table wants its notification first (a wallet alert,
-# to an address, or to the user given: then a failure falls back to another
-# channel); the fixture's has no such table.
+# service's handlers queue it, with its notification (a wallet alert to an
+# address, or to the user given: then a failure falls back to another
+# channel), row and wake-up in one transaction; prints its id
 deliver() {
-  local parent="" nid="gen_random_uuid()"
-  if [ $FIXTURE = 0 ]; then
-    parent="n AS (INSERT INTO notification.notifications (notification_id, event_id, recipient, user_id, email, kind,
+  sql "WITH n AS (INSERT INTO notification.notifications (notification_id, event_id, recipient, user_id, email, kind,
                                                           category, locale, title, body)
                   VALUES (isa.uuid_v7(), isa.uuid_v7(), coalesce(NULLIF('${3:-}', ''), 'email:it65-$run-' || gen_random_uuid() || '@example.com'),
                           NULLIF('${3:-}', '')::uuid, 'it65@example.com', 'wallet.balance_low', 'wallet', 'en', 'it65', 'it65')
-                  RETURNING notification_id),"
-    nid="(SELECT notification_id FROM n)"
-  fi
-  sql "WITH $parent
+                  RETURNING notification_id),
        d AS (INSERT INTO notification.deliveries (delivery_id, notification_id, user_id, channel, state, attempts,
                                                   next_attempt_at, idempotency_key, payload)
-             VALUES (isa.uuid_v7(), $nid, NULLIF('${3:-}', '')::uuid, '$1', 'pending', 0,
-                     now(), 'it65-$run-' || gen_random_uuid() || ':$1', \$it65\$$2\$it65\$::jsonb)
+             SELECT isa.uuid_v7(), n.notification_id, NULLIF('${3:-}', '')::uuid, '$1', 'pending', 0,
+                    now(), 'it65-$run-' || gen_random_uuid() || ':$1', \$it65\$$2\$it65\$::jsonb
+               FROM n
              RETURNING delivery_id)
        SELECT d.delivery_id FROM d, notification._wake('$1')"
 }
@@ -165,14 +146,8 @@ is "$(sql "SELECT string_agg(application_name, ', ' ORDER BY application_name) F
    "isa notification sender email, isa notification sender webhook" \
    "two sender workers run, one per channel that leaves the database"
 email_pid=$(sender_pid email)
-if [ $FIXTURE = 1 ]; then
-  psql -X -q -v ON_ERROR_STOP=1 -f "$HERE/notification-fixture.sql" >/dev/null
-  sql "UPDATE notification.fixture_policy SET max_attempts = 3, retry_base_ms = 50" >/dev/null
-else
-  set_conf isa.notification_max_attempts 3 isa.notification_retry_base 1s
-fi
-[ $PRIVATE_SETTING = 1 ] && set_conf isa.notification_webhook_private on
-set_conf isa.smtp_url "smtp://127.0.0.1:$SMTP_PORT" isa.smtp_from "isa Notifications <noreply@isa.test>" \
+set_conf isa.notification_max_attempts 3 isa.notification_retry_base 1s isa.notification_webhook_private on \
+  isa.smtp_url "smtp://127.0.0.1:$SMTP_PORT" isa.smtp_from "isa Notifications <noreply@isa.test>" \
   isa.smtp_ca_file "$DIR/smtp.crt" isa.smtp_timeout 1500ms isa.webhook_timeout 3s \
   isa.smtp_username isa-it65 isa.smtp_password "$PASSWORD"
 is "$(wait_log "isa notification sender (email) delivers through smtp://127.0.0.1:$SMTP_PORT from isa Notifications <noreply@isa.test> (STARTTLS when offered, timeout 1500 ms)" 15)" \
@@ -261,24 +236,22 @@ is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHE
    "a webhook answered 400 fails at once"
 like "$(last_error "$id")" "HTTP 400" "last_error has the status"
 
-if [ $PRIVATE_SETTING = 1 ]; then
-  set_conf isa.notification_webhook_private off
-  is "$(wait_log "isa notification sender (webhook) delivers internal addresses refused, timeout 3000 ms" 10)" found \
-     "with isa.notification_webhook_private off the webhook sender refuses internal addresses"
-  id=$(webhook "ok-private-$run" '{"kind": "ssrf"}')
-  is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 1" 10)" "failed 1" \
-     "a webhook whose host resolves to 127.0.0.1 fails at once"
-  is "$(last_error "$id") / $(hooks "ok-private-$run" | wc -l)" \
-     "the webhook's host is 127.0.0.1, an internal address (isa.notification_webhook_private is off) / 0" \
-     "and says why; the receiver got nothing"
-  id=$(deliver webhook "$(jq -nc --arg s "$SECRET" '{url: "http://localhost:9/hooks/x", secret: $s, body: {}}')")
-  is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 1" 10)" "failed 1" \
-     "so does one to localhost, before connecting (nothing listens there: a connection would be refused, and tried again)"
-  like "$(last_error "$id")" "host is (127\.0\.0\.1|::1), an internal address" "for the same reason"
-  set_conf isa.notification_webhook_private on
-  is "$(wait_log "isa notification sender (webhook) delivers internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 10)" found \
-     "on again"
-fi
+set_conf isa.notification_webhook_private off
+is "$(wait_log "isa notification sender (webhook) delivers internal addresses refused, timeout 3000 ms" 10)" found \
+   "with isa.notification_webhook_private off the webhook sender refuses internal addresses"
+id=$(webhook "ok-private-$run" '{"kind": "ssrf"}')
+is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 1" 10)" "failed 1" \
+   "a webhook whose host resolves to 127.0.0.1 fails at once"
+is "$(last_error "$id") / $(hooks "ok-private-$run" | wc -l)" \
+   "the webhook's host is 127.0.0.1, an internal address (isa.notification_webhook_private is off) / 0" \
+   "and says why; the receiver got nothing"
+id=$(deliver webhook "$(jq -nc --arg s "$SECRET" '{url: "http://localhost:9/hooks/x", secret: $s, body: {}}')")
+is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 1" 10)" "failed 1" \
+   "so does one to localhost, before connecting (nothing listens there: a connection would be refused, and tried again)"
+like "$(last_error "$id")" "host is (127\.0\.0\.1|::1), an internal address" "for the same reason"
+set_conf isa.notification_webhook_private on
+is "$(wait_log "isa notification sender (webhook) delivers internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 10)" found \
+   "on again"
 
 # ---------------------------------------------------------------- a hanging SMTP server holds up no webhook
 slow="slow-$run@example.com"
@@ -294,18 +267,15 @@ like "$(last_error "$sid")" "[Tt]ime.*out" "last_error says it timed out"
 
 # ---------------------------------------------------------------- a dead SMTP server
 kill "$smtp_pid"; wait "$smtp_pid" 2>/dev/null; smtp_pid=
-uid=
-[ $FIXTURE = 0 ] && uid=$(sql "SELECT user_id FROM account.create_user('it65-down-$run@example.com', 'Down')")
+uid=$(sql "SELECT user_id FROM account.create_user('it65-down-$run@example.com', 'Down')")
 id=$(email "down-$run@example.com" "Down" "Nobody listens" "nothing" "$uid")
 is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 3" 20)" "failed 3" \
    "with the SMTP server down, an email is tried isa.notification_max_attempts times and fails"
 like "$(last_error "$id")" "[Cc]onnect" "last_error says the connection failed"
-if [ $FIXTURE = 0 ]; then
-  fallback=$(sql "SELECT channel FROM notification.deliveries WHERE fallback_of = '$id'")
-  is "$(sql "SELECT data ->> 'fallback_channel' FROM notification.outbox
-              WHERE event_type = 'notification.failed' AND data ->> 'delivery_id' = '$id'")/$([ -n "$fallback" ] && echo some)" \
-     "$fallback/some" "record_delivery published notification.failed and the user's next channel ($fallback) is tried"
-fi
+fallback=$(sql "SELECT channel FROM notification.deliveries WHERE fallback_of = '$id'")
+is "$(sql "SELECT data ->> 'fallback_channel' FROM notification.outbox
+            WHERE event_type = 'notification.failed' AND data ->> 'delivery_id' = '$id'")/$([ -n "$fallback" ] && echo some)" \
+   "$fallback/some" "record_delivery published notification.failed and the user's next channel ($fallback) is tried"
 
 # ---------------------------------------------------------------- settings
 set_conf isa.smtp_url ""
@@ -330,7 +300,7 @@ is "$(sqlstate "SELECT notification._wake('fax')")" 22023 "notification._wake re
 is "$(sqlstate "SELECT notification._wake(NULL)")" 22023 "and a null one"
 is "$(sqlstate "SELECT notification._wake('inapp')")" "" "in-app has no sender to wake: nothing to do"
 
-is "$(sender_pid email)" "$email_pid" "the email sender ran the whole test in one process (waiting for the service is no crash)"
+is "$(sender_pid email)" "$email_pid" "the email sender ran the whole test in one process (no failure made it exit)"
 sql "SELECT pg_terminate_backend($email_pid)" >/dev/null
 is "$(wait_for "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'isa notification sender email' AND pid <> $email_pid" 1 10)" 1 \
    "a terminated sender is started again"

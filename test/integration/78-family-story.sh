@@ -188,7 +188,10 @@ is "$(n_event device.online) $(n_event device.offline)" "2 1" "device.online twi
 # family, frames or photo.  Each is owed one application by every
 # subscription whose filter matches its subject; the bridge is done with the
 # story when every story event is published and applied by each such
-# subscription, and nothing new came meanwhile (twice in a row).
+# subscription, the notification senders have settled every email of the
+# story's notifications (the stack has no SMTP server: each fails at once, and
+# record_delivery publishes and falls back in its own transaction), and
+# nothing new came meanwhile (twice in a row).
 story="'$alice', '$bob', '$fam', '$frame', '$bframe', '$photo'"
 events="SELECT o.id, o.source, o.event_type, o.published_at FROM isa.outbox o
          WHERE o.id > '$mark' AND EXISTS (SELECT 1 FROM jsonb_each_text(o.data) d WHERE d.value IN ($story))"
@@ -198,21 +201,27 @@ owed="SELECT s.service, s.durable_name, e.id FROM ($events) e JOIN isa.subscript
 progress="SELECT (SELECT count(*) FROM ($events) e) || ' ' || (SELECT count(*) FROM ($events) e WHERE e.published_at IS NULL)
           || ' ' || (SELECT count(*) FROM ($owed) w
                       WHERE NOT EXISTS (SELECT 1 FROM isa.inbox i
-                                         WHERE i.service = w.service AND i.consumer = w.durable_name AND i.event_id = w.id))"
+                                         WHERE i.service = w.service AND i.consumer = w.durable_name AND i.event_id = w.id))
+          || ' ' || (SELECT count(*) FROM notification.deliveries d JOIN notification.notifications n USING (notification_id)
+                      WHERE n.event_id IN (SELECT e.id FROM ($events) e)
+                        AND d.channel IN ('email', 'webhook') AND d.state IN ('pending', 'sending'))"
 q=0 last=
 for _ in $(seq 150); do
   now=$(sql "$progress")
-  if [[ $now =~ ^[0-9]+\ 0\ 0$ ]] && [ "$now" = "$last" ]; then q=$((q + 1)); [ $q = 2 ] && break; else q=0; fi
+  if [[ $now =~ ^[0-9]+\ 0\ 0\ 0$ ]] && [ "$now" = "$last" ]; then q=$((q + 1)); [ $q = 2 ] && break; else q=0; fi
   last=$now
   sleep 0.2
 done
-is "$q ${now#* }" "2 0 0" "the bridge is done with the story: every event published and applied by each subscription it matches, nothing new"
+is "$q ${now#* }" "2 0 0 0" "the bridge is done with the story: every event published and applied by each subscription it matches, every email settled, nothing new"
 counts=$(sql "SELECT string_agg(event_type || ' ' || n, E'\n' ORDER BY event_type) FROM (SELECT event_type, count(*) n FROM ($events) e GROUP BY 1) x")
 # notification tells both logins (welcome back), bob's invitation and the
-# frame going offline: each in-app at once (notification.sent), by email later
-# (the sender's).
+# frame going offline: each in-app at once (notification.sent), and by email,
+# which the email sender fails at once without an SMTP server
+# (notification.failed, four); the frame going offline then falls back to
+# MQTT, the next channel of its category that reaches alice (her frames:
+# notification.show, a second device.command_sent, a fifth notification.sent).
 is "$counts" "device.authenticated 2
-device.command_sent 1
+device.command_sent 2
 device.offline 1
 device.online 2
 device.playlist_updated 2
@@ -221,7 +230,8 @@ family.resource_shared 2
 family.resource_unshared 1
 file.shared 1
 file.uploaded 1
-notification.sent 4
+notification.failed 4
+notification.sent 5
 organization.created 3
 organization.member_added 4
 organization.member_invited 1
