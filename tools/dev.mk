@@ -31,12 +31,13 @@ deps:
 	else echo "make deps: all packages present"; fi
 	@$(MAKE) --no-print-directory node-deps
 
-# Node.js for the independent NATS test client (test/natsclient) and the relay
-# benchmark (bench/relay_node), then their modules, exactly as package-lock.json
+# Node.js for the independent NATS test client (test/natsclient), the relay
+# benchmark (bench/relay_node) and the MQTT fleet (bench/device_presence), then
+# their modules, exactly as package-lock.json
 # pins them.  nodejs and npm are installed only when `npm` is missing: they are not
 # in DEBIAN_PACKAGES because a NodeSource nodejs (which ships npm itself) conflicts
 # with Debian's npm package, and apt would refuse.
-NODE_DIRS = test/natsclient bench/relay_node
+NODE_DIRS = test/natsclient bench/relay_node bench/device_presence
 
 node-deps:
 	@command -v npm >/dev/null || { echo "make deps: installing nodejs npm"; \

@@ -120,15 +120,17 @@ mint sys.jwt account "$DIR/operator.nk" "$SYS" --name SYS
 # The devices' key is scoped: a user it signs (named by its device id, bearer:
 # MQTT passes the JWT as its password) gets the template's permissions, its
 # own device's topics only, whatever the database that minted it put in it
-# (docs/services/device.md, "MQTT").  $MQTT.sub.> is where nats-server
-# delivers an MQTT client's QoS 1 subscriptions.  Made again (its arguments
+# (docs/services/device.md, "MQTT").  Devices subscribe at QoS 0 (commands
+# are core NATS messages, delivered at QoS 0 anyway): no $MQTT.sub.>, where
+# nats-server delivers every MQTT client's QoS 1 subscriptions and which any
+# device could have read by name.  Made again (its arguments
 # changed), it carries the revocations of the account JWT the server keeps in
 # its resolver directory (isa-nats-revoker pushed them): a newer preload would
 # replace that JWT at the server's next start.
 mint isa.jwt account "$DIR/operator.nk" "$ISA" --name ISA --jetstream --signing-key "$SIGNING" \
   --scoped-key "$DEVICE_SIGNING" --scope-role device --scope-bearer \
   --scope-pub 'isa.devices.{{name()}}.acks' --scope-pub 'isa.devices.{{name()}}.heartbeat' \
-  --scope-sub 'isa.devices.{{name()}}.commands' --scope-sub '$MQTT.sub.>' \
+  --scope-sub 'isa.devices.{{name()}}.commands' \
   --revocations-from "$DIR/resolver/$ISA.jwt"
 # The revoker: a user of the system account that may only look up the isa
 # account's JWT and push one (the operator's signing key signs it).

@@ -229,6 +229,9 @@ start_nats() {
   mkdir -p "$NATSDIR/jetstream"
   command -v nats-server >/dev/null || { echo "nats-server not found: run 'make deps'" >&2; exit 1; }
   nats_config
+  # one file descriptor per client: devices over MQTT are many
+  # (bench/device_presence connects 10,000); the hard limit, not the soft one
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   nohup nats-server -c "$NATSDIR/nats.conf" >/dev/null 2>&1 &
   wait_port 127.0.0.1 "$NATS_PORT" 20 || { echo "nats-server did not start; see $NATSDIR/nats.log" >&2; exit 1; }
 }

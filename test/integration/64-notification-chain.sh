@@ -44,7 +44,7 @@ dtok=$(device_token "$dev" "$priv")
 post /v1/device/nats-credentials '{}' "$dtok"
 jwt=$(field jwt)
 is "$ST $(field commands_topic)" "200 isa/devices/$dev/commands" "the frame has its NATS credential"
-timeout 30 mosquitto_sub -h 127.0.0.1 -p "$ISA_MQTT_PORT" -i "it64-$dev" -u "$dev" -P "$jwt" -q 1 \
+timeout 30 mosquitto_sub -h 127.0.0.1 -p "$ISA_MQTT_PORT" -i "it64-$dev" -u "$dev" -P "$jwt" -q 0 \
   -t "isa/devices/$dev/commands" -C 1 >"$TMP/cmd" 2>"$TMP/cmd.err" &
 PIDS+=($!)
 listening() { curl -s "$ISA_NATS_MONITOR/connz?subs=1&limit=10000" | jq -r --arg s "isa.devices.$dev.commands" \

@@ -149,7 +149,7 @@ tok_of() { grep "^$1 " "$TMP/all" | cut -d' ' -f2; }
 mqtt_device() {
   post /v1/device/nats-credentials '{}' "$(tok_of "$1")"
   field jwt >"$TMP/$1.jwt"
-  timeout 85 mosquitto_sub -h 127.0.0.1 -p "$ISA_MQTT_PORT" -i "it66-$1" -u "$1" -P "$(cat "$TMP/$1.jwt")" -q 1 \
+  timeout 85 mosquitto_sub -h 127.0.0.1 -p "$ISA_MQTT_PORT" -i "it66-$1" -u "$1" -P "$(cat "$TMP/$1.jwt")" -q 0 \
     -t "isa/devices/$1/commands" >"$TMP/$1.cmds" 2>"$TMP/$1.err" &
   PIDS+=($!)
   mqtt_subscribed "it66-$1" "$1"

@@ -43,8 +43,14 @@ is "$(jq -c '.nats | [.pub, .sub] | map(select(. != null)) | length' <<<"$claims
 post /v1/device/nats-credentials '{}'
 is "$ST" 401 "without a device token: 401"
 
+# ---------------------------------------------------------------- QoS 1 is not a device's
+# (nats-server delivers QoS 1 subscriptions on $MQTT.sub.>, shared by every
+# MQTT client: the template does not grant it, and commands arrive at QoS 0)
+out=$(mqtt mosquitto_sub -i "it75-q1-$dev" -u "$dev" -P "$jwt" -q 1 -t "isa/devices/$dev/commands" -C 1 -W 3 2>&1)
+like "$out" "denied" "a QoS 1 subscription, even to its own commands, is refused in the SUBACK"
+
 # ---------------------------------------------------------------- commands arrive over MQTT
-mqtt mosquitto_sub -i "it75-$dev" -u "$dev" -P "$jwt" -q 1 -t "isa/devices/$dev/commands" -C 1 >"$TMP/cmd" 2>"$TMP/cmd.err" &
+mqtt mosquitto_sub -i "it75-$dev" -u "$dev" -P "$jwt" -q 0 -t "isa/devices/$dev/commands" -C 1 >"$TMP/cmd" 2>"$TMP/cmd.err" &
 PIDS+=($!)
 sleep 1
 post /v1/device/heartbeat '{}' "$dtok"
@@ -99,7 +105,7 @@ is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices
   "a device message that is not a JSON object is dead-lettered (invalid_envelope)"
 
 # ---------------------------------------------------------------- one device, its own topics
-out=$(mqtt mosquitto_sub -i "it75-spy-$dev" -u x -P "$jwt" -q 1 -t "isa/devices/$other/commands" -C 1 -W 3 2>&1)
+out=$(mqtt mosquitto_sub -i "it75-spy-$dev" -u x -P "$jwt" -q 0 -t "isa/devices/$other/commands" -C 1 -W 3 2>&1)
 like "$out" "denied" "subscribing to another device's commands is refused (SUBACK failure)"
 mqtt mosquitto_pub -i "it75-forge-$dev" -u x -P "$jwt" -q 1 -t "isa/devices/$other/acks" -m '{"message_id":"x"}'
 like "$(grep -c "Publish Violation.*isa.devices.$other.acks" "$ISA_STACK_DIR/nats/nats.log")" "^[1-9]" \

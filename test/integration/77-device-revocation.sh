@@ -55,7 +55,7 @@ device() { # NAME
 # mosquitto_sub as device NAME on its commands topic, in the background (MQTT client id it77-NAME-RUN)
 subscribe() { # NAME
   local id=ID_$1 jwt=JWT_$1
-  mosquitto_sub -h 127.0.0.1 -p "$ISA_MQTT_PORT" -i "it77-$1-$run" -u "${!id}" -P "${!jwt}" -q 1 \
+  mosquitto_sub -h 127.0.0.1 -p "$ISA_MQTT_PORT" -i "it77-$1-$run" -u "${!id}" -P "${!jwt}" -q 0 \
     -t "isa/devices/${!id}/commands" >"$TMP/$1.out" 2>"$TMP/$1.err" &
   printf -v "PID_$1" '%s' "$!"
   PIDS+=($!)
@@ -96,7 +96,7 @@ ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 # a connection attempt with device NAME's JWT: "rc output"
 try_connect() {
   local id=ID_$1 jwt=JWT_$1 out rc
-  out=$(mqtt mosquitto_sub -i "it77-again-$1-$run" -u "${!id}" -P "${!jwt}" -q 1 -t "isa/devices/${!id}/commands" -W 2 2>&1)
+  out=$(mqtt mosquitto_sub -i "it77-again-$1-$run" -u "${!id}" -P "${!jwt}" -q 0 -t "isa/devices/${!id}/commands" -W 2 2>&1)
   rc=$?
   echo "$rc $out"
 }

@@ -86,7 +86,7 @@ dtok=$(device_token "$frame" "$priv")
 post /v1/device/nats-credentials '{}' "$dtok"
 jwt=$(field jwt)
 is "$ST $(field commands_topic)" "200 isa/devices/$frame/commands" "the frame authenticates and gets its MQTT credential"
-mqtt mosquitto_sub -i "it78-$frame" -u "$frame" -P "$jwt" -q 1 -t "isa/devices/$frame/commands" -C 1 >"$TMP/cmd" 2>"$TMP/cmd.err" &
+mqtt mosquitto_sub -i "it78-$frame" -u "$frame" -P "$jwt" -q 0 -t "isa/devices/$frame/commands" -C 1 >"$TMP/cmd" 2>"$TMP/cmd.err" &
 PIDS+=($!)
 is "$(for _ in $(seq 100); do
         curl -s "$ISA_NATS_MONITOR/connz?subs=1&mqtt_client=it78-$frame" |
