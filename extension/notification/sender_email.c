@@ -327,8 +327,8 @@ static char *
 email_describe(void)
 {
 	if (isa_smtp_url == NULL || *isa_smtp_url == '\0')
-		return pstrdup("email is not configured (isa.smtp_url is empty): every email delivery fails");
-	return psprintf("through %s from %s (STARTTLS %s, timeout %d ms)", isa_smtp_url,
+		return pstrdup("email is not configured (isa.smtp_url is empty): every email delivery fails at once");
+	return psprintf("delivering through %s from %s (STARTTLS %s, timeout %d ms)", isa_smtp_url,
 					*isa_smtp_from ? isa_smtp_from : "nobody (isa.smtp_from is empty: every email delivery fails)",
 					isa_smtp_tls == SMTP_TLS_REQUIRE ? "required" : "when offered", isa_smtp_timeout);
 }

@@ -221,7 +221,7 @@ webhook_judge(SenderTransfer *t, CURLcode rc)
 static char *
 webhook_describe(void)
 {
-	return psprintf("internal addresses %s, timeout %d ms",
+	return psprintf("delivering with internal addresses %s, timeout %d ms",
 					read_private_allowed() ? "allowed (isa.notification_webhook_private)" : "refused",
 					isa_webhook_timeout);
 }

@@ -97,7 +97,7 @@ log_description(Sender *s)
 
 	if (s->described != NULL && strcmp(now, s->described) == 0)
 		return;
-	ereport(LOG, (errmsg("isa notification sender (%s) delivers %s", s->ch->name, now)));
+	ereport(LOG, (errmsg("isa notification sender (%s): %s", s->ch->name, now)));
 	if (s->described != NULL)
 		pfree(s->described);
 	s->described = MemoryContextStrdup(TopMemoryContext, now);

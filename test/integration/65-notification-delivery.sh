@@ -150,9 +150,9 @@ set_conf isa.notification_max_attempts 3 isa.notification_retry_base 1s isa.noti
   isa.smtp_url "smtp://127.0.0.1:$SMTP_PORT" isa.smtp_from "isa Notifications <noreply@isa.test>" \
   isa.smtp_ca_file "$DIR/smtp.crt" isa.smtp_timeout 1500ms isa.webhook_timeout 3s \
   isa.smtp_username isa-it65 isa.smtp_password "$PASSWORD"
-is "$(wait_log "isa notification sender (email) delivers through smtp://127.0.0.1:$SMTP_PORT from isa Notifications <noreply@isa.test> (STARTTLS when offered, timeout 1500 ms)" 15)" \
+is "$(wait_log "isa notification sender (email): delivering through smtp://127.0.0.1:$SMTP_PORT from isa Notifications <noreply@isa.test> (STARTTLS when offered, timeout 1500 ms)" 15)" \
    found "the email sender finds the notification service and logs where it delivers"
-is "$(wait_log "isa notification sender (webhook) delivers internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 15)" \
+is "$(wait_log "isa notification sender (webhook): delivering with internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 15)" \
    found "the webhook sender too"
 
 # ---------------------------------------------------------------- email
@@ -237,7 +237,7 @@ is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHE
 like "$(last_error "$id")" "HTTP 400" "last_error has the status"
 
 set_conf isa.notification_webhook_private off
-is "$(wait_log "isa notification sender (webhook) delivers internal addresses refused, timeout 3000 ms" 10)" found \
+is "$(wait_log "isa notification sender (webhook): delivering with internal addresses refused, timeout 3000 ms" 10)" found \
    "with isa.notification_webhook_private off the webhook sender refuses internal addresses"
 id=$(webhook "ok-private-$run" '{"kind": "ssrf"}')
 is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 1" 10)" "failed 1" \
@@ -250,7 +250,7 @@ is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHE
    "so does one to localhost, before connecting (nothing listens there: a connection would be refused, and tried again)"
 like "$(last_error "$id")" "host is (127\.0\.0\.1|::1), an internal address" "for the same reason"
 set_conf isa.notification_webhook_private on
-is "$(wait_log "isa notification sender (webhook) delivers internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 10)" found \
+is "$(wait_log "isa notification sender (webhook): delivering with internal addresses allowed (isa.notification_webhook_private), timeout 3000 ms" 10)" found \
    "on again"
 
 # ---------------------------------------------------------------- a hanging SMTP server holds up no webhook
@@ -279,7 +279,7 @@ is "$(sql "SELECT data ->> 'fallback_channel' FROM notification.outbox
 
 # ---------------------------------------------------------------- settings
 set_conf isa.smtp_url ""
-is "$(wait_log "isa notification sender (email) delivers email is not configured (isa.smtp_url is empty)" 10)" found \
+is "$(wait_log "isa notification sender (email): email is not configured (isa.smtp_url is empty)" 10)" found \
    "with isa.smtp_url empty the email sender says email is not configured"
 id=$(email "$to" "Zoë" "s" "t")
 is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "failed 1" 10)" "failed 1" \
