@@ -169,6 +169,24 @@ sql "SELECT device.heartbeat('$dev', '1.0.0')" >/dev/null
 cmd=$(sql "SELECT command_id FROM device.send_command('$u2', '$dev', 'display.refresh', '{}', 'up-cmd-1')")
 is "$(sql "SELECT state FROM device.commands WHERE command_id = '$cmd'")" sent "a member's command to the online device is sent"
 is "$(wait_for "SELECT count(*) FROM isa.direct_messages" 0 20)" 0 "the bridge publishes the command (its direct message leaves the queue)"
+# ota is new in 0.2.0: a vendor's key trusted, firmware kept by storage and
+# a release of it signed with tools/isa-ota-sign, a rollout that offers it to
+# the family's frame (at 1.0.0) through the device command path.
+SIGN=$here/../../tools/isa-ota-sign
+vendor=$("$SIGN" keygen "$TMP/vendor.seed")
+sql "SELECT ota.add_signing_key('up-vendor-$$', decode('$vendor', 'hex'))" >/dev/null
+head -c 3000 /dev/urandom >"$TMP/fw.bin"
+fw=$(sql "SELECT (storage.finish_upload(u)).file_id
+            FROM (SELECT storage.begin_upload('$u1', 'fw-$$.bin', 'application/octet-stream', 3000) u) x,
+                 LATERAL storage.put_chunk(u, 0, decode('$(xxd -p "$TMP/fw.bin" | tr -d '\n')', 'hex'))")
+"$SIGN" manifest 'Frame 10' 1.1.0 "$TMP/fw.bin" "$fw" "upgrade test" >"$TMP/m.json"
+"$SIGN" sign "$TMP/vendor.seed" "$TMP/m.json" >"$TMP/m.sig"
+rel=$(sql "SELECT release_id FROM ota.create_release('$u1', \$m\$$(cat "$TMP/m.json")\$m\$, decode('$(cat "$TMP/m.sig")', 'hex'))")
+ro=$(sql "SELECT rollout_id FROM ota.create_rollout('$u1', '$rel', 'up-rollout', '{100}', organization_ids => ARRAY['$fam']::uuid[])")
+sql "SELECT ota.set_rollout_state('$u1', '$ro', 'running')" >/dev/null
+is "$(sql "SELECT rd.state || ' ' || (SELECT count(*) FROM ota.outbox o WHERE o.event_type = 'ota.update_available' AND o.data ->> 'rollout_id' = '$ro')
+             FROM ota.rollout_devices rd WHERE rd.rollout_id = '$ro' AND rd.device_id = '$dev'")" "offered 1" \
+   "a signed release after the update is offered to the family's frame by a rollout (ota.update_available)"
 # session is new in 0.2.0: u1 (400 tokens) starts a chat session in a login,
 # the model's answer is counted, and logging out of that login ends it
 # through NATS (auth's user.logged_out), with its totals.
