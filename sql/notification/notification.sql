@@ -1272,6 +1272,35 @@ $$;
 COMMENT ON FUNCTION notification.on_task_assigned(isa.event) IS
     'Handler of external.task.assigned: the task (task.assigned, category tasks) to its user; one without a task_id or title of 1 to 200 characters is ignored with a warning.';
 
+-- account_service.user.deleted: nothing more reaches a deleted user.  What
+-- waits to be sent fails (no fallback); what the user's notifications said
+-- is erased (title, body, variables, address, the deliveries' payloads), their
+-- rows and outcomes kept as counts; their own webhook goes.  A delivery a
+-- sender holds (sending) is left to finish.  Idempotent.
+CREATE FUNCTION notification.on_user_deleted(e isa.event) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid text := e.data ->> 'user_id';
+BEGIN
+    IF uid IS NULL OR NOT isa.is_uuid(uid) THEN
+        RAISE WARNING 'notification: user.deleted % ignored: needs data.user_id (uuid), got %', e.id, e.data;
+        RETURN;
+    END IF;
+    UPDATE notification.deliveries d
+       SET state = 'failed', failed_at = now(), last_error = 'the user was deleted', locked_until = NULL
+     WHERE d.user_id = uid::uuid AND d.state IN ('pending', 'deferred');
+    UPDATE notification.deliveries d SET payload = '{}'
+     WHERE d.user_id = uid::uuid AND d.state <> 'sending' AND d.payload <> '{}';
+    UPDATE notification.notifications n SET title = '', body = '', data = '{}', email = NULL
+     WHERE n.user_id = uid::uuid AND (n.title <> '' OR n.body <> '' OR n.data <> '{}' OR n.email IS NOT NULL);
+    DELETE FROM notification.webhooks w WHERE w.user_id = uid::uuid;
+END
+$$;
+COMMENT ON FUNCTION notification.on_user_deleted(isa.event) IS
+    'Handler of account_service.user.deleted: the user''s deliveries still waiting fail (no fallback), their notifications'' text, variables and address and the deliveries'' payloads are erased (rows kept), their webhook is deleted.';
+
 -- ---------------------------------------------------------------- privileges
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA notification FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -1316,6 +1345,8 @@ SELECT isa.subscribe_to_events('notification', 'auth_service.user.logged_in',
                                'notification.on_logged_in(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
 SELECT isa.subscribe_to_events('notification', 'external.task.assigned',
                                'notification.on_task_assigned(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
+SELECT isa.subscribe_to_events('notification', 'account_service.user.deleted',
+                               'notification.on_user_deleted(isa.event)'::regprocedure, '{"deliver_policy": "new"}');
 
 -- ---------------------------------------------------------------- HTTP routes (isa-httpd, docs/http.md)
 -- A user reads and marks their own notifications and manages their own

@@ -10,7 +10,7 @@
 -- Through NATS, the bridge and MQTT: test/integration/64-notification-chain.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(145);
+SELECT plan(150);
 
 -- Users by label: ann (German, a frame in her family), ben (a member of
 -- ann's family), cat (quiet hours around now), dan (no device), eve (outside).
@@ -67,8 +67,9 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text || ' ' || (options
                     'auth_service.user.logged_in notification.on_logged_in(isa.event) new',
                     'ota_service.ota.update_available notification.on_update_available(isa.event) new',
                     'ota_service.ota.update_failed notification.on_update_failed(isa.event) new',
-                    'external.task.assigned notification.on_task_assigned(isa.event) new'],
-              'notification subscribes to its nine events, from now on (deliver_policy new)');
+                    'external.task.assigned notification.on_task_assigned(isa.event) new',
+                    'account_service.user.deleted notification.on_user_deleted(isa.event) new'],
+              'notification subscribes to its ten events, from now on (deliver_policy new)');
 SELECT is((SELECT command FROM isa.scheduled_jobs WHERE jobname = 'isa-notification-due'),
           'SELECT notification.process_due()', 'its job releases what quiet hours deferred');
 SELECT is((SELECT array_agg(category || ':' || critical ORDER BY category) FROM notification.list_categories()),
@@ -477,6 +478,27 @@ SELECT is((SELECT count(*) FROM notification.notifications WHERE user_id = '0000
 SELECT is((SELECT count(*) FROM notification.deliveries x WHERE x.user_id IN (SELECT id FROM u) AND x.state = 'sent'),
           (SELECT count(*) FROM ev WHERE event_type = 'notification.sent' AND (data ->> 'user_id')::uuid IN (SELECT id FROM u)),
           'one notification.sent per sent delivery');
+
+-- ---------------------------------------------------------------- user.deleted
+CREATE TEMP TABLE bn AS SELECT count(*) AS n FROM notification.deliveries WHERE user_id = pg_temp.uid('ben');
+SELECT ok((SELECT count(*) FROM notification.deliveries WHERE user_id = pg_temp.uid('ben') AND state IN ('pending', 'deferred')) > 0
+          AND EXISTS (SELECT FROM notification.webhooks WHERE user_id = pg_temp.uid('ben')),
+          'ben has deliveries waiting and a webhook');
+SELECT notification.on_user_deleted(pg_temp.event('user.deleted', 'account_service', jsonb_build_object('user_id', pg_temp.uid('ben'))));
+SELECT is((SELECT string_agg(DISTINCT state || ': ' || coalesce(last_error, ''), ', ') FROM notification.deliveries
+            WHERE user_id = pg_temp.uid('ben') AND state NOT IN ('sent')), 'failed: the user was deleted',
+          'user.deleted: what waited to be sent to ben fails, saying why');
+SELECT is((SELECT count(*) FROM notification.deliveries WHERE user_id = pg_temp.uid('ben')), (SELECT n FROM bn),
+          '… with no fallback delivery');
+SELECT is((SELECT count(*) FROM notification.notifications WHERE user_id = pg_temp.uid('ben')
+             AND (title <> '' OR body <> '' OR data <> '{}' OR email IS NOT NULL))
+          + (SELECT count(*) FROM notification.deliveries WHERE user_id = pg_temp.uid('ben') AND payload <> '{}')
+          + (SELECT count(*) FROM notification.webhooks WHERE user_id = pg_temp.uid('ben')), 0::bigint,
+          'what ben''s notifications said is erased (rows kept) and his webhook is gone');
+SELECT lives_ok(format($$SELECT notification.on_user_deleted(pg_temp.event('user.deleted', 'account_service', '{"user_id": "%s"}'));
+                         SELECT notification.on_user_deleted(pg_temp.event('user.deleted', 'account_service', '{"user_id": 5}'))$$,
+                       pg_temp.uid('ben')),
+                'user.deleted again changes nothing; bad data is consumed with a warning');
 
 SELECT * FROM finish();
 ROLLBACK;
