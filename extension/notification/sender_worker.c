@@ -93,7 +93,8 @@ report_stopped(int code, Datum arg)
 static void
 log_description(Sender *s)
 {
-	char	   *now = s->ch->describe();
+	char	   *now = isa_notification_senders ? s->ch->describe()
+		: pstrdup("switched off (isa.notification_senders): deliveries wait");
 
 	if (s->described != NULL && strcmp(now, s->described) == 0)
 		return;
@@ -115,6 +116,8 @@ service_ready(Sender *s, TimestampTz now)
 		return false;
 	s->ready_checked_at = now;
 	s->ready = isa_sender_queue_ready(s->ch);
+	if (!s->ready)				/* a wake-up without the service: nothing to claim */
+		pg_atomic_write_u32(&isa_shared->sender_pending[s->ch->index], 0);
 	if (s->ready)
 	{
 		ereport(LOG, (errmsg("isa notification sender (%s) delivering from database \"%s\"",
@@ -218,10 +221,12 @@ wait_for_work(Sender *s)
 	TimestampTz now = GetCurrentTimestamp();
 	long		timeout = IDLE_MS;
 
-	if (s->ready && isa_notification_senders)
+	/* claiming now or soon: only with the service, switched on, and room */
+	if (s->ready && isa_notification_senders &&
+		isa_transfers_in_flight() < isa_notification_sender_concurrency)
 	{
-		if (s->look_at <= now)
-			timeout = isa_transfers_in_flight() < isa_notification_sender_concurrency ? 0 : IDLE_MS;
+		if (s->look_at <= now || pg_atomic_read_u32(&isa_shared->sender_pending[s->ch->index]) != 0)
+			timeout = 0;
 		else
 			timeout = Min(IDLE_MS, TimestampDifferenceMilliseconds(now, s->look_at));
 	}
@@ -232,8 +237,6 @@ wait_for_work(Sender *s)
 			proc_exit(1);
 		return;
 	}
-	if (pg_atomic_read_u32(&isa_shared->sender_pending[s->ch->index]) != 0)
-		timeout = 0;
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 }

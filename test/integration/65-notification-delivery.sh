@@ -31,7 +31,8 @@ SMTP_PORT=${ISA_TEST_SMTP_PORT:-$((PGPORT + 10))}
 HOOK_PORT=${ISA_TEST_HOOK_PORT:-$((PGPORT + 11))}
 
 SETTINGS="isa.smtp_url isa.smtp_from isa.smtp_timeout isa.smtp_ca_file isa.smtp_username isa.smtp_password
-          isa.webhook_timeout isa.notification_max_attempts isa.notification_retry_base isa.notification_webhook_private"
+          isa.webhook_timeout isa.notification_max_attempts isa.notification_retry_base isa.notification_webhook_private
+          isa.notification_senders"
 smtp_pid=
 hook_pid=
 cleanup() {
@@ -314,6 +315,22 @@ fallback=$(sql "SELECT channel FROM notification.deliveries WHERE fallback_of = 
 is "$(sql "SELECT data ->> 'fallback_channel' FROM notification.outbox
             WHERE event_type = 'notification.failed' AND data ->> 'delivery_id' = '$id'")/$([ -n "$fallback" ] && echo some)" \
    "$fallback/some" "record_delivery published notification.failed and the user's next channel ($fallback) is tried"
+
+# ---------------------------------------------------------------- switched off
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }	# the process's CPU time, in ticks
+webhook_pid=$(sender_pid webhook)
+set_conf isa.notification_senders off
+is "$(wait_log "isa notification sender (webhook): switched off (isa.notification_senders): deliveries wait" 10)" found \
+   "isa.notification_senders off: the senders say they deliver nothing"
+ticks=$(cpu "$webhook_pid")
+id=$(webhook "ok-off-$run" '{"kind": "off"}')
+is "$(wait_for "SELECT state <> 'pending' OR attempts > 0 FROM notification.deliveries WHERE delivery_id = '$id'" t 1)" f \
+   "a webhook queued meanwhile stays pending, not even claimed (watched for a second)"
+is "$(( $(cpu "$webhook_pid") - ticks < 20 ))" 1 "and its wake-up does not keep the sender busy (less than 0.2 s of CPU in that second)"
+sql "ALTER SYSTEM RESET isa.notification_senders" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "sent 1" 10)" "sent 1" \
+   "on again, it is sent"
 
 # ---------------------------------------------------------------- settings
 set_conf isa.smtp_url ""
