@@ -110,6 +110,6 @@ extern const SenderChannel isa_sender_webhook;
 extern bool isa_sender_queue_ready(const SenderChannel *ch);
 extern SenderTransfer *isa_sender_claim(const SenderChannel *ch, int max, int *claimed,
 										TimestampTz *next_due, bool *failed);
-extern bool isa_sender_record(const SenderChannel *ch, SenderTransfer *t);
+extern int	isa_sender_record(const SenderChannel *ch, SenderTransfer *list);
 
 #endif							/* ISA_SENDER_H */

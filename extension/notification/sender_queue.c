@@ -1,11 +1,12 @@
 /*
  * sender_queue.c — a sender's side of notification.deliveries, through the
  * notification service's functions only (its contract: claim_deliveries,
- * record_delivery, next_due), each call in a short transaction of its own
- * run as the service's role, isa_svc_notification (bridge_role.c switches to
- * it, as the bridge switches to isa_bridge).  An error in one (the service
- * not installed yet, or dropped) is logged and reported to the caller,
- * never thrown at the worker's loop.
+ * record_delivery, next_due) in short transactions run as the service's
+ * role, isa_svc_notification (bridge_role.c switches to it, as the bridge
+ * switches to isa_bridge): a claim in one, the outcomes of the attempts that
+ * ended together in one (a subtransaction each).  An error (the service not
+ * installed yet, or dropped) is logged and reported to the caller, never
+ * thrown at the worker's loop.
  *
  * Payload fields arrive as text of the server's encoding and leave as UTF-8
  * (the encoding of mail and JSON), converted here, inside the transaction.
@@ -208,47 +209,87 @@ isa_sender_claim(const SenderChannel *ch, int max, int *claimed, TimestampTz *ne
 	return list;
 }
 
+/* What record_one needs: the channel and the ended attempt. */
+typedef struct RecordCall
+{
+	const SenderChannel *ch;
+	SenderTransfer *t;
+} RecordCall;
+
+/* notification.record_delivery for one ended attempt, inside the caller's transaction. */
+static void
+record_one(void *arg)
+{
+	RecordCall *c = arg;
+	SenderTransfer *t = c->t;
+	Oid			types[4] = {UUIDOID, BOOLOID, BOOLOID, TEXTOID};
+	Datum		args[4];
+	char		nulls[5] = "   n";
+	char	   *state;
+
+	args[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(t->delivery_id));
+	args[1] = BoolGetDatum(t->ok);
+	args[2] = BoolGetDatum(t->transient);
+	if (t->error != NULL)
+	{
+		args[3] = CStringGetTextDatum(t->error);
+		nulls[3] = ' ';
+	}
+	if (SPI_execute_with_args("SELECT notification.record_delivery($1, $2, $3, $4)",
+							  4, types, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "notification.record_delivery did not return a row");
+	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	ereport(DEBUG1,
+			(errmsg("isa notification sender (%s): delivery %s, attempt %d: %s, now %s",
+					c->ch->name, t->delivery_id, t->attempt,
+					t->ok ? "delivered" : t->error, state ? state : "?")));
+}
+
 /*
- * notification.record_delivery for one ended attempt.  False if the call
- * failed: the delivery then stays claimed until its lease expires, and is
- * tried again.
+ * notification.record_delivery for each attempt of the list (the attempts
+ * that ended together), in one transaction: one commit, not one per
+ * delivery (bench/notification_fanout: the commits were most of the
+ * sender's time).  Each runs in a subtransaction of its own, so an error in
+ * one loses that outcome only (logged).  An outcome not recorded leaves its
+ * delivery claimed until the lease expires: it is tried again.  Returns how
+ * many were recorded.
  */
-bool
-isa_sender_record(const SenderChannel *ch, SenderTransfer *t)
+int
+isa_sender_record(const SenderChannel *ch, SenderTransfer *list)
 {
 	MemoryContext outer = CurrentMemoryContext;
-	volatile bool done = false;
+	volatile int done = 0;
 
+	if (list == NULL)
+		return 0;
 	PG_TRY();
 	{
-		Oid			types[4] = {UUIDOID, BOOLOID, BOOLOID, TEXTOID};
-		Datum		args[4];
-		char		nulls[5] = "   n";
-		char	   *state;
+		int			n = 0;
 
 		begin();
-		args[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(t->delivery_id));
-		args[1] = BoolGetDatum(t->ok);
-		args[2] = BoolGetDatum(t->transient);
-		if (t->error != NULL)
+		for (SenderTransfer *t = list; t != NULL; t = t->next)
 		{
-			args[3] = CStringGetTextDatum(t->error);
-			nulls[3] = ' ';
+			RecordCall	c = {ch, t};
+			ErrorData  *edata = isa_in_subtransaction(record_one, &c);
+
+			if (edata == NULL)
+				n++;
+			else
+			{
+				ereport(WARNING,
+						(errmsg("isa notification sender (%s): recording the outcome of delivery %s failed: %s",
+								ch->name, t->delivery_id, edata->message),
+						 errdetail("The delivery stays claimed until its lease ends; then it is tried again.")));
+				FreeErrorData(edata);
+			}
 		}
-		if (SPI_execute_with_args("SELECT notification.record_delivery($1, $2, $3, $4)",
-								  4, types, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "notification.record_delivery did not return a row");
-		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		ereport(DEBUG1,
-				(errmsg("isa notification sender (%s): delivery %s, attempt %d: %s, now %s",
-						ch->name, t->delivery_id, t->attempt,
-						t->ok ? "delivered" : t->error, state ? state : "?")));
 		commit();
-		done = true;
+		done = n;
 	}
 	PG_CATCH();
 	{
-		log_failure("recording a delivery's outcome", ch, outer);
+		log_failure("recording deliveries' outcomes", ch, outer);
+		done = 0;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(outer);

@@ -181,16 +181,14 @@ claim_due(Sender *s)
 		s->look_at = Min(next_due, TimestampTzPlusMilliseconds(now, IDLE_MS));
 }
 
-/* Moves the transfers on and records the outcome of each that ended. */
+/* Moves the transfers on and records the outcomes of those that ended, in one transaction. */
 static void
 record_ended(Sender *s)
 {
-	SenderTransfer *t = isa_transfers_progress(s->ch);
+	SenderTransfer *ended = isa_transfers_progress(s->ch);
 
-	while (t != NULL)
+	for (SenderTransfer *t = ended; t != NULL; t = t->next)
 	{
-		SenderTransfer *next = t->next;
-
 		if (!t->ok)
 		{
 			TimestampTz now = GetCurrentTimestamp();
@@ -205,9 +203,14 @@ record_ended(Sender *s)
 				s->failure_logged_at = now;
 			}
 		}
-		(void) isa_sender_record(s->ch, t);
-		isa_transfer_free(t);
-		t = next;
+	}
+	(void) isa_sender_record(s->ch, ended);
+	while (ended != NULL)
+	{
+		SenderTransfer *next = ended->next;
+
+		isa_transfer_free(ended);
+		ended = next;
 	}
 }
 

@@ -61,8 +61,9 @@ CREATE TABLE notification.deliveries (
     CHECK (state <> 'sending' OR locked_until IS NOT NULL),
     CHECK (state NOT IN ('pending', 'deferred') OR next_attempt_at IS NOT NULL)
 );
-CREATE INDEX deliveries_due ON notification.deliveries (channel, next_attempt_at) WHERE state IN ('pending', 'deferred');
-CREATE INDEX deliveries_leased ON notification.deliveries (channel, locked_until) WHERE state = 'sending';
+-- The senders' claims read these in their order (claim_deliveries), next_due their first entry.
+CREATE INDEX deliveries_due ON notification.deliveries (channel, next_attempt_at, delivery_id) WHERE state IN ('pending', 'deferred');
+CREATE INDEX deliveries_leased ON notification.deliveries (channel, locked_until, delivery_id) WHERE state = 'sending';
 COMMENT ON TABLE notification.deliveries IS
     'One delivery per notification and channel (email, webhook, mqtt, inapp): pending → sending (a sender''s lease) → sent, or pending again with backoff, or failed; deferred through quiet hours.';
 
@@ -691,15 +692,29 @@ BEGIN
     IF p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds NOT BETWEEN 1 AND 3600 THEN
         RAISE EXCEPTION 'p_max must be 1 … 1000 and p_lease_seconds 1 … 3600' USING ERRCODE = '22023';
     END IF;
+    -- Longest due first.  Each kind of due delivery is read through its own
+    -- partial index, in the index's order (deliveries_due, deliveries_leased):
+    -- a claim costs what it takes, not what was ever sent (one OR over both
+    -- kinds, ordered by delivery_id, was planned as a walk of the primary key
+    -- past every delivery of every channel: 22 ms a claim at 40,000
+    -- deliveries, bench/notification_fanout).
     RETURN QUERY
-    WITH due AS (
-        SELECT x.delivery_id FROM notification.deliveries x
-         WHERE x.channel = p_channel
-           AND ((x.state IN ('pending', 'deferred') AND x.next_attempt_at <= now())
-                OR (x.state = 'sending' AND x.locked_until <= now()))
-         ORDER BY x.delivery_id
+    WITH waiting AS (
+        SELECT x.delivery_id, x.next_attempt_at AS due_at FROM notification.deliveries x
+         WHERE x.channel = p_channel AND x.state IN ('pending', 'deferred') AND x.next_attempt_at <= now()
+         ORDER BY x.next_attempt_at, x.delivery_id
          LIMIT p_max
          FOR UPDATE SKIP LOCKED),
+    expired AS (                           -- a lease that ended: its sender died
+        SELECT x.delivery_id, x.locked_until AS due_at FROM notification.deliveries x
+         WHERE x.channel = p_channel AND x.state = 'sending' AND x.locked_until <= now()
+         ORDER BY x.locked_until, x.delivery_id
+         LIMIT p_max
+         FOR UPDATE SKIP LOCKED),
+    due AS (
+        SELECT u.delivery_id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM expired) u
+         ORDER BY u.due_at, u.delivery_id
+         LIMIT p_max),
     claimed AS (
         UPDATE notification.deliveries x
            SET state = 'sending', attempts = x.attempts + 1,
@@ -716,7 +731,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION notification.claim_deliveries(text, integer, integer) IS
-    'For the senders: up to p_max (1 … 1000) due deliveries of a channel (email or webhook), oldest first: pending or deferred ones whose time came, and sending ones whose lease expired (a sender died); each becomes sending with a lease of p_lease_seconds (1 … 3600) and one more attempt. Returns (delivery_id, attempt, payload): email {to, to_name, subject, text, locale}, webhook {url, secret, body}. The caller commits before any network I/O. 22023 bad channel or bounds. isa_svc_notification only.';
+    'For the senders: up to p_max (1 … 1000) due deliveries of a channel (email or webhook), longest due first (by next_attempt_at, or locked_until, then delivery_id): pending or deferred ones whose time came, and sending ones whose lease expired (a sender died); each becomes sending with a lease of p_lease_seconds (1 … 3600) and one more attempt. Returns (delivery_id, attempt, payload): email {to, to_name, subject, text, locale}, webhook {url, secret, body}. The caller commits before any network I/O. 22023 bad channel or bounds. isa_svc_notification only.';
 
 CREATE FUNCTION notification.record_delivery(p_delivery_id uuid, p_ok boolean, p_transient boolean DEFAULT true,
                                              p_error text DEFAULT NULL)

@@ -40,6 +40,7 @@ cleanup() {
   [ -n "$hook_pid" ] && kill "$hook_pid" 2>/dev/null
   for s in $SETTINGS; do sql "ALTER SYSTEM RESET $s" >/dev/null 2>&1; done
   sql "SELECT pg_reload_conf()" >/dev/null 2>&1
+  sql "DROP TRIGGER IF EXISTS it65_refuse ON notification.deliveries; DROP FUNCTION IF EXISTS public.it65_refuse()" >/dev/null 2>&1
   sql "DELETE FROM notification.deliveries WHERE idempotency_key LIKE 'it65-$run-%'" >/dev/null 2>&1
   rm -rf "$DIR"
 }
@@ -103,12 +104,14 @@ smtp_pid=$!
 cat >"$DIR/receiver.mjs" <<'JS'
 // The webhook receiver: checks Isa-Signature with its own HMAC (Node's
 // crypto), logs each request as a JSON line, answers by the path's last
-// part: flaky-… 500 the first time then 200, bad-… 400, else 200.
+// part: flaky-… 500 the first time then 200, bad-… 400, else 200; hold-…
+// waits until eight hold-… requests are in, then all eight are answered.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 const [port, secret, log] = process.argv.slice(2);
 const seen = new Map();
+const held = [];
 http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
@@ -130,8 +133,10 @@ http.createServer((req, res) => {
       path: req.url, method: req.method, n, status, delivery: req.headers['isa-delivery'],
       type: req.headers['content-type'], verified, fresh, body: raw.toString('utf8'),
     }) + '\n');
-    res.writeHead(status, { 'content-type': 'text/plain' });
-    res.end(status === 200 ? 'thanks' : 'no');
+    const answer = () => { res.writeHead(status, { 'content-type': 'text/plain' }); res.end(status === 200 ? 'thanks' : 'no'); };
+    if (!name.startsWith('hold-')) return answer();
+    held.push(answer);
+    if (held.length >= 8) held.splice(0).forEach((f) => f());
   });
 }).listen(Number(port), '127.0.0.1');
 JS
@@ -225,6 +230,39 @@ done
 is "$(sql "SELECT count(*) FILTER (WHERE state = 'sent') || ' ' || (percentile_cont(0.5) WITHIN GROUP (ORDER BY sent_at - created_at) < interval '200 ms')
              FROM notification.deliveries WHERE delivery_id IN ($ids)")" "10 true" \
    "ten webhooks queued one after the other are sent, the median within 200 ms of the commit that queued them: woken at commit"
+
+# The outcomes of transfers that end together are recorded in one
+# transaction (one commit), each in a subtransaction: eight webhooks queued
+# together, their receiver answering all eight at once, are recorded with one
+# now() (sent_at) or a few, not eight; one whose outcome cannot be recorded
+# (a trigger of this test refuses it) loses only its own: the seven others
+# are sent, it stays sending (claimed again when its lease ends).
+sql "CREATE FUNCTION public.it65_refuse() RETURNS trigger LANGUAGE plpgsql AS
+       \$\$ BEGIN RAISE EXCEPTION 'it65 refuses to record delivery %', NEW.delivery_id; END \$\$;
+     CREATE TRIGGER it65_refuse BEFORE UPDATE ON notification.deliveries FOR EACH ROW
+       WHEN (NEW.state = 'sent' AND NEW.payload -> 'body' ->> 'kind' = 'it65-unrecordable') EXECUTE FUNCTION public.it65_refuse()" >/dev/null
+hold=$(sql "WITH n AS (INSERT INTO notification.notifications (notification_id, event_id, recipient, kind, category, locale, title, body)
+                       SELECT isa.uuid_v7(), isa.uuid_v7(), 'email:it65-hold-$run-' || g || '@example.com', 'wallet.balance_low',
+                              'wallet', 'en', 'it65', 'it65' FROM generate_series(1, 8) g
+                       RETURNING notification_id)
+            INSERT INTO notification.deliveries (delivery_id, notification_id, channel, state, next_attempt_at, idempotency_key, payload)
+            SELECT isa.uuid_v7(), notification_id, 'webhook', 'pending', now(), 'it65-$run-hold-' || notification_id || ':webhook',
+                   jsonb_build_object('url', 'http://127.0.0.1:$HOOK_PORT/hooks/hold-' || notification_id, 'secret', '$SECRET',
+                                      'body', jsonb_build_object('kind', CASE WHEN row_number() OVER (ORDER BY notification_id) = 3
+                                                                              THEN 'it65-unrecordable' ELSE 'it65-hold' END))
+              FROM n, notification._wake('webhook')
+            RETURNING delivery_id" | paste -sd ' ')
+held="delivery_id IN ($(sed "s/[^ ]*/'&'/g; s/ /,/g" <<<"$hold"))"
+is "$(wait_for "SELECT count(*) FILTER (WHERE state = 'sent') FROM notification.deliveries WHERE $held" 7 10)" 7 \
+   "eight webhooks answered at once: the seven recordable ones are sent"
+is "$(sql "SELECT state || ' ' || attempts FROM notification.deliveries WHERE $held AND payload -> 'body' ->> 'kind' = 'it65-unrecordable'")" \
+   "sending 1" "the one whose outcome the trigger refused stays sending (its lease brings it back): no other outcome was lost with it"
+bad=$(sql "SELECT delivery_id FROM notification.deliveries WHERE $held AND payload -> 'body' ->> 'kind' = 'it65-unrecordable'")
+is "$(wait_log "isa notification sender (webhook): recording the outcome of delivery $bad failed: it65 refuses to record delivery $bad" 10)" found \
+   "the sender logs the outcome it could not record"
+is "$(sql "SELECT count(DISTINCT sent_at) < 7 FROM notification.deliveries WHERE $held AND state = 'sent'")" t \
+   "outcomes that ended together were recorded in one transaction: the seven have fewer than seven sent_at (now() of the recording transaction)"
+sql "DROP TRIGGER it65_refuse ON notification.deliveries; DROP FUNCTION public.it65_refuse()" >/dev/null
 
 id=$(webhook "flaky-$run" '{"kind": "retry"}')
 is "$(wait_for "SELECT state || ' ' || attempts FROM notification.deliveries WHERE delivery_id = '$id'" "sent 2" 20)" "sent 2" \
