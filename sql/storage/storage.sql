@@ -474,6 +474,25 @@ $$;
 COMMENT ON FUNCTION storage._file_access(uuid, uuid, uuid[]) IS
     'What a user may do with a finished file: owner, write (a write share, storage:write), read (a read share, organization.can_access, storage:read, or an album the user may read into which its owner put it) or NULL; within the scope p_orgs when given.';
 
+-- The answer of a check that found `have` on a file or an album and needs
+-- `p_need`: P0002 when the user may not even read it (the same answer as for
+-- one that does not exist), 42501 when they may read it but need more.
+CREATE FUNCTION storage._require_rank(p_kind text, p_id uuid, p_have text, p_need text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_have IS NULL THEN
+        RAISE EXCEPTION '% % not found', p_kind, p_id USING ERRCODE = 'P0002';
+    ELSIF storage._rank(p_have) < storage._rank(p_need) THEN
+        RAISE EXCEPTION 'not allowed: this needs % access to % % (you have %)', p_need, p_kind, p_id, p_have
+            USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION storage._require_rank(text, uuid, text, text) IS
+    'Raises P0002 (no access: "not found") or 42501 (less than p_need) for the access p_have found on a file or an album.';
+
 -- The file (locked when p_lock) if the user has at least p_need on it:
 -- P0002 when the user may not even read it (the same answer as for a file
 -- that does not exist), 42501 when they may read it but need more.
@@ -486,12 +505,7 @@ DECLARE
     f storage.files;
     have text := storage._file_access(p_user, p_file);
 BEGIN
-    IF have IS NULL THEN
-        RAISE EXCEPTION 'file % not found', p_file USING ERRCODE = 'P0002';
-    ELSIF storage._rank(have) < storage._rank(p_need) THEN
-        RAISE EXCEPTION 'not allowed: this needs % access to file % (you have %)', p_need, p_file, have
-            USING ERRCODE = '42501';
-    END IF;
+    PERFORM storage._require_rank('file', p_file, have, p_need);
     IF p_lock THEN
         SELECT * INTO f FROM storage.files x WHERE x.file_id = p_file AND x.status = 'complete' FOR UPDATE;
     ELSE
@@ -515,12 +529,7 @@ DECLARE
     a storage.albums;
     have text := storage._album_access(p_user, p_album);
 BEGIN
-    IF have IS NULL THEN
-        RAISE EXCEPTION 'album % not found', p_album USING ERRCODE = 'P0002';
-    ELSIF storage._rank(have) < storage._rank(p_need) THEN
-        RAISE EXCEPTION 'not allowed: this needs % access to album % (you have %)', p_need, p_album, have
-            USING ERRCODE = '42501';
-    END IF;
+    PERFORM storage._require_rank('album', p_album, have, p_need);
     IF p_lock THEN
         SELECT * INTO a FROM storage.albums x WHERE x.album_id = p_album FOR UPDATE;
     ELSE

@@ -733,7 +733,7 @@ $$;
 
 -- Credits for payment.completed and subscription.created.
 CREATE FUNCTION wallet._credit_from_event(e isa.event, p_amount_field text, p_id_field text, p_reference_type text)
-RETURNS void
+RETURNS boolean
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -751,11 +751,11 @@ BEGIN
        OR jsonb_typeof(e.data -> p_amount_field) IS DISTINCT FROM 'number' OR tok !~ '^[0-9]{1,15}$' THEN
         RAISE WARNING 'wallet: %.% % ignored: needs data.user_id (uuid), data.% and data.% (integer 0 to 999999999999999), got %',
             e.source, e.event_type, e.id, p_id_field, p_amount_field, e.data;
-        RETURN;
+        RETURN false;
     END IF;
     amount := tok::bigint;
     IF amount = 0 THEN
-        RETURN;
+        RETURN false;
     END IF;
     key := p_reference_type || ':' || ref;
     r := wallet._post(uid::uuid, amount, key, wallet._fingerprint('add', amount, p_reference_type, ref, NULL),
@@ -765,7 +765,7 @@ BEGIN
         IF w.wallet_id IS NULL THEN
             RAISE WARNING 'wallet: %.% % ignored: user % is unknown or deleted; % tokens not credited',
                 e.source, e.event_type, e.id, uid, amount;
-            RETURN;
+            RETURN false;
         END IF;
         r := wallet._post(uid::uuid, amount, key, wallet._fingerprint('add', amount, p_reference_type, ref, NULL),
                           p_reference_type, ref, NULL);
@@ -774,6 +774,7 @@ BEGIN
         RAISE WARNING 'wallet: %.% % ignored: % % was already credited with other arguments',
             e.source, e.event_type, e.id, p_reference_type, ref;
     END IF;
+    RETURN r.outcome IN ('applied', 'replayed');
 END
 $$;
 
@@ -793,14 +794,12 @@ CREATE FUNCTION wallet.on_subscription_created(e isa.event) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    sid text := e.data ->> 'subscription_id';
 BEGIN
-    PERFORM wallet._credit_from_event(e, 'credits', 'subscription_id', 'subscription');
     -- credited (now or by an earlier delivery): the periods begin
-    IF isa.is_uuid(sid) AND EXISTS (SELECT FROM wallet.transactions x WHERE x.reference_type = 'subscription' AND x.reference_id = sid) THEN
+    IF wallet._credit_from_event(e, 'credits', 'subscription_id', 'subscription')
+       AND isa.is_uuid(e.data ->> 'subscription_id') THEN
         INSERT INTO wallet.subscriptions (subscription_id, user_id, credits, period, periods_credited, next_credit_at)
-        VALUES (sid::uuid, (e.data ->> 'user_id')::uuid, (e.data ->> 'credits')::bigint,
+        VALUES ((e.data ->> 'subscription_id')::uuid, (e.data ->> 'user_id')::uuid, (e.data ->> 'credits')::bigint,
                 make_interval(secs => wallet._subscription_period()), 1,
                 now() + make_interval(secs => wallet._subscription_period()))
         ON CONFLICT (subscription_id) DO NOTHING;   -- canceled first (out of order), or handled already

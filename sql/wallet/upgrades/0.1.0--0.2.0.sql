@@ -22,3 +22,7 @@ COMMENT ON TABLE wallet.subscriptions IS
 INSERT INTO isa.scheduled_jobs (jobname, schedule, command, description) VALUES
     ('isa-wallet-subscriptions', '41 * * * *', 'SELECT wallet.credit_subscriptions()',
      'Hourly: add the credits of each subscription period that began (wallet.subscriptions), until the subscription is canceled.');
+
+-- wallet._credit_from_event says whether the credit is in the ledger (its
+-- return type changes: the replay makes it again).
+DROP FUNCTION wallet._credit_from_event(isa.event, text, text, text);
