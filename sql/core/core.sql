@@ -7,12 +7,13 @@
 -- EXTENSION.  isa_app_admin executes the services' administration functions
 -- (set a password, bind a role, add tokens); isa_service is what every
 -- service's own role (isa_svc_<service>, made by isa.register_service) may
--- use of schema isa.
+-- use of schema isa; isa_compliance reads everything the event store and
+-- the audit trail hold (emails and names included).
 DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['isa_admin', 'isa_app', 'isa_bridge', 'isa_app_admin', 'isa_service'] LOOP
+    FOREACH r IN ARRAY ARRAY['isa_admin', 'isa_app', 'isa_bridge', 'isa_app_admin', 'isa_service', 'isa_compliance'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', r);
         END IF;

@@ -57,7 +57,7 @@ DO $roles$
 DECLARE
     r name;
 BEGIN
-    FOR r IN SELECT unnest(ARRAY['isa_app_admin', 'isa_service']::name[])
+    FOR r IN SELECT unnest(ARRAY['isa_app_admin', 'isa_service', 'isa_compliance']::name[])
              UNION ALL SELECT isa.service_role(s.name) FROM isa.services s WHERE s.schema_name IS NOT NULL
              UNION ALL SELECT isa.service_app_role(s.name) FROM isa.services s WHERE s.schema_name IS NOT NULL LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
