@@ -35,6 +35,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
@@ -50,10 +51,11 @@ typedef enum ApplyResult
 	APPLY_OK,
 	APPLY_DUPLICATE,
 	APPLY_RETRY,
-	APPLY_DEAD
+	APPLY_DEAD,
+	APPLY_PENDING				/* checked; waits for its batch handler's call */
 } ApplyResult;
 
-static const char *const status_names[] = {"ok", "duplicate", "retry", "dead_letter"};
+static const char *const status_names[] = {"ok", "duplicate", "retry", "dead_letter", "pending"};
 
 static MemoryContext round_cxt = NULL;	/* outlives the round's SPI and transaction */
 static Oid	event_from_json_oid = InvalidOid;
@@ -67,6 +69,8 @@ typedef struct Delivery
 	ApplyResult result;
 	char	   *event_type;
 	double		seconds;
+	Datum		event;			/* APPLY_PENDING: the parsed isa.event, in round_cxt */
+	Datum		event_json;		/* APPLY_PENDING: the envelope, for a dead letter */
 } Delivery;
 
 static void
@@ -183,6 +187,17 @@ apply_message_body(void *arg)
 	}
 
 	st->stage = 3;
+	if (d->sub->batch)
+	{
+		/* applied with the rest of its subscription's batch (apply_batches) */
+		MemoryContext old = MemoryContextSwitchTo(round_cxt);
+
+		d->event = datumCopy(event, false, -1);
+		d->event_json = datumCopy(st->event_json, false, -1);
+		MemoryContextSwitchTo(old);
+		st->result = APPLY_PENDING;
+		return;
+	}
 	if (!isa_handler_apply(d->sub->service, d->sub->durable, d->sub->handler, d->sub->owner_role,
 						   event, handler_finfo(d->sub)))
 		st->result = APPLY_DUPLICATE;
@@ -221,6 +236,123 @@ apply_message(Delivery *d, ApplyFailure *f)
 	}
 	f->reason = "handler_error";
 	return (int64) d->delivered >= isa_subscription_max_deliver(d->sub) ? APPLY_DEAD : APPLY_RETRY;
+}
+
+/*
+ * A handler failed on d: retried later, or dead-lettered after max_deliver
+ * attempts (or when f says so); logged either way.
+ */
+static void
+settle_failure(Delivery *d, ApplyFailure *f)
+{
+	if (d->result == APPLY_DEAD && !isa_dead_letter_write(d->sub, d->msg, d->delivered, f))
+		d->result = APPLY_RETRY;
+	if (d->result == APPLY_RETRY && f->message)
+		ereport(LOG,
+				(errmsg("isa bridge: handler of %s failed on delivery " UINT64_FORMAT ": %s",
+						d->sub->durable, d->delivered, f->message)));
+	else if (d->result == APPLY_DEAD)
+		ereport(WARNING,
+				(errmsg("isa bridge: %s dead-lettered a message on %s (%s): %s",
+						d->sub->durable, natsMsg_GetSubject(d->msg), f->reason, f->message)));
+}
+
+typedef struct BatchCall
+{
+	BridgeSub  *sub;
+	Delivery  **ds;
+	int			n;
+} BatchCall;
+
+static void
+apply_batch_body(void *arg)
+{
+	BatchCall  *b = arg;
+	Datum	   *events = palloc(sizeof(Datum) * b->n);
+	bool	   *applied = palloc(sizeof(bool) * b->n);
+
+	for (int i = 0; i < b->n; i++)
+		events[i] = b->ds[i]->event;
+	(void) isa_handler_apply_batch(b->sub->service, b->sub->durable, b->sub->handler, b->sub->owner_role,
+								   events, b->n, applied, handler_finfo(b->sub));
+	for (int i = 0; i < b->n; i++)
+		b->ds[i]->result = applied[i] ? APPLY_OK : APPLY_DUPLICATE;
+}
+
+/*
+ * The batch handlers' turn (docs/bridge.md, "Batch handlers"): per batch
+ * subscription, its checked messages of this round in one call, in one
+ * subtransaction.  If that fails, one call per message, each in its own
+ * subtransaction, so that a poison message is retried and dead-lettered
+ * alone and the others apply.
+ */
+static void
+apply_batches(Delivery *ds, int nd, MemoryContext msg_cxt)
+{
+	Delivery  **group = palloc(sizeof(Delivery *) * nd);
+
+	for (int first = 0; first < nd; first++)
+	{
+		BridgeSub  *sub = ds[first].sub;
+		BatchCall	b = {sub, group, 0};
+		struct timespec t0;
+		ErrorData  *edata;
+		MemoryContext spi_cxt;
+
+		/* each subscription once, at its first pending message */
+		if (ds[first].result != APPLY_PENDING)
+			continue;
+		for (int i = first; i < nd; i++)
+			if (ds[i].result == APPLY_PENDING && ds[i].sub == sub)
+				group[b.n++] = &ds[i];
+
+		MemoryContextReset(msg_cxt);
+		spi_cxt = MemoryContextSwitchTo(msg_cxt);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		edata = isa_in_subtransaction(apply_batch_body, &b);
+		if (edata != NULL)
+		{
+			if (b.n > 1)
+			{
+				ereport(LOG,
+						(errmsg("isa bridge: batch handler of %s failed on %d messages, applying them one by one: %s",
+								sub->durable, b.n, edata->message)));
+				FreeErrorData(edata);
+				edata = NULL;
+			}
+			for (int i = 0; i < b.n; i++)
+			{
+				BatchCall	one = {sub, &group[i], 1};
+				Delivery   *d = group[i];
+
+				/* a batch of one already failed: its error is the one to settle */
+				if (edata == NULL)
+					edata = isa_in_subtransaction(apply_batch_body, &one);
+				if (edata == NULL)
+					continue;
+				{
+					ApplyFailure f;
+
+					memset(&f, 0, sizeof(f));
+					f.reason = "handler_error";
+					f.message = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
+					strlcpy(f.sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(f.sqlstate));
+					f.event_json = d->event_json;
+					FreeErrorData(edata);
+					edata = NULL;
+					d->result = (int64) d->delivered >= isa_subscription_max_deliver(sub) ? APPLY_DEAD : APPLY_RETRY;
+					settle_failure(d, &f);
+				}
+			}
+		}
+		for (int i = 0; i < b.n; i++)
+		{
+			group[i]->seconds = seconds_since(&t0) / b.n;
+			if (group[i]->result == APPLY_PENDING)	/* cannot happen: settled above */
+				group[i]->result = APPLY_RETRY;
+		}
+		MemoryContextSwitchTo(spi_cxt);
+	}
 }
 
 static int64
@@ -283,6 +415,7 @@ isa_apply_arrived(void)
 		ds[nd].event_type = NULL;
 		ds[nd].seconds = 0;
 		ds[nd].result = APPLY_RETRY;
+		ds[nd].event = ds[nd].event_json = (Datum) 0;
 		nd++;
 	}
 	while (head)
@@ -326,20 +459,12 @@ isa_apply_arrived(void)
 			spi_cxt = MemoryContextSwitchTo(msg_cxt);
 			clock_gettime(CLOCK_MONOTONIC, &t0);
 			ds[i].result = apply_message(&ds[i], &f);
-			if (ds[i].result == APPLY_DEAD &&
-				!isa_dead_letter_write(ds[i].sub, ds[i].msg, ds[i].delivered, &f))
-				ds[i].result = APPLY_RETRY;
-			if (ds[i].result == APPLY_RETRY && f.message)
-				ereport(LOG,
-						(errmsg("isa bridge: handler of %s failed on delivery " UINT64_FORMAT ": %s",
-								ds[i].sub->durable, ds[i].delivered, f.message)));
-			else if (ds[i].result == APPLY_DEAD)
-				ereport(WARNING,
-						(errmsg("isa bridge: %s dead-lettered a message on %s (%s): %s",
-								ds[i].sub->durable, natsMsg_GetSubject(ds[i].msg), f.reason, f.message)));
+			if (ds[i].result == APPLY_DEAD || ds[i].result == APPLY_RETRY)
+				settle_failure(&ds[i], &f);
 			ds[i].seconds = seconds_since(&t0);
 			MemoryContextSwitchTo(spi_cxt);
 		}
+		apply_batches(ds, nd, msg_cxt);
 		SPI_finish();
 		PopActiveSnapshot();
 		isa_bridge_commit_transaction();
@@ -375,6 +500,7 @@ isa_apply_arrived(void)
 				nl_ack(d->msg);
 				break;
 			case APPLY_RETRY:
+			case APPLY_PENDING:	/* not reached: apply_batches settles every one */
 				nl_nak(d->msg, retry_delay_ms(d->delivered));
 				break;
 			case APPLY_DEAD:

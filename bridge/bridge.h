@@ -136,6 +136,10 @@ extern void isa_worker_abort_transaction(void);
 extern SPIPlanPtr isa_handler_prepare(void);
 extern bool isa_handler_apply(const char *service, const char *consumer, Oid handler,
 							  const char *owner_role, Datum event, FmgrInfo *cached);
+extern bool isa_handler_is_batch(Oid handler);
+extern int	isa_handler_apply_batch(const char *service, const char *consumer, Oid handler,
+									const char *owner_role, Datum *events, int n, bool *applied,
+									FmgrInfo *cached);
 
 /* ------------------------------------------------------------ subscriptions.c */
 
@@ -154,6 +158,7 @@ typedef struct BridgeSub
 	int		   *versions;		/* accepted major versions; NULL: any */
 	int			nversions;
 	bool		deliver_new;
+	bool		batch;			/* a batch handler: f(isa.event[]) */
 	bool		ready;			/* consumer exists on the server */
 	int			outstanding;	/* messages asked for, not yet received */
 	TimestampTz pull_deadline;

@@ -126,7 +126,9 @@ isa_subscriptions_load(void)
 					  "       coalesce((s.options->>'max_deliver')::int, 0), "
 					  "       coalesce((s.options->>'batch_size')::int, 0), "
 					  "       (SELECT string_agg(x, ',') FROM jsonb_array_elements_text(s.options->'versions') x), "
-					  "       coalesce(s.options->>'deliver_policy', 'all') = 'new' "
+					  "       coalesce(s.options->>'deliver_policy', 'all') = 'new', "
+					  "       (SELECT p.pronargs = 1 AND t.typcategory = 'A' FROM pg_proc p "
+					  "          JOIN pg_type t ON t.oid = p.proargtypes[0] WHERE p.oid = s.handler) "
 					  "  FROM isa.subscriptions s JOIN isa.services v ON v.name = s.service "
 					  " ORDER BY s.id", true, 0);
 	if (ret != SPI_OK_SELECT)
@@ -178,6 +180,7 @@ isa_subscriptions_load(void)
 		s->max_deliver = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 		s->batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 		s->deliver_new = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+		s->batch = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull)) && !isnull;
 		versions = SPI_getvalue(tup, desc, 10);
 		s->versions = NULL;
 		s->nversions = 0;

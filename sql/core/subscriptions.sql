@@ -112,9 +112,14 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'handler function with OID % does not exist', handler::oid USING ERRCODE = '42883';
     END IF;
-    IF fn.prokind <> 'f' OR fn.proretset OR fn.pronargs <> 1 OR fn.proargtypes[0] <> 'isa.event'::regtype THEN
-        RAISE EXCEPTION 'handler % must be a function taking one isa.event', handler USING ERRCODE = '22023',
-            HINT = 'Declare it as CREATE FUNCTION ...(e isa.event) RETURNS void; its result is ignored.';
+    -- f(isa.event) gets one event per call; a batch handler f(isa.event[])
+    -- gets the events of one fetched batch per call (docs/bridge.md, "Batch
+    -- handlers").
+    IF fn.prokind <> 'f' OR fn.proretset OR fn.pronargs <> 1
+       OR fn.proargtypes[0] NOT IN ('isa.event'::regtype, 'isa.event[]'::regtype) THEN
+        RAISE EXCEPTION 'handler % must be a function taking one isa.event (or an isa.event[] batch)', handler
+            USING ERRCODE = '22023',
+            HINT = 'Declare it as CREATE FUNCTION ...(e isa.event) RETURNS void, or ...(events isa.event[]) for a batch handler; its result is ignored.';
     END IF;
     options := isa._check_subscription_options(coalesce(options, '{}'));
 
@@ -157,7 +162,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION isa.subscribe_to_events(text, text, regprocedure, jsonb) IS
-    'Registers handler(isa.event) of a service for the events whose subject matches subject_filter; idempotent; returns the subscription id. The handler runs as the service''s role (isa.service_role). Options: max_deliver, batch_size, versions, deliver_policy.';
+    'Registers handler(isa.event), or a batch handler(isa.event[]), of a service for the events whose subject matches subject_filter; idempotent; returns the subscription id. The handler runs as the service''s role (isa.service_role). Options: max_deliver, batch_size, versions, deliver_policy.';
 
 CREATE FUNCTION isa.unsubscribe_from_events(service text, subject_filter text, handler regprocedure)
 RETURNS boolean

@@ -5,7 +5,7 @@
 -- written.  isa.dead_letters holds what a subscription gave up on.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(63);
+SELECT plan(65);
 
 CREATE SCHEMA subs_test;
 CREATE FUNCTION subs_test.on_usage(e isa.event) RETURNS void LANGUAGE sql AS $$SELECT$$;
@@ -14,6 +14,8 @@ CREATE FUNCTION subs_test.two_args(e isa.event, n int) RETURNS void LANGUAGE sql
 CREATE FUNCTION subs_test.no_args() RETURNS void LANGUAGE sql AS $$SELECT$$;
 CREATE PROCEDURE subs_test.a_procedure(e isa.event) LANGUAGE sql AS $$SELECT$$;
 CREATE FUNCTION subs_test.set_returning(e isa.event) RETURNS SETOF int LANGUAGE sql AS $$SELECT 1$$;
+CREATE FUNCTION subs_test.on_batch(events isa.event[]) RETURNS void LANGUAGE sql AS $$SELECT$$;
+CREATE FUNCTION subs_test.wrong_array(events jsonb[]) RETURNS void LANGUAGE sql AS $$SELECT$$;
 
 CREATE TEMP TABLE subs (label text PRIMARY KEY, id bigint) ON COMMIT DROP;
 
@@ -100,6 +102,9 @@ SELECT lives_ok($$SELECT isa.subscribe_to_events('billing', 'payment_service.pay
                                                  'subs_test.on_usage(isa.event)')$$,
                 'handlers of the same name in two schemas can both subscribe to the same filter');
 
+SELECT lives_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.on_batch(isa.event[])')$$,
+                'a batch handler taking isa.event[] may subscribe');
+
 -- ---------------------------------------------------------------- refused
 CREATE TEMP TABLE subs_before ON COMMIT DROP AS SELECT count(*) AS n FROM isa.subscriptions;
 
@@ -125,19 +130,22 @@ SELECT throws_ok($$SELECT isa.register_service('fake_device', NULL, 'device', 'c
                  '22023', 'source "device" is reserved',
                  'no service may take the source of the envelopes the bridge makes of device messages (22023)');
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.wrong_arg(jsonb)')$$,
-                 '22023', 'handler subs_test.wrong_arg(jsonb) must be a function taking one isa.event',
+                 '22023', 'handler subs_test.wrong_arg(jsonb) must be a function taking one isa.event (or an isa.event[] batch)',
                  'a handler taking another argument type raises 22023');
+SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.wrong_array(jsonb[])')$$,
+                 '22023', 'handler subs_test.wrong_array(jsonb[]) must be a function taking one isa.event (or an isa.event[] batch)',
+                 'a handler taking an array of anything but isa.event raises 22023');
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.two_args(isa.event, int)')$$,
-                 '22023', 'handler subs_test.two_args(isa.event,integer) must be a function taking one isa.event',
+                 '22023', 'handler subs_test.two_args(isa.event,integer) must be a function taking one isa.event (or an isa.event[] batch)',
                  'a handler taking two arguments raises 22023');
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.no_args()')$$,
-                 '22023', 'handler subs_test.no_args() must be a function taking one isa.event',
+                 '22023', 'handler subs_test.no_args() must be a function taking one isa.event (or an isa.event[] batch)',
                  'a handler taking no argument raises 22023');
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.a_procedure(isa.event)')$$,
-                 '22023', 'handler subs_test.a_procedure(isa.event) must be a function taking one isa.event',
+                 '22023', 'handler subs_test.a_procedure(isa.event) must be a function taking one isa.event (or an isa.event[] batch)',
                  'a procedure as handler raises 22023');
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'subs_test.set_returning(isa.event)')$$,
-                 '22023', 'handler subs_test.set_returning(isa.event) must be a function taking one isa.event',
+                 '22023', 'handler subs_test.set_returning(isa.event) must be a function taking one isa.event (or an isa.event[] batch)',
                  'a set-returning handler raises 22023');
 SELECT throws_ok($$SELECT isa.subscribe_to_events('billing', 'billing_service.>', 'nope(isa.event)')$$,
                  '42883', NULL,
