@@ -27,8 +27,11 @@ is "$(wait_for "SELECT count(*) FROM wallet.wallets WHERE user_id = '$uid'" 1 20
 sql "SELECT wallet.add('$uid', 1000000, 'apply-seed-$$'); SELECT wallet.set_low_balance_threshold('$uid', 0)" >/dev/null
 
 dl0=$(sql "SELECT count(*) FROM isa.dead_letters WHERE service IN ('billing', 'wallet')")
+# The publisher runs in the background: billing keeps pace with it, so by the
+# time a foreground publish returned there would be nothing left to interrupt.
 $NATS pub-events usage.recorded.model --count "$N" --inflight 512 \
-  --data-template "{\"usage_id\": \"ap-$$-{{i}}\", \"user_id\": \"$uid\", \"model\": \"$MODEL\", \"input_tokens\": 2, \"output_tokens\": 1}" >/dev/null
+  --data-template "{\"usage_id\": \"ap-$$-{{i}}\", \"user_id\": \"$uid\", \"model\": \"$MODEL\", \"input_tokens\": 2, \"output_tokens\": 1}" >/dev/null &
+pubpid=$!
 billed() { sql "SELECT count(*) FROM billing.billing_records WHERE user_id = '$uid'" 2>/dev/null || echo 0; }
 kills=0
 for k in 1 2; do
@@ -39,6 +42,8 @@ for k in 1 2; do
   sleep 1
   for _ in $(seq 1 300); do sql "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
 done
+wait "$pubpid"
+is "$?" 0 "all $N usage events were published to JetStream"
 is "$kills" 2 "the apply worker was SIGKILLed twice while billing"
 
 is "$(wait_for "SELECT count(*) FROM billing.billing_records WHERE user_id = '$uid'" "$N" 120)" "$N" \
