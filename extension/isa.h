@@ -119,7 +119,7 @@ extern bool isa_b64url_decode(const char *in, size_t len, unsigned char **out, s
  * Settings: one call per service from _PG_init (auth/auth_settings.c,
  * payment/payment_settings.c, storage/storage_settings.c, device/device_settings.c,
  * wallet/wallet_settings.c, session/session_settings.c,
- * notification/notification_settings.c).
+ * notification/notification_settings.c, audit/audit_settings.c).
  */
 extern void isa_auth_define_gucs(void);
 extern void isa_payment_define_gucs(void);
@@ -128,6 +128,7 @@ extern void isa_device_define_gucs(void);
 extern void isa_wallet_define_gucs(void);
 extern void isa_session_define_gucs(void);
 extern void isa_notification_define_gucs(void);
+extern void isa_audit_define_gucs(void);
 /* auth/auth_shmem.c: the login throttle and the flagged sessions */
 extern void isa_auth_shmem_request(void);
 extern void isa_auth_shmem_startup(void);

@@ -144,5 +144,10 @@ BEGIN
         GRANT SELECT (webhook_id, user_id, org_id, url, created_by, created_at, updated_at) ON notification.webhooks TO isa_admin;
         GRANT DELETE ON notification.webhooks TO isa_admin;
     END IF;
+    -- nor write the audit trail: its handler alone appends (sql/audit/audit.sql)
+    IF to_regclass('audit.entries') IS NOT NULL THEN
+        REVOKE ALL ON audit.entries, audit.chains, audit.head, audit.checkpoints FROM isa_admin;
+        GRANT SELECT ON audit.entries, audit.chains, audit.head, audit.checkpoints TO isa_admin;
+    END IF;
 END
 $secrets$;
