@@ -64,9 +64,8 @@ CREATE TABLE audit.head (
                             CHECK (length(entry_hash) = 32),
     recorded_at timestamptz NOT NULL DEFAULT '-infinity'
 );
-INSERT INTO audit.head DEFAULT VALUES;
 COMMENT ON TABLE audit.head IS
-    'The head of the audit trail (one row): the current chain, its last seq and hash. Appends lock it.';
+    'The head of the audit trail (one row, made by the first append): the current chain, its last seq and hash. Appends lock it.';
 
 CREATE TABLE audit.checkpoints (
     checkpoint_id uuid        PRIMARY KEY,   -- UUIDv7
@@ -326,7 +325,13 @@ BEGIN
     IF cardinality(events) IS NULL OR cardinality(events) = 0 THEN
         RETURN;
     END IF;
+    -- The row is made by the first append, not at install: pg_dump keeps
+    -- this table's rows, and a restore runs CREATE EXTENSION first.
     SELECT * INTO h FROM audit.head FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO audit.head DEFAULT VALUES ON CONFLICT DO NOTHING;
+        SELECT * INTO h FROM audit.head FOR UPDATE;
+    END IF;
     -- after the lock: recorded_at never goes back along the chains
     v_now := greatest(clock_timestamp(), h.recorded_at);
     v_chain := date_trunc('month', v_now AT TIME ZONE 'UTC')::date;

@@ -66,7 +66,11 @@ SELECT set_eq($$SELECT jobname FROM isa.scheduled_jobs WHERE jobname LIKE 'isa-a
 SELECT ok(current_setting('isa.audit_retention_months')::int >= 1, 'isa.audit_retention_months is a setting');
 
 -- ---------------------------------------------------------------- appending and hashing
-CREATE TEMP TABLE h0 ON COMMIT DROP AS SELECT * FROM audit.head;
+-- the head before (none yet in a database whose trail is empty)
+CREATE TEMP TABLE h0 ON COMMIT DROP AS
+SELECT (SELECT chain FROM audit.head) AS chain, coalesce((SELECT seq FROM audit.head), 0) AS seq,
+       coalesce((SELECT entry_hash FROM audit.head), decode(repeat('00', 32), 'hex')) AS entry_hash,
+       coalesce((SELECT recorded_at FROM audit.head), '-infinity') AS recorded_at;
 GRANT SELECT ON h0 TO isa_compliance;
 CREATE TEMP TABLE cp0 ON COMMIT DROP AS SELECT count(*) AS n FROM audit.checkpoints;
 SET LOCAL ROLE isa_svc_audit;
