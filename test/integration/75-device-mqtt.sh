@@ -101,7 +101,7 @@ is "$(wait_for "SELECT count(*) FROM isa.inbox WHERE service = 'device' AND even
 is "$(sql "SELECT status FROM device.devices WHERE device_id = '$dev'") $(online)" "offline $((n_online + 1))" \
   "… and counted once: the same message_id is applied once"
 pub heartbeat 'not json'
-is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat'" invalid_envelope)" invalid_envelope \
+is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat' AND service = 'device'" invalid_envelope)" invalid_envelope \
   "a device message that is not a JSON object is dead-lettered (invalid_envelope)"
 
 # ---------------------------------------------------------------- one device, its own topics
