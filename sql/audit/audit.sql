@@ -302,21 +302,6 @@ $$;
 COMMENT ON FUNCTION audit.drop_expired_partitions() IS
     'Drops whole monthly partitions of the audit trail older than isa.audit_retention_months (never the current chain), keeping each dropped chain''s tail in audit.chains; returns the partitions dropped. pg_cron runs it daily (isa-audit-retention).';
 
--- The partitions of this month and the next two are made with the extension
--- (a fresh install and an upgraded database then have the same objects) and
--- pg_dump keeps their rows, as every service table's; those the jobs and the
--- handler make later are not members of the extension, and pg_dump writes
--- them as ordinary tables.
-DO $partitions$
-DECLARE
-    p text;
-BEGIN
-    FOR p IN SELECT audit.maintain_partitions() LOOP
-        PERFORM pg_catalog.pg_extension_config_dump(p::regclass, '');
-    END LOOP;
-END
-$partitions$;
-
 -- ---------------------------------------------------------------- the handler
 -- Every event of the stream (subscription '>'), a fetched batch per call.
 -- Locks the head, then appends the batch's new events in one statement: the

@@ -359,7 +359,7 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
             WHERE p.pronamespace = 'session'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
               AND (p.proname LIKE '\_%' OR p.proname LIKE 'on\_%' OR NOT p.prosecdef)),
           NULL, 'isa_app may execute only SECURITY DEFINER API functions (no handler, no internal function)');
-SELECT is((SELECT array_agg(p.proname::text ORDER BY 1) FROM pg_proc p WHERE p.pronamespace = 'session'::regnamespace
+SELECT is((SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p WHERE p.pronamespace = 'session'::regnamespace
              AND has_function_privilege('isa_app_session', p.oid, 'EXECUTE')),
           ARRAY['add_message', 'end_session', 'get_session', 'list_messages', 'list_sessions', 'send_message', 'start_session'],
           'isa_app_session executes the seven API functions');
