@@ -30,14 +30,12 @@ CREATE TABLE audit.entries (
     data        jsonb       NOT NULL,
     metadata    jsonb       NOT NULL,
     prev_hash   bytea       NOT NULL CHECK (length(prev_hash) = 32),
-    entry_hash  bytea       NOT NULL CHECK (length(entry_hash) = 32),
-    PRIMARY KEY (chain, seq),
-    CONSTRAINT entries_event_id UNIQUE (event_id, chain)
+    entry_hash  bytea       NOT NULL CHECK (length(entry_hash) = 32)
 ) PARTITION BY RANGE (chain);
-CREATE INDEX entries_actor ON audit.entries (actor, recorded_at) WHERE actor IS NOT NULL;
-CREATE INDEX entries_resource ON audit.entries (resource, recorded_at) WHERE resource IS NOT NULL;
-CREATE INDEX entries_recorded ON audit.entries (recorded_at);
-CREATE INDEX entries_security ON audit.entries (recorded_at) WHERE security IS NOT NULL;
+-- Keys and indexes are each partition's own (audit._ensure_partition): the
+-- partitions are not members of the extension, and pg_dump writes their
+-- indexes itself, which an index of the parent would already have made at
+-- ATTACH PARTITION.
 COMMENT ON TABLE audit.entries IS
     'The audit trail: every event once, in the order recorded; one hash chain per monthly partition (entry_hash = sha256(prev_hash || audit._canonical(...))). Append-only.';
 
@@ -221,8 +219,9 @@ CREATE FUNCTION audit._partition_name(chain date) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT
     RETURN 'entries_' || to_char(chain, 'YYYYMM');
 
--- The partition of a month, created when absent (with its own TRUNCATE
--- trigger: statement triggers are not inherited); true if it created it.
+-- The partition of a month, created when absent, with its keys, indexes and
+-- TRUNCATE trigger (statement triggers are not inherited); true if it
+-- created it.
 CREATE FUNCTION audit._ensure_partition(p_chain date) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -233,8 +232,13 @@ BEGIN
     IF to_regclass('audit.' || part) IS NOT NULL THEN
         RETURN false;
     END IF;
-    EXECUTE format('CREATE TABLE audit.%I PARTITION OF audit.entries FOR VALUES FROM (%L) TO (%L)',
-                   part, p_chain, (p_chain + interval '1 month')::date);
+    EXECUTE format('CREATE TABLE audit.%I PARTITION OF audit.entries (PRIMARY KEY (chain, seq), '
+                   'CONSTRAINT %I UNIQUE (event_id, chain)) FOR VALUES FROM (%L) TO (%L)',
+                   part, part || '_event_id', p_chain, (p_chain + interval '1 month')::date);
+    EXECUTE format('CREATE INDEX %I ON audit.%I (actor, recorded_at) WHERE actor IS NOT NULL', part || '_actor', part);
+    EXECUTE format('CREATE INDEX %I ON audit.%I (resource, recorded_at) WHERE resource IS NOT NULL', part || '_resource', part);
+    EXECUTE format('CREATE INDEX %I ON audit.%I (recorded_at)', part || '_recorded', part);
+    EXECUTE format('CREATE INDEX %I ON audit.%I (recorded_at) WHERE security IS NOT NULL', part || '_security', part);
     EXECUTE format('CREATE TRIGGER no_truncate BEFORE TRUNCATE ON audit.%I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION audit._refuse_change()', part);
     RETURN true;
