@@ -5,7 +5,9 @@
  * status.c's.
  *
  * One hash table keyed by (kind, service, event_type, status) under one
- * LWLock: only the bridge writes, readers take it shared.  A full table
+ * LWLock: only the bridge writes, readers take it shared.  A consumer's
+ * gauges (kind ISA_METRIC_CONSUMER) keep its durable name in event_type, the
+ * messages pending in count and the lag in sum.  A full table
  * drops new label sets rather than fail the bridge (counted in
  * metrics_dropped).  Docs: docs/bridge.md, "isa.metrics()".
  */
@@ -127,6 +129,39 @@ isa_metric_count(int kind, const char *service, const char *event_type, const ch
 	LWLockRelease(header->lock);
 }
 
+/*
+ * A consumer's gauges, as of the message just received: the messages the
+ * server still has for it after that one, and (while some are pending) how
+ * long that message waited in the stream; 0 once the consumer caught up.
+ */
+void
+isa_metric_consumer(const char *service, const char *consumer, uint64 pending, double lag_seconds)
+{
+	MetricKey	key;
+	MetricEntry *e;
+	bool		found;
+
+	if (metrics == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.kind = ISA_METRIC_CONSUMER;
+	strlcpy(key.service, service ? service : "", sizeof(key.service));
+	strlcpy(key.event_type, consumer ? consumer : "", sizeof(key.event_type));
+
+	LWLockAcquire(header->lock, LW_EXCLUSIVE);
+	e = hash_search(metrics, &key, HASH_ENTER_NULL, &found);
+	if (e == NULL)
+		header->dropped++;
+	else
+	{
+		if (!found)
+			memset(e->buckets, 0, sizeof(e->buckets));
+		e->count = pending;
+		e->sum = pending > 0 ? lag_seconds : 0;
+	}
+	LWLockRelease(header->lock);
+}
+
 static Datum
 labels(const MetricKey *k, const char *le)
 {
@@ -135,7 +170,7 @@ labels(const MetricKey *k, const char *le)
 	initStringInfo(&s);
 	appendStringInfoString(&s, "{\"service\": ");
 	escape_json(&s, k->service);
-	appendStringInfoString(&s, ", \"event_type\": ");
+	appendStringInfoString(&s, k->kind == ISA_METRIC_CONSUMER ? ", \"consumer\": " : ", \"event_type\": ");
 	escape_json(&s, k->event_type);
 	if (k->kind == ISA_METRIC_PROCESSED)
 	{
@@ -186,6 +221,13 @@ isa_bridge_metrics(PG_FUNCTION_ARGS)
 		{
 			put(rsinfo->setResult, rsinfo->setDesc, "event_published_total", labels(&e->key, NULL),
 				(double) e->count);
+			continue;
+		}
+		if (e->key.kind == ISA_METRIC_CONSUMER)
+		{
+			put(rsinfo->setResult, rsinfo->setDesc, "consumer_pending_messages", labels(&e->key, NULL),
+				(double) e->count);
+			put(rsinfo->setResult, rsinfo->setDesc, "consumer_lag_seconds", labels(&e->key, NULL), e->sum);
 			continue;
 		}
 		put(rsinfo->setResult, rsinfo->setDesc, "event_processed_total", labels(&e->key, NULL),
