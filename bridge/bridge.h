@@ -59,6 +59,7 @@ extern void isa_bridge_strip_credentials(char *urls);
 #define ISA_METRIC_PUBLISHED 0
 #define ISA_METRIC_PROCESSED 1
 #define ISA_METRIC_CONSUMER 2
+#define ISA_METRIC_DURATION 3
 extern void isa_metrics_shmem_request(void);
 extern void isa_metrics_shmem_startup(void);
 extern void isa_metric_count(int kind, const char *service, const char *event_type,

@@ -89,13 +89,36 @@ isa_metrics_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+static MetricEntry *
+entry(const MetricKey *key)
+{
+	bool		found;
+	MetricEntry *e = hash_search(metrics, key, HASH_ENTER_NULL, &found);
+
+	if (e == NULL)
+		header->dropped++;
+	else if (!found)
+	{
+		e->count = 0;
+		e->sum = 0;
+		memset(e->buckets, 0, sizeof(e->buckets));
+	}
+	return e;
+}
+
+/*
+ * One event published, or one message handled.  A handled message counts
+ * under its status, and its time goes to the duration histogram of its
+ * (service, event_type), whatever the status (kind ISA_METRIC_DURATION,
+ * status empty): the seed's event_processing_duration_seconds has no status
+ * label.
+ */
 void
 isa_metric_count(int kind, const char *service, const char *event_type, const char *status,
 				 double seconds)
 {
 	MetricKey	key;
 	MetricEntry *e;
-	bool		found;
 
 	if (metrics == NULL)
 		return;
@@ -106,20 +129,15 @@ isa_metric_count(int kind, const char *service, const char *event_type, const ch
 	strlcpy(key.status, status ? status : "", sizeof(key.status));
 
 	LWLockAcquire(header->lock, LW_EXCLUSIVE);
-	e = hash_search(metrics, &key, HASH_ENTER_NULL, &found);
-	if (e == NULL)
-		header->dropped++;
-	else
-	{
-		if (!found)
-		{
-			e->count = 0;
-			e->sum = 0;
-			memset(e->buckets, 0, sizeof(e->buckets));
-		}
+	if ((e = entry(&key)) != NULL)
 		e->count++;
-		if (kind == ISA_METRIC_PROCESSED)
+	if (kind == ISA_METRIC_PROCESSED)
+	{
+		key.kind = ISA_METRIC_DURATION;
+		memset(key.status, 0, sizeof(key.status));
+		if ((e = entry(&key)) != NULL)
 		{
+			e->count++;
 			e->sum += seconds;
 			for (int i = 0; i < N_BUCKETS; i++)
 				if (seconds <= bucket_le[i])
@@ -139,7 +157,6 @@ isa_metric_consumer(const char *service, const char *consumer, uint64 pending, d
 {
 	MetricKey	key;
 	MetricEntry *e;
-	bool		found;
 
 	if (metrics == NULL)
 		return;
@@ -149,13 +166,8 @@ isa_metric_consumer(const char *service, const char *consumer, uint64 pending, d
 	strlcpy(key.event_type, consumer ? consumer : "", sizeof(key.event_type));
 
 	LWLockAcquire(header->lock, LW_EXCLUSIVE);
-	e = hash_search(metrics, &key, HASH_ENTER_NULL, &found);
-	if (e == NULL)
-		header->dropped++;
-	else
+	if ((e = entry(&key)) != NULL)
 	{
-		if (!found)
-			memset(e->buckets, 0, sizeof(e->buckets));
 		e->count = pending;
 		e->sum = pending > 0 ? lag_seconds : 0;
 	}
@@ -230,8 +242,12 @@ isa_bridge_metrics(PG_FUNCTION_ARGS)
 			put(rsinfo->setResult, rsinfo->setDesc, "consumer_lag_seconds", labels(&e->key, NULL), e->sum);
 			continue;
 		}
-		put(rsinfo->setResult, rsinfo->setDesc, "event_processed_total", labels(&e->key, NULL),
-			(double) e->count);
+		if (e->key.kind == ISA_METRIC_PROCESSED)
+		{
+			put(rsinfo->setResult, rsinfo->setDesc, "event_processed_total", labels(&e->key, NULL),
+				(double) e->count);
+			continue;
+		}
 		for (int i = 0; i < N_BUCKETS; i++)
 		{
 			char		le[32];
