@@ -39,6 +39,10 @@ RETURNS SETOF record
 BEGIN ATOMIC
     WITH b AS (SELECT m.metric, m.labels, m.value FROM isa._bridge_metrics() m)
     SELECT b.metric, b.labels, b.value FROM b
+     -- a consumer's gauges keep their last values in shared memory: only
+     -- those of subscriptions that still exist are shown
+     WHERE b.metric NOT IN ('consumer_pending_messages', 'consumer_lag_seconds')
+        OR b.labels->>'consumer' IN (SELECT s.durable_name FROM isa.subscriptions s)
     UNION ALL
     -- every event type a service with an outbox registered, at 0 until the
     -- bridge publishes one: a counter that exists before its first increase

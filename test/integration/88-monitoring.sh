@@ -195,8 +195,10 @@ print(len(named) >= 15, sorted(missing))
 EOF
 )" "True []" "every metric the alerts and the dashboard use is on the live /metrics"
 
-sql "SELECT isa.unsubscribe_from_events('billing', 'order_service.$ET', 'it_mon.on_event(isa.event)');
-     DELETE FROM isa.dead_letters WHERE error_message = 'it88';
+sql "SELECT isa.unsubscribe_from_events('billing', 'order_service.$ET', 'it_mon.on_event(isa.event)')" >/dev/null
+is "$(sql "SELECT count(*) FROM isa.metrics() WHERE labels->>'consumer' = '$durable'")" 0 \
+   "an unsubscribed consumer's gauges are gone (a stale lag cannot keep an alert firing)"
+sql "DELETE FROM isa.dead_letters WHERE error_message = 'it88';
      DELETE FROM isa.inbox WHERE service = 'billing' AND event_type = '$ET';
      DELETE FROM isa.outbox WHERE event_type = '$ET';
      DELETE FROM isa.event_types WHERE event_type = '$ET';
