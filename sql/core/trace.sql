@@ -30,6 +30,10 @@ RETURNS TABLE (
 )
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    -- the planner's estimate for a recursive query over every outbox and
+    -- inbox partition is high enough to JIT-compile it: seconds, for rows
+    -- read in milliseconds
+    SET jit = off
 AS $trace$
 DECLARE
     -- the event store (another service, maybe not installed) is read when it exists
