@@ -28,7 +28,6 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
-#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -330,57 +329,60 @@ new_traceparent(const pg_uuid_t *id, char *out)
 	snprintf(out, TRACEPARENT_LEN + 1, "00-%s-%s-01", root, own + 16);
 }
 
+/* Appends "key": "value" to the object being built. */
+static void
+push_pair(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &v);
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
 /*
  * metadata plus what it lacks of correlation_id (the handled event's, else
  * the HTTP request's request.correlation_id, else the event's own id),
  * causation_id (the handled event's id) and traceparent (new_traceparent).
+ * Built as a JsonbValue from metadata's pairs (no text to parse, no concat).
  */
 static Jsonb *
 add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_causation,
 				bool has_traceparent)
 {
-	StringInfoData b;
-	bool		first = true;
-	char	   *json;
+	JsonbParseState *state = NULL;
+	JsonbIterator *it = JsonbIteratorInit(&metadata->root);
+	JsonbIteratorToken tok;
+	JsonbValue	v;
 
-	initStringInfo(&b);
-	appendStringInfoChar(&b, '{');
+	/* metadata's own pairs, nested values as they are, up to its end */
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_END_OBJECT && tok != WJB_DONE)
+		pushJsonbValue(&state, tok, tok == WJB_KEY || tok == WJB_VALUE ? &v : NULL);
 	if (!has_correlation)
 	{
 		const char *request_correlation;
 
-		appendStringInfoString(&b, "\"correlation_id\": ");
 		if (current_event_set)
-			escape_json(&b, current_correlation_id ? current_correlation_id : current_event_id);
+			push_pair(&state, "correlation_id", current_correlation_id ? current_correlation_id : current_event_id);
 		else if ((request_correlation = request_setting("request.correlation_id")) != NULL)
-			escape_json(&b, request_correlation);
+			push_pair(&state, "correlation_id", request_correlation);
 		else
-			escape_json(&b, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
-		first = false;
+			push_pair(&state, "correlation_id", DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
 	}
 	if (!has_causation && current_event_set)
-	{
-		if (!first)
-			appendStringInfoString(&b, ", ");
-		appendStringInfoString(&b, "\"causation_id\": ");
-		escape_json(&b, current_event_id);
-		first = false;
-	}
+		push_pair(&state, "causation_id", current_event_id);
 	if (!has_traceparent)
 	{
 		char		tp[TRACEPARENT_LEN + 1];
 
 		new_traceparent(id, tp);
-		if (!first)
-			appendStringInfoString(&b, ", ");
-		appendStringInfoString(&b, "\"traceparent\": ");
-		escape_json(&b, tp);
+		push_pair(&state, "traceparent", tp);
 	}
-	appendStringInfoChar(&b, '}');
-	json = b.data;
-
-	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(metadata),
-											  DirectFunctionCall1(jsonb_in, CStringGetDatum(json))));
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
 }
 
 static void
