@@ -346,7 +346,7 @@ push_pair(JsonbParseState **state, const char *key, const char *value)
 
 /*
  * metadata plus what it lacks of correlation_id (the handled event's, else
- * the HTTP request's request.correlation_id, else the event's own id),
+ * the HTTP request's request.correlation_id when a UUID, else the event's own id),
  * causation_id (the handled event's id) and traceparent (new_traceparent).
  * Built as a JsonbValue from metadata's pairs (no text to parse, no concat).
  */
@@ -365,11 +365,14 @@ add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_c
 	if (!has_correlation)
 	{
 		const char *request_correlation;
+		pg_uuid_t	request_uuid;
 
+		/* the request's, only when a UUID: a session may set it to anything */
 		if (current_event_set)
 			push_pair(&state, "correlation_id", current_correlation_id ? current_correlation_id : current_event_id);
-		else if ((request_correlation = request_setting("request.correlation_id")) != NULL)
-			push_pair(&state, "correlation_id", request_correlation);
+		else if ((request_correlation = request_setting("request.correlation_id")) != NULL &&
+				 isa_parse_uuid(request_correlation, strlen(request_correlation), &request_uuid))
+			push_pair(&state, "correlation_id", DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&request_uuid))));
 		else
 			push_pair(&state, "correlation_id", DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
 	}

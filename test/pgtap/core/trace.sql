@@ -7,7 +7,7 @@
 -- (bridge/handler.c), which sets isa.current_event().
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(32);
+SELECT plan(33);
 
 SELECT isa.register_event_type('it.trace.root', 'billing_service', '1.0.0', 'trace test: a root');
 SELECT isa.register_event_type('it.trace.child', 'wallet_service', '1.0.0', 'trace test: a child');
@@ -130,6 +130,15 @@ INSERT INTO ids SELECT 'in request 2', isa.publish_event('it.trace.root', 'billi
 SELECT is((SELECT o.metadata ->> 'correlation_id' FROM isa.outbox o JOIN ids USING (id) WHERE label = 'in request 2'),
           (SELECT id::text FROM ids WHERE label = 'in request 2'),
           '... its events correlate by their own id, as outside a request');
+-- set by hand (any session may): only a UUID is taken, only a valid traceparent
+SELECT set_config('request.correlation_id', repeat('x', 200), true),
+       set_config('request.traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331', true);
+INSERT INTO ids SELECT 'set by hand', isa.publish_event('it.trace.root', 'billing_service', '{}');
+SELECT is((SELECT o.metadata FROM isa.outbox o JOIN ids USING (id) WHERE label = 'set by hand'),
+          (SELECT jsonb_build_object('correlation_id', id::text,
+                                     'traceparent', '00-' || pg_temp.hex(id) || '-' || right(pg_temp.hex(id), 16) || '-01')
+             FROM ids WHERE label = 'set by hand'),
+          'a request.correlation_id that is not a UUID and a malformed request.traceparent are ignored by publish_event');
 SELECT set_config('request.correlation_id', '', true), set_config('request.traceparent', '', true),
        set_config('statement_timeout', '0', true);
 
