@@ -210,44 +210,8 @@ check_metadata_id(Jsonb *metadata, const char *key)
 	return v != NULL;
 }
 
-/*
- * W3C trace context (docs/tracing.md): "00-<32 hex trace id>-<16 hex parent
- * id>-<2 hex flags>", lower-case hex, neither id all zeros, version not ff.
- * Later versions may append "-…" after the 55 characters.
- */
+/* A traceparent's length, version 00 (isa_valid_traceparent, extension/envelope.c) */
 #define TRACEPARENT_LEN 55
-
-static bool
-all_hex(const char *s, int n, bool *zero)
-{
-	*zero = true;
-	for (int i = 0; i < n; i++)
-	{
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-		if (s[i] != '0')
-			*zero = false;
-	}
-	return true;
-}
-
-bool
-isa_valid_traceparent(const char *s, int len)
-{
-	bool		zero;
-
-	if (len < TRACEPARENT_LEN || (len > TRACEPARENT_LEN && s[TRACEPARENT_LEN] != '-'))
-		return false;
-	if (s[2] != '-' || s[35] != '-' || s[52] != '-')
-		return false;
-	if (!all_hex(s, 2, &zero) || strncmp(s, "ff", 2) == 0 || (strncmp(s, "00", 2) == 0 && len != TRACEPARENT_LEN))
-		return false;
-	if (!all_hex(s + 3, 32, &zero) || zero)
-		return false;
-	if (!all_hex(s + 36, 16, &zero) || zero)
-		return false;
-	return all_hex(s + 53, 2, &zero);
-}
 
 /* A text GUC's value, or NULL when it is not set or empty (request.* of isa-httpd). */
 static const char *
