@@ -70,6 +70,20 @@ BEGIN
            AND i.event_id NOT IN (SELECT k.id FROM known k)
     ), events AS (
         SELECT * FROM known UNION ALL SELECT * FROM outside
+    ), consumed AS (
+        -- one scan of the inboxes for all the events (their key starts with
+        -- the service and consumer, so none is looked up by id alone)
+        SELECT i.event_id, jsonb_agg(jsonb_build_object(
+                   'service', i.service,
+                   'consumer', i.consumer,
+                   'consumed_at', i.at,
+                   'latency_ms', round((extract(epoch FROM i.at - e.occurred_at) * 1000)::numeric, 3),
+                   'after_publish_ms', round((extract(epoch FROM i.at - e.published_at) * 1000)::numeric, 3))
+                 ORDER BY i.at, i.service, i.consumer) AS consumers
+          FROM (SELECT i.event_id, i.service, i.consumer, coalesce(i.applied_at, i.processed_at) AS at
+                  FROM isa.inbox i) i
+          JOIN events e ON e.id = i.event_id
+         GROUP BY i.event_id
     ), tree AS (
         SELECT e.id, 0 AS depth, ARRAY[e.id] AS path
           FROM events e
@@ -85,17 +99,9 @@ BEGIN
                     (SELECT substr(x.traceparent, 4, 32) FROM events x
                       WHERE x.parent = e.id AND x.traceparent IS NOT NULL LIMIT 1),
                     replace(e.id::text, '-', '')),
-           e.occurred_at, e.published_at,
-           coalesce((SELECT jsonb_agg(jsonb_build_object(
-                                'service', i.service,
-                                'consumer', i.consumer,
-                                'consumed_at', i.at,
-                                'latency_ms', round((extract(epoch FROM i.at - e.occurred_at) * 1000)::numeric, 3),
-                                'after_publish_ms', round((extract(epoch FROM i.at - e.published_at) * 1000)::numeric, 3))
-                              ORDER BY i.at, i.service, i.consumer)
-                       FROM (SELECT i.service, i.consumer, coalesce(i.applied_at, i.processed_at) AS at
-                               FROM isa.inbox i WHERE i.event_id = e.id) i), '[]'::jsonb)
+           e.occurred_at, e.published_at, coalesce(c.consumers, '[]'::jsonb)
       FROM tree JOIN events e ON e.id = tree.id
+      LEFT JOIN consumed c ON c.event_id = e.id
      ORDER BY tree.path$q$ USING correlation_id;
 END
 $trace$;
