@@ -17,8 +17,7 @@ GRANT EXECUTE ON FUNCTION
     isa.event_catalogue_markdown(), isa.http_routes_markdown(), isa.current_event(),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
     isa.base64url_encode(bytea), isa.base64url_decode(text), isa.not_null(text, "any"),
-    isa.iso_time(timestamptz), isa.is_uuid(text),
-    isa.subject_filter_regex(text), isa.subject_matches(text, text)
+    isa.iso_time(timestamptz), isa.is_uuid(text)
 TO isa_app, isa_bridge;
 GRANT SELECT ON isa.services, isa.event_types TO isa_app, isa_bridge;
 -- isa-httpd connects as a member of isa_app: the routes, the first call of
@@ -51,7 +50,8 @@ GRANT EXECUTE ON FUNCTION
     isa.check_text(text, text, integer), isa.check_idempotency_key(text),
     isa.iso_time(timestamptz), isa.is_uuid(text),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
-    isa.base64url_encode(bytea), isa.subject_filter_regex(text), isa.subject_matches(text, text)
+    isa.base64url_encode(bytea), isa.is_valid_subject_filter(text), isa.subject_filter_regex(text),
+    isa.subject_matches(text, text)
 TO isa_service;
 
 -- The operators may do what the administration routes do.

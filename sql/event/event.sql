@@ -290,6 +290,8 @@ RETURNS TABLE (bucket_start timestamptz, count bigint, by_type jsonb)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    buckets numeric;
 BEGIN
     PERFORM isa.not_null('bucket, from_time, to_time', p_bucket, p_from, p_to);
     IF num_nonnulls(p_user_id, p_org_id) <> 1 THEN
@@ -302,7 +304,9 @@ BEGIN
     IF p_from >= p_to THEN
         RAISE EXCEPTION 'from_time must be before to_time' USING ERRCODE = '22023';
     END IF;
-    IF extract(epoch FROM p_to - p_from) / CASE p_bucket WHEN 'hour' THEN 3600 WHEN 'day' THEN 86400 ELSE 2419200 END > 10000 THEN
+    buckets := extract(epoch FROM p_to - p_from)
+               / (CASE p_bucket WHEN 'hour' THEN 3600 WHEN 'day' THEN 86400 ELSE 28 * 86400 END);
+    IF buckets > 10000 THEN
         RAISE EXCEPTION 'a timeline spans at most 10000 buckets: % to % is too long for bucket %',
             isa.iso_time(p_from), isa.iso_time(p_to), p_bucket USING ERRCODE = '22023',
             HINT = 'Use a larger bucket or a shorter range.';
