@@ -7,7 +7,7 @@
 -- Through real NATS, the bridge and HTTP: test/integration/67-event-store.sh.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(105);
+SELECT plan(106);
 
 \ir ../fixtures.psql
 -- ann and ben are members of the family fam (ann owns it); cat is alone.
@@ -75,6 +75,17 @@ SELECT is((SELECT count(*)::integer FROM generate_series(0, 3) n
             WHERE to_regclass('event.events_' || to_char(pg_temp.m(n) AT TIME ZONE 'UTC', 'YYYYMM')) IS NOT NULL),
           4, 'the partitions of this month and 3 months ahead exist (isa.event_partitions_ahead)');
 SELECT is((SELECT count(*)::integer FROM event.maintain_partitions()), 0, 'a second run creates and drops nothing');
+SELECT is((SELECT string_agg(pg_get_indexdef(indexrelid), '; ' ORDER BY indexrelid::regclass::text) FROM pg_index
+            WHERE indrelid = ('event.events_' || to_char(pg_temp.m(1) AT TIME ZONE 'UTC', 'YYYYMM'))::regclass),
+          (SELECT string_agg(replace(d, '$', 'events_' || to_char(pg_temp.m(1) AT TIME ZONE 'UTC', 'YYYYMM')), '; ' ORDER BY n) FROM unnest(ARRAY[
+              'CREATE INDEX $_correlation ON event.$ USING btree (correlation_id) WHERE (correlation_id IS NOT NULL)',
+              'CREATE INDEX $_organization ON event.$ USING btree (organization_id, occurred_at) WHERE (organization_id IS NOT NULL)',
+              'CREATE UNIQUE INDEX $_pkey ON event.$ USING btree (id, occurred_at)',
+              'CREATE INDEX $_source ON event.$ USING btree (source, occurred_at)',
+              'CREATE INDEX $_time ON event.$ USING btree (occurred_at, id)',
+              'CREATE INDEX $_type ON event.$ USING btree (event_type text_pattern_ops, occurred_at)',
+              'CREATE INDEX $_user ON event.$ USING btree (user_id, occurred_at) WHERE (user_id IS NOT NULL)']) WITH ORDINALITY AS x (d, n)),
+          'each partition has its primary key (id, occurred_at) and the six indexes of the queries');
 SELECT ok(event._ensure_partition((pg_temp.m(-13) AT TIME ZONE 'UTC')::timestamp)
           AND event._ensure_partition((pg_temp.m(-14) AT TIME ZONE 'UTC')::timestamp)
           AND event._ensure_partition((pg_temp.m(-30) AT TIME ZONE 'UTC')::timestamp), 'old partitions can be made');
