@@ -20,7 +20,8 @@ is "$(subs_running)" "$(subs_want)/$(subs_want)" "every subscription (the store'
 
 read -r alice atok < <(signup_login "it67-alice-$run@example.com" "IT67 Alice")
 read -r bob btok < <(signup_login "it67-bob-$run@example.com" "IT67 Bob")
-ok "$([ -n "$alice" ] && [ -n "$bob" ] && [ "$alice" != null ] && echo 1)" "alice and bob signed up and logged in over HTTP"
+is "$(sql "SELECT count(*) FROM account.users WHERE user_id IN ('$alice', '$bob')") ${#atok} ${#btok}" \
+   "2 $(( ${#atok} > 100 ? ${#atok} : -1 )) $(( ${#btok} > 100 ? ${#btok} : -1 ))" "alice and bob signed up and logged in over HTTP"
 fam=$(sql "SELECT org_id FROM organization.create_organization('$alice', 'family', 'IT67 family $run')")
 
 # ---------------------------------------------------------------- every event once
@@ -31,7 +32,7 @@ theirs="SELECT o.id, o.source, o.event_type FROM isa.outbox o
 is "$(wait_for "SELECT count(*) FROM ($theirs) o WHERE NOT EXISTS (SELECT FROM event.events e WHERE e.id = o.id)" 0 30)" 0 \
    "every event the services published about alice, bob and the family reached the store through NATS"
 n_theirs=$(sql "SELECT count(*) FROM ($theirs) o")
-ok "$([ "$n_theirs" -ge 8 ] && echo 1)" "they are many ($n_theirs: user.created, logins, the family, permissions …)"
+is "$([ "$n_theirs" -ge 8 ] && echo many)" many "they are many ($n_theirs: user.created, logins, the family, permissions …)"
 is "$(sql "SELECT count(*) || ' ' || count(DISTINCT e.id) FROM event.events e WHERE e.id IN (SELECT id FROM ($theirs) o)")" \
    "$n_theirs $n_theirs" "each is stored once"
 is "$(sql "SELECT count(*) FROM ($theirs) o JOIN event.events e ON e.id = o.id
