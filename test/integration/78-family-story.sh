@@ -240,9 +240,10 @@ permission.granted 13
 permission.revoked 4
 user.created 2
 user.logged_in 2" "the story published exactly these events: once each transition, no loop"
+# (the event store takes every event: test 67; left out here)
 handled=$(sql "SELECT string_agg(service || ' ' || event_type || ' ' || n, E'\n' ORDER BY service, event_type)
                  FROM (SELECT i.service, i.event_type, count(*) n FROM isa.inbox i JOIN ($events) e ON e.id = i.event_id
-                        GROUP BY 1, 2) x")
+                        WHERE i.service <> 'event' GROUP BY 1, 2) x")
 is "$handled" "auth permission.revoked 4
 authz organization.member_added 4
 authz organization.member_removed 1
