@@ -101,8 +101,8 @@ is "$(wait_for "SELECT count(*) FROM isa.inbox WHERE service = 'device' AND even
 is "$(sql "SELECT status FROM device.devices WHERE device_id = '$dev'") $(online)" "offline $((n_online + 1))" \
   "… and counted once: the same message_id is applied once"
 pub heartbeat 'not json'
-is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat'" invalid_envelope)" invalid_envelope \
-  "a device message that is not a JSON object is dead-lettered (invalid_envelope)"
+is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat' AND service = 'device'" invalid_envelope)" invalid_envelope \
+  "a device message that is not a JSON object is dead-lettered (invalid_envelope) by the device service (and by the event store, which reads every subject)"
 
 # ---------------------------------------------------------------- one device, its own topics
 out=$(mqtt mosquitto_sub -i "it75-spy-$dev" -u x -P "$jwt" -q 0 -t "isa/devices/$other/commands" -C 1 -W 3 2>&1)
