@@ -127,7 +127,7 @@ BEGIN
         SELECT c.oid::regclass::text
           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
          WHERE i.inhparent = 'event.events'::regclass AND c.relname ~ '^events_[0-9]{6}$'
-           AND to_timestamp(substr(c.relname, 8), 'YYYYMM')::timestamp < horizon
+           AND to_date(substr(c.relname, 8), 'YYYYMM')::timestamp < horizon
          ORDER BY c.relname LOOP
         EXECUTE format('DROP TABLE %s', partition_name);
         action := 'dropped';

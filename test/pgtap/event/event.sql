@@ -258,7 +258,7 @@ SELECT is((SELECT count(*)::integer FROM event.query(event_type => 'x%y_z.*')), 
 SELECT is((SELECT array_agg(count ORDER BY bucket_start) FROM event.timeline(pg_temp.uid('ann'), NULL, 'day', pg_temp.m(-1), pg_temp.m(0))),
           '{1,10,10,10}', 'ann''s days of last month: only the days with events, counted');
 SELECT is((SELECT bucket_start FROM event.timeline(pg_temp.uid('ann'), NULL, 'day', pg_temp.m(-1), pg_temp.m(0)) ORDER BY 1 OFFSET 1 LIMIT 1),
-          pg_temp.m(-1) + interval '2 days', 'buckets start at UTC midnight');
+          pg_temp.m(-1) + interval '48 hours', 'buckets start at UTC midnight');
 SELECT is((SELECT by_type FROM event.timeline(pg_temp.uid('ann'), NULL, 'day', pg_temp.m(-1), pg_temp.m(0)) ORDER BY 1 OFFSET 1 LIMIT 1),
           '{"wallet.tokens.added": 5, "wallet.tokens.deducted": 5}', 'with the counts per type');
 SELECT is((SELECT array_agg(count ORDER BY bucket_start) FROM event.timeline(NULL, pg_temp.oid('fam'), 'month', pg_temp.m(-12), pg_temp.m(1))),
