@@ -128,6 +128,7 @@ extern void isa_storage_define_gucs(void);
 extern void isa_device_define_gucs(void);
 extern void isa_wallet_define_gucs(void);
 extern void isa_session_define_gucs(void);
+extern void isa_event_define_gucs(void);
 extern void isa_notification_define_gucs(void);
 extern void isa_audit_define_gucs(void);
 /* auth/auth_shmem.c: the login throttle and the flagged sessions */

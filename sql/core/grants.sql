@@ -54,7 +54,8 @@ GRANT EXECUTE ON FUNCTION
     isa.check_text(text, text, integer), isa.check_idempotency_key(text),
     isa.iso_time(timestamptz), isa.is_uuid(text),
     isa.hmac_sha256(bytea, bytea), isa.secure_equals(bytea, bytea), isa.random_bytes(int),
-    isa.base64url_encode(bytea)
+    isa.base64url_encode(bytea), isa.is_valid_subject_filter(text), isa.subject_filter_regex(text),
+    isa.subject_matches(text, text)
 TO isa_service;
 
 -- The operators may do what the administration routes do.

@@ -11,6 +11,23 @@ CREATE FUNCTION isa.is_valid_subject_filter(filter text) RETURNS boolean
 COMMENT ON FUNCTION isa.is_valid_subject_filter(text) IS
     'Whether a text is a valid NATS subject filter (* one token, > the rest).';
 
+-- The one NATS matcher of isa's SQL: which subjects a filter takes, as
+-- NATS does (* one token, > one or more tokens at the end).  The event store's
+-- queries filter with it; tests ask which subscriptions take a subject.
+CREATE FUNCTION isa.subject_filter_regex(filter text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN CASE WHEN isa.is_valid_subject_filter(filter) THEN
+        '^' || replace(replace(regexp_replace(filter, '([.^$|?+()\[\]{}\\])', '\\\1', 'g'),
+                               '*', '[^.]+'), '>', '.+') || '$' END;
+COMMENT ON FUNCTION isa.subject_filter_regex(text) IS
+    'The regular expression of a NATS subject filter (* one token, > the rest), anchored; NULL for an invalid filter.';
+
+CREATE FUNCTION isa.subject_matches(subject text, filter text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN coalesce(subject ~ isa.subject_filter_regex(filter), false);
+COMMENT ON FUNCTION isa.subject_matches(text, text) IS
+    'Whether a subject matches a NATS subject filter (* one token, > one or more tokens at the end); false for an invalid filter.';
+
 CREATE TABLE isa.subscriptions (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     service        text NOT NULL REFERENCES isa.services (name),

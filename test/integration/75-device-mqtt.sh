@@ -108,7 +108,7 @@ is "$(sql "SELECT status FROM device.devices WHERE device_id = '$dev'") $(online
   "… and counted once: the same message_id is applied once"
 pub heartbeat 'not json'
 is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat' AND service = 'device'" invalid_envelope)" invalid_envelope \
-  "a device message that is not a JSON object is dead-lettered (invalid_envelope)"
+  "a device message that is not a JSON object is dead-lettered (invalid_envelope) by the device service (and by the event store and the audit trail, which read every subject)"
 
 # ---------------------------------------------------------------- one device, its own topics
 out=$(mqtt mosquitto_sub -i "it75-spy-$dev" -u x -P "$jwt" -q 0 -t "isa/devices/$other/commands" -C 1 -W 3 2>&1)

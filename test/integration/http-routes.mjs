@@ -1355,6 +1355,44 @@ route("DELETE", "/v1/webhooks/{webhook_id}", "the caller deletes a webhook", asy
   return r;
 });
 
+// ---- event: the store of every event (through NATS, so the cases poll)
+const day = (n) => new Date(Date.now() + n * 86400000).toISOString();
+route("GET", "/v1/events", "the caller's events and their organizations', newest first", async () => {
+  const mine = (r) => Array.isArray(r.json) && r.json.some((e) => e.subject === "account_service.user.created" && e.user_id === users.alice.user_id);
+  const r = await poll(() => call("GET", "/v1/events", { query: { row_limit: 1000 }, token: tok("alice") }), mine);
+  expect(mine(r), "alice's user.created is among them", r.text.slice(0, 300));
+  ids.aliceEvent = r.json?.find?.((e) => e.subject === "account_service.user.created")?.id;
+  expect(r.json?.every?.((e) => e.user_id !== users.bob.user_id), "none of bob's own");
+  return r;
+});
+route("GET", "/v1/events/{event_id}", "one event the caller may read; another user gets 404", async () => {
+  const r = await call("GET", "/v1/events/{event_id}", { params: { event_id: ids.aliceEvent }, token: tok("alice") });
+  expect(r.json?.id === ids.aliceEvent && r.json?.user_id === users.alice.user_id, "alice's user.created", r.json);
+  const b = await call("GET", "/v1/events/{event_id}", { params: { event_id: ids.aliceEvent }, token: tok("bob") });
+  expect(b.status === 404, "bob: 404", `${b.status} ${b.text}`);
+  return r;
+});
+route("GET", "/v1/events/timeline", "the calendar of the caller's own events", async () => {
+  const r = await call("GET", "/v1/events/timeline", { query: { bucket: "day", from_time: day(-1), to_time: day(1) }, token: tok("alice") });
+  expect(Array.isArray(r.json) && r.json.some((b) => b.count > 0 && (b.by_type?.["user.created"] ?? 0) === 1), "a day with her user.created", r.json);
+  return r;
+});
+route("GET", `${orgPath}/events`, "the events of one of the caller's organizations; a non-member is refused", async () => {
+  const has = (r) => Array.isArray(r.json) && r.json.length > 0;
+  const r = await poll(() => call("GET", `${orgPath}/events`, { params: { org_id: ids.fam }, token: tok("bob") }), has);
+  expect(has(r) && r.json.every((e) => e.organization_id === ids.fam), "the family's events only", r.text.slice(0, 300));
+  const a = await call("GET", `${orgPath}/events`, { params: { org_id: ids.fam }, token: tok("alice") });
+  expect(a.status === 403, "alice, who left: 403", `${a.status} ${a.text}`);
+  return r;
+});
+route("GET", `${orgPath}/events/timeline`, "the calendar of one of the caller's organizations", async () => {
+  const r = await call("GET", `${orgPath}/events/timeline`, {
+    params: { org_id: ids.fam }, query: { bucket: "month", from_time: day(-40), to_time: day(1) }, token: tok("bob"),
+  });
+  expect(Array.isArray(r.json) && r.json.reduce((n, b) => n + b.count, 0) > 0, "some events", r.json);
+  return r;
+});
+
 // ---------------------------------------------------------------- HEAD
 // HEAD on a GET route, on the wire (fetch would hide a body): the GET's
 // status and headers, and nothing after them.
