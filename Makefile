@@ -17,7 +17,7 @@ ISA_VERSIONS = 0.1.0 0.2.0
 # docs/services/<service>.md its API.  Services load in the order of the calls
 # between them; adding a service is its files plus its name here.
 ISA_CORE = core crypto nats outbox subscriptions jobs services bridge http
-ISA_SERVICES ?= account auth product wallet billing payment orders storage organization device ota notification authz session
+ISA_SERVICES ?= account auth product wallet billing payment orders storage organization device ota notification authz session event
 
 EXTVERSION = $(lastword $(ISA_VERSIONS))
 ifneq ($(EXTVERSION),$(shell sed -n "s/^default_version = '\(.*\)'/\1/p" isa.control))
