@@ -160,6 +160,9 @@ CREATE TRIGGER outbox_replay_written
     AFTER INSERT ON event.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION isa._outbox_written();
 GRANT INSERT ON event.outbox TO isa_svc_event;
+-- event.events stays the installer's: isa._service_privileges does not hand
+-- over a partitioned table (its partition key is an internal dependency).
+GRANT SELECT ON event.events TO isa_svc_event;
 GRANT SELECT ON isa.subscriptions TO isa_svc_event;
 GRANT EXECUTE ON FUNCTION isa.apply_event(bigint, isa.event, boolean) TO isa_svc_event;
 REVOKE ALL ON FUNCTION event.replay_to_subscription(bigint, timestamptz, timestamptz, text, boolean),
