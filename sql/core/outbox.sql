@@ -109,9 +109,11 @@ BEGIN
                    AND NOT EXISTS (SELECT FROM pg_inherits i
                                     WHERE i.inhrelid = c.oid
                                       AND i.inhparent IN ('isa.outbox'::regclass, 'isa.inbox'::regclass))
+                   -- (a partitioned table depends internally on itself, through its partition key)
                    AND NOT EXISTS (SELECT FROM pg_depend a
                                     WHERE a.classid = 'pg_class'::regclass AND a.objid = c.oid
-                                      AND a.deptype IN ('a', 'i'))
+                                      AND a.deptype IN ('a', 'i')
+                                      AND NOT (a.refclassid = 'pg_class'::regclass AND a.refobjid = c.oid))
                 UNION ALL
                 SELECT 'TYPE', t.oid::regtype::text, t.typowner, d.classid, d.objid
                   FROM pg_type t, pg_depend d

@@ -24,6 +24,7 @@ CREATE TABLE event.events (
 CREATE TABLE event.events_standin PARTITION OF event.events
     FOR VALUES FROM ('2000-01-01 00:00Z') TO ('2100-01-01 00:00Z');
 CREATE INDEX events_time ON event.events (occurred_at, id);
+ALTER TABLE event.events_standin OWNER TO isa_svc_event;
 GRANT USAGE ON SCHEMA event TO isa_compliance;
 GRANT SELECT ON event.events TO isa_compliance;
 
@@ -160,9 +161,6 @@ CREATE TRIGGER outbox_replay_written
     AFTER INSERT ON event.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION isa._outbox_written();
 GRANT INSERT ON event.outbox TO isa_svc_event;
--- event.events stays the installer's: isa._service_privileges does not hand
--- over a partitioned table (its partition key is an internal dependency).
-GRANT SELECT ON event.events TO isa_svc_event;
 GRANT SELECT ON isa.subscriptions TO isa_svc_event;
 GRANT EXECUTE ON FUNCTION isa.apply_event(bigint, isa.event, boolean) TO isa_svc_event;
 REVOKE ALL ON FUNCTION event.replay_to_subscription(bigint, timestamptz, timestamptz, text, boolean),
