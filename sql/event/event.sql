@@ -53,6 +53,26 @@ GRANT EXECUTE ON FUNCTION isa.is_valid_subject_filter(text), isa.subject_filter_
 -- Only isa_admin and isa_compliance may start a replay.  Docs:
 -- docs/services/event.md, "Replay"; docs/bridge.md, "Subject override".
 
+-- Every replay, who asked for it and what it delivered: an outside consumer
+-- knows from events how many messages its request has.
+CREATE TABLE event.replays (
+    request_id      uuid PRIMARY KEY,                    -- UUIDv7; replay.<request_id>.> for a subject replay
+    kind            text NOT NULL CHECK (kind IN ('subscription', 'subject')),
+    subscription_id bigint,                              -- kind subscription (no foreign key: subscriptions go)
+    from_time       timestamptz NOT NULL,
+    to_time         timestamptz NOT NULL,
+    event_type      text,                                -- the filter given, if any
+    source          text,                                -- kind subject: the source given, if any
+    force           boolean NOT NULL DEFAULT false,
+    events          bigint NOT NULL,                     -- seen (subscription) or published (subject)
+    applied         bigint,                              -- kind subscription
+    requested_by    name NOT NULL,                       -- session_user
+    requested_at    timestamptz NOT NULL DEFAULT now(),
+    CHECK ((kind = 'subscription') = (subscription_id IS NOT NULL AND applied IS NOT NULL))
+);
+COMMENT ON TABLE event.replays IS
+    'The replays: which kind, of what (range, filters, subscription), how many events, who asked (session_user) and when.';
+
 -- 22004 / 22023 unless [from_time, to_time) is a range and event_type a filter.
 CREATE FUNCTION event._check_replay_range(from_time timestamptz, to_time timestamptz, event_type text)
 RETURNS void
@@ -116,10 +136,14 @@ BEGIN
         END IF;
     END LOOP;
     skipped := seen - applied;
+    INSERT INTO event.replays (request_id, kind, subscription_id, from_time, to_time, event_type, force,
+                               events, applied, requested_by)
+    VALUES (isa.uuid_v7(), 'subscription', s.id, from_time, to_time, replay_to_subscription.event_type,
+            coalesce(force, false), seen, applied, session_user);
 END
 $$;
 COMMENT ON FUNCTION event.replay_to_subscription(bigint, timestamptz, timestamptz, text, boolean) IS
-    'Applies the stored events of [from_time, to_time) that a subscription takes (its subject filter and major versions; event_type, a NATS-style filter, narrows them) to its handler in their original order (occurred_at, id), in this transaction, through its inbox: those it applied already are skipped unless force. Returns how many were seen, applied and skipped. A handler''s error is raised (nothing is applied). isa_admin, isa_compliance. P0002 unknown subscription, 22023 bad range or filter, 22004.';
+    'Applies the stored events of [from_time, to_time) that a subscription takes (its subject filter and major versions; event_type, a NATS-style filter, narrows them) to its handler in their original order (occurred_at, id), in this transaction, through its inbox: those it applied already are skipped unless force. Returns how many were seen, applied and skipped; event.replays records it. A handler''s error is raised (nothing is applied). isa_admin, isa_compliance. P0002 unknown subscription, 22023 bad range or filter, 22004.';
 
 CREATE FUNCTION event.replay_to_subject(
     from_time  timestamptz,
@@ -132,6 +156,7 @@ RETURNS uuid
 AS $$
 DECLARE
     request_id uuid := isa.uuid_v7();
+    n bigint;
 BEGIN
     PERFORM event._check_replay_range(from_time, to_time, event_type);
     -- Each row gets an id of its own, made after the sort (a volatile
@@ -147,11 +172,15 @@ BEGIN
        AND (replay_to_subject.event_type IS NULL OR isa.subject_matches(e.event_type, replay_to_subject.event_type))
        AND (replay_to_subject.source IS NULL OR e.source = replay_to_subject.source)
      ORDER BY e.occurred_at, e.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    INSERT INTO event.replays (request_id, kind, from_time, to_time, event_type, source, events, requested_by)
+    VALUES (request_id, 'subject', from_time, to_time, replay_to_subject.event_type, replay_to_subject.source,
+            n, session_user);
     RETURN request_id;
 END
 $$;
 COMMENT ON FUNCTION event.replay_to_subject(timestamptz, timestamptz, text, text) IS
-    'Publishes the stored events of [from_time, to_time) (event_type a NATS-style filter, source: only those) again, in their original order (occurred_at, id), each on replay.<request id>.<its original subject> of stream ISA_REPLAY — never on its original subject — with its original envelope (id, source, timestamp, data, metadata); written to the outbox in this transaction, published after commit. Returns the request id. isa_admin, isa_compliance. 22023 bad range or filter, 22004.';
+    'Publishes the stored events of [from_time, to_time) (event_type a NATS-style filter, source: only those) again, in their original order (occurred_at, id), each on replay.<request id>.<its original subject> of stream ISA_REPLAY — never on its original subject — with its original envelope (id, source, timestamp, data, metadata); written to the outbox in this transaction, published after commit. Returns the request id; event.replays records it with the number of events. isa_admin, isa_compliance. 22023 bad range or filter, 22004.';
 
 -- A replay's rows are written by INSERT, not isa.publish_event (which
 -- writes only the service's own event types): their commit wakes the
@@ -163,6 +192,7 @@ CREATE TRIGGER outbox_replay_written
 GRANT INSERT ON event.outbox TO isa_svc_event;
 GRANT SELECT ON isa.subscriptions TO isa_svc_event;
 GRANT EXECUTE ON FUNCTION isa.apply_event(bigint, isa.event, boolean) TO isa_svc_event;
+GRANT SELECT ON event.replays TO isa_compliance;
 REVOKE ALL ON FUNCTION event.replay_to_subscription(bigint, timestamptz, timestamptz, text, boolean),
                        event.replay_to_subject(timestamptz, timestamptz, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION

@@ -94,6 +94,7 @@ is "$(sql "SELECT count(*) FROM $S.tokens t JOIN wallet.wallets w USING (user_id
 original_before=$(nats count 'wallet_service.wallet.tokens.>' --timeout-ms 2000 | cut -d' ' -f1)
 req=$(sql "SELECT event.replay_to_subject('$t0', '$t1', 'wallet.tokens.*', 'wallet_service')")
 ok "replay_to_subject returns a request id ($req)" test -n "$req"
+is "$(sql "SELECT events FROM event.replays WHERE request_id = '$req'")" "$M" "event.replays says how many events it has"
 is "$(wait_for "SELECT count(*) FILTER (WHERE published_at IS NOT NULL) || '/' || count(*) FROM event.outbox
                  WHERE subject LIKE 'replay.$req.%'" "$M/$M" 20)" "$M/$M" "the bridge publishes its $M outbox rows"
 out=$(ISA_NATS_CREDS=$ISA_NATS_SUBSCRIBER_CREDS nats sub "replay.$req.>" --stream ISA_REPLAY --consumer watch \

@@ -8,7 +8,7 @@
 -- every replay is bounded to [2026-01-01, 2026-06-01), which holds no other.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(44);
+SELECT plan(47);
 
 -- ---------------------------------------------------------------- a projection
 -- A test projection of the event service's: the handler records what it got,
@@ -132,6 +132,9 @@ SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2026-01-01'',
                  'P0001', NULL, 'a handler''s error is the replay''s error');
 UPDATE event.events SET data = '{"amount": 3}' WHERE id = (SELECT id FROM stored WHERE label = 'c');
 
+SELECT is((SELECT (kind, events, applied, force, requested_by = session_user)::text FROM event.replays
+            WHERE subscription_id = (SELECT one FROM subs) ORDER BY request_id DESC LIMIT 1),
+          '(subscription,2,2,t,t)', 'event.replays records each replay: what, how many, who');
 SELECT throws_ok('SELECT event.replay_to_subscription(-42, ''2026-01-01'', ''2026-06-01'')', 'P0002', 'subscription -42 does not exist',
                  'replay to an unknown subscription: P0002');
 SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2026-05-01'', ''2026-04-01'')', (SELECT one FROM subs)),
@@ -144,6 +147,7 @@ SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2026-01-01'',
 -- ---------------------------------------------------------------- replay_to_subject
 CREATE TEMP TABLE req AS
 SELECT event.replay_to_subject('2026-01-01', '2026-06-01', 'tokens.*') AS id, 0 AS k;
+GRANT SELECT ON req TO PUBLIC;
 SELECT is((SELECT count(*) FROM event.outbox WHERE subject LIKE 'replay.' || (SELECT id FROM req) || '.%'), 5::bigint,
           'replay_to_subject writes one outbox row per stored event the filter takes');
 SELECT is((SELECT count(*) FROM event.outbox o JOIN stored s ON s.id = o.envelope_id
@@ -157,6 +161,9 @@ SELECT is((SELECT count(*) FROM event.outbox o JOIN stored s ON s.id = o.envelop
 SELECT results_eq($$SELECT envelope_id FROM event.outbox WHERE subject LIKE 'replay.' || (SELECT id FROM req) || '.%' ORDER BY id$$,
                   $$SELECT id FROM stored WHERE event_type LIKE 'tokens.%' ORDER BY occurred_at, id$$,
                   'the rows'' own ids (the publishing order) follow the original order (occurred_at, id)');
+SELECT is((SELECT (kind, events, event_type, requested_by = session_user)::text FROM event.replays
+            WHERE request_id = (SELECT id FROM req)),
+          '(subject,5,tokens.*,t)', 'event.replays records the request and its number of events');
 SELECT is((SELECT count(*) FROM event.outbox WHERE envelope_id = id), 0::bigint,
           'and differ from the event ids: the Nats-Msg-Id is distinct per replay');
 INSERT INTO req SELECT event.replay_to_subject('2026-03-01 10:30Z', '2026-04-01', source => 'wallet_service'), 1;
@@ -189,6 +196,8 @@ SELECT is((SELECT count(*) FROM unnest(ARRAY['isa_app', 'isa_app_event', 'isa_ap
           0::bigint, 'no other role may replay, nor apply an event');
 SET LOCAL ROLE isa_compliance;
 SELECT lives_ok('SELECT event.replay_to_subject(''2026-03-01'', ''2026-03-02'')', 'isa_compliance starts a replay');
+SELECT is((SELECT count(*) FROM event.replays WHERE request_id IN (SELECT id FROM req)), 2::bigint,
+          'and reads event.replays');
 SELECT throws_ok(format('SELECT isa.apply_event(%s, NULL)', (SELECT one FROM subs)), '42501', NULL,
                  'but may not apply an event itself');
 RESET ROLE;
