@@ -4,8 +4,8 @@
 -- handler in their original order (occurred_at, id); event.replay_to_subject
 -- writes them to the event service's outbox for replay.<request>.<subject>
 -- with their original envelope; only isa_admin and isa_compliance may
--- replay.  The events are put into event.events directly, in 2026-03/04:
--- every replay is bounded to [2026-01-01, 2026-06-01), which holds no other.
+-- replay.  The events are put into event.events directly, in 2001-03/04:
+-- every replay is bounded to [2001-01-01, 2001-06-01), which holds no other.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(47);
@@ -52,12 +52,22 @@ GRANT SELECT ON subs TO PUBLIC;
 CREATE TEMP TABLE stored (label text, id uuid, occurred_at timestamptz, event_type text, source text,
                           version text, data jsonb);
 INSERT INTO stored VALUES
-    ('a', 'f0000000-0000-7000-8000-00000000000a', '2026-03-01 10:00Z', 'tokens.deducted', 'wallet_service', '1.0.0', '{"amount": 1}'),
-    ('b', '00000000-0000-7000-8000-00000000000b', '2026-03-01 11:00Z', 'tokens.credited', 'wallet_service', '1.0.0', '{"amount": 2}'),
-    ('c', '50000000-0000-7000-8000-00000000000c', '2026-03-01 11:00Z', 'tokens.deducted', 'wallet_service', '1.2.0', '{"amount": 3}'),
-    ('d', '10000000-0000-7000-8000-00000000000d', '2026-03-02 09:00Z', 'user.created', 'account_service', '1.0.0', '{"amount": 4}'),
-    ('e', '20000000-0000-7000-8000-00000000000e', '2026-03-03 09:00Z', 'tokens.deducted', 'wallet_service', '2.0.0', '{"amount": 5}'),
-    ('f', '30000000-0000-7000-8000-00000000000f', '2026-04-01 09:00Z', 'tokens.deducted', 'wallet_service', '1.0.0', '{"amount": 6}');
+    ('a', 'f0000000-0000-7000-8000-00000000000a', '2001-03-01 10:00Z', 'tokens.deducted', 'wallet_service', '1.0.0', '{"amount": 1}'),
+    ('b', '00000000-0000-7000-8000-00000000000b', '2001-03-01 11:00Z', 'tokens.credited', 'wallet_service', '1.0.0', '{"amount": 2}'),
+    ('c', '50000000-0000-7000-8000-00000000000c', '2001-03-01 11:00Z', 'tokens.deducted', 'wallet_service', '1.2.0', '{"amount": 3}'),
+    ('d', '10000000-0000-7000-8000-00000000000d', '2001-03-02 09:00Z', 'user.created', 'account_service', '1.0.0', '{"amount": 4}'),
+    ('e', '20000000-0000-7000-8000-00000000000e', '2001-03-03 09:00Z', 'tokens.deducted', 'wallet_service', '2.0.0', '{"amount": 5}'),
+    ('f', '30000000-0000-7000-8000-00000000000f', '2001-04-01 09:00Z', 'tokens.deducted', 'wallet_service', '1.0.0', '{"amount": 6}');
+-- 2001: no other event is stored then.  The store makes monthly partitions
+-- from the current month on; the stand-in's one partition covers 2001.
+DO $$
+BEGIN
+    CREATE TABLE pgtap_replay.events_2001 PARTITION OF event.events
+        FOR VALUES FROM ('2001-01-01 00:00Z') TO ('2002-01-01 00:00Z');
+EXCEPTION WHEN invalid_object_definition THEN   -- overlaps a partition that holds 2001
+    NULL;
+END
+$$;
 INSERT INTO event.events (id, occurred_at, event_type, source, subject, version, data, metadata)
 SELECT id, occurred_at, event_type, source, source || '.' || event_type, version, data,
        jsonb_build_object('correlation_id', id)
@@ -101,52 +111,52 @@ SELECT throws_ok(format('SELECT isa.apply_event(%s, ROW(NULL, ''tokens.deducted'
 
 -- ---------------------------------------------------------------- replay_to_subscription
 DELETE FROM pgtap_replay.applied;
-SELECT is((SELECT (seen, applied, skipped)::text FROM event.replay_to_subscription((SELECT one FROM subs), '2026-01-01', '2026-06-01')),
+SELECT is((SELECT (seen, applied, skipped)::text FROM event.replay_to_subscription((SELECT one FROM subs), '2001-01-01', '2001-06-01')),
           '(5,4,1)',
           'replay_to_subscription: the 5 stored events the filter takes, 4 applied, the one applied before skipped');
 SELECT results_eq('SELECT event_id FROM pgtap_replay.applied ORDER BY n',
                   $$SELECT id FROM stored WHERE label IN ('b', 'c', 'e', 'f') ORDER BY occurred_at, id$$,
                   'in their original order (occurred_at, id), not in id order');
-SELECT is((SELECT (seen, applied, skipped)::text FROM event.replay_to_subscription((SELECT one FROM subs), '2026-01-01', '2026-06-01')),
+SELECT is((SELECT (seen, applied, skipped)::text FROM event.replay_to_subscription((SELECT one FROM subs), '2001-01-01', '2001-06-01')),
           '(5,0,5)', 'a second replay applies nothing: all skipped');
 DELETE FROM pgtap_replay.applied;
 SELECT is((SELECT (seen, applied, skipped)::text
-             FROM event.replay_to_subscription((SELECT one FROM subs), '2026-01-01', '2026-06-01', force => true)),
+             FROM event.replay_to_subscription((SELECT one FROM subs), '2001-01-01', '2001-06-01', force => true)),
           '(5,5,0)', 'force applies all again');
 SELECT results_eq('SELECT event_id FROM pgtap_replay.applied ORDER BY n',
                   $$SELECT id FROM stored WHERE label IN ('a', 'b', 'c', 'e', 'f') AND source = 'wallet_service'
                      ORDER BY occurred_at, id$$,
                   'in the original order');
 SELECT is((SELECT (seen, applied, skipped)::text
-             FROM event.replay_to_subscription((SELECT one FROM subs), '2026-03-01 10:30Z', '2026-04-01', 'tokens.deducted', true)),
+             FROM event.replay_to_subscription((SELECT one FROM subs), '2001-03-01 10:30Z', '2001-04-01', 'tokens.deducted', true)),
           '(2,2,0)', 'only [from_time, to_time) and the event types of the filter');
 DELETE FROM pgtap_replay.applied;
-SELECT is((SELECT (seen, applied, skipped)::text FROM event.replay_to_subscription((SELECT batch FROM subs), '2026-01-01', '2026-06-01')),
+SELECT is((SELECT (seen, applied, skipped)::text FROM event.replay_to_subscription((SELECT batch FROM subs), '2001-01-01', '2001-06-01')),
           '(4,3,1)', 'a batch subscription: its major versions only (not e, 2.0.0), a applied before');
 SELECT results_eq('SELECT event_id FROM pgtap_replay.applied ORDER BY n',
                   $$SELECT id FROM stored WHERE label IN ('b', 'c', 'f') ORDER BY occurred_at, id$$,
                   'in the original order too');
 
 UPDATE event.events SET data = '{"fail": true}' WHERE id = (SELECT id FROM stored WHERE label = 'c');
-SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2026-01-01'', ''2026-06-01'', NULL, true)', (SELECT one FROM subs)),
+SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2001-01-01'', ''2001-06-01'', NULL, true)', (SELECT one FROM subs)),
                  'P0001', NULL, 'a handler''s error is the replay''s error');
 UPDATE event.events SET data = '{"amount": 3}' WHERE id = (SELECT id FROM stored WHERE label = 'c');
 
 SELECT is((SELECT (kind, events, applied, force, requested_by = session_user)::text FROM event.replays
             WHERE subscription_id = (SELECT one FROM subs) ORDER BY request_id DESC LIMIT 1),
           '(subscription,2,2,t,t)', 'event.replays records each replay: what, how many, who');
-SELECT throws_ok('SELECT event.replay_to_subscription(-42, ''2026-01-01'', ''2026-06-01'')', 'P0002', 'subscription -42 does not exist',
+SELECT throws_ok('SELECT event.replay_to_subscription(-42, ''2001-01-01'', ''2001-06-01'')', 'P0002', 'subscription -42 does not exist',
                  'replay to an unknown subscription: P0002');
-SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2026-05-01'', ''2026-04-01'')', (SELECT one FROM subs)),
+SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2001-05-01'', ''2001-04-01'')', (SELECT one FROM subs)),
                  '22023', 'from_time must be before to_time', 'an empty range: 22023');
-SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, NULL, ''2026-04-01'')', (SELECT one FROM subs)),
+SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, NULL, ''2001-04-01'')', (SELECT one FROM subs)),
                  '22004', 'from_time must not be null', 'no from_time: 22004');
-SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2026-01-01'', ''2026-06-01'', ''tokens.>.x'')', (SELECT one FROM subs)),
+SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2001-01-01'', ''2001-06-01'', ''tokens.>.x'')', (SELECT one FROM subs)),
                  '22023', NULL, 'a bad event type filter: 22023');
 
 -- ---------------------------------------------------------------- replay_to_subject
 CREATE TEMP TABLE req AS
-SELECT event.replay_to_subject('2026-01-01', '2026-06-01', 'tokens.*') AS id, 0 AS k;
+SELECT event.replay_to_subject('2001-01-01', '2001-06-01', 'tokens.*') AS id, 0 AS k;
 GRANT SELECT ON req TO PUBLIC;
 SELECT is((SELECT count(*) FROM event.outbox WHERE subject LIKE 'replay.' || (SELECT id FROM req) || '.%'), 5::bigint,
           'replay_to_subject writes one outbox row per stored event the filter takes');
@@ -166,7 +176,7 @@ SELECT is((SELECT (kind, events, event_type, requested_by = session_user)::text 
           '(subject,5,tokens.*,t)', 'event.replays records the request and its number of events');
 SELECT is((SELECT count(*) FROM event.outbox WHERE envelope_id = id), 0::bigint,
           'and differ from the event ids: the Nats-Msg-Id is distinct per replay');
-INSERT INTO req SELECT event.replay_to_subject('2026-03-01 10:30Z', '2026-04-01', source => 'wallet_service'), 1;
+INSERT INTO req SELECT event.replay_to_subject('2001-03-01 10:30Z', '2001-04-01', source => 'wallet_service'), 1;
 SELECT is((SELECT count(*) FROM event.outbox WHERE subject LIKE 'replay.' || (SELECT id FROM req WHERE k = 1) || '.%'), 3::bigint,
           'a second request: its own id, the range and the source given');
 SELECT is((SELECT count(DISTINCT id) FROM event.outbox WHERE split_part(subject, '.', 2)::uuid IN (SELECT id FROM req)), 8::bigint,
@@ -180,7 +190,7 @@ SELECT throws_ok($$INSERT INTO event.outbox (id, source, event_type, version, oc
                            'wallet_service.tokens.deducted', isa.uuid_v7(), 'wallet_service')$$,
                  '23514', NULL, 'an outbox row may not be overridden to any subject but replay.>');
 SELECT has_trigger('event', 'outbox', 'outbox_replay_written', 'a replay''s commit wakes the bridge');
-SELECT throws_ok($$SELECT event.replay_to_subject('2026-05-01', '2026-04-01')$$, '22023', 'from_time must be before to_time',
+SELECT throws_ok($$SELECT event.replay_to_subject('2001-05-01', '2001-04-01')$$, '22023', 'from_time must be before to_time',
                  'replay_to_subject: an empty range: 22023');
 
 -- ---------------------------------------------------------------- who may replay
@@ -195,18 +205,18 @@ SELECT is((SELECT count(*) FROM unnest(ARRAY['isa_app', 'isa_app_event', 'isa_ap
                OR has_function_privilege(r, 'isa.apply_event(bigint, isa.event, boolean)', 'EXECUTE')),
           0::bigint, 'no other role may replay, nor apply an event');
 SET LOCAL ROLE isa_compliance;
-SELECT lives_ok('SELECT event.replay_to_subject(''2026-03-01'', ''2026-03-02'')', 'isa_compliance starts a replay');
+SELECT lives_ok('SELECT event.replay_to_subject(''2001-03-01'', ''2001-03-02'')', 'isa_compliance starts a replay');
 SELECT is((SELECT count(*) FROM event.replays WHERE request_id IN (SELECT id FROM req)), 2::bigint,
           'and reads event.replays');
 SELECT throws_ok(format('SELECT isa.apply_event(%s, NULL)', (SELECT one FROM subs)), '42501', NULL,
                  'but may not apply an event itself');
 RESET ROLE;
 SET LOCAL ROLE isa_admin;
-SELECT is((SELECT applied FROM event.replay_to_subscription((SELECT one FROM subs), '2026-01-01', '2026-06-01', force => true)),
+SELECT is((SELECT applied FROM event.replay_to_subscription((SELECT one FROM subs), '2001-01-01', '2001-06-01', force => true)),
           5::bigint, 'isa_admin replays to a subscription');
 RESET ROLE;
 SET LOCAL ROLE isa_app;
-SELECT throws_ok('SELECT event.replay_to_subject(''2026-03-01'', ''2026-03-02'')', '42501', NULL, 'isa_app may not: 42501');
+SELECT throws_ok('SELECT event.replay_to_subject(''2001-03-01'', ''2001-03-02'')', '42501', NULL, 'isa_app may not: 42501');
 RESET ROLE;
 
 SELECT * FROM finish();
