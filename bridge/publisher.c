@@ -14,7 +14,9 @@
  * (envelope_id, envelope_source); its own id, made for the replay, stays the
  * Nats-Msg-Id: distinct per (replay, event), so the stream's duplicate window
  * does not drop a second replay of an event, yet a crash still republishes it
- * under the same id.
+ * under the same id.  A replay's failed row holds back the later rows of its
+ * replay only, not its source's (event_service): a stream ISA_REPLAY that
+ * cannot be written must not stop the service's own events.
  *
  * Docs: docs/bridge.md, "Publishing".
  */
@@ -134,12 +136,15 @@ prepare_plans(void)
 										   "  o.metadata->>'traceparent', o.metadata->>'correlation_id', "
 										   "  o.source, o.event_type, "
 										   "  (SELECT s.name FROM isa.services s WHERE s.source = o.source), "
-										   "  o.tableoid::regclass::text, o.ctid "
+										   "  o.tableoid::regclass::text, o.ctid, %s "
 										   "FROM isa.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
 										   override ? "coalesce(o.subject, o.source || '.' || o.event_type)"
 										   : "o.source || '.' || o.event_type",
 										   override ? "coalesce(o.envelope_id, o.id)" : "o.id",
-										   override ? "coalesce(o.envelope_source, o.source)" : "o.source"),
+										   override ? "coalesce(o.envelope_source, o.source)" : "o.source",
+										   /* what a failed row holds back: its source, or its replay */
+										   override ? "coalesce(substring(o.subject from '^replay\\.[^.]+'), o.source)"
+										   : "o.source"),
 								  1, types);
 		if (select_plan == NULL)
 			elog(ERROR, "isa bridge: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -184,6 +189,7 @@ isa_publish_round(void)
 			  **traces,
 			  **correlations,
 			  **sources,
+			  **order_keys,
 			  **types,
 			  **services;
 	int		   *lens;
@@ -193,7 +199,7 @@ isa_publish_round(void)
 	bool	   *mark;
 	int			nmark = 0;
 	int			nfailed = 0;
-	List	   *blocked_sources = NIL;
+	List	   *blocked_keys = NIL;
 
 	if (batch_cxt == NULL)
 		batch_cxt = AllocSetContextCreate(TopMemoryContext, "isa bridge publish batch",
@@ -249,6 +255,7 @@ isa_publish_round(void)
 	traces = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	correlations = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	sources = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	order_keys = palloc(sizeof(char *) * n);
 	types = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	services = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	lens = MemoryContextAlloc(batch_cxt, sizeof(int) * n);
@@ -276,6 +283,7 @@ isa_publish_round(void)
 		traces[i] = batch_copy(tup, desc, 4);
 		correlations[i] = batch_copy(tup, desc, 5);
 		sources[i] = batch_copy(tup, desc, 6);
+		order_keys[i] = batch_copy(tup, desc, 11);
 		types[i] = batch_copy(tup, desc, 7);
 		services[i] = batch_copy(tup, desc, 8);
 	}
@@ -289,8 +297,8 @@ isa_publish_round(void)
 		bool		blocked = false;
 		ListCell   *lc;
 
-		foreach(lc, blocked_sources)
-			blocked |= strcmp((char *) lfirst(lc), sources[i]) == 0;
+		foreach(lc, blocked_keys)
+			blocked |= strcmp((char *) lfirst(lc), order_keys[i]) == 0;
 		if (results[i] == NL_ACKED && !blocked)
 		{
 			mark[i] = true;
@@ -301,7 +309,7 @@ isa_publish_round(void)
 			if (results[i] != NL_ACKED)
 				nfailed++;
 			if (!blocked)
-				blocked_sources = lappend(blocked_sources, sources[i]);
+				blocked_keys = lappend(blocked_keys, order_keys[i]);
 		}
 	}
 
