@@ -109,6 +109,13 @@ DECLARE
 BEGIN
     PERFORM isa.not_null('subscription_id', subscription_id);
     PERFORM event._check_replay_range(from_time, to_time, event_type);
+    -- force runs a handler's side effects again (a charge, an email): the
+    -- operators' decision, not compliance's.  session_user: a definer does
+    -- not see its caller's role, the login is what a person holds.
+    IF force AND NOT pg_has_role(session_user, 'isa_admin', 'USAGE') THEN
+        RAISE EXCEPTION 'only isa_admin may force a replay' USING ERRCODE = '42501',
+            HINT = 'force applies again what the handler applied already, its side effects too; without force the replay applies only the events the subscription has not applied.';
+    END IF;
     SELECT * INTO s FROM isa.subscriptions x WHERE x.id = replay_to_subscription.subscription_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription % does not exist', subscription_id USING ERRCODE = 'P0002',
@@ -143,7 +150,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION event.replay_to_subscription(bigint, timestamptz, timestamptz, text, boolean) IS
-    'Applies the stored events of [from_time, to_time) that a subscription takes (its subject filter and major versions; event_type, a NATS-style filter, narrows them) to its handler in their original order (occurred_at, id), in this transaction, through its inbox: those it applied already are skipped unless force. Returns how many were seen, applied and skipped; event.replays records it. A handler''s error is raised (nothing is applied). isa_admin, isa_compliance. P0002 unknown subscription, 22023 bad range or filter, 22004.';
+    'Applies the stored events of [from_time, to_time) that a subscription takes (its subject filter and major versions; event_type, a NATS-style filter, narrows them) to its handler in their original order (occurred_at, id), in this transaction, through its inbox: those it applied already are skipped unless force (isa_admin only). Returns how many were seen, applied and skipped; event.replays records it. A handler''s error is raised (nothing is applied). isa_admin, isa_compliance. P0002 unknown subscription, 22023 bad range or filter, 42501 force by another than isa_admin, 22004.';
 
 CREATE FUNCTION event.replay_to_subject(
     from_time  timestamptz,

@@ -8,7 +8,7 @@
 -- every replay is bounded to [2001-01-01, 2001-06-01), which holds no other.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(47);
+SELECT plan(49);
 
 -- ---------------------------------------------------------------- a projection
 -- A test projection of the event service's: the handler records what it got,
@@ -204,13 +204,18 @@ SELECT is((SELECT count(*) FROM unnest(ARRAY['isa_app', 'isa_app_event', 'isa_ap
                OR has_function_privilege(r, 'event.replay_to_subject(timestamptz, timestamptz, text, text)', 'EXECUTE')
                OR has_function_privilege(r, 'isa.apply_event(bigint, isa.event, boolean)', 'EXECUTE')),
           0::bigint, 'no other role may replay, nor apply an event');
-SET LOCAL ROLE isa_compliance;
+-- as a login of the role would: session_user is who forces
+SET LOCAL SESSION AUTHORIZATION isa_compliance;
 SELECT lives_ok('SELECT event.replay_to_subject(''2001-03-01'', ''2001-03-02'')', 'isa_compliance starts a replay');
 SELECT is((SELECT count(*) FROM event.replays WHERE request_id IN (SELECT id FROM req)), 2::bigint,
           'and reads event.replays');
+SELECT is((SELECT (seen, applied)::text FROM event.replay_to_subscription((SELECT one FROM subs), '2001-01-01', '2001-06-01')),
+          '(5,0)', 'and replays to a subscription what it has not applied');
+SELECT throws_ok(format('SELECT event.replay_to_subscription(%s, ''2001-01-01'', ''2001-06-01'', force => true)', (SELECT one FROM subs)),
+                 '42501', 'only isa_admin may force a replay', 'but may not force one: 42501');
 SELECT throws_ok(format('SELECT isa.apply_event(%s, NULL)', (SELECT one FROM subs)), '42501', NULL,
-                 'but may not apply an event itself');
-RESET ROLE;
+                 'nor apply an event itself');
+RESET SESSION AUTHORIZATION;
 SET LOCAL ROLE isa_admin;
 SELECT is((SELECT applied FROM event.replay_to_subscription((SELECT one FROM subs), '2001-01-01', '2001-06-01', force => true)),
           5::bigint, 'isa_admin replays to a subscription');
