@@ -100,26 +100,6 @@ isa_replay_dead_letter(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(applied);
 }
 
-/* Whether a NATS subject matches a subscription filter (* one token, > the rest). */
-static bool
-subject_matches(const char *subject, const char *filter)
-{
-	for (;;)
-	{
-		size_t		slen = strcspn(subject, ".");
-		size_t		flen = strcspn(filter, ".");
-
-		if (flen == 1 && filter[0] == '>')
-			return slen > 0;
-		if (!(flen == 1 && filter[0] == '*') && (flen != slen || strncmp(subject, filter, slen) != 0))
-			return false;
-		if (subject[slen] == '\0' || filter[flen] == '\0')
-			return subject[slen] == '\0' && filter[flen] == '\0';
-		subject += slen + 1;
-		filter += flen + 1;
-	}
-}
-
 /* A field of an isa.event that must be there, as text (22023 if NULL). */
 static char *
 event_field(HeapTupleHeader th, const char *field)
@@ -151,8 +131,8 @@ isa_apply_event(PG_FUNCTION_ARGS)
 	bool		force = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
 	Datum		event;
 	HeapTupleHeader th;
-	Oid			types[1] = {INT8OID};
-	Datum		args[1];
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
 	int			ret;
 	HeapTuple	tup;
 	TupleDesc	desc;
@@ -186,12 +166,15 @@ isa_apply_event(PG_FUNCTION_ARGS)
 	event_type = event_field(th, "event_type");
 	version = event_field(th, "version");
 
+	subject = psprintf("%s.%s", source, event_type);
 	args[0] = Int64GetDatum(id);
+	args[1] = CStringGetTextDatum(subject);
 	SPI_connect();
 	ret = SPI_execute_with_args("SELECT s.service, s.durable_name, s.subject_filter, s.handler::oid, s.owner_role, "
-								"       (SELECT string_agg(v, ',') FROM jsonb_array_elements_text(s.options->'versions') v) "
+								"       (SELECT string_agg(v, ',') FROM jsonb_array_elements_text(s.options->'versions') v), "
+								"       isa.subject_matches($2, s.subject_filter) "
 								"  FROM isa.subscriptions s WHERE s.id = $1",
-								1, types, args, NULL, true, 0);
+								2, types, args, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading the subscription failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -207,8 +190,7 @@ isa_apply_event(PG_FUNCTION_ARGS)
 	owner = SPI_getvalue(tup, desc, 5);
 	versions = SPI_getvalue(tup, desc, 6);
 
-	subject = psprintf("%s.%s", source, event_type);
-	if (strcmp(source, ISA_DEVICE_MESSAGE_SOURCE) != 0 && !subject_matches(subject, filter))
+	if (strcmp(source, ISA_DEVICE_MESSAGE_SOURCE) != 0 && !DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("subscription " INT64_FORMAT " (%s) does not take events on %s: its filter is %s",

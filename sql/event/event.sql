@@ -4,7 +4,8 @@
 -- STAND-IN (the store helper's file replaces it): only what replay needs to
 -- be tested — event.events as docs/services/event.md fixes it, one partition
 -- for 2000–2100, isa_compliance's read access, and the NATS subject matcher
--- the store's branch adds to sql/core/subscriptions.sql.
+-- the store's branch adds to sql/core/subscriptions.sql (isa.apply_event and
+-- the replay use it).
 CREATE TABLE event.events (
     id             uuid        NOT NULL,   -- the envelope's id
     occurred_at    timestamptz NOT NULL,   -- the envelope's timestamp: partition key
