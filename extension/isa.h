@@ -105,6 +105,7 @@ extern bool isa_valid_event_type(const char *s, int len);
 extern bool isa_valid_version(const char *s, int len);
 extern bool isa_valid_source(const char *s, int len);
 extern bool isa_parse_uuid(const char *s, int len, pg_uuid_t *uuid);
+extern bool isa_valid_traceparent(const char *s, int len);	/* W3C, docs/tracing.md */
 
 /* extension/crypto.c: libsodium primitives */
 extern void isa_crypto_init(void);

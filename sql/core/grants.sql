@@ -39,6 +39,10 @@ GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
 GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
 
+-- isa_compliance reads whole chains (docs/tracing.md): the causation tree.
+GRANT USAGE ON SCHEMA isa TO isa_compliance;
+GRANT EXECUTE ON FUNCTION isa.trace(uuid) TO isa_compliance;
+
 -- What the services' own code calls of isa, as its service's role (member
 -- of isa_service); isa.publish_event lets a role publish only its own
 -- service's source (extension/publish.c).  After isa_admin's grants: an

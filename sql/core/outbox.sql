@@ -38,7 +38,9 @@ CREATE TABLE isa.inbox (
     consumer     text NOT NULL,              -- the subscription's durable name
     event_id     uuid NOT NULL,
     event_type   text NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now(),
+    processed_at timestamptz NOT NULL DEFAULT now(),   -- the applying transaction's start (retention)
+    applied_at   timestamptz DEFAULT clock_timestamp(),  -- the moment of the inbox insert, just before the
+                                                         -- handler (isa.trace; NULL in rows of 0.1.0)
     PRIMARY KEY (service, consumer, event_id)
 ) PARTITION BY LIST (service);
 COMMENT ON TABLE isa.inbox IS

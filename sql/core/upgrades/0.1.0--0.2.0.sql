@@ -87,6 +87,13 @@ CREATE TRIGGER direct_message_written
     AFTER INSERT ON isa.direct_messages
     FOR EACH STATEMENT EXECUTE FUNCTION isa._direct_message_written();
 
+-- isa.trace (sql/core/trace.sql) reads when each subscription applied an
+-- event: the inbox keeps the moment of its insert (processed_at is the
+-- applying transaction's start, the same for a whole fetched batch).  Rows
+-- of 0.1.0 keep NULL (isa.trace falls back to processed_at): no rewrite.
+ALTER TABLE isa.inbox ADD COLUMN applied_at timestamptz;
+ALTER TABLE isa.inbox ALTER COLUMN applied_at SET DEFAULT clock_timestamp();
+
 -- A replay (docs/bridge.md, "Subject override"): an outbox row may go out on a
 -- replay.> subject of its own with the original envelope's id and source.
 ALTER TABLE isa.outbox ADD COLUMN subject text, ADD COLUMN envelope_id uuid, ADD COLUMN envelope_source text;
