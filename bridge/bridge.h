@@ -101,6 +101,9 @@ extern void nl_server_url(char *buf, size_t len);
 extern uint64 nl_reconnects(void);
 extern bool nl_last_error(char *buf, size_t len);
 
+/* The stream of the replays (replay.<request>.<subject>) and how long it keeps them, seconds. */
+#define ISA_REPLAY_STREAM "ISA_REPLAY"
+#define ISA_REPLAY_MAX_AGE 3600
 extern bool nl_ensure_stream(List *sources);
 extern bool nl_ensure_consumer(const char *durable, const char *filter,
 							   int max_ack_pending, bool deliver_new);

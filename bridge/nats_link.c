@@ -487,41 +487,33 @@ nl_take_messages(int max, int *n)
 }
 
 /*
- * Creates the stream, or updates it when its subjects, replicas or duplicate
- * window differ from the configuration.
+ * Creates a stream, or updates it when its subjects, replicas, duplicate
+ * window or age limit differ from the configuration.
  */
-bool
-nl_ensure_stream(List *sources)
+static bool
+ensure_stream(const char *name, const char **subjects, int n, int max_age_s)
 {
 	jsStreamConfig cfg;
 	jsStreamInfo *si = NULL;
 	jsErrCode	ec = 0;
 	natsStatus	s;
 	SigBlock	b;
-	const char **subjects;
-	int			n = 0;
-	ListCell   *lc;
 	bool		same = false;
 
-	subjects = palloc(sizeof(char *) * (list_length(sources) + isa_device_message_nsubjects));
-	foreach(lc, sources)
-		subjects[n++] = psprintf("%s.>", (char *) lfirst(lc));
-	/* the devices' acks and heartbeats (device_messages.c); not their commands */
-	for (int i = 0; i < isa_device_message_nsubjects; i++)
-		subjects[n++] = isa_device_message_subjects[i];
-
 	jsStreamConfig_Init(&cfg);
-	cfg.Name = isa_stream;
+	cfg.Name = name;
 	cfg.Subjects = subjects;
 	cfg.SubjectsLen = n;
 	cfg.Storage = js_FileStorage;
 	cfg.Retention = js_LimitsPolicy;
 	cfg.Replicas = isa_stream_replicas;
-	cfg.Duplicates = (int64) isa_duplicate_window * 1000000000LL;
-	cfg.MaxAge = (int64) isa_stream_max_age * 1000000000LL;
+	cfg.MaxAge = (int64) max_age_s * 1000000000LL;
+	/* the window may not outlast the messages */
+	cfg.Duplicates = (int64) (max_age_s > 0 && max_age_s < isa_duplicate_window
+							  ? max_age_s : isa_duplicate_window) * 1000000000LL;
 
 	block_signals(&b);
-	s = js_GetStreamInfo(&si, js, isa_stream, NULL, &ec);
+	s = js_GetStreamInfo(&si, js, name, NULL, &ec);
 	if (s == NATS_OK)
 	{
 		jsStreamConfig *cur = si->Config;
@@ -556,10 +548,39 @@ nl_ensure_stream(List *sources)
 	if (s != NATS_OK)
 	{
 		isa_bridge_record_error("cannot create or update stream %s: %s (JetStream error %d)",
-								isa_stream, nats_error_text(s), (int) ec);
+								name, nats_error_text(s), (int) ec);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * The stream isa.stream of the sources' subjects and the devices' messages,
+ * then ISA_REPLAY, which holds the replays (replay.>, docs/bridge.md,
+ * "Subject override") for ISA_REPLAY_MAX_AGE: no consumer of isa's reads
+ * it.  A replay stream that cannot be made leaves the replays in the outbox
+ * (and the error in isa.bridge_status()); the events still flow.
+ */
+bool
+nl_ensure_stream(List *sources)
+{
+	const char **subjects;
+	const char *replay_subjects[1] = {"replay.>"};
+	int			n = 0;
+	ListCell   *lc;
+	bool		ok;
+
+	subjects = palloc(sizeof(char *) * (list_length(sources) + isa_device_message_nsubjects));
+	foreach(lc, sources)
+		subjects[n++] = psprintf("%s.>", (char *) lfirst(lc));
+	/* the devices' acks and heartbeats (device_messages.c); not their commands */
+	for (int i = 0; i < isa_device_message_nsubjects; i++)
+		subjects[n++] = isa_device_message_subjects[i];
+
+	ok = ensure_stream(isa_stream, subjects, n, isa_stream_max_age);
+	if (ok)
+		(void) ensure_stream(ISA_REPLAY_STREAM, replay_subjects, 1, ISA_REPLAY_MAX_AGE);
+	return ok;
 }
 
 bool

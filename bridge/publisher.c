@@ -3,17 +3,27 @@
  *
  * One round: in one transaction, read up to isa.publish_batch_size
  * unpublished rows in id order, publish them all asynchronously (header
- * Nats-Msg-Id = event id, so JetStream drops a republished duplicate), wait
+ * Nats-Msg-Id = the row's id, so JetStream drops a republished duplicate), wait
  * for the acks, and mark published the rows that were stored — except those
  * behind a failed row of the same source, which wait for it so that a
  * source's events never overtake each other across rounds.  A crash before
  * the commit republishes the batch under the same ids.
+ *
+ * A row with a subject override (a replay, event.replay_to_subject) goes out
+ * on its replay.> subject with the original envelope's id and source
+ * (envelope_id, envelope_source); its own id, made for the replay, stays the
+ * Nats-Msg-Id: distinct per (replay, event), so the stream's duplicate window
+ * does not drop a second replay of an event, yet a crash still republishes it
+ * under the same id.  A replay's failed row holds back the later rows of its
+ * replay only, not its source's (event_service): a stream ISA_REPLAY that
+ * cannot be written must not stop the service's own events.
  *
  * Docs: docs/bridge.md, "Publishing".
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -21,6 +31,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -81,33 +92,64 @@ isa_publisher_reset(void)
 	mark_plans = NIL;			/* the plans leak: this happens on reconfiguration only */
 }
 
+/*
+ * Whether isa.outbox has the subject override (SQL 0.2.0; 0.1.0 has not).
+ * Asked every round while the plan lacks it: the upgrade that adds it also
+ * makes event.replay_to_subject, whose rows must never go out on their
+ * original subject, and a round's snapshot sees no row committed after the
+ * column.  One syscache probe.
+ */
+static bool
+outbox_has_override(void)
+{
+	Oid			outbox = get_relname_relid("outbox", get_namespace_oid("isa", false));
+
+	return OidIsValid(outbox) && get_attnum(outbox, "subject") != InvalidAttrNumber;
+}
+
+static bool select_has_override = false;
+
 static void
 prepare_plans(void)
 {
+	if (select_plan != NULL && !select_has_override && outbox_has_override())
+	{
+		SPI_freeplan(select_plan);
+		select_plan = NULL;
+	}
 	if (select_plan == NULL)
 	{
 		Oid			types[1] = {INT4OID};
+		bool		override = outbox_has_override();
 
 		/*
 		 * The wire envelope, built as text: jsonb's output is valid JSON and
 		 * to_json quotes the strings.
 		 */
-		select_plan = SPI_prepare(
-								  "SELECT o.id::text, o.source || '.' || o.event_type, "
-								  "  '{\"id\":\"' || o.id || '\",\"event_type\":' || to_json(o.event_type) "
-								  "  || ',\"source\":' || to_json(o.source) || ',\"version\":' || to_json(o.version) "
-								  "  || ',\"timestamp\":\"' "
-								  "  || to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
-								  "  || '\",\"data\":' || o.data || ',\"metadata\":' || o.metadata || '}', "
-								  "  o.metadata->>'traceparent', o.metadata->>'correlation_id', "
-								  "  o.source, o.event_type, "
-								  "  (SELECT s.name FROM isa.services s WHERE s.source = o.source), "
-								  "  o.tableoid::regclass::text, o.ctid "
-								  "FROM isa.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+		select_plan = SPI_prepare(psprintf(
+										   "SELECT o.id::text, %s, "
+										   "  '{\"id\":\"' || %s || '\",\"event_type\":' || to_json(o.event_type) "
+										   "  || ',\"source\":' || to_json(%s) || ',\"version\":' || to_json(o.version) "
+										   "  || ',\"timestamp\":\"' "
+										   "  || to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+										   "  || '\",\"data\":' || o.data || ',\"metadata\":' || o.metadata || '}', "
+										   "  o.metadata->>'traceparent', o.metadata->>'correlation_id', "
+										   "  o.source, o.event_type, "
+										   "  (SELECT s.name FROM isa.services s WHERE s.source = o.source), "
+										   "  o.tableoid::regclass::text, o.ctid, %s "
+										   "FROM isa.outbox o WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+										   override ? "coalesce(o.subject, o.source || '.' || o.event_type)"
+										   : "o.source || '.' || o.event_type",
+										   override ? "coalesce(o.envelope_id, o.id)" : "o.id",
+										   override ? "coalesce(o.envelope_source, o.source)" : "o.source",
+										   /* what a failed row holds back: its source, or its replay */
+										   override ? "coalesce(substring(o.subject from '^replay\\.[^.]+'), o.source)"
+										   : "o.source"),
 								  1, types);
 		if (select_plan == NULL)
 			elog(ERROR, "isa bridge: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(select_plan);
+		select_has_override = override;
 	}
 }
 
@@ -147,6 +189,7 @@ isa_publish_round(void)
 			  **traces,
 			  **correlations,
 			  **sources,
+			  **order_keys,
 			  **types,
 			  **services;
 	int		   *lens;
@@ -156,7 +199,7 @@ isa_publish_round(void)
 	bool	   *mark;
 	int			nmark = 0;
 	int			nfailed = 0;
-	List	   *blocked_sources = NIL;
+	List	   *blocked_keys = NIL;
 
 	if (batch_cxt == NULL)
 		batch_cxt = AllocSetContextCreate(TopMemoryContext, "isa bridge publish batch",
@@ -212,6 +255,7 @@ isa_publish_round(void)
 	traces = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	correlations = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	sources = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
+	order_keys = palloc(sizeof(char *) * n);
 	types = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	services = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	lens = MemoryContextAlloc(batch_cxt, sizeof(int) * n);
@@ -239,6 +283,7 @@ isa_publish_round(void)
 		traces[i] = batch_copy(tup, desc, 4);
 		correlations[i] = batch_copy(tup, desc, 5);
 		sources[i] = batch_copy(tup, desc, 6);
+		order_keys[i] = batch_copy(tup, desc, 11);
 		types[i] = batch_copy(tup, desc, 7);
 		services[i] = batch_copy(tup, desc, 8);
 	}
@@ -252,8 +297,8 @@ isa_publish_round(void)
 		bool		blocked = false;
 		ListCell   *lc;
 
-		foreach(lc, blocked_sources)
-			blocked |= strcmp((char *) lfirst(lc), sources[i]) == 0;
+		foreach(lc, blocked_keys)
+			blocked |= strcmp((char *) lfirst(lc), order_keys[i]) == 0;
 		if (results[i] == NL_ACKED && !blocked)
 		{
 			mark[i] = true;
@@ -264,7 +309,7 @@ isa_publish_round(void)
 			if (results[i] != NL_ACKED)
 				nfailed++;
 			if (!blocked)
-				blocked_sources = lappend(blocked_sources, sources[i]);
+				blocked_keys = lappend(blocked_keys, order_keys[i]);
 		}
 	}
 

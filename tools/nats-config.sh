@@ -16,19 +16,19 @@
 #   tools/nats-config.sh dev DIR
 #       The same for a development stack (tools/stack.sh, tools/nats-cluster.sh):
 #       every source of the service map (sql/core/services.sql), streams
-#       ISA_EVENTS and ISA_R3 (the cluster test's), no database needed; writes
+#       ISA_EVENTS, ISA_R3 (the cluster test's) and ISA_REPLAY, no database needed; writes
 #       DIR/accounts.conf for the server configurations to include.
 #
 # Files are created mode 0600 and kept: a key is made only when absent, a
 # credential again only when its permissions changed.  The parties:
 #   admin       everything (operators, tests that forge events)
-#   <bridge>    publish its services' subjects and the devices' commands
-#               (isa.devices.*.commands, core NATS); the JetStream API of the isa
-#               stream(s) it uses (stream info/create/update, its consumers,
+#   <bridge>    publish its services' subjects, the replays (replay.>) and the
+#               devices' commands (isa.devices.*.commands, core NATS); the JetStream
+#               API of the isa stream(s) it uses and ISA_REPLAY (stream info/create/update, its consumers,
 #               pulls, acks); subscribe only to its inbox prefix _INBOX.<bridge>
 #   producer    publish external.> only (any external producer); inbox _INBOX.producer
 #   <producer>  one external producer, its own subject (model: external.usage.recorded.model)
-#   subscriber  read only: subscribe to the event subjects; stream info and
+#   subscriber  read only: subscribe to the event subjects and replay.>; stream info and
 #               message get; create, use and delete only the consumers named
 #               by --consumer (default watch); publish no event
 #   revoker     (system account) tools/isa-nats-revoker: looks up the isa
@@ -70,7 +70,7 @@ case "$MODE" in
     # the service map: every service with a schema publishes (isa.services = *)
     mapfile -t SOURCES < <(sed -n "s/^ *('[a-z_]*', *'[a-z_]*', *'\([a-z_]*\)'.*/\1/p" "$ROOT/sql/core/services.sql")
     ALL_SOURCES=("${SOURCES[@]}" external)
-    STREAMS=(ISA_EVENTS ISA_R3)
+    STREAMS=(ISA_EVENTS ISA_R3 ISA_REPLAY)
     ;;
   production)
     [ -n "$DATABASE" ] || { echo "nats-config: production needs --database CONNINFO" >&2; exit 2; }
@@ -82,6 +82,7 @@ case "$MODE" in
         ORDER BY source")
     mapfile -t ALL_SOURCES < <(q "SELECT source FROM isa.services ORDER BY source")
     mapfile -t STREAMS < <(q "SELECT current_setting('isa.stream')")
+    STREAMS+=(ISA_REPLAY)   # the replays (docs/bridge.md, "Subject override")
     ;;
   *) echo "nats-config: unknown mode '$MODE' (production or dev)" >&2; exit 2 ;;
 esac
@@ -156,6 +157,8 @@ for st in "${STREAMS[@]}"; do
 done
 # the device service's commands, sent as direct messages (docs/bridge.md, "Direct messages")
 args+=(--pub 'isa.devices.*.commands')
+# the event service's replays, into the stream ISA_REPLAY (docs/bridge.md, "Subject override")
+args+=(--pub 'replay.>')
 user "$BRIDGE" "${args[@]}" --sub "_INBOX.$BRIDGE.>"
 
 user producer --pub 'external.>' --sub '_INBOX.producer.>'
@@ -178,6 +181,7 @@ for st in "${STREAMS[@]}"; do
   done
 done
 for s in "${ALL_SOURCES[@]}"; do args+=(--sub "$s.>"); done
+args+=(--sub 'replay.>')   # an outside consumer of a replay
 user subscriber "${args[@]}" --sub '_INBOX.subscriber.>'
 
 # ---------------------------------------------------------------- the server

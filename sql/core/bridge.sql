@@ -118,6 +118,16 @@ CREATE FUNCTION isa.replay_dead_letter(id bigint) RETURNS boolean
 COMMENT ON FUNCTION isa.replay_dead_letter(bigint) IS
     'Applies a dead letter to its subscription''s handler now, in this transaction: true if applied, false if its inbox shows it was applied already. The handler''s error, if it fails again, is raised.';
 
+-- Runs as the extension's owner: it writes any service's inbox (the handler
+-- itself runs as the subscription's owner).  Only isa_admin may execute it,
+-- and the event service's replay (docs/services/event.md, "Replay").
+CREATE FUNCTION isa.apply_event(subscription_id bigint, event isa.event, force boolean DEFAULT false)
+RETURNS boolean
+    AS 'MODULE_PATHNAME', 'isa_apply_event' LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION isa.apply_event(bigint, isa.event, boolean) IS
+    'Applies one event to a subscription''s handler now, in this transaction, through its inbox as the bridge does: true if applied, false if the inbox shows it applied already (force: forget that inbox row and apply again). The handler''s error is raised. P0002 unknown subscription, 22023 an event the subscription does not take (subject or major version).';
+
 -- Every service announces the messages its subscriptions gave up on.
 SELECT isa.register_event_type('event.dead_lettered', s.source, '1.0.0',
          'A subscription of this service gave up on a message and wrote it to isa.dead_letters.',

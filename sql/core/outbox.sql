@@ -11,7 +11,13 @@ CREATE TABLE isa.outbox (
     occurred_at  timestamptz NOT NULL,       -- the envelope's timestamp
     data         jsonb NOT NULL,
     metadata     jsonb NOT NULL,
-    published_at timestamptz                 -- NULL until JetStream acknowledged it
+    published_at timestamptz,                -- NULL until JetStream acknowledged it
+    -- A replay (docs/bridge.md, "Subject override"): the row is the replaying
+    -- service's, its id orders the outbox and is the Nats-Msg-Id, but it goes
+    -- out on subject with the original envelope's id and source.
+    subject         text,                    -- NULL: <source>.<event_type>
+    envelope_id     uuid,                    -- NULL: id
+    envelope_source text                     -- NULL: source
 ) PARTITION BY LIST (source);
 COMMENT ON TABLE isa.outbox IS
     'Events committed with their domain write, waiting for (or kept after) publication; one partition per service (<schema>.outbox).';
@@ -19,6 +25,13 @@ COMMENT ON TABLE isa.outbox IS
 -- The only index: the publisher's "unpublished, in id order" scan.  Published
 -- rows leave it, so it stays as small as the backlog.
 CREATE INDEX outbox_unpublished ON isa.outbox (id) WHERE published_at IS NULL;
+
+-- A replay's rows must keep their overrides together, on a replay.> subject
+-- only (the stream ISA_REPLAY holds it; no consumer of ISA_EVENTS sees it).
+ALTER TABLE isa.outbox ADD CONSTRAINT outbox_subject_override
+    CHECK ((subject IS NULL AND envelope_id IS NULL AND envelope_source IS NULL)
+           OR (subject ~ '^replay\.[^.*>[:space:]]+(\.[^.*>[:space:]]+)+$' AND length(subject) <= 255
+               AND envelope_id IS NOT NULL AND envelope_source IS NOT NULL));
 
 CREATE TABLE isa.inbox (
     service      text NOT NULL,              -- partition key: the consuming service
@@ -174,6 +187,12 @@ CREATE FUNCTION isa.wakeup_state(
     AS 'MODULE_PATHNAME', 'isa_wakeup_state' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION isa.wakeup_state() IS
     'Commit-time wake-up state: whether isa is preloaded, the pending flags, how many commits signalled the bridge, and the bridge''s pid (NULL if none).';
+
+-- A statement trigger on an outbox partition written by plain INSERT (a
+-- replay: event.replay_to_subject) wakes the bridge at commit as
+-- isa.publish_event does.
+CREATE FUNCTION isa._outbox_written() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'isa_outbox_written_trigger' LANGUAGE C;
 
 -- Direct messages: plain NATS messages (core NATS, not JetStream, not an
 -- envelope) that a service hands to the bridge in its own transaction, on a

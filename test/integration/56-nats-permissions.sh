@@ -72,6 +72,10 @@ is "$rc" 0 "which is still there"
 # ---------------------------------------------------------------- the bridge's credential
 is "$(may "$BRIDGE" pub external.usage.recorded.model)" false "the bridge's credential may not publish external.usage.recorded.model"
 is "$(may "$BRIDGE" pub 'external.>')" false "nor anything under external.>"
+is "$(may "$BRIDGE" pub replay.r1.wallet_service.tokens.deducted)" true "the bridge may publish replays (replay.>)"
+is "$(may "$SUBSCRIBER" sub 'replay.r1.>')" true "which the subscriber may read"
+is "$(may "$PRODUCER" pub replay.r1.wallet_service.tokens.deducted)" false "and the producer may not forge"
+is "$(may "$SUBSCRIBER" pub replay.r1.wallet_service.tokens.deducted)" false "nor the subscriber"
 
 # ---------------------------------------------------------------- inboxes
 is "$(may "$PRODUCER" sub _INBOX.producer.x)" true "the producer may subscribe to its own inbox prefix _INBOX.producer"

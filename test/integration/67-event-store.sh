@@ -57,7 +57,7 @@ is "$(wait_for "SELECT count(*) FROM event.events WHERE subject = 'external.usag
 is "$(wait_for "SELECT count(*) > 0 FROM event.outbox WHERE event_type = 'event.batch.stored'" t 10)" t \
    "the store announces its batches (event.batch.stored)"
 # once the store has stored its own announcements, it announces nothing more
-settled="SELECT count(*) FROM event.outbox x WHERE NOT EXISTS (SELECT FROM event.events e WHERE e.id = x.id)"
+settled="SELECT count(*) FROM event.outbox x WHERE x.subject IS NULL AND NOT EXISTS (SELECT FROM event.events e WHERE e.id = x.id)"
 is "$(wait_for "$settled" 0 30)" 0 "the store stored its own announcements too"
 n1=$(sql "SELECT count(*) FROM event.outbox WHERE event_type = 'event.batch.stored'")
 sleep 2

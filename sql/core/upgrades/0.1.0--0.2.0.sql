@@ -93,3 +93,11 @@ CREATE TRIGGER direct_message_written
 -- of 0.1.0 keep NULL (isa.trace falls back to processed_at): no rewrite.
 ALTER TABLE isa.inbox ADD COLUMN applied_at timestamptz;
 ALTER TABLE isa.inbox ALTER COLUMN applied_at SET DEFAULT clock_timestamp();
+
+-- A replay (docs/bridge.md, "Subject override"): an outbox row may go out on a
+-- replay.> subject of its own with the original envelope's id and source.
+ALTER TABLE isa.outbox ADD COLUMN subject text, ADD COLUMN envelope_id uuid, ADD COLUMN envelope_source text;
+ALTER TABLE isa.outbox ADD CONSTRAINT outbox_subject_override
+    CHECK ((subject IS NULL AND envelope_id IS NULL AND envelope_source IS NULL)
+           OR (subject ~ '^replay\.[^.*>[:space:]]+(\.[^.*>[:space:]]+)+$' AND length(subject) <= 255
+               AND envelope_id IS NOT NULL AND envelope_source IS NOT NULL));
