@@ -371,7 +371,8 @@ isa_bridge_main(Datum arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(isa_database, NULL, 0);
-	pgstat_report_appname(isa_bridge_worker == 0 ? "isa bridge" : "isa bridge apply");
+	/* application_name: "isa bridge", or the apply worker's own name with its group's number */
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 
 	if (isa_shared == NULL || isa_bridge_worker < 0 || isa_bridge_worker > ISA_MAX_APPLY_GROUPS)
 		proc_exit(1);

@@ -1,4 +1,4 @@
-# Apply workers (isa.bridge_apply_groups; the test stack puts billing in one):
+# Apply workers (isa.bridge_apply_groups; the test stack puts billing in one, the event store and the audit trail in another):
 # billing's consumers run in their own process, the setting refuses malformed
 # groups, and SIGKILLing that process twice in the middle of 20,000 usage
 # events loses none and bills none twice.
@@ -7,9 +7,11 @@ NATS="node $(dirname "$0")/../natsclient/isa-nats.mjs"
 MODEL="it-apply-model-$$"
 N=20000
 
-is "$(sql "SHOW isa.bridge_apply_groups")" billing "the test stack runs billing in an apply group"
-is "$(wait_for "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'isa bridge apply'" 1 20)" 1 \
-   "one apply worker runs beside the bridge"
+is "$(sql "SHOW isa.bridge_apply_groups")" "billing;event,audit" \
+   "the test stack runs billing in an apply group, the two recorders in another"
+is "$(wait_for "SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_activity WHERE backend_type = 'isa bridge apply'" \
+               "isa bridge apply 1,isa bridge apply 2" 20)" "isa bridge apply 1,isa bridge apply 2" \
+   "two apply workers run beside the bridge, named by their group"
 is "$(subs_running "" 20)" "$(subs_want)/$(subs_want)" "bridge and apply worker together run every subscription"
 
 for bad in "billing;;wallet" "billing;billing" "billing,wallet;wallet" "a;b;c;d;e;f;g;h;i" "Bad Name!"; do
@@ -37,7 +39,7 @@ kills=0
 for k in 1 2; do
   # wait until billing is under way, then kill its process
   for _ in $(seq 1 200); do b=$(billed); [ "$b" -gt $((k * N / 8)) ] && break; sleep 0.05; done
-  pid=$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'isa bridge apply'" 2>/dev/null)
+  pid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'isa bridge apply 1'" 2>/dev/null)
   if [ -n "$pid" ] && [ "$(billed)" -lt "$N" ]; then kill -KILL "$pid" && kills=$((kills + 1)); fi
   sleep 1
   for _ in $(seq 1 300); do sql "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -55,7 +57,7 @@ is "$(sql "SELECT count(*) || ' ' || count(DISTINCT data->>'usage_id') FROM bill
 is "$(sql "SELECT balance FROM wallet.wallets WHERE user_id = '$uid'")" "$((1000000 - 3 * N))" \
    "the balance lost exactly 3 tokens per usage"
 is "$(sql "SELECT count(*) FROM isa.dead_letters WHERE service IN ('billing', 'wallet')")" "$dl0" "and nothing was dead-lettered"
-is "$(wait_for "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'isa bridge apply'" 1 20)" 1 \
-   "the apply worker is back"
+is "$(wait_for "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'isa bridge apply'" 2 20)" 2 \
+   "the apply workers are back"
 
 done_testing

@@ -75,11 +75,13 @@ usage=$(cat "$TMP/id")
 is "$(wait_for "SELECT count(*) FROM wallet.outbox WHERE event_type = 'wallet.tokens.deducted' AND metadata->>'correlation_id' = '$corr'" 1 20)" 1 \
    "the usage event was billed and deducted"
 
+# the event store keeps the outside event too: isa.trace then knows its source
+is "$(wait_for "SELECT count(*) FROM event.events WHERE id = '$usage'" 1 20)" 1 "the event store has the usage event"
 sql "SELECT t.depth, coalesce(t.service, '-'), t.event_type, t.trace_id, t.consumers FROM isa.trace('$corr') t" >"$TMP/trace"
 # (wallet.balance.low and its notification may follow, depending on the default threshold)
 is "$(cut -d'|' -f1-3 "$TMP/trace" | grep -E 'usage.recorded|billing.calculated|tokens.deducted' | tr '\n' ' ')" \
-   "0|-|usage.recorded.model 1|billing_service|billing.calculated 2|wallet_service|wallet.tokens.deducted " \
-   "isa.trace: the outside usage event (from billing's inbox), billing.calculated under it, wallet.tokens.deducted under that"
+   "0|external|usage.recorded.model 1|billing_service|billing.calculated 2|wallet_service|wallet.tokens.deducted " \
+   "isa.trace: the outside usage event (source external, from the event store), billing.calculated under it, wallet.tokens.deducted under that"
 is "$(cut -d'|' -f4 "$TMP/trace" | sort -u)" "${usage//-/}" "one trace id throughout: the usage event's id (it came without traceparent)"
 hops() { # the subscription services that consumed the event at DEPTH, with latency_ms >= 0
   sql "SELECT string_agg(c->>'service', ' ' ORDER BY c->>'service') FROM isa.trace('$corr') t, jsonb_array_elements(t.consumers) c

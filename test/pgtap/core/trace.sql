@@ -165,34 +165,35 @@ SELECT is((SELECT array_agg(t.depth || ' ' || coalesce(t.service, '-') || ' ' ||
           ARRAY['0 - it.trace.outside ' || pg_temp.hex(r.id), '1 wallet_service it.trace.child ' || pg_temp.hex(r.id)],
           'an outside root, known only from the inbox, heads its tree (no service, its id as trace id)')
   FROM ids r WHERE r.label = 'outside';
--- the event store, when installed, adds what it kept (here a stand-in with
--- the columns isa.trace reads, when the event service is not built in)
+-- the event store adds what it kept: into event.events itself when the
+-- event service is built in (the month's partition made as its handler
+-- would), else into a stand-in with the columns isa.trace reads
 INSERT INTO ids VALUES ('stored', isa.uuid_v7()), ('stored child', isa.uuid_v7()), ('stored chain', gen_random_uuid());
-CREATE TEMP TABLE stand_in ON COMMIT DROP AS SELECT to_regclass('event.events') IS NULL AS made;
 DO $$
 BEGIN
-    IF (SELECT made FROM stand_in) THEN
-        CREATE SCHEMA IF NOT EXISTS event;
-        CREATE TABLE event.events (id uuid, occurred_at timestamptz, event_type text, source text,
-                                   causation_id uuid, correlation_id uuid);
-        INSERT INTO event.events
-        SELECT s.id, timestamptz '2026-01-02 03:04:05+00', 'usage.recorded.model', 'external', NULL, c.id FROM ids s, ids c
-         WHERE s.label = 'stored' AND c.label = 'stored chain'
-        UNION ALL
-        SELECT k.id, timestamptz '2026-01-02 03:04:06+00', 'billing.calculated', 'billing_service', s.id, c.id FROM ids s, ids k, ids c
-         WHERE s.label = 'stored' AND k.label = 'stored child' AND c.label = 'stored chain';
+    IF to_regclass('event.events') IS NULL THEN
+        CREATE SCHEMA event;
+        CREATE TABLE event.events (id uuid, occurred_at timestamptz, event_type text, source text, subject text,
+                                   version text, causation_id uuid, correlation_id uuid, data jsonb, metadata jsonb);
+    ELSE
+        PERFORM event._ensure_partition(event._month(timestamptz '2026-12-02 03:04:05+00'));
     END IF;
 END
 $$;
+INSERT INTO event.events (id, occurred_at, event_type, source, subject, version, causation_id, correlation_id, data, metadata)
+SELECT s.id, timestamptz '2026-12-02 03:04:05+00', 'usage.recorded.model', 'external', 'external.usage.recorded.model', '1.0.0',
+       NULL, c.id, '{}'::jsonb, jsonb_build_object('correlation_id', c.id)
+  FROM ids s, ids c WHERE s.label = 'stored' AND c.label = 'stored chain'
+UNION ALL
+SELECT k.id, timestamptz '2026-12-02 03:04:06+00', 'billing.calculated', 'billing_service', 'billing_service.billing.calculated', '1.0.0',
+       s.id, c.id, '{}'::jsonb, jsonb_build_object('correlation_id', c.id, 'causation_id', s.id)
+  FROM ids s, ids k, ids c WHERE s.label = 'stored' AND k.label = 'stored child' AND c.label = 'stored chain';
 SET LOCAL timezone = 'UTC';
-SELECT CASE WHEN NOT (SELECT made FROM stand_in)
-            THEN skip('the event service is installed: its own tests cover what isa.trace reads of it')
-            ELSE is((SELECT array_agg(t.depth || ' ' || t.service || ' ' || t.event_type || ' ' || t.occurred_at ORDER BY t.depth)
-                       FROM ids c, isa.trace(c.id) t WHERE c.label = 'stored chain'),
-                    ARRAY['0 external usage.recorded.model 2026-01-02 03:04:05+00',
-                          '1 billing_service billing.calculated 2026-01-02 03:04:06+00'],
-                    'events only the event store kept (an outside one among them) make a tree too, with their source and time')
-       END;
+SELECT is((SELECT array_agg(t.depth || ' ' || t.service || ' ' || t.event_type || ' ' || t.occurred_at ORDER BY t.depth)
+             FROM ids c, isa.trace(c.id) t WHERE c.label = 'stored chain'),
+          ARRAY['0 external usage.recorded.model 2026-12-02 03:04:05+00',
+                '1 billing_service billing.calculated 2026-12-02 03:04:06+00'],
+          'events only the event store kept (an outside one among them) make a tree too, with their source and time');
 SELECT is((SELECT count(*) FROM isa.trace(gen_random_uuid())), 0::bigint, 'an unknown correlation id has an empty tree');
 SELECT throws_ok('SELECT * FROM isa.trace(NULL)', '22023', 'correlation_id must not be null', 'a NULL correlation id raises 22023');
 SELECT ok(has_function_privilege('isa_compliance', 'isa.trace(uuid)', 'EXECUTE')
