@@ -281,7 +281,9 @@ BEGIN ATOMIC
                                                  E'\n' ORDER BY f.key)
                                  FROM jsonb_each(t.data_fields) f) || E'\n'
                       END AS section
-              FROM isa.event_types t) s;
+              FROM isa.event_types t
+             -- a tracked table's events (source table) are the installation's own
+             WHERE t.source <> 'table') s;
 END;
 COMMENT ON FUNCTION isa.event_catalogue_markdown() IS
-    'The event catalogue (isa.event_types) as the Markdown of docs/events.md.';
+    'The event catalogue (isa.event_types) as the Markdown of docs/events.md, without the events of tracked tables (source table: each installation''s own).';
