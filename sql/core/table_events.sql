@@ -34,6 +34,9 @@ CREATE TABLE isa.table_tracking (
 COMMENT ON TABLE isa.table_tracking IS
     'The tables whose changes are events (isa.track_table): event name, operations, key, filter and excluded columns. Read it through isa.tracked_tables.';
 SELECT pg_catalog.pg_extension_config_dump('isa.table_tracking', '');
+-- A tracked table's event types are the installation's data, not the
+-- extension's: pg_dump keeps them (CREATE EXTENSION makes the others).
+SELECT pg_catalog.pg_extension_config_dump('isa.event_types', 'WHERE source = ''table''');
 
 -- Wake the bridge at commit, as isa.publish_event does for the other sources.
 CREATE FUNCTION isa._table_events_written() RETURNS trigger
