@@ -35,8 +35,10 @@ COMMENT ON TABLE isa.table_tracking IS
     'The tables whose changes are events (isa.track_table): event name, operations, key, filter and excluded columns. Read it through isa.tracked_tables.';
 SELECT pg_catalog.pg_extension_config_dump('isa.table_tracking', '');
 -- A tracked table's event types are the installation's data, not the
--- extension's: pg_dump keeps them (CREATE EXTENSION makes the others).
-SELECT pg_catalog.pg_extension_config_dump('isa.event_types', 'WHERE source = ''table''');
+-- extension's: pg_dump keeps them (CREATE EXTENSION makes the others,
+-- event.dead_lettered of source table included).
+SELECT pg_catalog.pg_extension_config_dump('isa.event_types',
+    'WHERE source = ''table'' AND event_type <> ''event.dead_lettered''');
 
 -- Wake the bridge at commit, as isa.publish_event does for the other sources.
 CREATE FUNCTION isa._table_events_written() RETURNS trigger

@@ -110,8 +110,10 @@ CREATE TABLE isa.table_tracking (
 );
 SELECT pg_catalog.pg_extension_config_dump('isa.table_tracking', '');
 -- A tracked table's event types are the installation's data, not the
--- extension's: pg_dump keeps them (CREATE EXTENSION makes the others).
-SELECT pg_catalog.pg_extension_config_dump('isa.event_types', 'WHERE source = ''table''');
+-- extension's: pg_dump keeps them (CREATE EXTENSION makes the others,
+-- event.dead_lettered of source table included).
+SELECT pg_catalog.pg_extension_config_dump('isa.event_types',
+    'WHERE source = ''table'' AND event_type <> ''event.dead_lettered''');
 CREATE FUNCTION isa._table_events_written() RETURNS trigger
     AS 'MODULE_PATHNAME', 'isa_outbox_written_trigger' LANGUAGE C;
 CREATE TRIGGER table_events_written
