@@ -408,8 +408,9 @@ COMMENT ON FUNCTION isa.untrack_table(regclass) IS
     'Stops publishing a tracked table''s changes: drops its triggers and its event types. 42501 not the owner; P0002 not tracked. Events already committed are still published.';
 
 -- ALTER TABLE of a tracked table: its new columns join the catalogue's
--- fields, a rename follows the table, and dropping or renaming a column the
--- options name fails (42703) with the ALTER.  DROP TABLE untracks.
+-- fields, a rename (of the table or its schema) follows the table, and
+-- dropping or renaming a column the options name fails (42703) with the
+-- ALTER.  DROP TABLE untracks.
 CREATE FUNCTION isa._tracked_table_altered() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -421,30 +422,32 @@ BEGIN
     IF NOT EXISTS (SELECT FROM isa.table_tracking) THEN
         RETURN;
     END IF;
-    FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
-                WHERE c.classid = 'pg_class'::regclass LOOP
-        -- the trigger's argument names the tracking, whatever the table is called now
-        SELECT convert_from(substring(t.tgargs FROM 1 FOR position('\x00'::bytea IN t.tgargs) - 1), 'UTF8')
-          INTO name
-          FROM pg_trigger t
-         WHERE t.tgrelid = cmd.objid AND t.tgname LIKE 'isa\_track\_%' AND t.tgnargs = 1
-         LIMIT 1;
-        IF name IS NULL THEN
-            SELECT k.event_name INTO name FROM isa.table_tracking k, pg_class r, pg_namespace n
-             WHERE r.oid = cmd.objid AND n.oid = r.relnamespace
-               AND (k.schema_name, k.table_name) = (n.nspname, r.relname);
-        END IF;
-        CONTINUE WHEN name IS NULL;
+    FOR cmd IN SELECT DISTINCT c.classid, c.objid FROM pg_event_trigger_ddl_commands() c
+                WHERE c.classid IN ('pg_class'::regclass, 'pg_namespace'::regclass) LOOP
+        -- A tracking follows its table to a new name or schema, known by the
+        -- argument of the table's triggers, but only when the name it had
+        -- is gone: a trigger attached by hand to another table never takes
+        -- a tracking away from its table.
         UPDATE isa.table_tracking k SET schema_name = n.nspname, table_name = r.relname
-          FROM pg_class r, pg_namespace n
-         WHERE k.event_name = name AND r.oid = cmd.objid AND n.oid = r.relnamespace
-           AND (k.schema_name, k.table_name) <> (n.nspname, r.relname);
+          FROM pg_trigger t, pg_class r, pg_namespace n
+         WHERE (CASE WHEN cmd.classid = 'pg_class'::regclass THEN r.oid = cmd.objid
+                     ELSE r.relnamespace = cmd.objid END)
+           AND t.tgrelid = r.oid AND n.oid = r.relnamespace
+           AND t.tgfoid = 'isa._table_changed()'::regprocedure AND t.tgnargs = 1
+           AND convert_from(substring(t.tgargs FROM 1 FOR position('\x00'::bytea IN t.tgargs) - 1), 'UTF8') = k.event_name
+           AND (k.schema_name, k.table_name) <> (n.nspname, r.relname)
+           AND to_regclass(format('%I.%I', k.schema_name, k.table_name)) IS NULL;
+        CONTINUE WHEN cmd.classid <> 'pg_class'::regclass;
+        SELECT k.event_name INTO name FROM isa.table_tracking k, pg_class r, pg_namespace n
+         WHERE r.oid = cmd.objid AND n.oid = r.relnamespace
+           AND (k.schema_name, k.table_name) = (n.nspname, r.relname);
+        CONTINUE WHEN name IS NULL;
         PERFORM isa._register_table_events(name);
     END LOOP;
 END
 $$;
 CREATE EVENT TRIGGER isa_tracked_table_altered ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
     EXECUTE FUNCTION isa._tracked_table_altered();
 
 CREATE FUNCTION isa._tracked_table_dropped() RETURNS event_trigger

@@ -121,7 +121,7 @@ CREATE TRIGGER table_events_written
     FOR EACH STATEMENT EXECUTE FUNCTION isa._table_events_written();
 CREATE FUNCTION isa._tracked_table_altered() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
 CREATE EVENT TRIGGER isa_tracked_table_altered ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
     EXECUTE FUNCTION isa._tracked_table_altered();
 CREATE FUNCTION isa._tracked_table_dropped() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
 CREATE EVENT TRIGGER isa_tracked_table_dropped ON sql_drop

@@ -5,7 +5,7 @@
 -- operations, the updates that count, the columns left out and the key.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(62);
+SELECT plan(66);
 
 SET LOCAL client_min_messages = warning;
 CREATE ROLE t17_owner NOLOGIN;
@@ -202,6 +202,18 @@ SELECT is((SELECT relation::text FROM isa.tracked_tables WHERE event_name = 'loo
 INSERT INTO t17.loose2 VALUES (3, NULL);
 SELECT is((SELECT data ->> 'table' FROM pg_temp.events('loose') ORDER BY id DESC LIMIT 1), 't17.loose2',
           'and publishes with its new name');
+CREATE SCHEMA t17s;
+CREATE TABLE t17s.moving (id int PRIMARY KEY);
+SELECT isa.track_table('t17s.moving');
+ALTER SCHEMA t17s RENAME TO t17s_renamed;
+SELECT is((SELECT relation::text FROM isa.tracked_tables WHERE event_name = 'moving'), 't17s_renamed.moving',
+          'a renamed schema: its tracked tables stay tracked');
+INSERT INTO t17s_renamed.moving VALUES (1);
+SELECT is((SELECT data ->> 'table' FROM pg_temp.events('moving')), 't17s_renamed.moving',
+          'and publish with the new schema''s name');
+DROP SCHEMA t17s_renamed CASCADE;
+SELECT is((SELECT count(*) FROM isa.table_tracking WHERE event_name = 'moving'), 0::bigint,
+          'DROP SCHEMA … CASCADE untracks its tables');
 DROP TABLE t17.loose2;
 SELECT is((SELECT count(*) FROM isa.table_tracking WHERE event_name = 'loose'), 0::bigint, 'DROP TABLE untracks it');
 SELECT is((SELECT count(*) FROM isa.event_types WHERE event_type LIKE 'loose.%'), 0::bigint, 'and takes its event types');
@@ -229,6 +241,9 @@ CREATE TRIGGER forged AFTER INSERT ON t17.pairs REFERENCING NEW TABLE AS new_row
     FOR EACH STATEMENT EXECUTE FUNCTION isa._table_changed('shop.orders');
 SELECT throws_ok($$INSERT INTO t17.pairs VALUES (6, 6, 'forged')$$, '55000', NULL,
                  'the trigger function attached by hand to another table refuses to speak for a tracked one');
+ALTER TABLE t17.pairs ADD COLUMN w int;
 RESET ROLE;
+SELECT is((SELECT relation::text FROM isa.tracked_tables WHERE event_name = 'shop.orders'), 't17.orders',
+          'and an ALTER TABLE of that other table does not take the tracking away from its table');
 SELECT * FROM finish();
 ROLLBACK;
