@@ -135,6 +135,16 @@ extern void isa_auth_shmem_startup(void);
 /* extension/service_roles.c: isa_svc_<service>, into buf[NAMEDATALEN] */
 extern void isa_service_role(const char *service, char *buf);
 
+/*
+ * extension/publish.c: what a function that writes as the extension's owner
+ * uses (isa.publish_event, a tracked table's trigger): the search path of
+ * pg_catalog alone, and the owner of the called function.
+ */
+struct OverrideSearchPath;
+struct FunctionCallInfoBaseData;
+extern struct OverrideSearchPath isa_catalog_only_path;
+extern Oid	isa_function_owner(struct FunctionCallInfoBaseData *fcinfo);
+
 /* extension/uuid_v7.c */
 extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
 

@@ -12,8 +12,8 @@
 --
 -- The triggers are statement-level AFTER triggers with transition tables:
 -- one set-based INSERT into table_events.outbox per statement, whatever the
--- number of rows.  Their function is the extension's (SECURITY DEFINER), so a
--- table's writers need no right on the outbox.  A trigger names its tracking
+-- number of rows.  Their function is the extension's and writes as its
+-- owner, so a table's writers need no right on the outbox.  A trigger names its tracking
 -- by an argument (the event name), which survives pg_dump where an oid would
 -- not; the function checks that the table firing is the tracked one.
 
@@ -47,92 +47,15 @@ CREATE TRIGGER table_events_written
     AFTER INSERT ON table_events.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION isa._table_events_written();
 
--- The trigger function of every tracked table: TG_ARGV[0] is the event name.
--- One INSERT … SELECT per statement over the transition tables; an update
--- that changes a row's key is, as in Debezium, a delete of the old key and an
--- insert of the new one.
--- plpgsql keeps one compiled copy (and its plans) per table.
+-- The trigger function of every tracked table, its argument the event name:
+-- one INSERT … SELECT into table_events.outbox per statement over the
+-- transition tables (C, extension/table_events.c, where the statements are:
+-- it writes as the extension's owner with pg_catalog as its only search path,
+-- as isa.publish_event does, which SECURITY DEFINER … SET search_path would
+-- make cost twice as much per statement).  It refuses (55000) to fire on a
+-- table other than the one its tracking names.
 CREATE FUNCTION isa._table_changed() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    -- a bulk statement's plan looks costly enough for JIT, whose compilation
-    -- costs more than it saves here (0.5 s of a 100,000-row UPDATE)
-    SET jit = off
-    -- its joins and sorts of a bulk statement's rows in memory, not on disk
-    SET work_mem = '32MB'
-AS $$
-DECLARE
-    t       isa.table_tracking;
-    nonkey  text[];
-    label   text;
-    at      timestamptz := clock_timestamp();
-BEGIN
-    SELECT * INTO t FROM isa.table_tracking WHERE event_name = TG_ARGV[0];
-    IF NOT FOUND OR t.schema_name <> TG_TABLE_SCHEMA OR t.table_name <> TG_TABLE_NAME THEN
-        RAISE EXCEPTION 'table %.% is not tracked as "%"', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0]
-            USING ERRCODE = '55000',
-            HINT = 'Track it again with isa.track_table, or drop the trigger ' || TG_NAME || '.';
-    END IF;
-    label := format('%I.%I', t.schema_name, t.table_name);
-    nonkey := ARRAY(SELECT c FROM unnest(t.columns) c WHERE c <> ALL (t.key_columns));
-
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
-        SELECT e.id, 'table', t.event_name || '.inserted', '1.0.0', at,
-               jsonb_build_object('table', label, 'key', e.j - nonkey, 'new', e.j - t.exclude_columns),
-               jsonb_build_object('correlation_id', e.id)
-          FROM (SELECT isa.uuid_v7() AS id, to_jsonb(n) AS j FROM new_rows n) e;
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
-        SELECT e.id, 'table', t.event_name || '.deleted', '1.0.0', at,
-               jsonb_build_object('table', label, 'key', e.j - nonkey, 'old', e.j - t.exclude_columns),
-               jsonb_build_object('correlation_id', e.id)
-          FROM (SELECT isa.uuid_v7() AS id, to_jsonb(o) AS j FROM old_rows o) e;
-    ELSIF TG_OP = 'UPDATE' THEN
-        -- The n-th old row is the n-th new row: PostgreSQL fills an UPDATE's two
-        -- transition tables in step, one row each per updated row.  Pairing by
-        -- position costs a join on an integer, not on the key's JSON.
-        INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
-        WITH p AS (SELECT k.oj, k.nj, k.ok, k.nk, k.ok <> k.nk AS moved, isa._jsonb_changed_keys(k.oj, k.nj) AS changed
-                     FROM (SELECT o.j AS oj, n.j AS nj, o.j - nonkey AS ok, n.j - nonkey AS nk
-                             FROM (SELECT row_number() OVER () AS rn, to_jsonb(r) AS j FROM old_rows r) o
-                             JOIN (SELECT row_number() OVER () AS rn, to_jsonb(r) AS j FROM new_rows r) n USING (rn)
-                           OFFSET 0) k)
-        SELECT e.id, 'table', t.event_name || e.suffix, '1.0.0', at,
-               CASE e.suffix
-                   WHEN '.updated' THEN
-                       jsonb_build_object('table', label, 'key', e.k, 'old', e.oj - t.exclude_columns,
-                                          'new', e.nj - t.exclude_columns,
-                                          'changed', CASE WHEN cardinality(t.exclude_columns) = 0 THEN to_jsonb(e.changed)
-                                                          ELSE to_jsonb(ARRAY(SELECT c FROM unnest(e.changed) c
-                                                                               WHERE c <> ALL (t.exclude_columns))) END)
-                   WHEN '.deleted' THEN
-                       jsonb_build_object('table', label, 'key', e.k, 'old', e.oj - t.exclude_columns)
-                   ELSE
-                       jsonb_build_object('table', label, 'key', e.k, 'new', e.nj - t.exclude_columns)
-               END,
-               jsonb_build_object('correlation_id', e.id)
-          FROM (SELECT isa.uuid_v7() AS id, c.*
-                  FROM (SELECT '.updated' AS suffix, p.oj, p.nj, p.nk AS k, p.changed
-                          FROM p
-                         WHERE NOT p.moved AND cardinality(p.changed) > 0
-                           AND (t.when_columns IS NULL OR p.changed && t.when_columns)
-                        -- a new key: the old row deleted, then the new one inserted
-                        UNION ALL
-                        SELECT '.deleted', p.oj, NULL, p.ok, NULL FROM p
-                         WHERE p.moved AND 'delete' = ANY (t.operations)
-                        UNION ALL
-                        SELECT '.inserted', NULL, p.nj, p.nk, NULL FROM p
-                         WHERE p.moved AND 'insert' = ANY (t.operations)) c) e;
-    ELSE
-        INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
-        SELECT e.id, 'table', t.event_name || '.truncated', '1.0.0', at,
-               jsonb_build_object('table', label), jsonb_build_object('correlation_id', e.id)
-          FROM (SELECT isa.uuid_v7() AS id) e;
-    END IF;
-    RETURN NULL;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'isa_table_changed_trigger' LANGUAGE C;
 
 -- The keys of a row's new JSON whose value is not its old one (C: the one
 -- per-row step SQL does slowly, extension/table_events.c).
