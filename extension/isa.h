@@ -57,6 +57,11 @@ typedef struct IsaSharedState
 	pg_atomic_uint32 apply_pid[ISA_BRIDGE_WORKERS];
 	/* Commits that raised a wake-up: lets tests count "once per commit". */
 	pg_atomic_uint64 wakeups_signalled;
+	/*
+	 * The last UUIDv7 made in the cluster, as Unix ms << 12 | counter
+	 * (extension/uuid_v7.c): an id made later is greater, in any backend.
+	 */
+	pg_atomic_uint64 uuid_v7_clock;
 
 	/* What the bridge reports (isa.bridge_status()); written by the bridge. */
 	pg_atomic_uint32 nats_connected;

@@ -55,6 +55,17 @@ is "$($NATS count "table.$N.>" --timeout-ms 1000)" "5 5" "the rolled-back insert
 out=$(ISA_NATS_CREDS=$ISA_NATS_SUBSCRIBER_CREDS $NATS sub "table.$N.>" --consumer watch --count 5 --timeout-ms 10000 2>&1)
 is "$(jq -r .subject <<<"$out" 2>/dev/null | wc -l)" 5 "the subscriber credential (read only) reads them with its own consumer"
 
+# ---------------------------------------------------------------- the commit wakes the bridge
+wakeups() { sql "SELECT wakeups_signalled FROM isa.wakeup_state()"; }
+w0=$(wakeups)
+sql "INSERT INTO it45.stock VALUES (3, 'washer', 1, NULL), (4, 'pin', 1, NULL)" >/dev/null
+is "$(wakeups)" "$((w0 + 1))" "a committed write of a tracked table signals the bridge once"
+psql -X -q -v ON_ERROR_STOP=1 -c "BEGIN" -c "SAVEPOINT s" -c "INSERT INTO it45.stock VALUES (98, 'rolled back', 1, NULL)" \
+     -c "ROLLBACK TO SAVEPOINT s" -c "COMMIT" >/dev/null
+is "$(wakeups)" "$((w0 + 1))" "a commit whose only tracked write was in a rolled-back savepoint signals nothing"
+is "$(sql "SELECT count(*) FROM table_events.outbox WHERE event_type LIKE '$N.%' AND data->'key'->>'sku' IN ('98', '99')")" 0 \
+   "and neither rolled-back insert left an event"
+
 # ---------------------------------------------------------------- bulk
 sql "INSERT INTO it45.stock SELECT g, 'item ' || g, 0, 'x' FROM generate_series(1000, 10999) g" >/dev/null
 sql "UPDATE it45.stock SET qty = qty + 1 WHERE sku >= 1000" >/dev/null
@@ -80,7 +91,7 @@ wait
 total=$(sql "SELECT sum(qty) FROM it45.stock WHERE sku BETWEEN 100 AND 119")
 is "$(wait_for "SELECT count(*) FROM table_events.outbox WHERE event_type LIKE '$N.%' AND published_at IS NULL" 0 30)" 0 \
    "the racing writers' events are published"
-$NATS sub "table.$N.>" --count $((5 + 20000 + 20 + total)) --timeout-ms 30000 >"$TMP/all" 2>"$TMP/all.err"
+$NATS sub "table.$N.>" --count $((5 + 2 + 20000 + 20 + total)) --timeout-ms 30000 >"$TMP/all" 2>"$TMP/all.err"
 jq -r 'select(.data.data.key.sku >= 100 and .data.data.key.sku < 120) | "\(.data.data.key.sku) \(.data.data.new.qty)"' "$TMP/all" >"$TMP/hot"
 is "$(wc -l < "$TMP/hot")" "$((20 + total))" "every hot row's insert and each of its $total updates is on the stream"
 bad=$(awk '{ if (($1 in last) && $2 != last[$1] + 1) print "sku " $1 ": " last[$1] " then " $2; last[$1] = $2 }' "$TMP/hot" | head -n 5)
