@@ -48,7 +48,7 @@ COMMENT ON TABLE isa.services IS
 CREATE FUNCTION isa.uuid_v7() RETURNS uuid
     AS 'MODULE_PATHNAME', 'isa_uuid_v7' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION isa.uuid_v7() IS
-    'A new time-ordered UUID (RFC 9562 version 7), monotonic within a session.';
+    'A new time-ordered UUID (RFC 9562 version 7): one made later is greater, across the cluster when isa is preloaded, else within a session.';
 
 -- The one way a service function refuses NULL arguments (extension/arguments.c):
 -- 22004 "<name> must not be null" for the first NULL value, e.g.
