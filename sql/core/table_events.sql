@@ -13,9 +13,10 @@
 -- The triggers are statement-level AFTER triggers with transition tables:
 -- one set-based INSERT into table_events.outbox per statement, whatever the
 -- number of rows.  Their function is the extension's and writes as its
--- owner, so a table's writers need no right on the outbox.  A trigger names its tracking
--- by an argument (the event name), which survives pg_dump where an oid would
--- not; the function checks that the table firing is the tracked one.
+-- owner, so a table's writers need no right on the outbox.  A trigger names
+-- its tracking by an argument (the event name), which survives pg_dump where
+-- an oid would not; the function checks that the table firing is the
+-- tracked one.
 
 CREATE TABLE isa.table_tracking (
     event_name      text PRIMARY KEY CHECK (isa.is_valid_event_type(event_name || '.inserted')),
