@@ -104,6 +104,18 @@ handler_finfo(BridgeSub *s)
 	return &s->finfo;
 }
 
+/* Seconds since a stream stored a message (its metadata's timestamp), >= 0. */
+static double
+stored_age(int64 stored_ns)
+{
+	struct timespec now;
+	double		age;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	age = (double) now.tv_sec - (double) stored_ns / 1e9 + (double) now.tv_nsec / 1e9;
+	return age > 0 ? age : 0;
+}
+
 static double
 seconds_since(struct timespec *t0)
 {
@@ -386,10 +398,12 @@ isa_apply_arrived(void)
 	{
 		char		consumer[256];
 		uint64		delivered;
+		uint64		pending = 0;
+		int64		stored_ns = 0;
 		BridgeSub  *s = NULL;
 		const char *status = nl_status(m->msg);
 
-		if (status != NULL || !nl_delivery(m->msg, consumer, sizeof(consumer), &delivered))
+		if (status != NULL || !nl_delivery(m->msg, consumer, sizeof(consumer), &delivered, &pending, &stored_ns))
 		{
 			/* end (408 expired, 409 ...) or heartbeat (100) of a pull request */
 			isa_subscriptions_pull_ended(natsMsg_GetSubject(m->msg), status);
@@ -409,6 +423,7 @@ isa_apply_arrived(void)
 			continue;
 		}
 		isa_subscription_received(s);
+		isa_metric_consumer(s->service, consumer, pending, stored_age(stored_ns));
 		ds[nd].msg = m->msg;
 		ds[nd].sub = s;
 		ds[nd].delivered = delivered;

@@ -58,10 +58,14 @@ extern void isa_bridge_strip_credentials(char *urls);
 /* ------------------------------------------------------------ metrics.c */
 #define ISA_METRIC_PUBLISHED 0
 #define ISA_METRIC_PROCESSED 1
+#define ISA_METRIC_CONSUMER 2
+#define ISA_METRIC_DURATION 3
 extern void isa_metrics_shmem_request(void);
 extern void isa_metrics_shmem_startup(void);
 extern void isa_metric_count(int kind, const char *service, const char *event_type,
 							 const char *status, double seconds);
+extern void isa_metric_consumer(const char *service, const char *consumer, uint64 pending,
+								double lag_seconds);
 
 /* ------------------------------------------------------------ publish.c (extension/) */
 extern void isa_set_current_event(Datum event, const pg_uuid_t *id, const char *correlation_id);
@@ -105,7 +109,8 @@ extern bool nl_pull(const char *durable, int64 subscription_id, int batch, int64
 extern void nl_ack(natsMsg *msg);
 extern void nl_nak(natsMsg *msg, int64 delay_ms);
 extern void nl_term(natsMsg *msg);
-extern bool nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered);
+extern bool nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered,
+						uint64 *pending, int64 *stored_ns);
 extern const char *nl_status(natsMsg *msg);
 extern bool nl_publish_plain(const char *subject, const char *data);
 extern bool nl_flush(int64 timeout_ms);

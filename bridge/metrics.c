@@ -5,7 +5,9 @@
  * status.c's.
  *
  * One hash table keyed by (kind, service, event_type, status) under one
- * LWLock: only the bridge writes, readers take it shared.  A full table
+ * LWLock: only the bridge writes, readers take it shared.  A consumer's
+ * gauges (kind ISA_METRIC_CONSUMER) keep its durable name in event_type, the
+ * messages pending in count and the lag in sum.  A full table
  * drops new label sets rather than fail the bridge (counted in
  * metrics_dropped).  Docs: docs/bridge.md, "isa.metrics()".
  */
@@ -87,13 +89,36 @@ isa_metrics_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+static MetricEntry *
+entry(const MetricKey *key)
+{
+	bool		found;
+	MetricEntry *e = hash_search(metrics, key, HASH_ENTER_NULL, &found);
+
+	if (e == NULL)
+		header->dropped++;
+	else if (!found)
+	{
+		e->count = 0;
+		e->sum = 0;
+		memset(e->buckets, 0, sizeof(e->buckets));
+	}
+	return e;
+}
+
+/*
+ * One event published, or one message handled.  A handled message counts
+ * under its status, and its time goes to the duration histogram of its
+ * (service, event_type), whatever the status (kind ISA_METRIC_DURATION,
+ * status empty): the seed's event_processing_duration_seconds has no status
+ * label.
+ */
 void
 isa_metric_count(int kind, const char *service, const char *event_type, const char *status,
 				 double seconds)
 {
 	MetricKey	key;
 	MetricEntry *e;
-	bool		found;
 
 	if (metrics == NULL)
 		return;
@@ -104,25 +129,47 @@ isa_metric_count(int kind, const char *service, const char *event_type, const ch
 	strlcpy(key.status, status ? status : "", sizeof(key.status));
 
 	LWLockAcquire(header->lock, LW_EXCLUSIVE);
-	e = hash_search(metrics, &key, HASH_ENTER_NULL, &found);
-	if (e == NULL)
-		header->dropped++;
-	else
-	{
-		if (!found)
-		{
-			e->count = 0;
-			e->sum = 0;
-			memset(e->buckets, 0, sizeof(e->buckets));
-		}
+	if ((e = entry(&key)) != NULL)
 		e->count++;
-		if (kind == ISA_METRIC_PROCESSED)
+	if (kind == ISA_METRIC_PROCESSED)
+	{
+		key.kind = ISA_METRIC_DURATION;
+		memset(key.status, 0, sizeof(key.status));
+		if ((e = entry(&key)) != NULL)
 		{
+			e->count++;
 			e->sum += seconds;
 			for (int i = 0; i < N_BUCKETS; i++)
 				if (seconds <= bucket_le[i])
 					e->buckets[i]++;
 		}
+	}
+	LWLockRelease(header->lock);
+}
+
+/*
+ * A consumer's gauges, as of the message just received: the messages the
+ * server still has for it after that one, and (while some are pending) how
+ * long that message waited in the stream; 0 once the consumer caught up.
+ */
+void
+isa_metric_consumer(const char *service, const char *consumer, uint64 pending, double lag_seconds)
+{
+	MetricKey	key;
+	MetricEntry *e;
+
+	if (metrics == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.kind = ISA_METRIC_CONSUMER;
+	strlcpy(key.service, service ? service : "", sizeof(key.service));
+	strlcpy(key.event_type, consumer ? consumer : "", sizeof(key.event_type));
+
+	LWLockAcquire(header->lock, LW_EXCLUSIVE);
+	if ((e = entry(&key)) != NULL)
+	{
+		e->count = pending;
+		e->sum = pending > 0 ? lag_seconds : 0;
 	}
 	LWLockRelease(header->lock);
 }
@@ -135,7 +182,7 @@ labels(const MetricKey *k, const char *le)
 	initStringInfo(&s);
 	appendStringInfoString(&s, "{\"service\": ");
 	escape_json(&s, k->service);
-	appendStringInfoString(&s, ", \"event_type\": ");
+	appendStringInfoString(&s, k->kind == ISA_METRIC_CONSUMER ? ", \"consumer\": " : ", \"event_type\": ");
 	escape_json(&s, k->event_type);
 	if (k->kind == ISA_METRIC_PROCESSED)
 	{
@@ -188,8 +235,19 @@ isa_bridge_metrics(PG_FUNCTION_ARGS)
 				(double) e->count);
 			continue;
 		}
-		put(rsinfo->setResult, rsinfo->setDesc, "event_processed_total", labels(&e->key, NULL),
-			(double) e->count);
+		if (e->key.kind == ISA_METRIC_CONSUMER)
+		{
+			put(rsinfo->setResult, rsinfo->setDesc, "consumer_pending_messages", labels(&e->key, NULL),
+				(double) e->count);
+			put(rsinfo->setResult, rsinfo->setDesc, "consumer_lag_seconds", labels(&e->key, NULL), e->sum);
+			continue;
+		}
+		if (e->key.kind == ISA_METRIC_PROCESSED)
+		{
+			put(rsinfo->setResult, rsinfo->setDesc, "event_processed_total", labels(&e->key, NULL),
+				(double) e->count);
+			continue;
+		}
 		for (int i = 0; i < N_BUCKETS; i++)
 		{
 			char		le[32];

@@ -683,11 +683,14 @@ nl_term(natsMsg *msg)
 /*
  * The consumer and delivery count of a JetStream message, from its ack
  * subject, as nats.c reads it (both forms: $JS.ACK.<stream>.<consumer>... and
- * the newer one with domain and account hash).  False for anything else: a
- * message without such a reply subject is not one of a consumer's.
+ * the newer one with domain and account hash), with the messages the
+ * consumer still has to deliver after it and when the stream stored it
+ * (nanoseconds since the epoch).  False for anything else: a message without
+ * such a reply subject is not one of a consumer's.
  */
 bool
-nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered)
+nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered,
+			uint64 *pending, int64 *stored_ns)
 {
 	jsMsgMetaData *meta = NULL;
 	bool		ok;
@@ -699,6 +702,8 @@ nl_delivery(natsMsg *msg, char *consumer, size_t consumer_len, uint64 *delivered
 	{
 		strlcpy(consumer, meta->Consumer, consumer_len);
 		*delivered = meta->NumDelivered;
+		*pending = meta->NumPending;
+		*stored_ns = meta->Timestamp;
 	}
 	jsMsgMetaData_Destroy(meta);
 	return ok;

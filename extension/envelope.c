@@ -136,6 +136,45 @@ isa_valid_version(const char *s, int len)
 	return i == len;
 }
 
+/* n lower-case hex digits; *zero says whether all are 0. */
+static bool
+all_hex(const char *s, int n, bool *zero)
+{
+	*zero = true;
+	for (int i = 0; i < n; i++)
+	{
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+		if (s[i] != '0')
+			*zero = false;
+	}
+	return true;
+}
+
+/*
+ * A W3C trace context traceparent (docs/tracing.md): "00-<32 hex trace
+ * id>-<16 hex parent id>-<2 hex flags>", lower-case hex, neither id all
+ * zeros, version not ff; a later version may append "-…" after the 55
+ * characters, version 00 may not.
+ */
+bool
+isa_valid_traceparent(const char *s, int len)
+{
+	bool		zero;
+
+	if (len < 55 || (len > 55 && s[55] != '-'))
+		return false;
+	if (s[2] != '-' || s[35] != '-' || s[52] != '-')
+		return false;
+	if (!all_hex(s, 2, &zero) || strncmp(s, "ff", 2) == 0 || (strncmp(s, "00", 2) == 0 && len != 55))
+		return false;
+	if (!all_hex(s + 3, 32, &zero) || zero)
+		return false;
+	if (!all_hex(s + 36, 16, &zero) || zero)
+		return false;
+	return all_hex(s + 53, 2, &zero);
+}
+
 /* ^[a-z][a-z0-9_]*$: one lower-case subject token. */
 bool
 isa_valid_source(const char *s, int len)

@@ -69,6 +69,17 @@ is_uuid_text(const char *s)
 	return true;
 }
 
+/* A palloc'ed copy of an ASCII string in lower case. */
+static char *
+lower_ascii(const char *s)
+{
+	char	   *c = pstrdup(s);
+
+	for (char *p = c; *p; p++)
+		*p = (char) tolower((unsigned char) *p);
+	return c;
+}
+
 static void
 set_local(const char *name, const char *value)
 {
@@ -125,6 +136,7 @@ isa_http_begin(PG_FUNCTION_ARGS)
 		char	   *id = claim_text(request, "id");
 		JsonbValue	k;
 		JsonbValue *h;
+		JsonbValue *tp = NULL;
 
 		k.type = jbvString;
 		k.val.string.val = "headers";
@@ -135,6 +147,23 @@ isa_http_begin(PG_FUNCTION_ARGS)
 		set_local("request.headers", h && h->type == jbvBinary ?
 				  JsonbToCString(NULL, h->val.binary.data, h->val.binary.len) : "{}");
 		set_local("request.id", id ? id : "");
+
+		/*
+		 * The request's correlation for the events it publishes
+		 * (docs/tracing.md): its id when a UUID (the client's X-Request-Id,
+		 * else the one isa-httpd made), and a valid traceparent header.
+		 */
+		set_local("request.correlation_id", is_uuid_text(id) ? lower_ascii(id) : "");
+		if (h && h->type == jbvBinary)
+		{
+			k.val.string.val = "traceparent";
+			k.val.string.len = strlen("traceparent");
+			tp = findJsonbValueFromContainer(h->val.binary.data, JB_FOBJECT, &k);
+		}
+		if (tp && tp->type == jbvString && isa_valid_traceparent(tp->val.string.val, tp->val.string.len))
+			set_local("request.traceparent", pnstrdup(tp->val.string.val, tp->val.string.len));
+		else
+			set_local("request.traceparent", "");
 	}
 	else
 	{
@@ -142,6 +171,8 @@ isa_http_begin(PG_FUNCTION_ARGS)
 		set_local("request.path", "");
 		set_local("request.headers", "{}");
 		set_local("request.id", "");
+		set_local("request.correlation_id", "");
+		set_local("request.traceparent", "");
 	}
 	snprintf(buf, sizeof buf, "%d", timeout_ms > 0 ? timeout_ms : 0);
 	set_local("statement_timeout", buf);

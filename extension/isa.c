@@ -175,6 +175,7 @@ isa_define_gucs(void)
 	isa_wallet_define_gucs();
 	isa_session_define_gucs();
 	isa_notification_define_gucs();
+	isa_audit_define_gucs();
 	MarkGUCPrefixReserved("isa");
 }
 

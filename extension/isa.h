@@ -110,6 +110,7 @@ extern bool isa_valid_event_type(const char *s, int len);
 extern bool isa_valid_version(const char *s, int len);
 extern bool isa_valid_source(const char *s, int len);
 extern bool isa_parse_uuid(const char *s, int len, pg_uuid_t *uuid);
+extern bool isa_valid_traceparent(const char *s, int len);	/* W3C, docs/tracing.md */
 
 /* extension/crypto.c: libsodium primitives */
 extern void isa_crypto_init(void);
@@ -124,7 +125,7 @@ extern bool isa_b64url_decode(const char *in, size_t len, unsigned char **out, s
  * Settings: one call per service from _PG_init (auth/auth_settings.c,
  * payment/payment_settings.c, storage/storage_settings.c, device/device_settings.c,
  * wallet/wallet_settings.c, session/session_settings.c,
- * notification/notification_settings.c).
+ * notification/notification_settings.c, audit/audit_settings.c).
  */
 extern void isa_auth_define_gucs(void);
 extern void isa_payment_define_gucs(void);
@@ -133,6 +134,7 @@ extern void isa_device_define_gucs(void);
 extern void isa_wallet_define_gucs(void);
 extern void isa_session_define_gucs(void);
 extern void isa_notification_define_gucs(void);
+extern void isa_audit_define_gucs(void);
 /* auth/auth_shmem.c: the login throttle and the flagged sessions */
 extern void isa_auth_shmem_request(void);
 extern void isa_auth_shmem_startup(void);

@@ -25,9 +25,9 @@
 #include "fmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
-#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -210,40 +210,164 @@ check_metadata_id(Jsonb *metadata, const char *key)
 	return v != NULL;
 }
 
+/* A traceparent's length, version 00 (isa_valid_traceparent, extension/envelope.c) */
+#define TRACEPARENT_LEN 55
+
+/* A text GUC's value, or NULL when it is not set or empty (request.* of isa-httpd). */
+static const char *
+request_setting(const char *name)
+{
+	const char *v = GetConfigOption(name, true, false);
+
+	return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* The handled event's metadata.<key> as a string (palloc'ed), or NULL. */
+static char *
+current_event_metadata(const char *key)
+{
+	bool		isnull;
+	Datum		metadata;
+	JsonbValue *v;
+
+	if (!current_event_set)
+		return NULL;
+	metadata = GetAttributeByName(DatumGetHeapTupleHeader(current_event), "metadata", &isnull);
+	if (isnull)
+		return NULL;
+	v = object_field(DatumGetJsonbP(metadata), key);
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* 32 lower-case hex digits of a UUID. */
+static void
+uuid_hex(const pg_uuid_t *id, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		out[2 * i] = hex[id->data[i] >> 4];
+		out[2 * i + 1] = hex[id->data[i] & 0x0f];
+	}
+	out[2 * UUID_LEN] = '\0';
+}
+
+/*
+ * The traceparent of a new event whose metadata has none: the trace id and
+ * flags of its parent's traceparent, else (a root, or a parent without a
+ * valid one) a trace id that is the 32 hex digits of the root's id (the
+ * handled event's, else the new event's) with flags 01; the span id is always
+ * the last 16 hex digits of the new event's id, so a span names its event.
+ * The parent is the handled event (isa.current_event()), else the HTTP
+ * request's traceparent (request.traceparent, set by isa.http_begin).
+ */
+static void
+new_traceparent(const pg_uuid_t *id, char *out)
+{
+	char		own[2 * UUID_LEN + 1];
+	char		root[2 * UUID_LEN + 1];
+	const char *parent;
+
+	uuid_hex(id, own);
+	parent = current_event_set ? current_event_metadata("traceparent") : request_setting("request.traceparent");
+	if (parent != NULL && isa_valid_traceparent(parent, strlen(parent)))
+	{
+		snprintf(out, TRACEPARENT_LEN + 1, "00-%.32s-%s-%.2s", parent + 3, own + 16, parent + 53);
+		return;
+	}
+	if (current_event_set)
+	{
+		char	   *p = current_event_id,
+				   *q = root;
+
+		for (; *p; p++)
+			if (*p != '-')
+				*q++ = *p;
+		*q = '\0';
+	}
+	else
+		strlcpy(root, own, sizeof(root));
+	snprintf(out, TRACEPARENT_LEN + 1, "00-%s-%s-01", root, own + 16);
+}
+
+/* Appends "key": "value" to the object being built. */
+static void
+push_pair(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &v);
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
 /*
  * metadata plus what it lacks of correlation_id (the handled event's, else
- * the event's own id) and causation_id (the handled event's id).
+ * the HTTP request's request.correlation_id when a UUID, else the event's own id),
+ * causation_id (the handled event's id) and traceparent (new_traceparent).
+ * Built as a JsonbValue from metadata's pairs (no text to parse, no concat).
  */
 static Jsonb *
-add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_causation)
+add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_causation,
+				bool has_traceparent)
 {
-	StringInfoData b;
-	bool		first = true;
-	char	   *json;
+	JsonbParseState *state = NULL;
+	JsonbIterator *it = JsonbIteratorInit(&metadata->root);
+	JsonbIteratorToken tok;
+	JsonbValue	v;
 
-	initStringInfo(&b);
-	appendStringInfoChar(&b, '{');
+	/* metadata's own pairs, nested values as they are, up to its end */
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_END_OBJECT && tok != WJB_DONE)
+		pushJsonbValue(&state, tok, tok == WJB_KEY || tok == WJB_VALUE ? &v : NULL);
 	if (!has_correlation)
 	{
-		appendStringInfoString(&b, "\"correlation_id\": ");
+		const char *request_correlation;
+		pg_uuid_t	request_uuid;
+
+		/* the request's, only when a UUID: a session may set it to anything */
 		if (current_event_set)
-			escape_json(&b, current_correlation_id ? current_correlation_id : current_event_id);
+			push_pair(&state, "correlation_id", current_correlation_id ? current_correlation_id : current_event_id);
+		else if ((request_correlation = request_setting("request.correlation_id")) != NULL &&
+				 isa_parse_uuid(request_correlation, strlen(request_correlation), &request_uuid))
+			push_pair(&state, "correlation_id", DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&request_uuid))));
 		else
-			escape_json(&b, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
-		first = false;
+			push_pair(&state, "correlation_id", DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id))));
 	}
 	if (!has_causation && current_event_set)
+		push_pair(&state, "causation_id", current_event_id);
+	if (!has_traceparent)
 	{
-		if (!first)
-			appendStringInfoString(&b, ", ");
-		appendStringInfoString(&b, "\"causation_id\": ");
-		escape_json(&b, current_event_id);
-	}
-	appendStringInfoChar(&b, '}');
-	json = b.data;
+		char		tp[TRACEPARENT_LEN + 1];
 
-	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(metadata),
-											  DirectFunctionCall1(jsonb_in, CStringGetDatum(json))));
+		new_traceparent(id, tp);
+		push_pair(&state, "traceparent", tp);
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * isa._event_metadata(id uuid) RETURNS jsonb: the metadata isa.publish_event
+ * gives an event of that id published here and now without metadata of its
+ * own (correlation_id, causation_id in a handler, traceparent); a tracked
+ * table's trigger (extension/table_events.c) writes it with each event.
+ */
+PG_FUNCTION_INFO_V1(isa_event_metadata);
+Datum
+isa_event_metadata(PG_FUNCTION_ARGS)
+{
+	JsonbParseState *state = NULL;
+	Jsonb	   *empty;
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	empty = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+	PG_RETURN_JSONB_P(add_tracing_ids(empty, PG_GETARG_UUID_P(0), false, false, false));
 }
 
 static void
@@ -467,6 +591,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	EventTypeEntry *entry;
 	bool		has_correlation_id;
 	bool		has_causation_id;
+	bool		has_traceparent;
 	Oid			save_userid;
 	int			save_sec_context;
 
@@ -486,6 +611,18 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	check_object(metadata, "metadata");
 	has_correlation_id = check_metadata_id(metadata, "correlation_id");
 	has_causation_id = check_metadata_id(metadata, "causation_id");
+	has_traceparent = check_metadata_id(metadata, "traceparent");
+	if (has_traceparent)
+	{
+		JsonbValue *tp = object_field(metadata, "traceparent");
+
+		if (!isa_valid_traceparent(tp->val.string.val, tp->val.string.len))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("event metadata.traceparent is not a W3C traceparent"),
+					 errdetail("Expected 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lower case, ids not all zeros."),
+					 errhint("Leave it out: isa.publish_event() fills it in.")));
+	}
 
 	now = isa_uuid_v7_at(now, id);
 
@@ -514,10 +651,11 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	columns[COL_VERSION] = CStringGetTextDatum(entry->version);
 	columns[COL_OCCURRED_AT] = TimestampTzGetDatum(now);
 	columns[COL_DATA] = JsonbPGetDatum(data);
-	columns[COL_METADATA] = JsonbPGetDatum((has_correlation_id && (has_causation_id || !current_event_set))
+	columns[COL_METADATA] = JsonbPGetDatum((has_correlation_id && has_traceparent &&
+											(has_causation_id || !current_event_set))
 										   ? metadata
 										   : add_tracing_ids(metadata, id, has_correlation_id,
-															 has_causation_id));
+															 has_causation_id, has_traceparent));
 	insert_outbox_row(entry, columns);
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);

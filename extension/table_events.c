@@ -60,7 +60,7 @@ static const char *const operation_sql[N_OPERATIONS] = {
 	TRACKING_CTE OUTBOX_INSERT
 	"SELECT e.id, 'table', t.event_name || '.inserted', '1.0.0', $2, "
 	"       jsonb_build_object('table', t.label, 'key', e.j - t.nonkey, 'new', e.j - t.exclude_columns), "
-	"       jsonb_build_object('correlation_id', e.id) "
+	"       isa._event_metadata(e.id) "
 	"  FROM t, (SELECT isa.uuid_v7() AS id, to_jsonb(n) AS j FROM new_rows n) e",
 
 	/*
@@ -88,7 +88,7 @@ static const char *const operation_sql[N_OPERATIONS] = {
 	"         WHEN '.deleted' THEN jsonb_build_object('table', t.label, 'key', e.k, 'old', e.oj - t.exclude_columns) "
 	"         ELSE jsonb_build_object('table', t.label, 'key', e.k, 'new', e.nj - t.exclude_columns) "
 	"       END, "
-	"       jsonb_build_object('correlation_id', e.id) "
+	"       isa._event_metadata(e.id) "
 	"  FROM t, (SELECT isa.uuid_v7() AS id, c.* "
 	"             FROM (SELECT '.updated' AS suffix, p.oj, p.nj, p.nk AS k, p.changed "
 	"                     FROM p, t "
@@ -104,12 +104,12 @@ static const char *const operation_sql[N_OPERATIONS] = {
 	TRACKING_CTE OUTBOX_INSERT
 	"SELECT e.id, 'table', t.event_name || '.deleted', '1.0.0', $2, "
 	"       jsonb_build_object('table', t.label, 'key', e.j - t.nonkey, 'old', e.j - t.exclude_columns), "
-	"       jsonb_build_object('correlation_id', e.id) "
+	"       isa._event_metadata(e.id) "
 	"  FROM t, (SELECT isa.uuid_v7() AS id, to_jsonb(o) AS j FROM old_rows o) e",
 
 	TRACKING_CTE OUTBOX_INSERT
 	"SELECT e.id, 'table', t.event_name || '.truncated', '1.0.0', $2, "
-	"       jsonb_build_object('table', t.label), jsonb_build_object('correlation_id', e.id) "
+	"       jsonb_build_object('table', t.label), isa._event_metadata(e.id) "
 	"  FROM t, (SELECT isa.uuid_v7() AS id) e"
 };
 

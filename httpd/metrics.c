@@ -97,47 +97,86 @@ label(Buf *out, const char *v)
 	}
 }
 
+/* Help text on one line, escaped the Prometheus way. */
+static void
+help_text(Buf *out, const char *v)
+{
+	for (const char *p = v; *p; p++)
+	{
+		if (*p == '\\')
+			buf_puts(out, "\\\\");
+		else if (*p == '\n')
+			buf_puts(out, "\\n");
+		else
+			buf_append(out, p, 1);
+	}
+}
+
+/*
+ * isa.http_metrics(): rows grouped by family, each with its exposed name,
+ * family, type and help (isa.metric_families()).  Rows without a family (a
+ * database of isa 0.1.0) are named isa_<metric>, their type guessed from the
+ * name.
+ */
 static void
 isa_metrics(Buf *out, const char *json)
 {
 	json_error_t jerr;
 	json_t	   *rows = json ? json_loads(json, 0, &jerr) : NULL;
-	char		last[128] = "";
+	char		last[160] = "";
 
 	if (!json_is_array(rows))
 	{
 		json_decref(rows);
 		return;
 	}
-	/* rows come grouped by metric; a histogram's _bucket/_sum/_count share a family */
 	for (size_t i = 0; i < json_array_size(rows); i++)
 	{
 		json_t	   *r = json_array_get(rows, i);
 		const char *m = json_string_value(json_object_get(r, "metric"));
+		const char *given_family = json_string_value(json_object_get(r, "family"));
+		const char *given_type = json_string_value(json_object_get(r, "type"));
+		const char *help = json_string_value(json_object_get(r, "help"));
 		json_t	   *labels = json_object_get(r, "labels");
 		json_t	   *value = json_object_get(r, "value");
-		char		family[128];
+		char		family[160];
 		const char *type = "gauge";
+		const char *prefix = "isa_";
 		size_t		n;
 
-		if (m == NULL || strlen(m) >= sizeof family)
+		if (m == NULL || strlen(m) + 4 >= sizeof family)
 			continue;
-		snprintf(family, sizeof family, "%s", m);
-		n = strlen(family);
-		if (n > 7 && !strcmp(family + n - 7, "_bucket"))
-			family[n - 7] = '\0', type = "histogram";
-		else if (n > 4 && !strcmp(family + n - 4, "_sum") && strstr(m, "_seconds"))
-			family[n - 4] = '\0', type = "histogram";
-		else if (n > 6 && !strcmp(family + n - 6, "_count") && strstr(m, "_seconds"))
-			family[n - 6] = '\0', type = "histogram";
-		else if (n > 6 && !strcmp(family + n - 6, "_total"))
-			type = "counter";
+		if (given_family && given_type && strlen(given_family) < sizeof family)
+		{
+			snprintf(family, sizeof family, "%s", given_family);
+			type = given_type;
+			prefix = "";
+		}
+		else
+		{
+			snprintf(family, sizeof family, "isa_%s", m);
+			n = strlen(family);
+			if (n > 7 && !strcmp(family + n - 7, "_bucket"))
+				family[n - 7] = '\0', type = "histogram";
+			else if (n > 4 && !strcmp(family + n - 4, "_sum") && strstr(m, "_seconds"))
+				family[n - 4] = '\0', type = "histogram";
+			else if (n > 6 && !strcmp(family + n - 6, "_count") && strstr(m, "_seconds"))
+				family[n - 6] = '\0', type = "histogram";
+			else if (n > 6 && !strcmp(family + n - 6, "_total"))
+				type = "counter";
+			help = NULL;
+		}
 		if (strcmp(family, last) != 0)
 		{
-			buf_printf(out, "# HELP isa_%s isa.metrics(): %s\n# TYPE isa_%s %s\n", family, family, family, type);
+			buf_printf(out, "# HELP %s ", family);
+			if (help)
+				help_text(out, help);
+			else
+				buf_printf(out, "isa.metrics(): %s", family + 4);
+			buf_printf(out, "\n# TYPE %s %s\n", family, type);
 			snprintf(last, sizeof last, "%s", family);
 		}
-		buf_printf(out, "isa_%s", m);
+		buf_printf(out, "%s%s", prefix, m);
 		if (json_is_object(labels) && json_object_size(labels))
 		{
 			const char *k;

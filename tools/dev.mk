@@ -16,7 +16,7 @@ DEBIAN_PACKAGES = \
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap \
 	libtap-parser-sourcehandler-pgtap-perl libnats-dev nats-server libmicrohttpd-dev \
 	libsodium-dev libjansson-dev pkg-config curl procps bc gcc clang jq systemd \
-	wrk prometheus mosquitto-clients libcurl4-openssl-dev python3-aiosmtpd \
+	wrk prometheus python3-yaml mosquitto-clients libcurl4-openssl-dev python3-aiosmtpd \
 	debhelper postgresql-server-dev-all dpkg-dev
 
 .PHONY: deps node-deps run stop psql status test bench installcheck deb

@@ -37,7 +37,22 @@ RETURNS SETOF record
     LANGUAGE sql VOLATILE
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT m.metric, m.labels, m.value FROM isa._bridge_metrics() m
+    WITH b AS (SELECT m.metric, m.labels, m.value FROM isa._bridge_metrics() m)
+    SELECT b.metric, b.labels, b.value FROM b
+     -- a consumer's gauges keep their last values in shared memory: only
+     -- those of subscriptions that still exist are shown
+     WHERE b.metric NOT IN ('consumer_pending_messages', 'consumer_lag_seconds')
+        OR b.labels->>'consumer' IN (SELECT s.durable_name FROM isa.subscriptions s)
+    UNION ALL
+    -- every event type a service with an outbox registered, at 0 until the
+    -- bridge publishes one: a counter that exists before its first increase
+    -- lets increase() see that one (the reconciliation alert relies on it)
+    SELECT 'event_published_total', jsonb_build_object('service', s.name, 'event_type', t.event_type), 0
+      FROM (SELECT DISTINCT et.source, et.event_type FROM isa.event_types et) t
+      JOIN isa.services s ON s.source = t.source AND s.schema_name IS NOT NULL
+     WHERE NOT EXISTS (SELECT FROM b
+                        WHERE b.metric = 'event_published_total'
+                          AND b.labels = jsonb_build_object('service', s.name, 'event_type', t.event_type))
     UNION ALL
     SELECT 'outbox_backlog', jsonb_build_object('service', s.name), count(o.id)::float8
       FROM isa.services s LEFT JOIN isa.outbox o ON o.source = s.source AND o.published_at IS NULL
@@ -53,7 +68,45 @@ BEGIN ATOMIC
      GROUP BY d.service, d.reason;
 END;
 COMMENT ON FUNCTION isa.metrics() IS
-    'isa''s metrics as (metric, labels, value) rows in Prometheus form: event_published_total, event_processed_total, event_processing_duration_seconds, outbox backlog and age, NATS connection, dead letters.';
+    'isa''s metrics as (metric, labels, value) rows in Prometheus form: event_published_total, event_processed_total, event_processing_duration_seconds, consumer pending messages and lag, outbox backlog and age, NATS connection, dead letters. isa.metric_families() names, types and explains each.';
+
+-- The families of isa.metrics() as isa-httpd's /metrics shows them: the
+-- seed's three under their own names, the others prefixed isa_.
+CREATE FUNCTION isa.metric_families(OUT family text, OUT exposed_as text, OUT type text, OUT help text)
+RETURNS SETOF record
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT f.family, f.exposed_as, f.type, f.help
+      FROM (VALUES
+        ('event_published_total', 'event_published_total', 'counter',
+         'Events the bridge published to JetStream, by publishing service and event type (every registered type from 0).'),
+        ('event_processed_total', 'event_processed_total', 'counter',
+         'Messages the bridge handled, by consuming service, event type and status (ok, duplicate, retry, dead_letter).'),
+        ('event_processing_duration_seconds', 'event_processing_duration_seconds', 'histogram',
+         'Time a consuming service''s handler took per message, by service and event type.'),
+        ('consumer_pending_messages', 'isa_consumer_pending_messages', 'gauge',
+         'Messages JetStream still had for a subscription''s consumer after the last one it delivered.'),
+        ('consumer_lag_seconds', 'isa_consumer_lag_seconds', 'gauge',
+         'While a consumer has messages pending: how long its last delivered message waited in the stream; 0 once caught up.'),
+        ('outbox_backlog', 'isa_outbox_backlog', 'gauge',
+         'Events in a service''s outbox not yet published.'),
+        ('outbox_oldest_unpublished_age_seconds', 'isa_outbox_oldest_unpublished_age_seconds', 'gauge',
+         'Age of the oldest unpublished outbox event (0 when the outbox is empty).'),
+        ('dead_letters', 'isa_dead_letters', 'gauge',
+         'Dead letters not replayed, by consuming service and reason.'),
+        ('metrics_dropped_total', 'isa_metrics_dropped_total', 'counter',
+         'Observations the bridge did not record because its metrics table was full.'),
+        ('nats_connected', 'isa_nats_connected', 'gauge',
+         '1 while the bridge is connected to NATS, else 0.'),
+        ('nats_reconnects_total', 'isa_nats_reconnects_total', 'counter',
+         'Times the bridge reconnected to NATS.'),
+        ('bridge_up', 'isa_bridge_up', 'gauge',
+         '1 while the bridge worker runs, else 0.')
+      ) AS f (family, exposed_as, type, help);
+END;
+COMMENT ON FUNCTION isa.metric_families() IS
+    'Each family of isa.metrics(): the name isa-httpd''s /metrics shows it under, its Prometheus type and its help text (docs/operations.md, "Monitoring").';
 
 CREATE FUNCTION isa.current_event() RETURNS isa.event
     AS 'MODULE_PATHNAME', 'isa_current_event' LANGUAGE C STABLE;

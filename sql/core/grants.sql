@@ -39,6 +39,10 @@ GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
 GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;
 
+-- isa_compliance reads whole chains (docs/tracing.md): the causation tree.
+GRANT USAGE ON SCHEMA isa TO isa_compliance;
+GRANT EXECUTE ON FUNCTION isa.trace(uuid) TO isa_compliance;
+
 -- What the services' own code calls of isa, as its service's role (member
 -- of isa_service); isa.publish_event lets a role publish only its own
 -- service's source (extension/publish.c).  After isa_admin's grants: an
@@ -143,6 +147,11 @@ BEGIN
         REVOKE ALL ON notification.webhooks FROM isa_admin;
         GRANT SELECT (webhook_id, user_id, org_id, url, created_by, created_at, updated_at) ON notification.webhooks TO isa_admin;
         GRANT DELETE ON notification.webhooks TO isa_admin;
+    END IF;
+    -- nor write the audit trail: its handler alone appends (sql/audit/audit.sql)
+    IF to_regclass('audit.entries') IS NOT NULL THEN
+        REVOKE ALL ON audit.entries, audit.chains, audit.head, audit.checkpoints FROM isa_admin;
+        GRANT SELECT ON audit.entries, audit.chains, audit.head, audit.checkpoints TO isa_admin;
     END IF;
 END
 $secrets$;

@@ -244,9 +244,17 @@ CREATE FUNCTION isa.http_metrics() RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT coalesce(jsonb_agg(jsonb_build_object('metric', m.metric, 'labels', m.labels, 'value', m.value)
-                              ORDER BY m.metric), '[]')
-      FROM isa.metrics() m;
+    SELECT coalesce(jsonb_agg(jsonb_build_object('metric', x.name, 'labels', x.labels, 'value', x.value,
+                                                 'family', x.family, 'type', x.type, 'help', x.help)
+                              ORDER BY x.family, x.name, x.n), '[]')
+      FROM (SELECT coalesce(f.exposed_as || substr(m.metric, length(f.family) + 1), 'isa_' || m.metric) AS name,
+                   m.labels, m.value,
+                   coalesce(f.exposed_as, 'isa_' || m.metric) AS family,
+                   coalesce(f.type, 'untyped') AS type,
+                   coalesce(f.help, 'isa.metrics(): ' || m.metric) AS help, m.n
+              FROM isa.metrics() WITH ORDINALITY AS m (metric, labels, value, n)
+              LEFT JOIN isa.metric_families() f
+                ON m.metric IN (f.family, f.family || '_bucket', f.family || '_sum', f.family || '_count')) x;
 END;
 COMMENT ON FUNCTION isa.http_metrics() IS
-    'isa.metrics() as a JSON array, for isa-httpd''s /metrics.';
+    'isa.metrics() as a JSON array for isa-httpd''s /metrics: each sample under its exposed name (isa.metric_families()), with its family, type and help.';

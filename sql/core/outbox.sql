@@ -25,7 +25,9 @@ CREATE TABLE isa.inbox (
     consumer     text NOT NULL,              -- the subscription's durable name
     event_id     uuid NOT NULL,
     event_type   text NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now(),
+    processed_at timestamptz NOT NULL DEFAULT now(),   -- the applying transaction's start (retention)
+    applied_at   timestamptz DEFAULT clock_timestamp(),  -- the moment of the inbox insert, just before the
+                                                         -- handler (isa.trace; NULL in rows of 0.1.0)
     PRIMARY KEY (service, consumer, event_id)
 ) PARTITION BY LIST (service);
 COMMENT ON TABLE isa.inbox IS
@@ -96,9 +98,10 @@ BEGIN
                    AND NOT EXISTS (SELECT FROM pg_inherits i
                                     WHERE i.inhrelid = c.oid
                                       AND i.inhparent IN ('isa.outbox'::regclass, 'isa.inbox'::regclass))
+                   -- (objsubid 0: a partitioned table's key columns depend on it internally)
                    AND NOT EXISTS (SELECT FROM pg_depend a
                                     WHERE a.classid = 'pg_class'::regclass AND a.objid = c.oid
-                                      AND a.deptype IN ('a', 'i'))
+                                      AND a.objsubid = 0 AND a.deptype IN ('a', 'i'))
                 UNION ALL
                 SELECT 'TYPE', t.oid::regtype::text, t.typowner, d.classid, d.objid
                   FROM pg_type t, pg_depend d

@@ -58,6 +58,12 @@ CREATE TRIGGER table_events_written
 CREATE FUNCTION isa._table_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'isa_table_changed_trigger' LANGUAGE C;
 
+-- The metadata isa.publish_event gives an event of this id published here and
+-- now (correlation_id, causation_id in a handler, traceparent): a tracked
+-- table's events carry the same (extension/publish.c).
+CREATE FUNCTION isa._event_metadata(id uuid) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'isa_event_metadata' LANGUAGE C VOLATILE STRICT;
+
 -- The keys of a row's new JSON whose value is not its old one (C: the one
 -- per-row step SQL does slowly, extension/table_events.c).
 CREATE FUNCTION isa._jsonb_changed_keys(old jsonb, new jsonb) RETURNS text[]

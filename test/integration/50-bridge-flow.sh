@@ -72,7 +72,7 @@ d0=$(dups)
 env="{\"id\":\"$ext\",\"event_type\":\"$ET\",\"source\":\"order_service\",\"version\":\"1.0.0\",\"timestamp\":\"2026-11-27T10:00:00.000000Z\",\"data\":{\"n\":3},\"metadata\":{}}"
 $NATS pub order_service.$ET --id "dup-a-$ext" --data "$env" >/dev/null
 $NATS pub order_service.$ET --id "dup-b-$ext" --data "$env" >/dev/null
-is "$(wait_for "SELECT count(*) FROM isa.inbox WHERE event_id = '$ext'" 1 10)" 1 "the inbox has the event once"
+is "$(wait_for "SELECT count(*) FROM isa.inbox WHERE event_id = '$ext' AND service = 'billing'" 1 10)" 1 "the inbox has the event once"
 sleep 1
 is "$(sql "SELECT count(*) FROM it_flow.got WHERE event_id = '$ext'")" 1 "a redelivered event (same id, new message) is applied once"
 is "$(dups)" "$((d0 + 1))" \
@@ -83,7 +83,7 @@ like "$(sql "SELECT string_agg(metric, ' ') FROM (SELECT DISTINCT metric FROM is
 
 # --- isa.services limits which services' subscriptions this database runs
 sql "ALTER SYSTEM SET isa.services = 'audit'" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
-is "$(subs_running "service = 'audit'")" "1/1" "with isa.services = audit only the audit subscription runs"
+is "$(subs_running "service = 'audit'")" "2/2" "with isa.services = audit only the audit subscriptions run (this test's and the trail's)"
 durable=$(sql "SELECT durable_name FROM isa.subscriptions WHERE handler = 'it_flow.on_order(isa.event)'::regprocedure")
 is "$($NATS consumer-info ISA_EVENTS "$durable" | jq -r .config.durable_name)" "$durable" \
    "the excluded service's consumer stays on the stream (another database may run it)"

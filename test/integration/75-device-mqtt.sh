@@ -52,7 +52,13 @@ like "$out" "denied" "a QoS 1 subscription, even to its own commands, is refused
 # ---------------------------------------------------------------- commands arrive over MQTT
 mqtt mosquitto_sub -i "it75-$dev" -u "$dev" -P "$jwt" -q 0 -t "isa/devices/$dev/commands" -C 1 >"$TMP/cmd" 2>"$TMP/cmd.err" &
 PIDS+=($!)
-sleep 1
+# QoS 0: a command published before the subscription reaches nats-server is
+# lost, so wait until the monitor shows it (a fixed sleep was not enough on a
+# loaded machine).
+is "$(for _ in $(seq 100); do
+        curl -s "$ISA_NATS_MONITOR/connz?subs=1&mqtt_client=it75-$dev" |
+          jq -e --arg s "isa.devices.$dev.commands" '[.connections[].subscriptions_list[]?] | index($s) != null' >/dev/null && { echo t; break; }
+        sleep 0.1; done)" t "mosquitto_sub is subscribed to the device's commands topic"
 post /v1/device/heartbeat '{}' "$dtok"
 is "$ST $(field status)" "200 online" "the device is online (heartbeat over HTTP)"
 cmd=$(sql "SELECT command_id FROM device.send_command('$owner', '$dev', 'show.photo', '{\"photo\": 7}')")
@@ -101,7 +107,7 @@ is "$(wait_for "SELECT count(*) FROM isa.inbox WHERE service = 'device' AND even
 is "$(sql "SELECT status FROM device.devices WHERE device_id = '$dev'") $(online)" "offline $((n_online + 1))" \
   "… and counted once: the same message_id is applied once"
 pub heartbeat 'not json'
-is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat'" invalid_envelope)" invalid_envelope \
+is "$(wait_for "SELECT reason FROM isa.dead_letters WHERE subject = 'isa.devices.$dev.heartbeat' AND service = 'device'" invalid_envelope)" invalid_envelope \
   "a device message that is not a JSON object is dead-lettered (invalid_envelope)"
 
 # ---------------------------------------------------------------- one device, its own topics

@@ -242,7 +242,7 @@ user.created 2
 user.logged_in 2" "the story published exactly these events: once each transition, no loop"
 handled=$(sql "SELECT string_agg(service || ' ' || event_type || ' ' || n, E'\n' ORDER BY service, event_type)
                  FROM (SELECT i.service, i.event_type, count(*) n FROM isa.inbox i JOIN ($events) e ON e.id = i.event_id
-                        GROUP BY 1, 2) x")
+                        WHERE i.service NOT IN ('audit', 'event') GROUP BY 1, 2) x")
 is "$handled" "auth permission.revoked 4
 authz organization.member_added 4
 authz organization.member_removed 1
@@ -256,6 +256,9 @@ organization user.created 2
 ota device.online 2
 storage organization.member_removed 1
 wallet user.created 2" "and the services' handlers applied exactly these, each once"
+is "$(sql "SELECT count(*) || ' ' || count(*) FILTER (WHERE (SELECT count(*) FROM audit.entries a WHERE a.event_id = e.id) = 1)
+            FROM ($events) e")" "$(sql "SELECT count(*) || ' ' || count(*) FROM ($events) e")" \
+   "the audit trail (which reads every subject) recorded each event of the story once"
 is "$(sql "SELECT count(*) FROM isa.dead_letters WHERE event_id IN (SELECT id FROM ($events) e) OR subject LIKE 'isa.devices.$frame.%'")" 0 \
    "no dead letter"
 secs=$(($(date +%s) - t0))

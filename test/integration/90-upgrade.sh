@@ -219,10 +219,14 @@ is "$(sql "SELECT balance FROM wallet.wallets WHERE user_id = '$u2'")" 350 "an o
 # is data (the rows this test put in), not an object: setval lines are left out.
 # A column an update added with a default keeps it for the rows before as a
 # "missing value" (no table rewrite): storage, not schema; left out too.
+# The audit trail's monthly partitions are made by its handler and jobs, not
+# by the extension: data (the upgraded database recorded events, the fresh
+# one not yet), left out.
 psql -X -q -d postgres -c "CREATE DATABASE isa_fresh"
 sql "SET client_min_messages = warning; CREATE EXTENSION isa CASCADE" -d isa_fresh >/dev/null
 schema() {
-  pg_dump --schema-only --binary-upgrade --extension=isa -h "$PGHOST" -p "$PGPORT" -U postgres -d "$1" | sed "s/^WHERE oid = .[0-9]*.;$/WHERE oid = ?;/" |
+  pg_dump --schema-only --binary-upgrade --extension=isa --exclude-table='audit.entries_*' \
+          -h "$PGHOST" -p "$PGPORT" -U postgres -d "$1" | sed "s/^WHERE oid = .[0-9]*.;$/WHERE oid = ?;/" |
     grep -v -e '^--' -e '^$' -e 'binary_upgrade_set_next_' -e 'binary_upgrade_set_pg_class_oids' \
             -e 'binary_upgrade_set_record_init_privs' -e 'binary_upgrade_set_missing_value' \
             -e '^SET ' -e "^SELECT pg_catalog.set_config('search_path'" -e '^\\\(un\)\?restrict ' -e "relfrozenxid" -e "relminmxid" \

@@ -137,3 +137,10 @@ SELECT to_regclass(format('%I.%I', k.schema_name, k.table_name)) AS relation,
            AND t.tgname LIKE 'isa\_track\_%')::int AS triggers,
        k.tracked_at, k.tracked_by
   FROM isa.table_tracking k;
+
+-- isa.trace (sql/core/trace.sql) reads when each subscription applied an
+-- event: the inbox keeps the moment of its insert (processed_at is the
+-- applying transaction's start, the same for a whole fetched batch).  Rows
+-- of 0.1.0 keep NULL (isa.trace falls back to processed_at): no rewrite.
+ALTER TABLE isa.inbox ADD COLUMN applied_at timestamptz;
+ALTER TABLE isa.inbox ALTER COLUMN applied_at SET DEFAULT clock_timestamp();

@@ -300,7 +300,7 @@ SELECT lives_ok(format('SELECT account.update_user(%L, %L)', (SELECT id FROM u W
                 'an email once used by a since-changed or deleted user is free');
 
 -- ---------------------------------------------------------------- privileges
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'account'::regnamespace
               AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                            WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')),

@@ -415,7 +415,7 @@ SELECT lives_ok($$SELECT authz.on_organization_member_added(isa.event_from_json(
 RESET client_min_messages;
 
 -- ---------------------------------------------------------------- privileges
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'authz'::regnamespace
               AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                            WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')),

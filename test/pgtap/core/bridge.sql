@@ -2,7 +2,7 @@
 -- errors, privileges, and what a service registered later gets.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(14);
+SELECT plan(19);
 
 SELECT is((SELECT count(*) FROM isa.bridge_status()), 1::bigint, 'bridge_status() is one row');
 SELECT is((SELECT running FROM isa.bridge_status()), true, 'the bridge worker of this preloaded cluster is running');
@@ -18,6 +18,25 @@ SELECT set_has($$SELECT DISTINCT metric FROM isa.metrics()$$,
 SELECT is((SELECT count(*) FROM isa.metrics() WHERE metric = 'outbox_backlog'),
           (SELECT count(*) FROM isa.services WHERE schema_name IS NOT NULL),
           'outbox_backlog has one row per service');
+SELECT is((SELECT count(*) FROM isa.metrics() m
+            WHERE NOT EXISTS (SELECT FROM isa.metric_families() f
+                               WHERE m.metric IN (f.family, f.family || '_bucket', f.family || '_sum', f.family || '_count'))),
+          0::bigint, 'every metric of isa.metrics() has its family in isa.metric_families()');
+SELECT set_eq($$SELECT exposed_as FROM isa.metric_families() WHERE exposed_as !~ '^isa_'$$,
+              ARRAY['event_published_total', 'event_processed_total', 'event_processing_duration_seconds'],
+              '/metrics shows the seed''s three under their own names, the others prefixed isa_');
+SELECT is((SELECT count(*) FROM jsonb_array_elements(isa.http_metrics()) r
+            WHERE r->>'type' NOT IN ('counter', 'gauge', 'histogram') OR coalesce(r->>'help', '') = ''
+               OR NOT starts_with(r->>'metric', r->>'family')),
+          0::bigint, 'isa.http_metrics(): each sample with its family, a type and a help text');
+SELECT is((SELECT count(*) FROM (SELECT DISTINCT source, event_type FROM isa.event_types) t
+             JOIN isa.services s ON s.source = t.source AND s.schema_name IS NOT NULL
+            WHERE NOT EXISTS (SELECT FROM isa.metrics() m
+                               WHERE m.metric = 'event_published_total'
+                                 AND m.labels = jsonb_build_object('service', s.name, 'event_type', t.event_type))),
+          0::bigint, 'every registered event type of a service with an outbox has its event_published_total');
+SELECT is((SELECT count(*) - count(DISTINCT labels) FROM isa.metrics() WHERE metric = 'event_published_total'),
+          0::bigint, 'and only one: a counted type is not there at 0 as well');
 SELECT is(isa.current_event(), NULL, 'current_event() is NULL outside a handler');
 
 SELECT throws_ok('SELECT isa.replay_dead_letter(-42)', 'P0002', 'dead letter -42 does not exist',

@@ -12,6 +12,10 @@ SELECT isa.register_event_type('account.user.created', 'account_service', '1.0.0
 SELECT isa.register_event_type('billing.usage.priced', 'billing_service', '1.0.0', 'Usage was priced.');
 SELECT isa.register_event_type('usage.recorded.model', 'external', '1.0.0', 'A model call was recorded.');
 
+-- The traceparent publish_event gives an event without parent (docs/tracing.md).
+CREATE FUNCTION pg_temp.fresh_traceparent(id uuid) RETURNS text LANGUAGE sql
+    AS $$ SELECT '00-' || replace(id::text, '-', '') || '-' || right(replace(id::text, '-', ''), 16) || '-01' $$;
+
 -- Every id this file publishes, in publication order.
 CREATE TEMP TABLE published (n serial, label text UNIQUE, id uuid) ON COMMIT DROP;
 
@@ -44,26 +48,29 @@ SELECT is((SELECT o.version FROM isa.outbox o JOIN published p USING (id) WHERE 
 
 -- ---------------------------------------------------------------- metadata
 SELECT is((SELECT o.metadata FROM isa.outbox o JOIN published p USING (id) WHERE p.label = 'plain'),
-          (SELECT jsonb_build_object('correlation_id', id::text) FROM published WHERE label = 'plain'),
-          'without metadata, metadata.correlation_id defaults to the event id as text');
+          (SELECT jsonb_build_object('correlation_id', id::text, 'traceparent', pg_temp.fresh_traceparent(id))
+             FROM published WHERE label = 'plain'),
+          'without metadata, metadata.correlation_id defaults to the event id as text, and traceparent to a fresh one');
 
 INSERT INTO published (label, id)
 SELECT 'correlated', isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{}',
                                        '{"correlation_id": "req-42", "causation_id": "ev-41", "trace_id": "t-1"}');
 SELECT is((SELECT o.metadata FROM isa.outbox o JOIN published p USING (id) WHERE p.label = 'correlated'),
-          '{"correlation_id": "req-42", "causation_id": "ev-41", "trace_id": "t-1"}'::jsonb,
+          (SELECT '{"correlation_id": "req-42", "causation_id": "ev-41", "trace_id": "t-1"}'::jsonb
+                  || jsonb_build_object('traceparent', pg_temp.fresh_traceparent(id)) FROM published WHERE label = 'correlated'),
           'a given correlation_id is kept, and so are the other metadata keys');
 
 INSERT INTO published (label, id)
-SELECT 'traced', isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{}', '{"traceparent": "00-ab-cd-01"}');
+SELECT 'traced', isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{}', '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}');
 SELECT is((SELECT o.metadata FROM isa.outbox o JOIN published p USING (id) WHERE p.label = 'traced'),
-          (SELECT jsonb_build_object('traceparent', '00-ab-cd-01', 'correlation_id', id::text) FROM published WHERE label = 'traced'),
+          (SELECT jsonb_build_object('traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'correlation_id', id::text) FROM published WHERE label = 'traced'),
           'other metadata keys are kept when correlation_id is defaulted');
 
 INSERT INTO published (label, id)
 SELECT 'null metadata', isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{}', NULL);
 SELECT is((SELECT o.metadata FROM isa.outbox o JOIN published p USING (id) WHERE p.label = 'null metadata'),
-          (SELECT jsonb_build_object('correlation_id', id::text) FROM published WHERE label = 'null metadata'),
+          (SELECT jsonb_build_object('correlation_id', id::text, 'traceparent', pg_temp.fresh_traceparent(id))
+             FROM published WHERE label = 'null metadata'),
           'a NULL metadata is treated as {}');
 
 -- ---------------------------------------------------------------- refusals write nothing

@@ -22,7 +22,7 @@ SELECT r.rolname FROM pg_roles r
  WHERE r.rolname IN ('isa_app', 'isa_app_admin') OR r.rolname IN (SELECT app FROM built);
 
 -- ---------------------------------------------------------------- the roles
-SELECT is((SELECT count(*) FROM built), 14::bigint, 'fourteen services are built');
+SELECT is((SELECT count(*) FROM built), 15::bigint, 'fifteen services are built');
 SELECT is(isa.service_role('wallet'), 'isa_svc_wallet'::name, 'a service''s own role is isa_svc_<service>');
 SELECT is(isa.service_app_role('wallet'), 'isa_app_wallet'::name, 'its applications'' role is isa_app_<service>');
 SELECT is((SELECT array_agg(b.svc ORDER BY b.svc) FROM built b

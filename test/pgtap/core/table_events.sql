@@ -5,7 +5,7 @@
 -- operations, the updates that count, the columns left out and the key.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(66);
+SELECT plan(67);
 
 SET LOCAL client_min_messages = warning;
 CREATE ROLE t17_owner NOLOGIN;
@@ -93,6 +93,10 @@ SELECT is((SELECT array_agg(event_type || ' ' || source || ' ' || version || ' '
 SELECT is((SELECT data ->> 'table' FROM pg_temp.events('orders') LIMIT 1), 't17.orders', 'data.table names the table');
 SELECT is((SELECT bool_and(metadata ->> 'correlation_id' = id::text AND isa.uuid_v7_time(id) IS NOT NULL) FROM pg_temp.events('orders')),
           true, 'each event has a UUIDv7 id, which is its correlation_id');
+SELECT is((SELECT bool_and(metadata ->> 'traceparent' = '00-' || replace(id::text, '-', '') || '-'
+                                                      || right(replace(id::text, '-', ''), 16) || '-01')
+             FROM pg_temp.events('orders')),
+          true, 'and a traceparent as isa.publish_event gives a root event (its id the trace id)');
 
 SET LOCAL ROLE t17_writer;
 UPDATE t17.orders SET status = 'paid' WHERE id = 1;

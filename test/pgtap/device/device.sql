@@ -365,7 +365,7 @@ SELECT lives_ok(format('SELECT device.register_device(%L, %L, %L, %L, %L)', pg_t
                 'its serial is free again');
 
 -- ---------------------------------------------------------------- privileges
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'device'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
               AND (p.proname LIKE '\_%' OR p.proname LIKE 'on\_%' OR NOT p.prosecdef)),
           NULL, 'isa_app may execute only SECURITY DEFINER API functions (no handler, no internal function)');

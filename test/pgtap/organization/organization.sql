@@ -426,12 +426,12 @@ SELECT lives_ok(format($$SELECT organization.on_user_deleted(pg_temp.event('user
 SELECT is(pg_temp.since_types(), '-', 'finds nothing to do');
 
 -- ---------------------------------------------------------------- privileges
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'organization'::regnamespace
               AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
                                                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))),
           NULL, 'no function of schema organization is executable by PUBLIC');
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'organization'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
               AND (p.proname LIKE '\_%' OR p.proname LIKE 'on\_%' OR NOT p.prosecdef)),
           NULL, 'isa_app may execute only SECURITY DEFINER API functions (no handler, no internal function)');

@@ -83,7 +83,7 @@ SELECT is((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'payment'::regn
              AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
              AND NOT (p.prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig))),
           0::bigint, 'every API function is SECURITY DEFINER with search_path pinned to pg_catalog, pg_temp');
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.oid IN ('payment.handle_stripe_webhook(text,text)'::regprocedure, 'payment._webhook_secret()'::regprocedure)
               AND p.proowner = 'isa_svc_payment'::regrole AND NOT has_function_privilege('isa_app', p.oid, 'EXECUTE')),
           ARRAY['payment._webhook_secret()'],

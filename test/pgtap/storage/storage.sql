@@ -87,7 +87,7 @@ SELECT set_eq($$SELECT subject_filter || ' ' || handler::text FROM isa.subscript
 SELECT is((SELECT schedule || ' | ' || command FROM isa.scheduled_jobs WHERE jobname = 'isa-storage-purge-uploads'),
           '*/10 * * * * | SELECT storage.purge_abandoned_uploads()',
           'isa.scheduled_jobs purges abandoned uploads every 10 minutes (isa-storage-purge-uploads)');
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL),
           NULL, 'every function of schema storage has a comment');
 SELECT set_eq($$SELECT r.method || ' ' || r.path || ' ' || r.function::text || ' ' || r.auth || ' ' || coalesce(r.subject_param, '-')
@@ -551,7 +551,7 @@ SELECT lives_ok($$SELECT storage.on_user_deleted(pg_temp.event('user.deleted', '
 SELECT is((SELECT count(*) FROM storage.list_files(pg_temp.uid('alice'))), 2::bigint, 'other users'' files are untouched');
 
 -- ---------------------------------------------------------------- privileges
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace
               AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
                                                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))),
@@ -575,11 +575,11 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'storage.list_shared_with_me(uuid,integer)',
                     'storage.offer_file(uuid,uuid,bigint)', 'storage.withdraw_offer(uuid,uuid)', 'storage.get_offer(uuid)'],
               'isa_app may execute exactly the API functions (no handler, no purge, no internal function)');
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace AND has_function_privilege('isa_app', p.oid, 'EXECUTE')
               AND NOT p.prosecdef),
           NULL, 'the API functions are SECURITY DEFINER');
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'storage'::regnamespace
               AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']
               AND p.proname NOT IN ('_info', '_share_info', '_rank') AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')),

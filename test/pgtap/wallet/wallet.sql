@@ -418,7 +418,7 @@ SELECT is((SELECT count(*) FROM wallet.reconcile_balances() r WHERE r.user_id IN
 SELECT throws_ok('SELECT * FROM wallet.reconcile_balances(NULL)', '22004', NULL, 'reconcile_balances(NULL) is 22004');
 
 -- ---------------------------------------------------------------- privileges
-SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY 1) FROM pg_proc p
+SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) FROM pg_proc p
             WHERE p.pronamespace = 'wallet'::regnamespace
               AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
                                                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))),
