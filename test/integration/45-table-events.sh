@@ -45,9 +45,10 @@ is "$(jq -c 'select(.subject | endswith(".updated")) | .data.data | [.key, .old.
    '[{"sku":1},5,4,["qty"]]' "an updated event carries the old row, the new row and the changed columns"
 is "$(jq -c 'select(.subject | endswith(".deleted")) | .data.data | [.key, .old.label, has("new")]' "$TMP/first")" \
    '[{"sku":2},"nut",false]' "a deleted event carries the old row"
-is "$(jq -r '[.data.source, .data.event_type, .data.version, (.headers["Nats-Msg-Id"] == .data.id)] | join(" ")' "$TMP/first" | sort -u | paste -sd'|')" \
-   "table $N.deleted 1.0.0 true|table $N.inserted 1.0.0 true|table $N.updated 1.0.0 true" \
-   "the envelopes: source table, event_type <name>.<operation>, version 1.0.0, Nats-Msg-Id the event id"
+is "$(jq -r '[.data.source, .data.event_type, .data.version, (.headers["Nats-Msg-Id"] == .data.id),
+              (.headers.traceparent == .data.metadata.traceparent and (.data.metadata.traceparent | test("^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")))] | join(" ")' "$TMP/first" | sort -u | paste -sd'|')" \
+   "table $N.deleted 1.0.0 true true|table $N.inserted 1.0.0 true true|table $N.updated 1.0.0 true true" \
+   "the envelopes: source table, event_type <name>.<operation>, version 1.0.0, Nats-Msg-Id the event id, a traceparent (also a header)"
 is "$(grep -c supplier_secret "$TMP/first")" 0 "the excluded column is nowhere on the wire"
 is "$($NATS count "table.$N.>" --timeout-ms 1000)" "5 5" "the rolled-back insert published nothing: five events, each once"
 
