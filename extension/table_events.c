@@ -217,6 +217,10 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("isa._table_changed must be an AFTER … FOR EACH STATEMENT trigger with one argument"),
 				 errhint("isa.track_table makes these triggers.")));
+	/* a statement that changed no row (UPDATE … WHERE false) has no event to write, nor a bridge to wake */
+	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) &&
+		Max(rows_of(td->tg_oldtable), rows_of(td->tg_newtable)) == 0)
+		return PointerGetDatum(NULL);
 	rel = td->tg_relation;
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		operation = OP_INSERT;

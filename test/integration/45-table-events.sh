@@ -61,6 +61,8 @@ wakeups() { sql "SELECT wakeups_signalled FROM isa.wakeup_state()"; }
 w0=$(wakeups)
 sql "INSERT INTO it45.stock VALUES (3, 'washer', 1, NULL), (4, 'pin', 1, NULL)" >/dev/null
 is "$(wakeups)" "$((w0 + 1))" "a committed write of a tracked table signals the bridge once"
+sql "UPDATE it45.stock SET qty = 0 WHERE sku = -1" >/dev/null
+is "$(wakeups)" "$((w0 + 1))" "a statement that changed no row signals nothing"
 psql -X -q -v ON_ERROR_STOP=1 -c "BEGIN" -c "SAVEPOINT s" -c "INSERT INTO it45.stock VALUES (98, 'rolled back', 1, NULL)" \
      -c "ROLLBACK TO SAVEPOINT s" -c "COMMIT" >/dev/null
 is "$(wakeups)" "$((w0 + 1))" "a commit whose only tracked write was in a rolled-back savepoint signals nothing"
