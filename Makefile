@@ -16,7 +16,7 @@ ISA_VERSIONS = 0.1.0 0.2.0
 # holds <service>.sql and its upgrade fragments, test/pgtap/<service>/ its tests,
 # docs/services/<service>.md its API.  Services load in the order of the calls
 # between them; adding a service is its files plus its name here.
-ISA_CORE = core crypto nats outbox subscriptions jobs services bridge http trace
+ISA_CORE = core crypto nats outbox subscriptions jobs services table_events bridge http trace
 ISA_SERVICES ?= account auth product wallet billing payment orders storage organization device ota notification authz session event audit
 
 EXTVERSION = $(lastword $(ISA_VERSIONS))

@@ -72,6 +72,7 @@ isa_shmem_startup(void)
 			isa_shared->subscriptions[k] = 0;
 		}
 		pg_atomic_init_u64(&isa_shared->wakeups_signalled, 0);
+		pg_atomic_init_u64(&isa_shared->uuid_v7_clock, 0);
 		pg_atomic_init_u32(&isa_shared->nats_connected, 0);
 		pg_atomic_init_u64(&isa_shared->nats_reconnects, 0);
 		SpinLockInit(&isa_shared->mutex);

@@ -57,6 +57,11 @@ typedef struct IsaSharedState
 	pg_atomic_uint32 apply_pid[ISA_BRIDGE_WORKERS];
 	/* Commits that raised a wake-up: lets tests count "once per commit". */
 	pg_atomic_uint64 wakeups_signalled;
+	/*
+	 * The last UUIDv7 made in the cluster, as Unix ms << 12 | counter
+	 * (extension/uuid_v7.c): an id made later is greater, in any backend.
+	 */
+	pg_atomic_uint64 uuid_v7_clock;
 
 	/* What the bridge reports (isa.bridge_status()); written by the bridge. */
 	pg_atomic_uint32 nats_connected;
@@ -137,6 +142,16 @@ extern void isa_auth_shmem_startup(void);
 
 /* extension/service_roles.c: isa_svc_<service>, into buf[NAMEDATALEN] */
 extern void isa_service_role(const char *service, char *buf);
+
+/*
+ * extension/publish.c: what a function that writes as the extension's owner
+ * uses (isa.publish_event, a tracked table's trigger): the search path of
+ * pg_catalog alone, and the owner of the called function.
+ */
+struct OverrideSearchPath;
+struct FunctionCallInfoBaseData;
+extern struct OverrideSearchPath isa_catalog_only_path;
+extern Oid	isa_function_owner(struct FunctionCallInfoBaseData *fcinfo);
 
 /* extension/uuid_v7.c */
 extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);

@@ -99,7 +99,7 @@ static const char *lookup_sql =
 static SPIPlanPtr lookup_plan = NULL;
 
 /* search path while publishing: pg_catalog, and never pg_temp */
-static OverrideSearchPath catalog_only_path = {NIL, true, false, 0};
+OverrideSearchPath isa_catalog_only_path = {NIL, true, false, 0};
 
 /*
  * Backend-local cache of the catalogue lookup, keyed by "source event_type":
@@ -352,6 +352,24 @@ add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_c
 	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
 }
 
+/*
+ * isa._event_metadata(id uuid) RETURNS jsonb: the metadata isa.publish_event
+ * gives an event of that id published here and now without metadata of its
+ * own (correlation_id, causation_id in a handler, traceparent); a tracked
+ * table's trigger (extension/table_events.c) writes it with each event.
+ */
+PG_FUNCTION_INFO_V1(isa_event_metadata);
+Datum
+isa_event_metadata(PG_FUNCTION_ARGS)
+{
+	JsonbParseState *state = NULL;
+	Jsonb	   *empty;
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	empty = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+	PG_RETURN_JSONB_P(add_tracing_ids(empty, PG_GETARG_UUID_P(0), false, false, false));
+}
+
 static void
 check_text(FunctionCallInfo fcinfo, int argno, const char *field)
 {
@@ -540,8 +558,8 @@ check_may_publish(Oid userid, const EventTypeEntry *entry, text *source)
 }
 
 /* The owner of the called function (the extension's owner), cached per call site. */
-static Oid
-function_owner(FunctionCallInfo fcinfo)
+Oid
+isa_function_owner(FunctionCallInfo fcinfo)
 {
 	if (fcinfo->flinfo->fn_extra == NULL)
 	{
@@ -614,7 +632,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	 * operators or casts.  An override is cheaper than a function SET
 	 * clause and keeps the saved lookup plan valid.  Abort pops it.
 	 */
-	PushOverrideSearchPath(&catalog_only_path);
+	PushOverrideSearchPath(&isa_catalog_only_path);
 
 	/*
 	 * Write as the function's owner, so a service's role can publish into
@@ -623,7 +641,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 	 * makes PostgreSQL recompute it twice per call).  Abort restores the user.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(function_owner(fcinfo), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(isa_function_owner(fcinfo), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 
 	entry = lookup_event_type(PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
 	check_may_publish(save_userid, entry, PG_GETARG_TEXT_PP(1));

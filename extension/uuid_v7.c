@@ -7,6 +7,12 @@
  * top bit clear so it has room to count, which makes ids monotonic within a
  * backend even when several are made in the same millisecond or the clock
  * steps back.
+ *
+ * When isa is preloaded, the millisecond and counter are one clock for the
+ * whole cluster (an atomic in shared memory): an id made later is greater,
+ * whichever backend makes it.  The bridge publishes in id order, so two
+ * transactions that change the same row one after the other publish their
+ * events in that order, even within one millisecond (test 45).
  */
 #include "postgres.h"
 
@@ -43,7 +49,20 @@ isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes for a UUID")));
 
-	if (ms > last_ms)
+	if (isa_shared != NULL)
+	{
+		uint64		want = (uint64) ms << 12 | (((uint32) rnd[0] << 8 | rnd[1]) & 0x7FF);
+		uint64		cur = pg_atomic_read_u64(&isa_shared->uuid_v7_clock);
+		uint64		next;
+
+		/* a new millisecond starts at a random counter; else count on (into the next ms) */
+		do
+			next = want > cur ? want : cur + 1;
+		while (!pg_atomic_compare_exchange_u64(&isa_shared->uuid_v7_clock, &cur, next));
+		ms = (int64) (next >> 12);
+		counter = (uint32) (next & 0xFFF);
+	}
+	else if (ms > last_ms)
 		counter = ((uint32) rnd[0] << 8 | rnd[1]) & 0x7FF;
 	else
 	{

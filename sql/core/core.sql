@@ -48,7 +48,7 @@ COMMENT ON TABLE isa.services IS
 CREATE FUNCTION isa.uuid_v7() RETURNS uuid
     AS 'MODULE_PATHNAME', 'isa_uuid_v7' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION isa.uuid_v7() IS
-    'A new time-ordered UUID (RFC 9562 version 7), monotonic within a session.';
+    'A new time-ordered UUID (RFC 9562 version 7): one made later is greater, across the cluster when isa is preloaded, else within a session.';
 
 -- The one way a service function refuses NULL arguments (extension/arguments.c):
 -- 22004 "<name> must not be null" for the first NULL value, e.g.
@@ -281,7 +281,9 @@ BEGIN ATOMIC
                                                  E'\n' ORDER BY f.key)
                                  FROM jsonb_each(t.data_fields) f) || E'\n'
                       END AS section
-              FROM isa.event_types t) s;
+              FROM isa.event_types t
+             -- a tracked table's events (source table) are the installation's own
+             WHERE t.source <> 'table') s;
 END;
 COMMENT ON FUNCTION isa.event_catalogue_markdown() IS
-    'The event catalogue (isa.event_types) as the Markdown of docs/events.md.';
+    'The event catalogue (isa.event_types) as the Markdown of docs/events.md, without the events of tracked tables (source table: each installation''s own).';

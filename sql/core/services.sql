@@ -20,5 +20,6 @@ SELECT isa.register_service(name, schema_name, source, description)
     ('audit',         'audit',         'audit_service',         'The audit trail of every event.'),
     ('ota',           'ota',           'ota_service',           'Firmware over-the-air updates: releases, rollouts, device progress.'),
     ('product',       'product',       'product_service',       'Products and prices for usage types.'),
+    ('table_events',  'table_events',  'table',                 'Events from any table: the changes of the tables a DBA tracks (isa.track_table), as table.<name>.<operation>.'),
     ('external',      NULL,            'external',              'Producers outside isa (isA_Model, isA_Agent, isA_MCP) publishing on external.>.')
   ) AS s (name, schema_name, source, description);

@@ -268,4 +268,14 @@ catalogue() {
 is "$(catalogue isa)" "$(catalogue isa_fresh)" \
    "the catalogue rows (services, event types, subscriptions, routes, jobs) are a fresh install's"
 psql -X -q -d postgres -c "DROP DATABASE isa_fresh WITH (FORCE)"
+
+# Events from any table are new in 0.2.0 (after the comparisons: a tracked
+# table and its event types are the database's own): a DBA's table tracked
+# in the updated database speaks on NATS through the bridge.
+sql "CREATE TABLE public.up_stock (sku int PRIMARY KEY, qty int);
+     SELECT isa.track_table('up_stock', event_name => 'up_stock_$$');
+     INSERT INTO up_stock VALUES (1, 2);" >/dev/null
+msg=$($NATS sub "table.up_stock_$$.inserted" --count 1 --timeout-ms 15000)
+is "$(jq -c '[.data.source, .data.data.new]' <<<"$msg")" '["table",{"qty":2,"sku":1}]' \
+   "a table tracked after the update publishes table.<name>.inserted through the bridge"
 done_testing

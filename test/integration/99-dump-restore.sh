@@ -11,7 +11,11 @@ is "$(wait_for "SELECT count(*) FROM wallet.wallets WHERE user_id = '$uid'" 1 20
 sql "SELECT wallet.add('$uid', 77, 'dump-$$');
      CREATE SCHEMA it_dump;
      CREATE FUNCTION it_dump.on_wallet(e isa.event) RETURNS void LANGUAGE plpgsql AS 'BEGIN END';
-     SELECT isa.subscribe_to_events('audit', 'wallet_service.>', 'it_dump.on_wallet(isa.event)');" >/dev/null
+     SELECT isa.subscribe_to_events('audit', 'wallet_service.>', 'it_dump.on_wallet(isa.event)');
+     -- a DBA's table tracked (docs/table-events.md)
+     CREATE TABLE it_dump.stock (sku int PRIMARY KEY, qty int);
+     SELECT isa.track_table('it_dump.stock', event_name => 'it_dump_stock');
+     INSERT INTO it_dump.stock VALUES (1, 1);" >/dev/null
 before=$(sql "SELECT count(*) || ' ' || max(id) FROM isa.subscriptions")
 ledger=$(sql "SELECT count(*) FROM wallet.transactions")
 users=$(sql "SELECT count(*) FROM account.users")
@@ -37,6 +41,8 @@ is "$(sql "SELECT count(*) FROM isa.subscriptions WHERE handler = 'it_dump.on_wa
    "our subscription is there"
 id=$(sql "SELECT isa.subscribe_to_events('audit', 'account_service.>', 'it_dump.on_wallet(isa.event)')")
 is "$((id > ${before#* }))" 1 "a new subscription gets a fresh id (the sequence was restored)"
+is "$(sql "SELECT triggers || ' ' || (SELECT count(*) FROM isa.event_types WHERE event_type LIKE 'it_dump_stock.%') FROM isa.tracked_tables WHERE event_name = 'it_dump_stock'")" "4 4" \
+   "the tracked table is tracked again, its four triggers and event types once"
 is "$(wait_for "SELECT connected FROM isa.bridge_status()" t 30)" t "the bridge runs again on the restored database"
 is "$(subs_running "" 30)" "$(subs_want)/$(subs_want)" "with every subscription"
 sql "SELECT wallet.add('$uid', 3, 'dump-after-$$')" >/dev/null
@@ -45,5 +51,8 @@ is "$(wait_for "SELECT count(*) FROM wallet.outbox WHERE event_type = 'wallet.to
 is "$(wait_for "SELECT count(*) FROM audit.entries WHERE event_type = 'wallet.tokens.added' AND data->>'user_id' = '$uid' AND data->>'amount' = '3'" 1 20)" 1 \
    "and recorded in the restored audit trail"
 is "$(sql "SELECT ok FROM audit.verify()")" t "whose chains verify"
+sql "UPDATE it_dump.stock SET qty = 2 WHERE sku = 1" >/dev/null
+is "$(wait_for "SELECT count(*) FROM table_events.outbox WHERE event_type = 'it_dump_stock.updated' AND published_at IS NOT NULL" 1 20)" 1 \
+   "the restored tracked table publishes its changes"
 
 done_testing

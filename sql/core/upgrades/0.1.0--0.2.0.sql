@@ -87,6 +87,57 @@ CREATE TRIGGER direct_message_written
     AFTER INSERT ON isa.direct_messages
     FOR EACH STATEMENT EXECUTE FUNCTION isa._direct_message_written();
 
+-- Events from any table (sql/core/table_events.sql, docs/table-events.md):
+-- the service table_events and its source table, the tracking table, the
+-- wake-up trigger of its outbox, the DDL event triggers and the view.  The
+-- event triggers' functions are made empty here; the replay that follows
+-- makes them as sql/core/table_events.sql says.
+SELECT isa.register_service('table_events', 'table_events', 'table',
+    'Events from any table: the changes of the tables a DBA tracks (isa.track_table), as table.<name>.<operation>.');
+CREATE TABLE isa.table_tracking (
+    event_name      text PRIMARY KEY CHECK (isa.is_valid_event_type(event_name || '.inserted')),
+    schema_name     name NOT NULL,
+    table_name      name NOT NULL,
+    operations      text[] NOT NULL CHECK (operations <@ ARRAY['insert', 'update', 'delete', 'truncate']
+                                           AND cardinality(operations) > 0),
+    key_columns     text[] NOT NULL CHECK (cardinality(key_columns) > 0),
+    when_columns    text[],
+    exclude_columns text[] NOT NULL DEFAULT '{}',
+    columns         text[] NOT NULL,
+    tracked_at      timestamptz NOT NULL DEFAULT now(),
+    tracked_by      name NOT NULL,
+    UNIQUE (schema_name, table_name)
+);
+SELECT pg_catalog.pg_extension_config_dump('isa.table_tracking', '');
+-- A tracked table's event types are the installation's data, not the
+-- extension's: pg_dump keeps them (CREATE EXTENSION makes the others,
+-- event.dead_lettered of source table included).
+SELECT pg_catalog.pg_extension_config_dump('isa.event_types',
+    'WHERE source = ''table'' AND event_type <> ''event.dead_lettered''');
+CREATE FUNCTION isa._table_events_written() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'isa_outbox_written_trigger' LANGUAGE C;
+CREATE TRIGGER table_events_written
+    AFTER INSERT ON table_events.outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION isa._table_events_written();
+CREATE FUNCTION isa._tracked_table_altered() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
+CREATE EVENT TRIGGER isa_tracked_table_altered ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
+    EXECUTE FUNCTION isa._tracked_table_altered();
+CREATE FUNCTION isa._tracked_table_dropped() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
+CREATE EVENT TRIGGER isa_tracked_table_dropped ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION isa._tracked_table_dropped();
+CREATE VIEW isa.tracked_tables AS
+SELECT to_regclass(format('%I.%I', k.schema_name, k.table_name)) AS relation,
+       k.event_name,
+       'table.' || k.event_name || '.>' AS subjects,
+       k.operations, k.key_columns, k.when_columns, k.exclude_columns,
+       (SELECT count(*) FROM pg_trigger t
+         WHERE t.tgrelid = to_regclass(format('%I.%I', k.schema_name, k.table_name))
+           AND t.tgname LIKE 'isa\_track\_%')::int AS triggers,
+       k.tracked_at, k.tracked_by
+  FROM isa.table_tracking k;
+
 -- isa.trace (sql/core/trace.sql) reads when each subscription applied an
 -- event: the inbox keeps the moment of its insert (processed_at is the
 -- applying transaction's start, the same for a whole fetched batch).  Rows

@@ -10,8 +10,8 @@ SELECT plan(31);
 SELECT set_eq($$SELECT name FROM isa.services$$,
               ARRAY['account', 'auth', 'authz', 'device', 'payment', 'wallet', 'billing', 'orders',
                     'organization', 'storage', 'notification', 'session', 'event', 'audit', 'ota', 'product',
-                    'external'],
-              'isa.services holds the sixteen platform services and external');
+                    'table_events', 'external'],
+              'isa.services holds the sixteen platform services, table_events (tracked tables) and external');
 SELECT set_eq($$SELECT name FROM isa.services WHERE schema_name IS NULL$$,
               ARRAY['external'],
               'external is the only service without a schema (its events come from NATS clients)');
@@ -61,8 +61,8 @@ SELECT is((SELECT array_agg(s.name ORDER BY s.name) FROM isa.services s
                   IS DISTINCT FROM format('FOR VALUES IN (%L)', s.name)),
           NULL,
           'each <schema>.inbox partition holds exactly the inbox rows of its service');
-SELECT is((SELECT count(*) FROM pg_partition_tree('isa.outbox') WHERE isleaf), 16::bigint,
-          'isa.outbox has sixteen leaf partitions, none for external');
+SELECT is((SELECT count(*) FROM pg_partition_tree('isa.outbox') WHERE isleaf), 17::bigint,
+          'isa.outbox has seventeen leaf partitions (table_events'' included), none for external');
 
 -- ---------------------------------------------------------------- event types
 SELECT lives_ok($$SELECT isa.register_event_type('wallet.tokens.deducted', 'wallet_service', '1.0.0',

@@ -86,7 +86,7 @@ SELECT throws_ok($$SELECT isa.publish_event('payment.completed', 'payment_servic
                  'the attack of issue 12: isa_app may not publish payment_service''s payment.completed');
 SELECT is((SELECT count(*) FROM isa.event_types WHERE event_type = 'wallet.tokens.deducted'), 1::bigint,
           'isa_app can read the event catalogue (isa.event_types)');
-SELECT is((SELECT count(*) FROM isa.services), 17::bigint,
+SELECT is((SELECT count(*) FROM isa.services), 18::bigint,
           'isa_app can read the service registry (isa.services)');
 SELECT lives_ok($$SELECT isa.event_from_json(isa.event_to_json(ROW(isa.uuid_v7(), 'a.b', 'x', '1.0.0', now(), '{}', '{}')::isa.event))$$,
                 'isa_app can build and parse envelopes');
