@@ -58,6 +58,7 @@ is "$(jq -r .subject <<<"$out" 2>/dev/null | wc -l)" 5 "the subscriber credentia
 
 # ---------------------------------------------------------------- the commit wakes the bridge
 wakeups() { sql "SELECT wakeups_signalled FROM isa.wakeup_state()"; }
+pause_service event   # (its batch summaries would wake the bridge too)
 w0=$(wakeups)
 sql "INSERT INTO it45.stock VALUES (3, 'washer', 1, NULL), (4, 'pin', 1, NULL)" >/dev/null
 is "$(wakeups)" "$((w0 + 1))" "a committed write of a tracked table signals the bridge once"
@@ -68,6 +69,7 @@ psql -X -q -v ON_ERROR_STOP=1 -c "BEGIN" -c "SAVEPOINT s" -c "INSERT INTO it45.s
 is "$(wakeups)" "$((w0 + 1))" "a commit whose only tracked write was in a rolled-back savepoint signals nothing"
 is "$(sql "SELECT count(*) FROM table_events.outbox WHERE event_type LIKE '$N.%' AND data->'key'->>'sku' IN ('98', '99')")" 0 \
    "and neither rolled-back insert left an event"
+resume_services
 
 # ---------------------------------------------------------------- bulk
 sql "INSERT INTO it45.stock SELECT g, 'item ' || g, 0, 'x' FROM generate_series(1000, 10999) g" >/dev/null

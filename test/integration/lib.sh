@@ -66,6 +66,22 @@ subs_running() {
   printf '%s' "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" "$want" "${2:-10}")/$want"
 }
 
+# pause_service NAME: the bridge stops applying NAME's subscriptions
+# (isa.services = every other service; their events wait on the stream) until
+# resume_services.  For tests that count what any committed event moves: the
+# bridge's wake-ups (the event store announces each batch it stores, and that
+# commit wakes the bridge too).
+pause_service() {
+  sql "ALTER SYSTEM SET isa.services = '$(sql "SELECT string_agg(name, ',') FROM isa.services WHERE schema_name IS NOT NULL AND name <> '$1'")'" >/dev/null
+  sql "SELECT pg_reload_conf()" >/dev/null
+  wait_for "SELECT subscriptions FROM isa.bridge_status()" "$(subs_want "service <> '$1'")" 20 >/dev/null
+}
+resume_services() {
+  sql "ALTER SYSTEM RESET isa.services" >/dev/null
+  sql "SELECT pg_reload_conf()" >/dev/null
+  subs_running >/dev/null
+}
+
 done_testing() {
   echo "1..$_n"
   [ "$_failed" = 0 ]
