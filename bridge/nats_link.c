@@ -491,7 +491,7 @@ nl_take_messages(int max, int *n)
  * window or age limit differ from the configuration.
  */
 static bool
-ensure_stream(const char *name, const char **subjects, int n, int max_age_s)
+ensure_stream(const char *name, const char **subjects, int n, int replicas, int max_age_s)
 {
 	jsStreamConfig cfg;
 	jsStreamInfo *si = NULL;
@@ -506,7 +506,7 @@ ensure_stream(const char *name, const char **subjects, int n, int max_age_s)
 	cfg.SubjectsLen = n;
 	cfg.Storage = js_FileStorage;
 	cfg.Retention = js_LimitsPolicy;
-	cfg.Replicas = isa_stream_replicas;
+	cfg.Replicas = replicas;
 	cfg.MaxAge = (int64) max_age_s * 1000000000LL;
 	/* the window may not outlast the messages */
 	cfg.Duplicates = (int64) (max_age_s > 0 && max_age_s < isa_duplicate_window
@@ -558,7 +558,10 @@ ensure_stream(const char *name, const char **subjects, int n, int max_age_s)
  * The stream isa.stream of the sources' subjects and the devices' messages,
  * then ISA_REPLAY, which holds the replays (replay.>, docs/bridge.md,
  * "Subject override") for ISA_REPLAY_MAX_AGE: no consumer of isa's reads
- * it.  A replay stream that cannot be made leaves the replays in the outbox
+ * it.  One replica whatever isa.stream_replicas says: a replay lost with a
+ * node is asked for again, and an R1 stream is made at once, where an R3
+ * one on a cluster just formed can outlast the API's wait and hold up the
+ * consumers' set-up behind it.  A replay stream that cannot be made leaves the replays in the outbox
  * (and the error in isa.bridge_status()); the events still flow.
  */
 bool
@@ -577,9 +580,9 @@ nl_ensure_stream(List *sources)
 	for (int i = 0; i < isa_device_message_nsubjects; i++)
 		subjects[n++] = isa_device_message_subjects[i];
 
-	ok = ensure_stream(isa_stream, subjects, n, isa_stream_max_age);
+	ok = ensure_stream(isa_stream, subjects, n, isa_stream_replicas, isa_stream_max_age);
 	if (ok)
-		(void) ensure_stream(ISA_REPLAY_STREAM, replay_subjects, 1, ISA_REPLAY_MAX_AGE);
+		(void) ensure_stream(ISA_REPLAY_STREAM, replay_subjects, 1, 1, ISA_REPLAY_MAX_AGE);
 	return ok;
 }
 
