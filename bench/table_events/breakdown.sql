@@ -1,0 +1,41 @@
+-- bench/table_events/breakdown.sql — where a tracked 100,000-row UPDATE's
+-- time goes (informational; docs/benchmarks.md, "table_events").  On a
+-- running stack: psql -X -f bench/table_events/breakdown.sql.  Switches the
+-- bridge off while it runs and leaves nothing behind (schema bench_tb is
+-- dropped, the outbox rows deleted).
+ALTER SYSTEM SET isa.bridge_enabled = off;
+SELECT pg_reload_conf();
+SET client_min_messages = warning;
+DROP SCHEMA IF EXISTS bench_tb CASCADE;
+CREATE SCHEMA bench_tb;
+CREATE TABLE bench_tb.tracked (id int PRIMARY KEY, qty int NOT NULL, label text NOT NULL, updated_at timestamptz NOT NULL);
+CREATE TABLE bench_tb.plain (LIKE bench_tb.tracked INCLUDING ALL);
+INSERT INTO bench_tb.tracked SELECT g, 0, 'item ' || g, now() FROM generate_series(1, 100000) g;
+INSERT INTO bench_tb.plain SELECT * FROM bench_tb.tracked;
+VACUUM ANALYZE bench_tb.tracked, bench_tb.plain;
+SELECT isa.track_table('bench_tb.tracked', event_name => 'bench_tb.tracked');
+\timing on
+\echo == the statement, untracked then tracked (twice)
+UPDATE bench_tb.plain SET qty = qty + 1, updated_at = now();
+UPDATE bench_tb.tracked SET qty = qty + 1, updated_at = now();
+UPDATE bench_tb.plain SET qty = qty + 1, updated_at = now();
+UPDATE bench_tb.tracked SET qty = qty + 1, updated_at = now();
+\echo == its parts, each over 100,000 rows (rolled back)
+BEGIN;
+\echo -- one row as JSON
+CREATE TEMP TABLE j AS SELECT to_jsonb(r) AS j FROM bench_tb.plain r;
+\echo -- a UUIDv7 each
+CREATE TEMP TABLE u AS SELECT isa.uuid_v7() AS id, j FROM j;
+\echo -- the metadata (correlation, traceparent)
+SELECT count(isa._event_metadata(id)) FROM u;
+\echo -- the changed columns
+SELECT count(isa._jsonb_changed_keys(j, j)) FROM j;
+\echo -- the outbox rows (payload with both rows, index entry)
+INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
+SELECT id, 'table', 'bench_tb.tracked.updated', '1.0.0', now(), jsonb_build_object('old', j, 'new', j), '{}' FROM u;
+ROLLBACK;
+\timing off
+DROP SCHEMA bench_tb CASCADE;
+DELETE FROM table_events.outbox WHERE event_type LIKE 'bench_tb.%';
+ALTER SYSTEM RESET isa.bridge_enabled;
+SELECT pg_reload_conf();
