@@ -121,11 +121,20 @@ static const char *tracking_sql =
 /* Above this many rows a statement is a bulk one: no JIT, sorts in memory. */
 #define BULK_ROWS 1000
 
+/*
+ * A saved plan is made for the size of the transition tables of the
+ * statement that prepared it, and the plan cache does not replan when the
+ * next statement's are a thousand times larger: a one-row statement's
+ * nested loops took more than ten minutes over a 100,000-row UPDATE, a bulk
+ * statement's hashes 25 ms for one row.  So each table and operation keeps
+ * one plan per order of magnitude of rows (size_class).
+ */
 typedef struct PlanKey
 {
 	Oid			relid;
 	Oid			reltype;		/* a table made later with a reused oid has another row type */
 	int			operation;
+	int			size_class;		/* decimal digits of the statement's row count */
 } PlanKey;
 
 typedef struct PlanEntry
@@ -149,7 +158,7 @@ saved_plan(const char *sql, int nargs, Oid *argtypes)
 
 /* The saved plan of an operation on a table, prepared at its first statement. */
 static SPIPlanPtr
-operation_plan(Relation rel, int operation)
+operation_plan(Relation rel, int operation, int64 rows)
 {
 	PlanKey		key;
 	PlanEntry  *entry;
@@ -168,6 +177,8 @@ operation_plan(Relation rel, int operation)
 	key.relid = RelationGetRelid(rel);
 	key.reltype = rel->rd_rel->reltype;
 	key.operation = operation;
+	for (int64 r = rows; r >= 10; r /= 10)
+		key.size_class++;
 	entry = hash_search(plans, &key, HASH_ENTER, &found);
 	if (!found)
 	{
@@ -210,6 +221,7 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 	int			save_sec_context;
 	int			guc_level = -1;
 	int			rc;
+	int64		rows;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || td->tg_trigger->tgnargs != 1)
@@ -218,8 +230,8 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 				 errmsg("isa._table_changed must be an AFTER … FOR EACH STATEMENT trigger with one argument"),
 				 errhint("isa.track_table makes these triggers.")));
 	/* a statement that changed no row (UPDATE … WHERE false) has no event to write, nor a bridge to wake */
-	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) &&
-		Max(rows_of(td->tg_oldtable), rows_of(td->tg_newtable)) == 0)
+	rows = Max(rows_of(td->tg_oldtable), rows_of(td->tg_newtable));
+	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && rows == 0)
 		return PointerGetDatum(NULL);
 	rel = td->tg_relation;
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -237,7 +249,7 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 	PushOverrideSearchPath(&isa_catalog_only_path);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(isa_function_owner(fcinfo), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (Max(rows_of(td->tg_oldtable), rows_of(td->tg_newtable)) > BULK_ROWS)
+	if (rows > BULK_ROWS)
 	{
 		/*
 		 * A bulk statement's plan looks costly enough for JIT, whose
@@ -272,7 +284,7 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 				 errhint("Track it again with isa.track_table, or drop the trigger %s.", td->tg_trigger->tgname)));
 
 	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	rc = SPI_execute_plan(operation_plan(rel, operation), args, NULL, false, 0);
+	rc = SPI_execute_plan(operation_plan(rel, operation, rows), args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not write the events of %s: %s", RelationGetRelationName(rel), SPI_result_code_string(rc));
 	SPI_finish();

@@ -5,7 +5,7 @@
 -- operations, the updates that count, the columns left out and the key.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(67);
+SELECT plan(69);
 
 SET LOCAL client_min_messages = warning;
 CREATE ROLE t17_owner NOLOGIN;
@@ -221,6 +221,22 @@ SELECT is((SELECT count(*) FROM isa.table_tracking WHERE event_name = 'moving'),
 DROP TABLE t17.loose2;
 SELECT is((SELECT count(*) FROM isa.table_tracking WHERE event_name = 'loose'), 0::bigint, 'DROP TABLE untracks it');
 SELECT is((SELECT count(*) FROM isa.event_types WHERE event_type LIKE 'loose.%'), 0::bigint, 'and takes its event types');
+
+-- ---------------------------------------------------------------- statements of every size, one session
+-- A trigger's plan is made for its statement's row count: one made for one
+-- row, reused over 30,000, ran its nested loops for minutes (the timeout
+-- below is a guard against that, not a speed target: this takes well under
+-- a second).
+CREATE TABLE t17.sizes (id int PRIMARY KEY, n int NOT NULL);
+INSERT INTO t17.sizes SELECT g, 0 FROM generate_series(1, 30000) g;
+SELECT isa.track_table('t17.sizes', operations => ARRAY['update']);
+UPDATE t17.sizes SET n = n + 1 WHERE id = 1;
+SET LOCAL statement_timeout = '30s';
+SELECT lives_ok($$UPDATE t17.sizes SET n = n + 1$$, 'a 30,000-row UPDATE after a one-row one on the same table');
+UPDATE t17.sizes SET n = n + 1 WHERE id = 2;
+RESET statement_timeout;
+SELECT is((SELECT count(*) FROM pg_temp.events('sizes')), 30002::bigint,
+          'one event per row changed, whatever the size of the statements before');
 
 -- ---------------------------------------------------------------- untrack
 SET LOCAL ROLE isa_admin;
