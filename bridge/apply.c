@@ -423,7 +423,9 @@ isa_apply_arrived(void)
 			continue;
 		}
 		isa_subscription_received(s);
-		isa_metric_consumer(s->service, consumer, pending, stored_age(stored_ns));
+		s->gauge_due = true;
+		s->gauge_pending = pending;
+		s->gauge_stored_ns = stored_ns;
 		ds[nd].msg = m->msg;
 		ds[nd].sub = s;
 		ds[nd].delivered = delivered;
@@ -440,6 +442,14 @@ isa_apply_arrived(void)
 		free(head);
 		head = next;
 	}
+	/* each consumer's gauges once per arrival, as of its last message (one lock each, not one per message) */
+	for (int i = 0; i < nd; i++)
+		if (ds[i].sub->gauge_due)
+		{
+			ds[i].sub->gauge_due = false;
+			isa_metric_consumer(ds[i].sub->service, ds[i].sub->durable, ds[i].sub->gauge_pending,
+								stored_age(ds[i].sub->gauge_stored_ns));
+		}
 	/*
 	 * A subscription whose batch has all arrived asks for the next one now,
 	 * so that JetStream delivers it while this one is applied (at most two

@@ -171,6 +171,9 @@ typedef struct BridgeSub
 	int			outstanding;	/* messages asked for, not yet received */
 	TimestampTz pull_deadline;
 	bool		seen;			/* still a row of isa.subscriptions */
+	bool		gauge_due;		/* a message arrived since its consumer gauges were set */
+	uint64		gauge_pending;	/* the last one's: messages the consumer still has */
+	int64		gauge_stored_ns;	/* the last one's: when the stream stored it */
 	bool		disabled;		/* its service is not in isa.services */
 	FmgrInfo	finfo;			/* the handler's, kept so plpgsql keeps its plans */
 	Oid			finfo_oid;		/* handler finfo was made for; InvalidOid: none */

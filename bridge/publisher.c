@@ -255,7 +255,7 @@ isa_publish_round(void)
 	traces = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	correlations = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	sources = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
-	order_keys = palloc(sizeof(char *) * n);
+	order_keys = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	types = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	services = MemoryContextAlloc(batch_cxt, sizeof(char *) * n);
 	lens = MemoryContextAlloc(batch_cxt, sizeof(int) * n);
