@@ -9,6 +9,8 @@
 #   status       one line per node; exit 0 only if all three run
 #   kill N       SIGKILL node N (1-3)
 #   restart N    stop node N if it runs, start it again on the same store, wait until healthy
+#   ready        wait (30 s at most) until the running nodes are healthy and a
+#                meta leader is elected, e.g. after a kill
 #   url          the comma-separated client URLs
 #
 # Ports: test: client 24241-24243, routes 26241-26243, monitor 28241-28243;
@@ -25,8 +27,8 @@
 # each node's resolver keeps its accounts in nodeN/resolver across restarts.
 set -euo pipefail
 
-NAME=${1:?usage: tools/nats-cluster.sh NAME start|stop|status|kill N|restart N|url}
-CMD=${2:?usage: tools/nats-cluster.sh NAME start|stop|status|kill N|restart N|url}
+NAME=${1:?usage: tools/nats-cluster.sh NAME start|stop|status|kill N|restart N|ready|url}
+CMD=${2:?usage: tools/nats-cluster.sh NAME start|stop|status|kill N|restart N|ready|url}
 ARG=${3:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -168,6 +170,13 @@ case "$CMD" in
     stop_node "$ARG"
     start_node "$ARG"
     wait_ready "$ARG"
+    ;;
+  ready)
+    # the running nodes healthy and a meta leader elected (after a kill)
+    up=(); for n in 1 2 3; do node_running "$n" && up+=("$n"); done
+    [ "${#up[@]}" -gt 0 ] || { echo "nats-cluster $NAME: no node is running" >&2; exit 1; }
+    wait_ready "${up[@]}"
+    echo "nodes ${up[*]} healthy (meta leader $(meta_leader "${up[0]}"))"
     ;;
   url)
     echo "nats://127.0.0.1:$(client_port 1),nats://127.0.0.1:$(client_port 2),nats://127.0.0.1:$(client_port 3)"

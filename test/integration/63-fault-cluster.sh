@@ -14,6 +14,12 @@ cluster() { "$root/tools/nats-cluster.sh" "${ISA_STACK_NAME:-test}" "$@"; }
 URLS=$(cluster url)
 F_STREAM=ISA_R3 F_SERVER=$URLS
 F_PURGE=0   # the stream is deleted instead
+# Reading 20k messages while the two nodes left settle can take longer than
+# the single-server tests allow (CI once saw three 10 s reads time out).
+F_COUNT_SECONDS=20
+# The bridge makes every subscription's R3 consumer on a cluster that has just
+# formed (each one a meta proposal and a Raft group): more than 15 s, once.
+F_SUBSCRIBE_SECONDS=40
 
 # Back to the stack's own nats-server: the settings reset, the R3 stream gone.
 # Prints t once the bridge is connected there again.  If it is not within
@@ -83,6 +89,9 @@ check "$(wait_for "SELECT connected AND server <> '$(cut -d, -f"$KILL" <<<"$URLS
 
 fault_wait_producer 90
 is "$(produced)" "$BATCHES" "all $BATCHES batch markers committed"
+# The counts below ask the JetStream API: wait for the cluster to settle
+# (n2 was the meta leader and the consumers' leader when CI saw them time out).
+ok "the nodes left are healthy and have a meta leader ($(elapsed))" cluster ready
 fault_assert_exact "$N"
 is "$(natsc stream-info --stream ISA_R3 --server "$URLS" --timeout-ms 5000 2>/dev/null | jq -r .config.num_replicas)" 3 \
   "ISA_R3 is still an R3 stream"

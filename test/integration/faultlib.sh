@@ -18,14 +18,16 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 natsc() { timeout 20 node "$root/test/natsclient/isa-nats.mjs" "$@"; }
 
 # stream_count SUBJECT [SECONDS]: "TOTAL UNIQUE" on F_STREAM.  A read that
-# fails or hangs (an election after a node died) is retried, for 60 s at most.
+# fails or hangs (an election after a node died) is retried, for 60 s at most;
+# one attempt may take F_COUNT_SECONDS.
+F_COUNT_SECONDS=10
 stream_count() {
   local got deadline=$((SECONDS + ${2:-60}))
   while :; do
-    got=$(timeout 10 node "$root/test/natsclient/isa-nats.mjs" count "$1" --stream "$F_STREAM" \
+    got=$(timeout "$F_COUNT_SECONDS" node "$root/test/natsclient/isa-nats.mjs" count "$1" --stream "$F_STREAM" \
       --server "$F_SERVER" --timeout-ms 3000 2>&1)
     [[ $got =~ ^[0-9]+\ [0-9]+$ ]] || [ "$SECONDS" -ge "$deadline" ] && break
-    echo "count failed (retrying): ${got:-timed out after 10 s}" >>"$F_WORK/count.log"
+    echo "count failed (retrying): ${got:-timed out after $F_COUNT_SECONDS s}" >>"$F_WORK/count.log"
     sleep 1
   done
   printf '%s' "${got:-count timed out}"
@@ -117,13 +119,15 @@ fault_init() { # SCHEMA EVENT_TYPE
        GRANT INSERT ON $F_SCHEMA.applied TO isa_svc_audit;" >/dev/null
 }
 
-# Subscribes the handler and waits until the bridge has made its consumer.
+# Subscribes the handler and waits (F_SUBSCRIBE_SECONDS) until the bridge
+# has made its consumer.
+F_SUBSCRIBE_SECONDS=15
 fault_subscribe() {
   local n
   sql "SELECT isa.subscribe_to_events('audit', '$F_SUBJECT', '$F_SCHEMA.apply(isa.event)')" >/dev/null
   F_DURABLE=$(sql "SELECT durable_name FROM isa.subscriptions WHERE subject_filter = '$F_SUBJECT'")
   n=$(sql "SELECT count(*) FROM isa.subscriptions")
-  check "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" "$n" 15)" "$n" \
+  check "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" "$n" "$F_SUBSCRIBE_SECONDS")" "$n" \
     "the bridge runs the subscription on $F_SUBJECT"
   for ((i = 0; i < 100; i++)); do
     natsc consumer-info "$F_STREAM" "$F_DURABLE" --server "$F_SERVER" --timeout-ms 1000 >/dev/null 2>&1 && break
