@@ -63,9 +63,16 @@ BEGIN ATOMIC
            coalesce(extract(epoch FROM clock_timestamp() - min(occurred_at)), 0)::float8
       FROM isa.outbox WHERE published_at IS NULL
     UNION ALL
-    SELECT 'dead_letters', jsonb_build_object('service', d.service, 'reason', d.reason), count(*)::float8
-      FROM isa.dead_letters d WHERE d.replayed_at IS NULL
-     GROUP BY d.service, d.reason;
+    -- every service with a subscription, for each reason, at 0 when it has
+    -- none: a gauge that is absent reads as "No data", not as "none"
+    SELECT 'dead_letters', jsonb_build_object('service', k.service, 'reason', k.reason), count(d.id)::float8
+      FROM (SELECT s.service, r.reason
+              FROM (SELECT service FROM isa.subscriptions
+                    UNION SELECT service FROM isa.dead_letters WHERE replayed_at IS NULL) s,
+                   unnest(ARRAY['handler_error', 'invalid_envelope', 'unsupported_version', 'subject_mismatch']) r (reason)) k
+      LEFT JOIN isa.dead_letters d
+        ON d.service = k.service AND d.reason = k.reason AND d.replayed_at IS NULL
+     GROUP BY k.service, k.reason;
 END;
 COMMENT ON FUNCTION isa.metrics() IS
     'isa''s metrics as (metric, labels, value) rows in Prometheus form: event_published_total, event_processed_total, event_processing_duration_seconds, consumer pending messages and lag, outbox backlog and age, NATS connection, dead letters. isa.metric_families() names, types and explains each.';

@@ -161,11 +161,17 @@ cons="{\"service\":\"billing\",\"consumer\":\"$durable\"}"
 is "$(value isa_consumer_pending_messages "$cons") $(value isa_consumer_lag_seconds "$cons")" "0 0" \
    "caught up: pending 0 and lag 0 on /metrics"
 
-# A dead letter shows (isa_dead_letters exists only while some wait).
+# The dead-letter gauge exists for every subscribing service and reason
+# before any dead letter (at 0 unless an earlier test left one), and a dead
+# letter adds one.
+before=$(value isa_dead_letters '{"service":"billing","reason":"subject_mismatch"}')
+like "$before" '^[0-9]+$' "isa_dead_letters{service=billing,reason=subject_mismatch} is on /metrics, dead letter or not"
+before=$(value isa_dead_letters '{"service":"billing","reason":"invalid_envelope"}')
+like "$before" '^[0-9]+$' "isa_dead_letters{service=billing,reason=invalid_envelope} is on /metrics before the dead letter"
 sql "INSERT INTO isa.dead_letters (service, consumer, subject, payload, reason, error_message, attempts)
      VALUES ('billing', '$durable', 'order_service.$ET', '\\x00', 'invalid_envelope', 'it88', 1)" >/dev/null
 scrape
-like "$(value isa_dead_letters '{"service":"billing","reason":"invalid_envelope"}')" '^[1-9][0-9]*$' \
+is "$(value isa_dead_letters '{"service":"billing","reason":"invalid_envelope"}')" "$((before + 1))" \
    "isa_dead_letters{service,reason} counts an unreplayed dead letter"
 
 # Every metric an alert or a panel names is on this live /metrics.

@@ -2,7 +2,7 @@
 -- errors, privileges, and what a service registered later gets.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(19);
+SELECT plan(21);
 
 SELECT is((SELECT count(*) FROM isa.bridge_status()), 1::bigint, 'bridge_status() is one row');
 SELECT is((SELECT running FROM isa.bridge_status()), true, 'the bridge worker of this preloaded cluster is running');
@@ -37,6 +37,18 @@ SELECT is((SELECT count(*) FROM (SELECT DISTINCT source, event_type FROM isa.eve
           0::bigint, 'every registered event type of a service with an outbox has its event_published_total');
 SELECT is((SELECT count(*) - count(DISTINCT labels) FROM isa.metrics() WHERE metric = 'event_published_total'),
           0::bigint, 'and only one: a counted type is not there at 0 as well');
+SELECT is((SELECT count(*) FROM isa.metrics() WHERE metric = 'dead_letters'),
+          (SELECT count(*) * 4 FROM (SELECT service FROM isa.subscriptions
+                                      UNION SELECT service FROM isa.dead_letters WHERE replayed_at IS NULL) s),
+          'dead_letters: a series per service with a subscription and reason, with or without dead letters');
+INSERT INTO isa.dead_letters (service, consumer, subject, payload, reason, error_message, attempts)
+VALUES ('billing', 'pgtap_dl', 'order_service.x', '\x00', 'subject_mismatch', 'pgtap', 1),
+       ('billing', 'pgtap_dl', 'order_service.x', '\x00', 'subject_mismatch', 'pgtap', 1);
+SELECT is((SELECT value FROM isa.metrics() WHERE metric = 'dead_letters'
+            AND labels = '{"service": "billing", "reason": "subject_mismatch"}'),
+          (SELECT count(*)::float8 FROM isa.dead_letters
+            WHERE service = 'billing' AND reason = 'subject_mismatch' AND replayed_at IS NULL),
+          'and counts the unreplayed dead letters of its service and reason');
 SELECT is(isa.current_event(), NULL, 'current_event() is NULL outside a handler');
 
 SELECT throws_ok('SELECT isa.replay_dead_letter(-42)', 'P0002', 'dead letter -42 does not exist',
