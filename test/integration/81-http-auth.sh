@@ -39,7 +39,6 @@ cleanup() {
 trap cleanup EXIT
 
 source "$(dirname "$0")/httplib.sh"
-note() { printf '# %s\n' "$@"; }
 # "STATUS CODE | WWW-Authenticate | message" of the last answer
 refusal() { printf '%s %s | %s | %s' "$ST" "$(field code)" "$(hdr WWW-Authenticate)" "$(field message)"; }
 INVALID='Bearer error="invalid_token"'

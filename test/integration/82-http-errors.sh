@@ -46,7 +46,6 @@ trap cleanup EXIT
 
 source "$(dirname "$0")/httplib.sh"
 ERRORS_LOG=$TMP/errors   # every error body, for the checks at the end
-note() { printf '# %s\n' "$@"; }
 # the answer as "STATUS CODE"
 sc() { printf '%s %s' "$ST" "$(field code)"; }
 # a 4xx that is not a 5xx nor a success

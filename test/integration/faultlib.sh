@@ -44,8 +44,6 @@ F_T0=$(date +%s)
 # seconds since the test started, for the diagnostics
 elapsed() { echo "$(($(date +%s) - F_T0)) s"; }
 
-# note TEXT: a TAP comment
-note() { printf '%s\n' "$@" | sed 's/^/# /'; }
 
 # The bridge's state and its last log lines, as TAP comments (after a failure).
 fault_diag() {

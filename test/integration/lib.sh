@@ -30,6 +30,9 @@ ok() {
   if out=$("$@" 2>&1); then _report ok "$d"; else _report fail "$d" "$out"; fi
 }
 
+# note TEXT…: a TAP comment, one line per line of TEXT
+note() { printf '%s\n' "$@" | sed 's/^/# /'; }
+
 # like GOT REGEX DESCRIPTION
 like() {
   if [[ $1 =~ $2 ]]; then _report ok "$3"; else _report fail "$3" "got:  '$1'

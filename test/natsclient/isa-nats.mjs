@@ -33,7 +33,8 @@ const USAGE = `usage: isa-nats.mjs COMMAND [ARGS] [--server URL[,URL…]] [--tim
       of the stream (deleted first if it exists), each message acked: what a read-only
       subscriber credential does with the consumers it owns.
   count FILTER [--stream S] [--timeout-ms T]
-      prints "TOTAL UNIQUE": messages matching FILTER and distinct Nats-Msg-Id among them.
+      prints "TOTAL UNIQUE": messages matching FILTER and distinct Nats-Msg-Id among them
+      (read through a durable consumer of the stream's replicas, deleted afterwards).
   stream-info [--stream S]           JSON of the stream's config, state and cluster
   stream-create NAME --subjects A,B [--replicas R] [--storage file|memory]
       [--duplicate-window-ms MS] [--max-msg-size BYTES]   add (or update) a stream; prints its info
@@ -173,10 +174,11 @@ async function publishAll(js, items, window) {
   return res;
 }
 
-// Ordered consumer over FILTER from the first message; calls onMsg(m) until it
+// Ordered consumer (replicated: a durable one of the stream's replicas, deleted
+// afterwards) over FILTER from the first message; calls onMsg(m) until it
 // returns false.  Resolves when onMsg asked to stop, when the stream has no more
 // matching messages (stopWhenDrained), or rejects after `idleMs` without messages.
-async function readOrdered(js, jsm, stream, filter, onMsg, { stopWhenDrained, idleMs, totalMs }) {
+async function readOrdered(js, jsm, stream, filter, onMsg, { stopWhenDrained, idleMs, totalMs, replicated }) {
   await ensureStream(jsm, stream);
   if (stopWhenDrained) {
     // Nothing matches: an ordered consumer would just wait.
@@ -184,8 +186,19 @@ async function readOrdered(js, jsm, stream, filter, onMsg, { stopWhenDrained, id
     const n = Object.values(withSubjects.state.subjects ?? {}).reduce((a, b) => a + b, 0);
     if (n === 0) return;
   }
-  // (an ordered consumer starts at stream sequence 1 by default: deliver all)
-  const c = await js.consumers.get(stream, { filterSubjects: filter });
+  let c, durable = null;
+  if (replicated) {
+    // A durable consumer has the stream's replicas: on a cluster with a dead
+    // node it lives on the nodes left, where an ephemeral R1 consumer could
+    // be placed on the dead one and never answer (63-fault-cluster).
+    durable = `isa_read_${randomBytes(6).toString("hex")}`;
+    await retry(() => jsm.consumers.add(stream, { durable_name: durable, filter_subject: filter,
+      ack_policy: "none", deliver_policy: "all", inactive_threshold: ns(120000) }));
+    c = await js.consumers.get(stream, durable);
+  } else {
+    // (an ordered consumer starts at stream sequence 1 by default: deliver all)
+    c = await js.consumers.get(stream, { filterSubjects: filter });
+  }
   const iter = await c.consume({ max_messages: 2000 });
   let idleTimer = null, totalTimer = null, outcome = null;
   const finish = (err) => { if (!outcome) { outcome = err ?? "ok"; iter.stop(); } };
@@ -205,6 +218,7 @@ async function readOrdered(js, jsm, stream, filter, onMsg, { stopWhenDrained, id
   } finally {
     clearTimeout(idleTimer);
     clearTimeout(totalTimer);
+    if (durable) await jsm.consumers.delete(stream, durable).catch(() => {});
   }
   if (outcome instanceof Error) throw outcome;
   return outcome;
@@ -329,7 +343,7 @@ async function cmdCount(nc) {
     total++;
     const id = m.headers?.get("Nats-Msg-Id");
     if (id) ids.add(id);
-  }, { stopWhenDrained: true, idleMs: timeoutMs });
+  }, { stopWhenDrained: true, idleMs: timeoutMs, replicated: true });
   console.log(`${total} ${ids.size}`);
 }
 
