@@ -404,5 +404,6 @@ is "$(rstate "$rb") $(n_commands "$rb") $(n_commands "$rb" "device_id IN (SELECT
   "halted 1 $gb1 0 $gb1" "after more advances, a device online again and their asking: no device beyond group 1 was ever offered 1.2.0"
 
 secs=$(($(date +%s) - t0))
-ok "the story took ${secs} s (< 90)" test "$secs" -lt 90
+# (not a check: test/run.sh bounds a file's time, and speed belongs in bench/)
+note "the story took ${secs} s"
 done_testing

@@ -263,6 +263,7 @@ is "$(sql "SELECT count(*) || ' ' || count(*) FILTER (WHERE (SELECT count(*) FRO
 is "$(sql "SELECT count(*) FROM isa.dead_letters WHERE event_id IN (SELECT id FROM ($events) e) OR subject LIKE 'isa.devices.$frame.%'")" 0 \
    "no dead letter"
 secs=$(($(date +%s) - t0))
-ok "the story took ${secs} s (under 60)" test "$secs" -lt 60
+# (not a check: test/run.sh bounds a file's time, and speed belongs in bench/)
+note "the story took ${secs} s"
 
 done_testing
