@@ -62,6 +62,10 @@ is "$(dpkg -S /usr/lib/postgresql/15/lib/isa.so /usr/share/postgresql/15/extensi
 want=$(for f in "$root"/sql/released/isa--*.sql "$root"/isa--*.sql; do basename "$f"; done | sort)
 got=$(sed -n 's|^/usr/share/postgresql/15/extension/\(isa--.*\.sql\)$|\1|p' "$work/postgresql-15-isa.files" | sort)
 is "$got" "$want" "postgresql-15-isa holds every SQL script that make install installs"
+got=$(cd "$root/tools/monitoring" && for f in *; do
+        cmp -s "$f" "/usr/share/doc/isa-httpd/examples/monitoring/$f" && echo "$f"; done | tr '\n' ' ')
+is "$got" "$(cd "$root/tools/monitoring" && ls | tr '\n' ' ')" \
+  "isa-httpd ships tools/monitoring/ (scrape config, alerts and their tests, dashboard) uncompressed in its examples"
 is "$(stat -c '%U:%G %a' /etc/isa /etc/isa/httpd.conf 2>&1 | tr '\n' ' ')" "root:isa-httpd 750 root:isa-httpd 640 " \
   "/etc/isa and its httpd.conf are readable by group isa-httpd only"
 
