@@ -12,7 +12,9 @@
 --   raw       one row per statement holding the transition tables as arrays
 --             of the table's row type, rendered as JSON later (by the bridge)
 --             — a column of the table's row type makes PostgreSQL refuse
---             ALTER TABLE … ALTER COLUMN … TYPE on the table
+--             ALTER COLUMN … TYPE and ADD COLUMN … DEFAULT on the table
+--   send      as raw, the arrays in binary form (array_send, a bytea): no
+--             dependency on the row type
 -- Each UPDATE runs three times, in turns; compare the times of one run only.
 ALTER SYSTEM SET isa.bridge_enabled = off;
 SELECT pg_reload_conf();
@@ -24,9 +26,11 @@ INSERT INTO bench_td.plain SELECT g, 0, 'item ' || g, now() FROM generate_series
 CREATE TABLE bench_td.tracked (LIKE bench_td.plain INCLUDING ALL);
 CREATE TABLE bench_td.json (LIKE bench_td.plain INCLUDING ALL);
 CREATE TABLE bench_td.raw (LIKE bench_td.plain INCLUDING ALL);
+CREATE TABLE bench_td.send (LIKE bench_td.plain INCLUDING ALL);
 INSERT INTO bench_td.tracked SELECT * FROM bench_td.plain;
 INSERT INTO bench_td.json SELECT * FROM bench_td.plain;
 INSERT INTO bench_td.raw SELECT * FROM bench_td.plain;
+INSERT INTO bench_td.send SELECT * FROM bench_td.plain;
 SELECT isa.track_table('bench_td.tracked', event_name => 'bench_td.tracked');
 
 CREATE TABLE bench_td.json_batches (id bigserial PRIMARY KEY, changes jsonb COMPRESSION lz4);
@@ -54,31 +58,48 @@ END $$;
 CREATE TRIGGER raw_changed AFTER UPDATE ON bench_td.raw
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION bench_td.raw_changed();
-VACUUM ANALYZE bench_td.plain, bench_td.tracked, bench_td.json, bench_td.raw;
+
+CREATE TABLE bench_td.send_batches (id bigserial PRIMARY KEY,
+    old_rows bytea COMPRESSION lz4, new_rows bytea COMPRESSION lz4);
+CREATE FUNCTION bench_td.send_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_td.send_batches (old_rows, new_rows)
+    SELECT (SELECT array_send(array_agg(o.*::bench_td.send)) FROM old_rows o),
+           (SELECT array_send(array_agg(n.*::bench_td.send)) FROM new_rows n);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER send_changed AFTER UPDATE ON bench_td.send
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION bench_td.send_changed();
+VACUUM ANALYZE bench_td.plain, bench_td.tracked, bench_td.json, bench_td.raw, bench_td.send;
 
 \timing on
-\echo == round 1: plain, tracked, json, raw
+\echo == round 1: plain, tracked, json, raw, send
 UPDATE bench_td.plain SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.tracked SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.json SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.raw SET qty = qty + 1, updated_at = now();
-\echo == round 2: plain, tracked, json, raw
+UPDATE bench_td.send SET qty = qty + 1, updated_at = now();
+\echo == round 2: plain, tracked, json, raw, send
 UPDATE bench_td.plain SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.tracked SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.json SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.raw SET qty = qty + 1, updated_at = now();
-\echo == round 3: plain, tracked, json, raw
+UPDATE bench_td.send SET qty = qty + 1, updated_at = now();
+\echo == round 3: plain, tracked, json, raw, send
 UPDATE bench_td.plain SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.tracked SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.json SET qty = qty + 1, updated_at = now();
 UPDATE bench_td.raw SET qty = qty + 1, updated_at = now();
+UPDATE bench_td.send SET qty = qty + 1, updated_at = now();
 \echo == raw: rendering the last batch of 100,000 new rows as JSON later, as the bridge would
 SELECT count(to_jsonb(r)) FROM bench_td.raw_batches b, unnest(b.new_rows) r
  WHERE b.id = (SELECT max(id) FROM bench_td.raw_batches);
 \timing off
-\echo == raw: the price, ALTER COLUMN TYPE on the table
+\echo == raw: the price, ALTER COLUMN TYPE and ADD COLUMN DEFAULT on the table
 \set ON_ERROR_STOP off
 ALTER TABLE bench_td.raw ALTER COLUMN qty TYPE bigint;
+ALTER TABLE bench_td.raw ADD COLUMN note text DEFAULT '';
 \set ON_ERROR_STOP on
 DROP SCHEMA bench_td CASCADE;
 DELETE FROM table_events.outbox WHERE event_type LIKE 'bench_td.%';
