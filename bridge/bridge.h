@@ -215,6 +215,9 @@ extern void isa_publisher_reset(void);
 /* ------------------------------------------------------------ direct.c */
 extern int	isa_direct_round(void);
 
+/* ------------------------------------------------------------ render.c */
+extern int	isa_render_round(void);
+
 /* ------------------------------------------------------------ sql_version.c */
 extern char *isa_installed_sql_version(void);
 extern bool isa_sql_version_served(const char *version);

@@ -337,6 +337,8 @@ publish_outbox(Turn *t)
 		 TimestampDifferenceExceeds(t->last_publish_try, now, isa_bridge_idle_interval)))
 	{
 		t->last_publish_try = now;
+		/* the tracked tables' statements become outbox rows first (render.c) */
+		(void) isa_render_round();
 		t->publish_more = isa_publish_round() >= isa_publish_batch_size;
 		/* direct messages (direct.c) are woken by the same commits */
 		t->publish_more |= isa_direct_round() >= isa_publish_batch_size;

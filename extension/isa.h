@@ -153,6 +153,10 @@ struct FunctionCallInfoBaseData;
 extern struct OverrideSearchPath isa_catalog_only_path;
 extern Oid	isa_function_owner(struct FunctionCallInfoBaseData *fcinfo);
 
+/* extension/publish.c */
+extern void isa_insert_row(Oid relid, int n, const int16 *attnums, const Datum *values, const bool *nulls);
+extern Datum isa_event_metadata_of(pg_uuid_t *id);
+
 /* extension/uuid_v7.c */
 extern TimestampTz isa_uuid_v7_at(TimestampTz ts, pg_uuid_t *out);
 

@@ -358,16 +358,81 @@ add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_c
  * own (correlation_id, causation_id in a handler, traceparent); a tracked
  * table's trigger (extension/table_events.c) writes it with each event.
  */
-PG_FUNCTION_INFO_V1(isa_event_metadata);
 Datum
-isa_event_metadata(PG_FUNCTION_ARGS)
+isa_event_metadata_of(pg_uuid_t *id)
 {
 	JsonbParseState *state = NULL;
 	Jsonb	   *empty;
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	empty = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
-	PG_RETURN_JSONB_P(add_tracing_ids(empty, PG_GETARG_UUID_P(0), false, false, false));
+	return JsonbPGetDatum(add_tracing_ids(empty, id, false, false, false));
+}
+
+PG_FUNCTION_INFO_V1(isa_event_metadata);
+Datum
+isa_event_metadata(PG_FUNCTION_ARGS)
+{
+	return isa_event_metadata_of(PG_GETARG_UUID_P(0));
+}
+
+/* The string value of key in the object m, NUL-terminated, or NULL. */
+static char *
+object_string(Jsonb *m, const char *key)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&m->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * isa._table_event_metadata(m jsonb, batch uuid, id uuid) RETURNS jsonb: the
+ * metadata of event id of a tracked table's statement whose trigger took
+ * m = isa._event_metadata(batch) in the writer's transaction — what
+ * isa._event_metadata(id) would have given there.  Where m's correlation_id
+ * is the batch's own id (no handler or request), it is the event's; where
+ * m's trace is rooted at the batch, it is rooted at the event; a causation_id
+ * is kept; the span is always the last 16 hex digits of the event's id.
+ */
+PG_FUNCTION_INFO_V1(isa_table_event_metadata);
+Datum
+isa_table_event_metadata(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *m = PG_GETARG_JSONB_P(0);
+	pg_uuid_t  *batch = PG_GETARG_UUID_P(1);
+	pg_uuid_t  *id = PG_GETARG_UUID_P(2);
+	char		batch_hex[2 * UUID_LEN + 1];
+	char		own[2 * UUID_LEN + 1];
+	char		tp[TRACEPARENT_LEN + 1];
+	char	   *batch_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(batch)));
+	char	   *id_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
+	char	   *correlation = object_string(m, "correlation_id");
+	char	   *causation = object_string(m, "causation_id");
+	char	   *parent = object_string(m, "traceparent");
+	JsonbParseState *state = NULL;
+
+	uuid_hex(batch, batch_hex);
+	uuid_hex(id, own);
+	if (parent != NULL && isa_valid_traceparent(parent, strlen(parent)) &&
+		strncmp(parent + 3, batch_hex, 32) != 0)
+		snprintf(tp, sizeof(tp), "00-%.32s-%s-%.2s", parent + 3, own + 16, parent + 53);
+	else
+		snprintf(tp, sizeof(tp), "00-%s-%s-01", own, own + 16);
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	push_pair(&state, "correlation_id",
+			  correlation == NULL || strcmp(correlation, batch_text) == 0 ? id_text : correlation);
+	if (causation != NULL)
+		push_pair(&state, "causation_id", causation);
+	push_pair(&state, "traceparent", tp);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }
 
 static void
@@ -380,15 +445,17 @@ check_text(FunctionCallInfo fcinfo, int argno, const char *field)
 }
 
 /*
- * Inserts one row into an outbox partition the way logical replication
- * applies a row (ExecSimpleRelationInsert: constraints, partition check,
- * indexes, triggers), without planning or executing a query.  This runs as
- * the function owner; no ACL check is made, publish_event is the gate.
+ * Inserts one row into a table the way logical replication applies a row
+ * (ExecSimpleRelationInsert: constraints, partition check, indexes,
+ * triggers), without planning or executing a query: values[c] (nulls[c], or
+ * never null when nulls is NULL) into column attnums[c], the other columns
+ * null.  No ACL check is made: the caller is the gate (isa.publish_event for
+ * an outbox, a tracked table's trigger for its batches).
  */
-static void
-insert_outbox_row(EventTypeEntry *entry, Datum *columns)
+void
+isa_insert_row(Oid relid, int n, const int16 *attnums, const Datum *values, const bool *nulls)
 {
-	Relation	rel = table_open(entry->outbox_relid, RowExclusiveLock);
+	Relation	rel = table_open(relid, RowExclusiveLock);
 	EState	   *estate = CreateExecutorState();
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
@@ -408,10 +475,10 @@ insert_outbox_row(EventTypeEntry *entry, Datum *columns)
 	ExecClearTuple(slot);
 	for (int i = 0; i < tupdesc->natts; i++)
 		slot->tts_isnull[i] = true;
-	for (int c = 0; c < N_OUTBOX_COLUMNS; c++)
+	for (int c = 0; c < n; c++)
 	{
-		slot->tts_values[entry->attnum[c] - 1] = columns[c];
-		slot->tts_isnull[entry->attnum[c] - 1] = false;
+		slot->tts_values[attnums[c] - 1] = values[c];
+		slot->tts_isnull[attnums[c] - 1] = nulls != NULL && nulls[c];
 	}
 	ExecStoreVirtualTuple(slot);
 
@@ -656,7 +723,7 @@ isa_publish_event(PG_FUNCTION_ARGS)
 										   ? metadata
 										   : add_tracing_ids(metadata, id, has_correlation_id,
 															 has_causation_id, has_traceparent));
-	insert_outbox_row(entry, columns);
+	isa_insert_row(entry->outbox_relid, N_OUTBOX_COLUMNS, entry->attnum, columns, NULL);
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	PopOverrideSearchPath();

@@ -1,22 +1,28 @@
 /*
  * table_events.c — the trigger of a tracked table (isa.track_table,
- * sql/core/table_events.sql; docs/table-events.md): one INSERT … SELECT into
- * table_events.outbox per statement, over the statement's transition tables.
+ * sql/core/table_events.sql; docs/table-events.md): one row of the
+ * tracking's table_events.batches_N per statement, holding the statement's
+ * transition tables as they are; the bridge turns the batch into events later
+ * (isa._render_table_events), because doing it here cost four times the
+ * statement (docs/benchmarks.md, "table_events").
  *
  * It is C, not PL/pgSQL, for the single-row write: a SECURITY DEFINER
  * function with SET search_path made PostgreSQL recompute the search path on
  * every call (about 40 µs of a one-row UPDATE's 110).  As isa.publish_event
  * does, it sets pg_catalog as the only search path and the extension's owner
- * as the user itself, and keeps one saved plan per table and operation (the
- * plan cache replans it when the table is altered: a transition table's plan
- * depends on its table).  The per-row step SQL does slowly, the changed
- * columns of an updated row, is isa._jsonb_changed_keys below.
+ * as the user itself, builds its row in C and inserts it without a query
+ * (isa_insert_row), and checks the tracking once per table until the table's
+ * relcache entry is invalidated.  The per-row step SQL does slowly when the
+ * bridge renders, the changed columns of an updated row, is
+ * isa._jsonb_changed_keys below.
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -24,13 +30,17 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
 
 #include "isa.h"
 
@@ -38,113 +48,179 @@ PG_FUNCTION_INFO_V1(isa_jsonb_changed_keys);
 PG_FUNCTION_INFO_V1(isa_table_changed_trigger);
 
 /*
- * The statements, $1 the event name (the trigger's argument), $2 the event
- * time.  t is the tracking, materialized so that its column lists are made
- * once per statement, not once per row.
+ * A statement's batch: its rows as they are, as arrays of the tracking's
+ * shadow type table_events.rows_N, in one row of table_events.batches_N
+ * (id, operation, occurred_at, metadata, old_rows, new_rows).  The bridge
+ * makes the events of the batch later (isa._render_table_events,
+ * sql/core/table_events.sql).  Built and inserted here in C, with no query:
+ * the executor's set-up cost a one-row statement more than the row did.
  */
-#define TRACKING_CTE \
-	"WITH t AS MATERIALIZED (" \
-	"  SELECT k.event_name, k.operations, k.when_columns, k.exclude_columns, " \
-	"         ARRAY(SELECT c FROM unnest(k.columns) c WHERE c <> ALL (k.key_columns)) AS nonkey, " \
-	"         format('%I.%I', k.schema_name, k.table_name) AS label " \
-	"    FROM isa.table_tracking k WHERE k.event_name = $1) "
-#define OUTBOX_INSERT \
-	"INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata) "
-
 enum TrackedOperation
 {
 	OP_INSERT, OP_UPDATE, OP_DELETE, OP_TRUNCATE, N_OPERATIONS
 };
 
-static const char *const operation_sql[N_OPERATIONS] = {
-	TRACKING_CTE OUTBOX_INSERT
-	"SELECT e.id, 'table', t.event_name || '.inserted', '1.0.0', $2, "
-	"       jsonb_build_object('table', t.label, 'key', e.j - t.nonkey, 'new', e.j - t.exclude_columns), "
-	"       isa._event_metadata(e.id) "
-	"  FROM t, (SELECT isa.uuid_v7() AS id, to_jsonb(n) AS j FROM new_rows n) e",
+static const char operation_code[N_OPERATIONS] = {'i', 'u', 'd', 't'};
 
-	/*
-	 * The n-th old row is the n-th new row: PostgreSQL fills an UPDATE's two
-	 * transition tables in step, one row each per updated row, so they pair
-	 * by position (a join on an integer, not on the key's JSON).  A row whose
-	 * key changed is, as in Debezium, a delete of the old key and an insert
-	 * of the new one.
-	 */
-	TRACKING_CTE ", "
-	"p AS (SELECT k.oj, k.nj, k.ok, k.nk, k.ok <> k.nk AS moved, isa._jsonb_changed_keys(k.oj, k.nj) AS changed "
-	"        FROM (SELECT o.j AS oj, n.j AS nj, o.j - t.nonkey AS ok, n.j - t.nonkey AS nk "
-	"                FROM t, (SELECT row_number() OVER () AS rn, to_jsonb(r) AS j FROM old_rows r) o "
-	"                JOIN (SELECT row_number() OVER () AS rn, to_jsonb(r) AS j FROM new_rows r) n ON o.rn = n.rn "
-	"              OFFSET 0) k) "
-	OUTBOX_INSERT
-	"SELECT e.id, 'table', t.event_name || e.suffix, '1.0.0', $2, "
-	"       CASE e.suffix "
-	"         WHEN '.updated' THEN "
-	"           jsonb_build_object('table', t.label, 'key', e.k, 'old', e.oj - t.exclude_columns, "
-	"                              'new', e.nj - t.exclude_columns, "
-	"                              'changed', CASE WHEN cardinality(t.exclude_columns) = 0 THEN to_jsonb(e.changed) "
-	"                                         ELSE to_jsonb(ARRAY(SELECT c FROM unnest(e.changed) c "
-	"                                                              WHERE c <> ALL (t.exclude_columns))) END) "
-	"         WHEN '.deleted' THEN jsonb_build_object('table', t.label, 'key', e.k, 'old', e.oj - t.exclude_columns) "
-	"         ELSE jsonb_build_object('table', t.label, 'key', e.k, 'new', e.nj - t.exclude_columns) "
-	"       END, "
-	"       isa._event_metadata(e.id) "
-	"  FROM t, (SELECT isa.uuid_v7() AS id, c.* "
-	"             FROM (SELECT '.updated' AS suffix, p.oj, p.nj, p.nk AS k, p.changed "
-	"                     FROM p, t "
-	"                    WHERE NOT p.moved AND cardinality(p.changed) > 0 "
-	"                      AND (t.when_columns IS NULL OR p.changed && t.when_columns) "
-	"                   UNION ALL "
-	"                   SELECT '.deleted', p.oj, NULL, p.ok, NULL FROM p, t "
-	"                    WHERE p.moved AND 'delete' = ANY (t.operations) "
-	"                   UNION ALL "
-	"                   SELECT '.inserted', NULL, p.nj, p.nk, NULL FROM p, t "
-	"                    WHERE p.moved AND 'insert' = ANY (t.operations)) c) e",
+#define N_BATCH_COLUMNS 6
 
-	TRACKING_CTE OUTBOX_INSERT
-	"SELECT e.id, 'table', t.event_name || '.deleted', '1.0.0', $2, "
-	"       jsonb_build_object('table', t.label, 'key', e.j - t.nonkey, 'old', e.j - t.exclude_columns), "
-	"       isa._event_metadata(e.id) "
-	"  FROM t, (SELECT isa.uuid_v7() AS id, to_jsonb(o) AS j FROM old_rows o) e",
+/* The rows of a transition table as an array of the shadow type (live columns only, in order). */
+static Datum
+rows_array(Relation rel, Tuplestorestate *rows, Oid shadow_type)
+{
+	TupleDesc	reldesc = RelationGetDescr(rel);
+	TupleDesc	shdesc = lookup_rowtype_tupdesc(shadow_type, -1);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(reldesc, &TTSOpsMinimalTuple);
+	int64		n = tuplestore_tuple_count(rows);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *values = palloc(sizeof(Datum) * Max(shdesc->natts, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(shdesc->natts, 1));
+	int			k = 0;
+	ArrayType  *array;
 
-	TRACKING_CTE OUTBOX_INSERT
-	"SELECT e.id, 'table', t.event_name || '.truncated', '1.0.0', $2, "
-	"       jsonb_build_object('table', t.label), isa._event_metadata(e.id) "
-	"  FROM t, (SELECT isa.uuid_v7() AS id) e"
-};
+	tuplestore_rescan(rows);
+	while (tuplestore_gettupleslot(rows, true, false, slot))
+	{
+		int			j = 0;
+		HeapTuple	tuple;
 
-/* Whether the table firing is the one the tracking $1 names ($2 schema, $3 table). */
+		slot_getallattrs(slot);
+		for (int i = 0; i < reldesc->natts; i++)
+		{
+			if (TupleDescAttr(reldesc, i)->attisdropped)
+				continue;
+			if (j >= shdesc->natts)
+				break;
+			values[j] = slot->tts_values[i];
+			nulls[j] = slot->tts_isnull[i];
+			j++;
+		}
+		if (j != shdesc->natts)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the columns of %s are not those of its tracking's type %s",
+							RelationGetRelationName(rel), format_type_be(shadow_type)),
+					 errhint("Track the table again with isa.track_table.")));
+		tuple = heap_form_tuple(shdesc, values, nulls);
+		elems[k++] = heap_copy_tuple_as_datum(tuple, shdesc);
+		heap_freetuple(tuple);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	ReleaseTupleDesc(shdesc);
+	array = construct_array(elems, k, shadow_type, -1, false, TYPALIGN_DOUBLE);
+	return PointerGetDatum(array);
+}
+
+/* Writes the statement's batch into table_events.batches_<shadow>. */
+static void
+write_batch(TriggerData *td, int operation, int shadow)
+{
+	Oid			nsp = get_namespace_oid("table_events", false);
+	char	   *type_name = psprintf("rows_%d", shadow);
+	char	   *table_name = psprintf("batches_%d", shadow);
+	Oid			shadow_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+											  CStringGetDatum(type_name), ObjectIdGetDatum(nsp));
+	Oid			batches = get_relname_relid(table_name, nsp);
+	static const int16 attnums[N_BATCH_COLUMNS] = {1, 2, 3, 4, 5, 6};
+	Datum		values[N_BATCH_COLUMNS];
+	bool		nulls[N_BATCH_COLUMNS] = {false, false, false, false, true, true};
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+
+	if (!OidIsValid(shadow_type) || !OidIsValid(batches))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the tracking of %s has lost table_events.%s or table_events.%s",
+						RelationGetRelationName(td->tg_relation), type_name, table_name),
+				 errhint("Track the table again with isa.track_table.")));
+	values[2] = TimestampTzGetDatum(isa_uuid_v7_at(GetCurrentTimestamp(), id));
+	values[0] = UUIDPGetDatum(id);
+	values[1] = CharGetDatum(operation_code[operation]);
+	values[3] = isa_event_metadata_of(id);
+	if (operation == OP_UPDATE || operation == OP_DELETE)
+	{
+		values[4] = rows_array(td->tg_relation, td->tg_oldtable, shadow_type);
+		nulls[4] = false;
+	}
+	if (operation == OP_UPDATE || operation == OP_INSERT)
+	{
+		values[5] = rows_array(td->tg_relation, td->tg_newtable, shadow_type);
+		nulls[5] = false;
+	}
+	isa_insert_row(batches, N_BATCH_COLUMNS, attnums, values, nulls);
+}
+
+/* The shadow of the tracking $1, if it names the table firing ($2 schema, $3 table). */
 static const char *tracking_sql =
-"SELECT 1 FROM isa.table_tracking k "
+"SELECT k.shadow FROM isa.table_tracking k "
 " WHERE k.event_name = $1 AND k.schema_name = $2 AND k.table_name = $3";
 
-/* Above this many rows a statement is a bulk one: no JIT, sorts in memory. */
-#define BULK_ROWS 1000
+static SPIPlanPtr tracking_plan = NULL;
 
 /*
- * A saved plan is made for the size of the transition tables of the
- * statement that prepared it, and the plan cache does not replan when the
- * next statement's are a thousand times larger: a one-row statement's
- * nested loops took more than ten minutes over a 100,000-row UPDATE, a bulk
- * statement's hashes 25 ms for one row.  So each table and operation keeps
- * one plan per order of magnitude of rows (size_class).
+ * The tracking checked for a table (its relid): the event name its trigger
+ * named and the shadow.  Any invalidation of the table's relcache entry
+ * forgets it: track_table and untrack_table make or drop the table's
+ * triggers, ALTER TABLE (which may make a new shadow) alters it, and a
+ * trigger attached by hand to another table is that table's.
  */
-typedef struct PlanKey
+typedef struct CheckedEntry
 {
 	Oid			relid;
-	Oid			reltype;		/* a table made later with a reused oid has another row type */
-	int			operation;
-	int			size_class;		/* decimal digits of the statement's row count */
-} PlanKey;
+	char		event_name[NAMEDATALEN * 2];
+	int			shadow;
+} CheckedEntry;
 
-typedef struct PlanEntry
+static HTAB *checked = NULL;
+
+static void
+table_invalidated(Datum arg, Oid relid)
 {
-	PlanKey		key;
-	SPIPlanPtr	plan;
-} PlanEntry;
+	HASH_SEQ_STATUS seq;
+	CheckedEntry *e;
 
-static HTAB *plans = NULL;
-static SPIPlanPtr tracking_plan = NULL;
+	if (checked == NULL)
+		return;
+	if (OidIsValid(relid))
+	{
+		(void) hash_search(checked, &relid, HASH_REMOVE, NULL);
+		return;
+	}
+	hash_seq_init(&seq, checked);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		(void) hash_search(checked, &e->relid, HASH_REMOVE, NULL);
+}
+
+/* The shadow of the table's tracking if checked since its last invalidation, else -1. */
+static int
+checked_shadow(Oid relid, const char *event_name)
+{
+	CheckedEntry *e;
+
+	if (checked == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(CheckedEntry);
+		ctl.hcxt = TopMemoryContext;
+		checked = hash_create("isa tracked tables", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(table_invalidated, (Datum) 0);
+	}
+	e = hash_search(checked, &relid, HASH_FIND, NULL);
+	return e != NULL && strcmp(e->event_name, event_name) == 0 ? e->shadow : -1;
+}
+
+static void
+remember_shadow(Oid relid, const char *event_name, int shadow)
+{
+	CheckedEntry *e;
+
+	if (strlen(event_name) >= sizeof(e->event_name))
+		return;
+	e = hash_search(checked, &relid, HASH_ENTER, NULL);
+	strlcpy(e->event_name, event_name, sizeof(e->event_name));
+	e->shadow = shadow;
+}
 
 static SPIPlanPtr
 saved_plan(const char *sql, int nargs, Oid *argtypes)
@@ -154,49 +230,6 @@ saved_plan(const char *sql, int nargs, Oid *argtypes)
 	if (plan == NULL || SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not prepare a tracked table's statement: %s", SPI_result_code_string(SPI_result));
 	return plan;
-}
-
-/* The saved plan of an operation on a table, prepared at its first statement. */
-static SPIPlanPtr
-operation_plan(Relation rel, int operation, int64 rows)
-{
-	PlanKey		key;
-	PlanEntry  *entry;
-	bool		found;
-
-	if (plans == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(PlanKey);
-		ctl.entrysize = sizeof(PlanEntry);
-		ctl.hcxt = TopMemoryContext;
-		plans = hash_create("isa tracked table plans", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	memset(&key, 0, sizeof(key));
-	key.relid = RelationGetRelid(rel);
-	key.reltype = rel->rd_rel->reltype;
-	key.operation = operation;
-	for (int64 r = rows; r >= 10; r /= 10)
-		key.size_class++;
-	entry = hash_search(plans, &key, HASH_ENTER, &found);
-	if (!found)
-	{
-		Oid			argtypes[2] = {TEXTOID, TIMESTAMPTZOID};
-
-		entry->plan = NULL;
-		PG_TRY();
-		{
-			entry->plan = saved_plan(operation_sql[operation], 2, argtypes);
-		}
-		PG_CATCH();
-		{
-			hash_search(plans, &key, HASH_REMOVE, NULL);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-	}
-	return entry->plan;
 }
 
 static int64
@@ -219,9 +252,10 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 	Datum		args[3];
 	Oid			save_userid;
 	int			save_sec_context;
-	int			guc_level = -1;
-	int			rc;
 	int64		rows;
+	Datum		shadow = (Datum) 0;
+	bool		isnull;
+	int			shadow_n;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || td->tg_trigger->tgnargs != 1)
@@ -242,55 +276,44 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 		operation = OP_DELETE;
 	else
 		operation = OP_TRUNCATE;
-	schema = get_namespace_name(RelationGetNamespace(rel));
-	args[0] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
+	shadow_n = checked_shadow(RelationGetRelid(rel), td->tg_trigger->tgargs[0]);
 
 	/* Resolve names in pg_catalog alone and write as the extension's owner; abort restores both. */
 	PushOverrideSearchPath(&isa_catalog_only_path);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(isa_function_owner(fcinfo), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (rows > BULK_ROWS)
+
+	if (shadow_n < 0)
 	{
-		/*
-		 * A bulk statement's plan looks costly enough for JIT, whose
-		 * compilation costs more than it saves here (0.5 s of a 100,000-row
-		 * UPDATE), and its joins and sorts belong in memory.
-		 */
-		guc_level = NewGUCNestLevel();
-		(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("work_mem", "32MB", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		schema = get_namespace_name(RelationGetNamespace(rel));
+		args[0] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (tracking_plan == NULL)
+		{
+			Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+			tracking_plan = saved_plan(tracking_sql, 3, argtypes);
+		}
+		args[1] = CStringGetTextDatum(schema);
+		args[2] = CStringGetTextDatum(RelationGetRelationName(rel));
+		if (SPI_execute_plan(tracking_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read isa.table_tracking");
+		if (SPI_processed == 0 || (shadow = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull), isnull))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s.%s is not tracked as \"%s\"", schema, RelationGetRelationName(rel),
+							td->tg_trigger->tgargs[0]),
+					 errhint("Track it again with isa.track_table, or drop the trigger %s.", td->tg_trigger->tgname)));
+
+		shadow_n = DatumGetInt32(shadow);
+		SPI_finish();
+		remember_shadow(RelationGetRelid(rel), td->tg_trigger->tgargs[0], shadow_n);
 	}
+	write_batch(td, operation, shadow_n);
+	/* the bridge renders and publishes after the commit */
+	isa_note_outbox_write();
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_register_trigger_data(td) != SPI_OK_TD_REGISTER)
-		elog(ERROR, "could not register the transition tables of %s", RelationGetRelationName(rel));
-
-	if (tracking_plan == NULL)
-	{
-		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-
-		tracking_plan = saved_plan(tracking_sql, 3, argtypes);
-	}
-	args[1] = CStringGetTextDatum(schema);
-	args[2] = CStringGetTextDatum(RelationGetRelationName(rel));
-	if (SPI_execute_plan(tracking_plan, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read isa.table_tracking");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table %s.%s is not tracked as \"%s\"", schema, RelationGetRelationName(rel),
-						td->tg_trigger->tgargs[0]),
-				 errhint("Track it again with isa.track_table, or drop the trigger %s.", td->tg_trigger->tgname)));
-
-	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	rc = SPI_execute_plan(operation_plan(rel, operation, rows), args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not write the events of %s: %s", RelationGetRelationName(rel), SPI_result_code_string(rc));
-	SPI_finish();
-
-	if (guc_level >= 0)
-		AtEOXact_GUC(true, guc_level);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	PopOverrideSearchPath();
 	return PointerGetDatum(NULL);

@@ -166,6 +166,15 @@ isa_subscriptions_changed_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* isa._wake_bridge_at_commit(): the bridge publishes after this transaction commits. */
+PG_FUNCTION_INFO_V1(isa_wake_bridge_at_commit);
+Datum
+isa_wake_bridge_at_commit(PG_FUNCTION_ARGS)
+{
+	isa_note_outbox_write();
+	PG_RETURN_VOID();
+}
+
 /* isa.direct_messages trigger: the bridge publishes them after commit. */
 PG_FUNCTION_INFO_V1(isa_outbox_written_trigger);
 Datum

@@ -1,5 +1,6 @@
 -- bench/table_events/breakdown.sql — where a tracked 100,000-row UPDATE's
--- time goes (informational; docs/benchmarks.md, "table_events").  On a
+-- time goes, in the writer's statement and in the bridge's rendering after
+-- it (informational; docs/benchmarks.md, "table_events").  On a
 -- running stack: psql -X -f bench/table_events/breakdown.sql.  Switches the
 -- bridge off while it runs and leaves nothing behind (schema bench_tb is
 -- dropped, the outbox rows deleted).
@@ -36,20 +37,10 @@ BEGIN
     RAISE WARNING 'one-row UPDATE: untracked % us, tracked % us', round(plain::numeric, 1), round(tracked::numeric, 1);
 END
 $$;
-\echo == its parts, each over 100,000 rows (rolled back)
-BEGIN;
-\echo -- one row as JSON
-CREATE TEMP TABLE j AS SELECT to_jsonb(r) AS j FROM bench_tb.plain r;
-\echo -- a UUIDv7 each
-CREATE TEMP TABLE u AS SELECT isa.uuid_v7() AS id, j FROM j;
-\echo -- the metadata (correlation, traceparent)
-SELECT count(isa._event_metadata(id)) FROM u;
-\echo -- the changed columns
-SELECT count(isa._jsonb_changed_keys(j, j)) FROM j;
-\echo -- the outbox rows (payload with both rows, index entry)
-INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
-SELECT id, 'table', 'bench_tb.tracked.updated', '1.0.0', now(), jsonb_build_object('old', j, 'new', j), '{}' FROM u;
-ROLLBACK;
+\echo == what the bridge does after the commits: render the pending statements (two of 100,000 rows, 2,000 of one row) into outbox rows
+SELECT isa._render_table_events('bench_tb.tracked', false);
+\echo -- of which the rows as JSON (to_jsonb of 100,000 rows, twice in an UPDATE)
+SELECT count(to_jsonb(r)) FROM bench_tb.plain r;
 \timing off
 DROP SCHEMA bench_tb CASCADE;
 DELETE FROM table_events.outbox WHERE event_type LIKE 'bench_tb.%';

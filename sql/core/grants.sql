@@ -34,7 +34,7 @@ GRANT SELECT, DELETE ON isa.direct_messages TO isa_bridge;
 GRANT SELECT, INSERT, DELETE ON isa.inbox TO isa_bridge;
 GRANT SELECT ON isa.subscriptions TO isa_bridge;
 GRANT SELECT, INSERT, UPDATE ON isa.dead_letters TO isa_bridge;
-GRANT EXECUTE ON FUNCTION isa.wakeup_state() TO isa_bridge;
+GRANT EXECUTE ON FUNCTION isa.wakeup_state(), isa._render_table_events(text, boolean) TO isa_bridge;
 
 GRANT ALL ON ALL TABLES IN SCHEMA isa TO isa_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA isa TO isa_admin;

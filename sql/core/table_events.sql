@@ -28,6 +28,7 @@ CREATE TABLE isa.table_tracking (
     when_columns    text[],            -- NULL: an update of any column publishes
     exclude_columns text[] NOT NULL DEFAULT '{}',
     columns         text[] NOT NULL,   -- the table's columns, kept by the DDL event trigger
+    shadow          int,               -- N of its rows' type table_events.rows_N and table_events.batches_N
     tracked_at      timestamptz NOT NULL DEFAULT now(),
     tracked_by      name NOT NULL,
     UNIQUE (schema_name, table_name)
@@ -35,18 +36,20 @@ CREATE TABLE isa.table_tracking (
 COMMENT ON TABLE isa.table_tracking IS
     'The tables whose changes are events (isa.track_table): event name, operations, key, filter and excluded columns. Read it through isa.tracked_tables.';
 SELECT pg_catalog.pg_extension_config_dump('isa.table_tracking', '');
+CREATE SEQUENCE isa.table_shadow_seq AS int;
+SELECT pg_catalog.pg_extension_config_dump('isa.table_shadow_seq', '');
 -- A tracked table's event types are the installation's data, not the
 -- extension's: pg_dump keeps them (CREATE EXTENSION makes the others,
 -- event.dead_lettered of source table included).
 SELECT pg_catalog.pg_extension_config_dump('isa.event_types',
     'WHERE source = ''table'' AND event_type <> ''event.dead_lettered''');
 
--- Wake the bridge at commit, as isa.publish_event does for the other sources.
-CREATE FUNCTION isa._table_events_written() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'isa_outbox_written_trigger' LANGUAGE C;
-CREATE TRIGGER table_events_written
-    AFTER INSERT ON table_events.outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION isa._table_events_written();
+-- Wakes the bridge at commit, as isa.publish_event does for the other
+-- sources: the trigger of a tracked table does (in C), and so does a render
+-- outside the bridge (untrack, ALTER TABLE), whose events the bridge would
+-- otherwise find only at its next idle round.
+CREATE FUNCTION isa._wake_bridge_at_commit() RETURNS void
+    AS 'MODULE_PATHNAME', 'isa_wake_bridge_at_commit' LANGUAGE C VOLATILE;
 
 -- The trigger function of every tracked table, its argument the event name:
 -- one INSERT … SELECT into table_events.outbox per statement over the
@@ -196,6 +199,180 @@ BEGIN
 END
 $$;
 
+-- Deferred rendering.  A tracked table's trigger keeps a statement's rows as
+-- they are: one row of table_events.batches_N per statement, its transition
+-- tables as arrays of table_events.rows_N, a composite type with the table's
+-- columns (the table's "shadow").  Turning rows into JSON events costs about
+-- four times the UPDATE that changed them (docs/benchmarks.md,
+-- "table_events"): the bridge does it, before each publishing round, with
+-- isa._render_table_events().  The shadow is a type of its own, not the
+-- table's row type, which would make PostgreSQL refuse ALTER COLUMN … TYPE
+-- and ADD COLUMN … DEFAULT on the table; when ALTER TABLE changes the
+-- columns, the pending batches are rendered and a new shadow replaces the
+-- old (isa._table_shadow_make).  Shadows are not extension members: pg_dump
+-- keeps them and their pending batches.
+
+-- The metadata of event id made from batch's (isa._event_metadata(batch),
+-- taken by the trigger in the writer's transaction): what
+-- isa._event_metadata(id) would have given there — the writer's correlation,
+-- causation and trace when it had them, else the event's own id as
+-- correlation and root of its trace; the span is always the event's (C,
+-- extension/publish.c: it runs once per event).
+CREATE FUNCTION isa._table_event_metadata(m jsonb, batch uuid, id uuid) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'isa_table_event_metadata' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- A relation's columns and their types, in order: a shadow matches its
+-- table when both give the same.
+CREATE FUNCTION isa._columns_signature(rel oid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+RETURN (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+          FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped);
+
+-- Writes the events of the pending batches of one tracking (every tracking
+-- when event_name is null) into table_events.outbox, in the order of the
+-- statements and of their rows, and deletes the batches; returns how many
+-- events it wrote.  One call at a time (an advisory lock): ids are made in
+-- that order.  The bridge calls it before each publishing round (wake false:
+-- it publishes them next); any other caller wakes the bridge at commit.
+CREATE FUNCTION isa._render_table_events(event_name text DEFAULT NULL, wake boolean DEFAULT true) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k       record;
+    n       bigint;
+    total   bigint := 0;
+    pending boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM isa.table_tracking) THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('isa._render_table_events'));
+    FOR k IN SELECT t.event_name, t.shadow FROM isa.table_tracking t
+              WHERE t.shadow IS NOT NULL AND (_render_table_events.event_name IS NULL
+                                              OR t.event_name = _render_table_events.event_name)
+              ORDER BY t.event_name LOOP
+        CONTINUE WHEN to_regclass('table_events.batches_' || k.shadow) IS NULL;
+        -- (most rounds find nothing: the statement below costs a millisecond to plan)
+        EXECUTE format('SELECT EXISTS (SELECT FROM table_events.%I)', 'batches_' || k.shadow) INTO pending;
+        CONTINUE WHEN NOT pending;
+        EXECUTE format($r$
+WITH t AS MATERIALIZED (
+    SELECT k.event_name, k.operations, k.when_columns, k.exclude_columns,
+           ARRAY(SELECT c FROM unnest(k.columns) c WHERE c <> ALL (k.key_columns)) AS nonkey,
+           format('%%I.%%I', k.schema_name, k.table_name) AS label
+      FROM isa.table_tracking k WHERE k.event_name = $1),
+b AS (DELETE FROM table_events.%1$I RETURNING id, operation, occurred_at, metadata, old_rows, new_rows),
+o AS (SELECT b.id AS bid, x.ord, x.j FROM b,
+             LATERAL (SELECT row_number() OVER () AS ord, to_jsonb(e) AS j FROM unnest(b.old_rows) e) x),
+n AS (SELECT b.id AS bid, x.ord, x.j FROM b,
+             LATERAL (SELECT row_number() OVER () AS ord, to_jsonb(e) AS j FROM unnest(b.new_rows) e) x),
+p AS (SELECT r.bid, r.ord, b.operation AS op, r.oj, r.nj, r.oj - t.nonkey AS ok, r.nj - t.nonkey AS nk,
+             CASE WHEN b.operation = 'u' THEN isa._jsonb_changed_keys(r.oj, r.nj) END AS changed
+        FROM (SELECT coalesce(o.bid, n.bid) AS bid, coalesce(o.ord, n.ord) AS ord, o.j AS oj, n.j AS nj
+                FROM o FULL JOIN n ON o.bid = n.bid AND o.ord = n.ord) r
+        JOIN b ON b.id = r.bid, t),
+e AS (SELECT p.bid, p.ord, 1 AS sub, '.inserted' AS suffix, p.nk AS k, NULL::jsonb AS oj, p.nj, NULL::text[] AS changed
+        FROM p WHERE p.op = 'i'
+      UNION ALL
+      SELECT p.bid, p.ord, 1, '.deleted', p.ok, p.oj, NULL, NULL FROM p WHERE p.op = 'd'
+      UNION ALL
+      SELECT p.bid, p.ord, 1, '.updated', p.nk, p.oj, p.nj, p.changed FROM p, t
+       WHERE p.op = 'u' AND p.ok = p.nk AND cardinality(p.changed) > 0
+         AND (t.when_columns IS NULL OR p.changed && t.when_columns)
+      UNION ALL
+      -- a row whose key changed is, as in Debezium, a delete of the old key
+      -- and an insert of the new one
+      SELECT p.bid, p.ord, 1, '.deleted', p.ok, p.oj, NULL, NULL FROM p, t
+       WHERE p.op = 'u' AND p.ok <> p.nk AND 'delete' = ANY (t.operations)
+      UNION ALL
+      SELECT p.bid, p.ord, 2, '.inserted', p.nk, NULL, p.nj, NULL FROM p, t
+       WHERE p.op = 'u' AND p.ok <> p.nk AND 'insert' = ANY (t.operations)
+      UNION ALL
+      SELECT b.id, 0, 1, '.truncated', NULL, NULL, NULL, NULL FROM b WHERE b.operation = 't'),
+s AS (SELECT e.*, isa.uuid_v7() AS id FROM (SELECT * FROM e ORDER BY e.bid, e.ord, e.sub) e)
+INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
+SELECT s.id, 'table', t.event_name || s.suffix, '1.0.0', b.occurred_at,
+       CASE s.suffix
+         WHEN '.updated' THEN
+           jsonb_build_object('table', t.label, 'key', s.k, 'old', s.oj - t.exclude_columns,
+                              'new', s.nj - t.exclude_columns,
+                              'changed', CASE WHEN cardinality(t.exclude_columns) = 0 THEN to_jsonb(s.changed)
+                                         ELSE to_jsonb(ARRAY(SELECT c FROM unnest(s.changed) c
+                                                              WHERE c <> ALL (t.exclude_columns))) END)
+         WHEN '.deleted' THEN jsonb_build_object('table', t.label, 'key', s.k, 'old', s.oj - t.exclude_columns)
+         WHEN '.inserted' THEN jsonb_build_object('table', t.label, 'key', s.k, 'new', s.nj - t.exclude_columns)
+         ELSE jsonb_build_object('table', t.label)
+       END,
+       isa._table_event_metadata(b.metadata, b.id, s.id)
+  FROM s JOIN b ON b.id = s.bid, t
+$r$, 'batches_' || k.shadow) USING k.event_name;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    IF total > 0 AND wake THEN
+        PERFORM isa._wake_bridge_at_commit();
+    END IF;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION isa._render_table_events(text, boolean) IS
+    'Turns the pending statements of tracked tables (table_events.batches_N) into events in table_events.outbox, in order; the bridge calls it before each publishing round. Returns the number of events written.';
+
+-- Makes the tracking's shadow from its table's columns now: the pending
+-- batches of the one it had are rendered, and that one dropped.  Nothing
+-- when the shadow still matches the table.
+CREATE FUNCTION isa._table_shadow_make(event_name text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k      isa.table_tracking;
+    rel    regclass;
+    n      int;
+    lz4    boolean;
+BEGIN
+    SELECT * INTO STRICT k FROM isa.table_tracking t WHERE t.event_name = _table_shadow_make.event_name;
+    rel := format('%I.%I', k.schema_name, k.table_name)::regclass;
+    IF k.shadow IS NOT NULL AND to_regtype('table_events.rows_' || k.shadow) IS NOT NULL
+       AND isa._columns_signature((SELECT typrelid FROM pg_type WHERE oid = to_regtype('table_events.rows_' || k.shadow)))
+           = isa._columns_signature(rel) THEN
+        RETURN;
+    END IF;
+    IF k.shadow IS NOT NULL THEN
+        PERFORM isa._render_table_events(k.event_name);
+        PERFORM isa._table_shadow_drop(k.shadow);
+    END IF;
+    n := nextval('isa.table_shadow_seq');
+    EXECUTE format('CREATE TYPE table_events.%I AS (%s)', 'rows_' || n, isa._columns_signature(rel));
+    EXECUTE format('CREATE TABLE table_events.%I (id uuid PRIMARY KEY, operation "char" NOT NULL, '
+                   'occurred_at timestamptz NOT NULL, metadata jsonb NOT NULL, '
+                   'old_rows table_events.%I[], new_rows table_events.%I[])',
+                   'batches_' || n, 'rows_' || n, 'rows_' || n);
+    -- a bulk statement's arrays are megabytes: lz4 compresses them several
+    -- times faster than pglz, where the server has it
+    lz4 := EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals));
+    IF lz4 THEN
+        EXECUTE format('ALTER TABLE table_events.%I ALTER old_rows SET COMPRESSION lz4, '
+                       'ALTER new_rows SET COMPRESSION lz4', 'batches_' || n);
+    END IF;
+    EXECUTE format('COMMENT ON TABLE table_events.%I IS %L', 'batches_' || n,
+                   format('Statements on %s waiting to become events (isa._render_table_events).', rel));
+    UPDATE isa.table_tracking t SET shadow = n WHERE t.event_name = k.event_name;
+END
+$$;
+
+CREATE FUNCTION isa._table_shadow_drop(n int) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('DROP TABLE IF EXISTS table_events.%I', 'batches_' || n);
+    EXECUTE format('DROP TYPE IF EXISTS table_events.%I', 'rows_' || n);
+END
+$$;
+
 CREATE FUNCTION isa.track_table(
     relation        regclass,
     event_name      text DEFAULT NULL,
@@ -282,6 +459,10 @@ BEGIN
     SELECT k.event_name INTO other_name FROM isa.table_tracking k
      WHERE (k.schema_name, k.table_name) = (nsp, c.relname);
     PERFORM isa._drop_table_triggers(relation);
+    -- the statements made under the options it had become events under them
+    IF other_name IS NOT NULL THEN
+        PERFORM isa._render_table_events(other_name);
+    END IF;
     INSERT INTO isa.table_tracking AS k (event_name, schema_name, table_name, operations, key_columns,
                                          when_columns, exclude_columns, columns, tracked_by)
     VALUES (event_name, nsp, c.relname, operations, key_columns, when_columns, exclude_columns, cols, caller)
@@ -294,6 +475,7 @@ BEGIN
         PERFORM isa._forget_table_events(other_name);
     END IF;
     PERFORM isa._register_table_events(event_name);
+    PERFORM isa._table_shadow_make(event_name);
 
     FOREACH op IN ARRAY operations LOOP
         EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION isa._table_changed(%L)',
@@ -317,6 +499,7 @@ DECLARE
     c      pg_class;
     caller name := isa._session_role();
     name   text;
+    shadow int;
 BEGIN
     PERFORM isa.not_null('relation', relation);
     SELECT * INTO c FROM pg_class WHERE oid = relation;
@@ -324,13 +507,19 @@ BEGIN
         RAISE EXCEPTION 'role "%" may not untrack table %: it is not its owner', caller, relation
             USING ERRCODE = '42501';
     END IF;
-    DELETE FROM isa.table_tracking k
-     WHERE (k.schema_name, k.table_name) = ((SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace), c.relname)
-    RETURNING k.event_name INTO name;
+    SELECT k.event_name INTO name FROM isa.table_tracking k
+     WHERE (k.schema_name, k.table_name) = ((SELECT nspname FROM pg_namespace WHERE oid = c.relnamespace), c.relname);
     IF name IS NULL THEN
         RAISE EXCEPTION 'table % is not tracked', relation USING ERRCODE = 'P0002';
     END IF;
+    -- no statement adds a batch once the triggers are gone; those committed
+    -- become events now
     PERFORM isa._drop_table_triggers(relation);
+    PERFORM isa._render_table_events(name);
+    DELETE FROM isa.table_tracking k WHERE k.event_name = name RETURNING k.shadow INTO shadow;
+    IF shadow IS NOT NULL THEN
+        PERFORM isa._table_shadow_drop(shadow);
+    END IF;
     PERFORM isa._forget_table_events(name);
 END
 $$;
@@ -373,6 +562,7 @@ BEGIN
            AND (k.schema_name, k.table_name) = (n.nspname, r.relname);
         CONTINUE WHEN name IS NULL;
         PERFORM isa._register_table_events(name);
+        PERFORM isa._table_shadow_make(name);
     END LOOP;
 END
 $$;
@@ -385,16 +575,21 @@ CREATE FUNCTION isa._tracked_table_dropped() RETURNS event_trigger
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    name text;
+    name   text;
+    shadow int;
 BEGIN
     IF NOT EXISTS (SELECT FROM isa.table_tracking) THEN
         RETURN;
     END IF;
-    FOR name IN DELETE FROM isa.table_tracking k
-                 USING pg_event_trigger_dropped_objects() d
+    FOR name IN SELECT k.event_name FROM isa.table_tracking k, pg_event_trigger_dropped_objects() d
                  WHERE d.object_type = 'table' AND d.classid = 'pg_class'::regclass AND d.objsubid = 0
-                   AND (k.schema_name, k.table_name) = (d.schema_name, d.object_name)
-                RETURNING k.event_name LOOP
+                   AND (k.schema_name, k.table_name) = (d.schema_name, d.object_name) LOOP
+        -- its committed statements are events of rows that existed
+        PERFORM isa._render_table_events(name);
+        DELETE FROM isa.table_tracking k WHERE k.event_name = name RETURNING k.shadow INTO shadow;
+        IF shadow IS NOT NULL THEN
+            PERFORM isa._table_shadow_drop(shadow);
+        END IF;
         PERFORM isa._forget_table_events(name);
     END LOOP;
 END
@@ -402,6 +597,22 @@ $$;
 CREATE EVENT TRIGGER isa_tracked_table_dropped ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
     EXECUTE FUNCTION isa._tracked_table_dropped();
+
+-- How many statements of a tracking wait for the bridge to render them.
+CREATE FUNCTION isa._table_pending(shadow int) RETURNS bigint
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF to_regclass('table_events.batches_' || shadow) IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT count(*) FROM table_events.%I', 'batches_' || shadow) INTO n;
+    RETURN n;
+END
+$$;
 
 CREATE VIEW isa.tracked_tables AS
 SELECT to_regclass(format('%I.%I', k.schema_name, k.table_name)) AS relation,
@@ -411,10 +622,11 @@ SELECT to_regclass(format('%I.%I', k.schema_name, k.table_name)) AS relation,
        (SELECT count(*) FROM pg_trigger t
          WHERE t.tgrelid = to_regclass(format('%I.%I', k.schema_name, k.table_name))
            AND t.tgname LIKE 'isa\_track\_%')::int AS triggers,
+       isa._table_pending(k.shadow) AS pending_statements,
        k.tracked_at, k.tracked_by
   FROM isa.table_tracking k;
 COMMENT ON VIEW isa.tracked_tables IS
-    'The tracked tables (isa.track_table): the NATS subjects of their events, the options, and how many of its triggers each still has (one per operation).';
+    'The tracked tables (isa.track_table): the NATS subjects of their events, the options, how many of its triggers each still has (one per operation), and how many of its statements wait for the bridge to make their events.';
 
 -- isa_admin (the DBAs) tracks and untracks (sql/core/grants.sql grants it
 -- every function of schema isa); the owner check is the functions' own.

@@ -88,10 +88,10 @@ CREATE TRIGGER direct_message_written
     FOR EACH STATEMENT EXECUTE FUNCTION isa._direct_message_written();
 
 -- Events from any table (sql/core/table_events.sql, docs/table-events.md):
--- the service table_events and its source table, the tracking table, the
--- wake-up trigger of its outbox, the DDL event triggers and the view.  The
--- event triggers' functions are made empty here; the replay that follows
--- makes them as sql/core/table_events.sql says.
+-- the service table_events and its source table, the tracking table and
+-- the sequence of its shadows, the DDL event triggers and the view.  The
+-- event triggers' functions and the view's isa._table_pending are made empty
+-- here; the replay that follows makes them as sql/core/table_events.sql says.
 SELECT isa.register_service('table_events', 'table_events', 'table',
     'Events from any table: the changes of the tables a DBA tracks (isa.track_table), as table.<name>.<operation>.');
 CREATE TABLE isa.table_tracking (
@@ -104,21 +104,19 @@ CREATE TABLE isa.table_tracking (
     when_columns    text[],
     exclude_columns text[] NOT NULL DEFAULT '{}',
     columns         text[] NOT NULL,
+    shadow          int,
     tracked_at      timestamptz NOT NULL DEFAULT now(),
     tracked_by      name NOT NULL,
     UNIQUE (schema_name, table_name)
 );
 SELECT pg_catalog.pg_extension_config_dump('isa.table_tracking', '');
+CREATE SEQUENCE isa.table_shadow_seq AS int;
+SELECT pg_catalog.pg_extension_config_dump('isa.table_shadow_seq', '');
 -- A tracked table's event types are the installation's data, not the
 -- extension's: pg_dump keeps them (CREATE EXTENSION makes the others,
 -- event.dead_lettered of source table included).
 SELECT pg_catalog.pg_extension_config_dump('isa.event_types',
     'WHERE source = ''table'' AND event_type <> ''event.dead_lettered''');
-CREATE FUNCTION isa._table_events_written() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'isa_outbox_written_trigger' LANGUAGE C;
-CREATE TRIGGER table_events_written
-    AFTER INSERT ON table_events.outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION isa._table_events_written();
 CREATE FUNCTION isa._tracked_table_altered() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
 CREATE EVENT TRIGGER isa_tracked_table_altered ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
@@ -127,6 +125,7 @@ CREATE FUNCTION isa._tracked_table_dropped() RETURNS event_trigger LANGUAGE plpg
 CREATE EVENT TRIGGER isa_tracked_table_dropped ON sql_drop
     WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
     EXECUTE FUNCTION isa._tracked_table_dropped();
+CREATE FUNCTION isa._table_pending(shadow int) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint';
 CREATE VIEW isa.tracked_tables AS
 SELECT to_regclass(format('%I.%I', k.schema_name, k.table_name)) AS relation,
        k.event_name,
@@ -135,6 +134,7 @@ SELECT to_regclass(format('%I.%I', k.schema_name, k.table_name)) AS relation,
        (SELECT count(*) FROM pg_trigger t
          WHERE t.tgrelid = to_regclass(format('%I.%I', k.schema_name, k.table_name))
            AND t.tgname LIKE 'isa\_track\_%')::int AS triggers,
+       isa._table_pending(k.shadow) AS pending_statements,
        k.tracked_at, k.tracked_by
   FROM isa.table_tracking k;
 

@@ -1,11 +1,12 @@
 -- table_events.sql — a DBA's own table speaks through the outbox
 -- (docs/table-events.md): isa.track_table makes statement triggers that write
--- table.<name>.inserted / .updated / .deleted / .truncated in the writer's
--- transaction, one outbox INSERT per statement; the options choose the
+-- table.<name>.inserted / .updated / .deleted / .truncated: one batch of rows
+-- per statement in the writer's transaction, which isa._render_table_events
+-- (the bridge, before publishing) turns into outbox rows; the options choose the
 -- operations, the updates that count, the columns left out and the key.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(69);
+SELECT plan(77);
 
 SET LOCAL client_min_messages = warning;
 CREATE ROLE t17_owner NOLOGIN;
@@ -21,9 +22,14 @@ GRANT INSERT, UPDATE, DELETE, SELECT, TRUNCATE ON t17.orders TO t17_writer;
 RESET ROLE;
 CREATE TABLE t17.not_mine (id int PRIMARY KEY);
 
--- events of this test: the outbox rows of one event name
+-- events of this test: the outbox rows of one event name, once the pending
+-- statements are rendered as the bridge does before publishing
 CREATE FUNCTION pg_temp.events(name text) RETURNS SETOF table_events.outbox
-    LANGUAGE sql AS $$ SELECT * FROM table_events.outbox WHERE event_type LIKE name || '.%' ORDER BY id $$;
+    LANGUAGE sql AS $$ SELECT isa._render_table_events();
+                       SELECT * FROM table_events.outbox WHERE event_type LIKE name || '.%' ORDER BY id $$;
+-- the statements of a tracking waiting to be rendered
+CREATE FUNCTION pg_temp.batches(name text) RETURNS bigint
+    LANGUAGE sql AS $$ SELECT pending_statements FROM isa.tracked_tables WHERE event_name = name $$;
 
 -- ---------------------------------------------------------------- who may track
 SET LOCAL ROLE isa_app;
@@ -97,6 +103,17 @@ SELECT is((SELECT bool_and(metadata ->> 'traceparent' = '00-' || replace(id::tex
                                                       || right(replace(id::text, '-', ''), 16) || '-01')
              FROM pg_temp.events('orders')),
           true, 'and a traceparent as isa.publish_event gives a root event (its id the trace id)');
+RESET ROLE;
+SELECT set_config('request.correlation_id', '01900000-0000-7000-8000-0000000000aa', true),
+       set_config('request.traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', true);
+INSERT INTO t17.orders VALUES (5, 'new', 5, NULL), (6, 'new', 6, NULL);
+SELECT set_config('request.correlation_id', '', true), set_config('request.traceparent', '', true);
+SELECT is((SELECT array_agg(DISTINCT (metadata ->> 'correlation_id') || ' '
+                            || (metadata ->> 'traceparent' = '00-0af7651916cd43dd8448eb211c80319c-'
+                                                           || right(replace(id::text, '-', ''), 16) || '-01')::text)
+             FROM pg_temp.events('orders') WHERE data -> 'key' IN ('{"id": 5}', '{"id": 6}')),
+          ARRAY['01900000-0000-7000-8000-0000000000aa true'],
+          'a statement in an HTTP request: its events carry the request''s correlation and trace, each with its own span');
 
 SET LOCAL ROLE t17_writer;
 UPDATE t17.orders SET status = 'paid' WHERE id = 1;
@@ -147,15 +164,15 @@ SET LOCAL track_functions = 'all';
 INSERT INTO t17.orders SELECT g, 'bulk', g, NULL FROM generate_series(100, 1099) g;
 CREATE TEMP TABLE b0 ON COMMIT DROP AS
     SELECT pg_stat_get_xact_function_calls('isa._table_changed'::regproc) AS trig,
-           pg_stat_get_xact_function_calls('isa._table_events_written'::regproc) AS ins,
            (SELECT count(*) FROM pg_temp.events('orders')) AS n;
 UPDATE t17.orders SET amount = amount + 1 WHERE status = 'bulk';
+SELECT is(pg_temp.batches('orders'), 1::bigint,
+          'a 1,000-row UPDATE writes one batch, its rows as they are (rendered later)');
 SELECT is((SELECT count(*) FROM pg_temp.events('orders')) - (SELECT n FROM b0), 1000::bigint,
-          'a 1,000-row UPDATE publishes 1,000 orders.updated');
+          'which become 1,000 orders.updated');
 SELECT is(pg_stat_get_xact_function_calls('isa._table_changed'::regproc) - (SELECT trig FROM b0), 1::bigint,
           'with one call of the trigger function');
-SELECT is(pg_stat_get_xact_function_calls('isa._table_events_written'::regproc) - (SELECT ins FROM b0), 1::bigint,
-          'and one INSERT statement into the outbox');
+SELECT is(pg_temp.batches('orders'), 0::bigint, 'and the rendered batch is gone');
 
 -- ---------------------------------------------------------------- options
 SET LOCAL ROLE t17_owner;
@@ -189,7 +206,11 @@ INSERT INTO t17.pairs VALUES (1, 2, 'v');
 SELECT is((SELECT data -> 'key' FROM pg_temp.events('pairs')), '{"x": 1, "y": 2}', 'a composite key is every column of it');
 
 -- ---------------------------------------------------------------- DDL
+-- (a statement before an ALTER is rendered with the columns it had)
+INSERT INTO t17.loose VALUES (9, 'before');
 ALTER TABLE t17.loose ADD COLUMN c date;
+SELECT is((SELECT data -> 'new' FROM pg_temp.events('loose') WHERE data -> 'key' = '{"a": 9}'), '{"a": 9, "b": "before"}',
+          'a statement made before ALTER TABLE keeps the columns it had');
 SELECT is((SELECT data_fields -> 'new.c' ->> 'type' FROM isa.event_types WHERE event_type = 'loose.inserted'), 'string',
           'ALTER TABLE ADD COLUMN: the new column is a data field of the catalogue');
 INSERT INTO t17.loose VALUES (2, 'b', '2026-12-07');
@@ -200,6 +221,12 @@ SELECT is((SELECT data_fields ? 'new.b' FROM isa.event_types WHERE event_type = 
           'ALTER TABLE DROP COLUMN: the column leaves the catalogue');
 SELECT throws_ok($$ALTER TABLE t17.loose DROP COLUMN a$$, '42703', NULL,
                  'dropping a key column of the tracking fails with the ALTER (42703)');
+SELECT lives_ok($$ALTER TABLE t17.loose ALTER COLUMN a TYPE bigint$$,
+                'ALTER COLUMN … TYPE of a tracked table (its pending rows are kept in a type of their own)');
+SELECT lives_ok($$ALTER TABLE t17.loose ADD COLUMN d int NOT NULL DEFAULT 7$$, 'and ADD COLUMN … DEFAULT');
+INSERT INTO t17.loose VALUES (4, NULL);
+SELECT is((SELECT data -> 'new' FROM pg_temp.events('loose') WHERE data -> 'key' = '{"a": 4}'), '{"a": 4, "c": null, "d": 7}',
+          'the events follow the altered columns');
 ALTER TABLE t17.loose RENAME TO loose2;
 SELECT is((SELECT relation::text FROM isa.tracked_tables WHERE event_name = 'loose'), 't17.loose2',
           'a renamed table stays tracked under its event name');
@@ -239,6 +266,8 @@ SELECT is((SELECT count(*) FROM pg_temp.events('sizes')), 30002::bigint,
           'one event per row changed, whatever the size of the statements before');
 
 -- ---------------------------------------------------------------- untrack
+INSERT INTO t17.pairs VALUES (4, 4, 'last');
+CREATE TEMP TABLE sh ON COMMIT DROP AS SELECT shadow FROM isa.table_tracking WHERE event_name = 'pairs';
 SET LOCAL ROLE isa_admin;
 SELECT throws_ok($$SELECT isa.untrack_table('t17.not_mine')$$, '42501', NULL, 'a non-owner may not untrack');
 SET LOCAL ROLE t17_owner;
@@ -248,6 +277,10 @@ SELECT throws_ok($$SELECT isa.untrack_table('t17.pairs')$$, 'P0002', 'table t17.
 RESET ROLE;
 SELECT is((SELECT count(*) FROM pg_trigger WHERE tgrelid = 't17.pairs'::regclass), 0::bigint, 'untrack removes the triggers');
 SELECT is((SELECT count(*) FROM isa.event_types WHERE event_type LIKE 'pairs.%'), 0::bigint, 'and the event types');
+SELECT is((SELECT count(*) FROM pg_temp.events('pairs') WHERE data -> 'key' = '{"x": 4, "y": 4}'), 1::bigint,
+          'a statement made before untrack still becomes its event');
+SELECT is(to_regtype('table_events.rows_' || (SELECT shadow FROM sh)), NULL,
+          'and the tracking''s shadow type and batches are gone');
 CREATE TEMP TABLE p0 ON COMMIT DROP AS SELECT count(*) AS n FROM pg_temp.events('pairs');
 INSERT INTO t17.pairs VALUES (5, 5, 'v');
 SELECT is((SELECT count(*) FROM pg_temp.events('pairs')), (SELECT n FROM p0), 'an untracked table publishes nothing');
