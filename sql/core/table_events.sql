@@ -243,7 +243,6 @@ DECLARE
     k       record;
     n       bigint;
     total   bigint := 0;
-    pending boolean;
 BEGIN
     IF NOT EXISTS (SELECT FROM isa.table_tracking) THEN
         RETURN 0;
@@ -253,62 +252,9 @@ BEGIN
               WHERE t.shadow IS NOT NULL AND (_render_table_events.event_name IS NULL
                                               OR t.event_name = _render_table_events.event_name)
               ORDER BY t.event_name LOOP
-        CONTINUE WHEN to_regclass('table_events.batches_' || k.shadow) IS NULL;
-        -- (most rounds find nothing: the statement below costs a millisecond to plan)
-        EXECUTE format('SELECT EXISTS (SELECT FROM table_events.%I)', 'batches_' || k.shadow) INTO pending;
-        CONTINUE WHEN NOT pending;
-        EXECUTE format($r$
-WITH t AS MATERIALIZED (
-    SELECT k.event_name, k.operations, k.when_columns, k.exclude_columns,
-           ARRAY(SELECT c FROM unnest(k.columns) c WHERE c <> ALL (k.key_columns)) AS nonkey,
-           format('%%I.%%I', k.schema_name, k.table_name) AS label
-      FROM isa.table_tracking k WHERE k.event_name = $1),
-b AS (DELETE FROM table_events.%1$I RETURNING id, operation, occurred_at, metadata, old_rows, new_rows),
-o AS (SELECT b.id AS bid, x.ord, x.j FROM b,
-             LATERAL (SELECT row_number() OVER () AS ord, to_jsonb(e) AS j FROM unnest(b.old_rows) e) x),
-n AS (SELECT b.id AS bid, x.ord, x.j FROM b,
-             LATERAL (SELECT row_number() OVER () AS ord, to_jsonb(e) AS j FROM unnest(b.new_rows) e) x),
-p AS (SELECT r.bid, r.ord, b.operation AS op, r.oj, r.nj, r.oj - t.nonkey AS ok, r.nj - t.nonkey AS nk,
-             CASE WHEN b.operation = 'u' THEN isa._jsonb_changed_keys(r.oj, r.nj) END AS changed
-        FROM (SELECT coalesce(o.bid, n.bid) AS bid, coalesce(o.ord, n.ord) AS ord, o.j AS oj, n.j AS nj
-                FROM o FULL JOIN n ON o.bid = n.bid AND o.ord = n.ord) r
-        JOIN b ON b.id = r.bid, t),
-e AS (SELECT p.bid, p.ord, 1 AS sub, '.inserted' AS suffix, p.nk AS k, NULL::jsonb AS oj, p.nj, NULL::text[] AS changed
-        FROM p WHERE p.op = 'i'
-      UNION ALL
-      SELECT p.bid, p.ord, 1, '.deleted', p.ok, p.oj, NULL, NULL FROM p WHERE p.op = 'd'
-      UNION ALL
-      SELECT p.bid, p.ord, 1, '.updated', p.nk, p.oj, p.nj, p.changed FROM p, t
-       WHERE p.op = 'u' AND p.ok = p.nk AND cardinality(p.changed) > 0
-         AND (t.when_columns IS NULL OR p.changed && t.when_columns)
-      UNION ALL
-      -- a row whose key changed is, as in Debezium, a delete of the old key
-      -- and an insert of the new one
-      SELECT p.bid, p.ord, 1, '.deleted', p.ok, p.oj, NULL, NULL FROM p, t
-       WHERE p.op = 'u' AND p.ok <> p.nk AND 'delete' = ANY (t.operations)
-      UNION ALL
-      SELECT p.bid, p.ord, 2, '.inserted', p.nk, NULL, p.nj, NULL FROM p, t
-       WHERE p.op = 'u' AND p.ok <> p.nk AND 'insert' = ANY (t.operations)
-      UNION ALL
-      SELECT b.id, 0, 1, '.truncated', NULL, NULL, NULL, NULL FROM b WHERE b.operation = 't'),
-s AS (SELECT e.*, isa.uuid_v7() AS id FROM (SELECT * FROM e ORDER BY e.bid, e.ord, e.sub) e)
-INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
-SELECT s.id, 'table', t.event_name || s.suffix, '1.0.0', b.occurred_at,
-       CASE s.suffix
-         WHEN '.updated' THEN
-           jsonb_build_object('table', t.label, 'key', s.k, 'old', s.oj - t.exclude_columns,
-                              'new', s.nj - t.exclude_columns,
-                              'changed', CASE WHEN cardinality(t.exclude_columns) = 0 THEN to_jsonb(s.changed)
-                                         ELSE to_jsonb(ARRAY(SELECT c FROM unnest(s.changed) c
-                                                              WHERE c <> ALL (t.exclude_columns))) END)
-         WHEN '.deleted' THEN jsonb_build_object('table', t.label, 'key', s.k, 'old', s.oj - t.exclude_columns)
-         WHEN '.inserted' THEN jsonb_build_object('table', t.label, 'key', s.k, 'new', s.nj - t.exclude_columns)
-         ELSE jsonb_build_object('table', t.label)
-       END,
-       isa._table_event_metadata(b.metadata, b.id, s.id)
-  FROM s JOIN b ON b.id = s.bid, t
-$r$, 'batches_' || k.shadow) USING k.event_name;
-        GET DIAGNOSTICS n = ROW_COUNT;
+        CONTINUE WHEN to_regprocedure('table_events.render_' || k.shadow || '(text)') IS NULL;
+        -- the shadow's own function: its statements are planned once per session
+        EXECUTE format('SELECT table_events.%I($1)', 'render_' || k.shadow) INTO n USING k.event_name;
         total := total + n;
     END LOOP;
     IF total > 0 AND wake THEN
@@ -357,6 +303,72 @@ BEGIN
         EXECUTE format('ALTER TABLE table_events.%I ALTER old_rows SET COMPRESSION lz4, '
                        'ALTER new_rows SET COMPRESSION lz4', 'batches_' || n);
     END IF;
+    -- its renderer: static statements, planned once per session (the bridge's)
+    EXECUTE format($f$CREATE FUNCTION table_events.%2$I(tracking text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $body$
+DECLARE
+    written bigint;
+BEGIN
+    -- most rounds find nothing
+    IF NOT EXISTS (SELECT FROM table_events.%1$I) THEN
+        RETURN 0;
+    END IF;
+WITH t AS MATERIALIZED (
+    SELECT k.event_name, k.operations, k.when_columns, k.exclude_columns,
+           ARRAY(SELECT c FROM unnest(k.columns) c WHERE c <> ALL (k.key_columns)) AS nonkey,
+           format('%%I.%%I', k.schema_name, k.table_name) AS label
+      FROM isa.table_tracking k WHERE k.event_name = $1),
+b AS (DELETE FROM table_events.%1$I RETURNING id, operation, occurred_at, metadata, old_rows, new_rows),
+o AS (SELECT b.id AS bid, x.ord, x.j FROM b,
+             LATERAL (SELECT row_number() OVER () AS ord, to_jsonb(e) AS j FROM unnest(b.old_rows) e) x),
+n AS (SELECT b.id AS bid, x.ord, x.j FROM b,
+             LATERAL (SELECT row_number() OVER () AS ord, to_jsonb(e) AS j FROM unnest(b.new_rows) e) x),
+p AS (SELECT r.bid, r.ord, b.operation AS op, r.oj, r.nj, r.oj - t.nonkey AS ok, r.nj - t.nonkey AS nk,
+             CASE WHEN b.operation = 'u' THEN isa._jsonb_changed_keys(r.oj, r.nj) END AS changed
+        FROM (SELECT coalesce(o.bid, n.bid) AS bid, coalesce(o.ord, n.ord) AS ord, o.j AS oj, n.j AS nj
+                FROM o FULL JOIN n ON o.bid = n.bid AND o.ord = n.ord) r
+        JOIN b ON b.id = r.bid, t),
+e AS (SELECT p.bid, p.ord, 1 AS sub, '.inserted' AS suffix, p.nk AS k, NULL::jsonb AS oj, p.nj, NULL::text[] AS changed
+        FROM p WHERE p.op = 'i'
+      UNION ALL
+      SELECT p.bid, p.ord, 1, '.deleted', p.ok, p.oj, NULL, NULL FROM p WHERE p.op = 'd'
+      UNION ALL
+      SELECT p.bid, p.ord, 1, '.updated', p.nk, p.oj, p.nj, p.changed FROM p, t
+       WHERE p.op = 'u' AND p.ok = p.nk AND cardinality(p.changed) > 0
+         AND (t.when_columns IS NULL OR p.changed && t.when_columns)
+      UNION ALL
+      -- a row whose key changed is, as in Debezium, a delete of the old key
+      -- and an insert of the new one
+      SELECT p.bid, p.ord, 1, '.deleted', p.ok, p.oj, NULL, NULL FROM p, t
+       WHERE p.op = 'u' AND p.ok <> p.nk AND 'delete' = ANY (t.operations)
+      UNION ALL
+      SELECT p.bid, p.ord, 2, '.inserted', p.nk, NULL, p.nj, NULL FROM p, t
+       WHERE p.op = 'u' AND p.ok <> p.nk AND 'insert' = ANY (t.operations)
+      UNION ALL
+      SELECT b.id, 0, 1, '.truncated', NULL, NULL, NULL, NULL FROM b WHERE b.operation = 't'),
+s AS (SELECT e.*, isa.uuid_v7() AS id FROM (SELECT * FROM e ORDER BY e.bid, e.ord, e.sub) e)
+INSERT INTO table_events.outbox (id, source, event_type, version, occurred_at, data, metadata)
+SELECT s.id, 'table', t.event_name || s.suffix, '1.0.0', b.occurred_at,
+       CASE s.suffix
+         WHEN '.updated' THEN
+           jsonb_build_object('table', t.label, 'key', s.k, 'old', s.oj - t.exclude_columns,
+                              'new', s.nj - t.exclude_columns,
+                              'changed', CASE WHEN cardinality(t.exclude_columns) = 0 THEN to_jsonb(s.changed)
+                                         ELSE to_jsonb(ARRAY(SELECT c FROM unnest(s.changed) c
+                                                              WHERE c <> ALL (t.exclude_columns))) END)
+         WHEN '.deleted' THEN jsonb_build_object('table', t.label, 'key', s.k, 'old', s.oj - t.exclude_columns)
+         WHEN '.inserted' THEN jsonb_build_object('table', t.label, 'key', s.k, 'new', s.nj - t.exclude_columns)
+         ELSE jsonb_build_object('table', t.label)
+       END,
+       isa._table_event_metadata(b.metadata, b.id, s.id)
+  FROM s JOIN b ON b.id = s.bid, t;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$body$$f$, 'batches_' || n, 'render_' || n);
+    EXECUTE format('REVOKE ALL ON FUNCTION table_events.%I(text) FROM PUBLIC', 'render_' || n);
     EXECUTE format('COMMENT ON TABLE table_events.%I IS %L', 'batches_' || n,
                    format('Statements on %s waiting to become events (isa._render_table_events).', rel));
     UPDATE isa.table_tracking t SET shadow = n WHERE t.event_name = k.event_name;
@@ -368,6 +380,7 @@ CREATE FUNCTION isa._table_shadow_drop(n int) RETURNS void
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    EXECUTE format('DROP FUNCTION IF EXISTS table_events.%I(text)', 'render_' || n);
     EXECUTE format('DROP TABLE IF EXISTS table_events.%I', 'batches_' || n);
     EXECUTE format('DROP TYPE IF EXISTS table_events.%I', 'rows_' || n);
 END
