@@ -367,7 +367,7 @@ SELECT s.id, 'table', t.event_name || s.suffix, '1.0.0', b.occurred_at,
     GET DIAGNOSTICS written = ROW_COUNT;
     RETURN written;
 END
-$body$$f$, 'batches_' || n, 'render_' || n);
+$body$ $f$, 'batches_' || n, 'render_' || n);
     EXECUTE format('REVOKE ALL ON FUNCTION table_events.%I(text) FROM PUBLIC', 'render_' || n);
     EXECUTE format('COMMENT ON TABLE table_events.%I IS %L', 'batches_' || n,
                    format('Statements on %s waiting to become events (isa._render_table_events).', rel));
