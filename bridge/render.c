@@ -1,10 +1,11 @@
 /*
  * render.c — the tracked tables' batches become events (docs/table-events.md,
- * "How it works"): before each publishing round, the bridge calls
+ * "Decisions"): before a publishing round, when a commit wrote batches
+ * (isa_note_table_batches) or at the idle interval, the bridge calls
  * isa._render_table_events() in a transaction of its own, which turns the
  * statements the tables' triggers kept (table_events.batches_N) into rows of
  * table_events.outbox, in order; the round then publishes them.  A failure is
- * recorded and the batches stay for the next round: the other services'
+ * recorded and the batches stay for the next idle round: the other services'
  * events are published meanwhile.  A database whose isa predates tracked
  * tables (0.1.0) has nothing to render.
  */

@@ -326,19 +326,30 @@ apply_arrived(Turn *t)
 		t->busy = true;
 }
 
-/* The bridge worker only; not before the stream is there: acks would only fail. */
+/*
+ * The bridge worker only; not before the stream is there: acks would only
+ * fail.  The tracked tables' batches are rendered into outbox rows first
+ * (render.c), when a commit wrote some or at the idle interval (batches a
+ * restart or a failed render left), not at every round.
+ */
 static void
 publish_outbox(Turn *t)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	bool		outbox,
+				batches,
+				idle;
 
-	if (!t->setup_pending && isa_bridge_worker == 0 &&
-		(pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0) || t->publish_more ||
-		 TimestampDifferenceExceeds(t->last_publish_try, now, isa_bridge_idle_interval)))
+	if (t->setup_pending || isa_bridge_worker != 0)
+		return;
+	outbox = pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0) != 0;
+	batches = pg_atomic_exchange_u32(&isa_shared->table_batches_pending, 0) != 0;
+	idle = TimestampDifferenceExceeds(t->last_publish_try, now, isa_bridge_idle_interval);
+	if (outbox || batches || idle || t->publish_more)
 	{
 		t->last_publish_try = now;
-		/* the tracked tables' statements become outbox rows first (render.c) */
-		(void) isa_render_round();
+		if (batches || idle)
+			(void) isa_render_round();
 		t->publish_more = isa_publish_round() >= isa_publish_batch_size;
 		/* direct messages (direct.c) are woken by the same commits */
 		t->publish_more |= isa_direct_round() >= isa_publish_batch_size;

@@ -62,6 +62,7 @@ isa_shmem_startup(void)
 	if (!found)
 	{
 		pg_atomic_init_u32(&isa_shared->outbox_pending, 0);
+		pg_atomic_init_u32(&isa_shared->table_batches_pending, 0);
 		pg_atomic_init_u32(&isa_shared->bridge_procno, ISA_INVALID_PROCNO);
 		pg_atomic_init_u32(&isa_shared->bridge_pid, 0);
 		for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)

@@ -47,6 +47,8 @@ typedef struct IsaSharedState
 {
 	/* A commit wrote outbox rows since the bridge last cleared this. */
 	pg_atomic_uint32 outbox_pending;
+	/* A commit wrote tracked tables' batches since the bridge last rendered (table_events.c). */
+	pg_atomic_uint32 table_batches_pending;
 	/* A commit changed isa.subscriptions since bridge worker k last cleared [k]. */
 	pg_atomic_uint32 subscriptions_changed[ISA_BRIDGE_WORKERS];
 	/* The bridge worker's PGPROC number and pid, ISA_INVALID_PROCNO if none. */
@@ -91,6 +93,7 @@ extern IsaSharedState *isa_shared;
 /* extension/wakeup.c */
 extern void isa_wakeup_init(void);
 extern void isa_note_outbox_write(void);
+extern void isa_note_table_batches(void);
 extern void isa_note_subscriptions_change(void);
 extern void isa_note_sender_wake(int channel);
 

@@ -3,14 +3,14 @@
  * sql/core/table_events.sql; docs/table-events.md): one row of the
  * tracking's table_events.batches_N per statement, holding the statement's
  * transition tables as they are; the bridge turns the batch into events later
- * (isa._render_table_events), because doing it here cost four times the
- * statement (docs/benchmarks.md, "table_events").
+ * (isa._render_table_events), because doing it here cost several times the
+ * statement (bench/table_events/designs.sql).
  *
  * It is C, not PL/pgSQL, for the single-row write: a SECURITY DEFINER
- * function with SET search_path made PostgreSQL recompute the search path on
- * every call (about 40 µs of a one-row UPDATE's 110).  As isa.publish_event
- * does, it sets pg_catalog as the only search path and the extension's owner
- * as the user itself, builds its row in C and inserts it without a query
+ * function with SET search_path makes PostgreSQL set up the search path at
+ * every call (bench/publish_cost measures it).  As isa.publish_event does,
+ * it sets pg_catalog as the only search path and the extension's owner as
+ * the user itself, builds its row in C and inserts it without a query
  * (isa_insert_row), and checks the tracking once per table until the table's
  * relcache entry is invalidated.  The per-row step SQL does slowly when the
  * bridge renders, the changed columns of an updated row, is
@@ -111,27 +111,15 @@ rows_array(Relation rel, Tuplestorestate *rows, Oid shadow_type)
 	return PointerGetDatum(array);
 }
 
-/* Writes the statement's batch into table_events.batches_<shadow>. */
+/* Writes the statement's batch into the tracking's table_events.batches_N. */
 static void
-write_batch(TriggerData *td, int operation, int shadow)
+write_batch(TriggerData *td, int operation, Oid shadow_type, Oid batches)
 {
-	Oid			nsp = get_namespace_oid("table_events", false);
-	char	   *type_name = psprintf("rows_%d", shadow);
-	char	   *table_name = psprintf("batches_%d", shadow);
-	Oid			shadow_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-											  CStringGetDatum(type_name), ObjectIdGetDatum(nsp));
-	Oid			batches = get_relname_relid(table_name, nsp);
 	static const int16 attnums[N_BATCH_COLUMNS] = {1, 2, 3, 4, 5, 6};
 	Datum		values[N_BATCH_COLUMNS];
 	bool		nulls[N_BATCH_COLUMNS] = {false, false, false, false, true, true};
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 
-	if (!OidIsValid(shadow_type) || !OidIsValid(batches))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the tracking of %s has lost table_events.%s or table_events.%s",
-						RelationGetRelationName(td->tg_relation), type_name, table_name),
-				 errhint("Track the table again with isa.track_table.")));
 	values[2] = TimestampTzGetDatum(isa_uuid_v7_at(GetCurrentTimestamp(), id));
 	values[0] = UUIDPGetDatum(id);
 	values[1] = CharGetDatum(operation_code[operation]);
@@ -156,18 +144,29 @@ static const char *tracking_sql =
 
 static SPIPlanPtr tracking_plan = NULL;
 
+static SPIPlanPtr
+saved_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare a tracked table's statement: %s", SPI_result_code_string(SPI_result));
+	return plan;
+}
+
 /*
  * The tracking checked for a table (its relid): the event name its trigger
- * named and the shadow.  Any invalidation of the table's relcache entry
- * forgets it: track_table and untrack_table make or drop the table's
- * triggers, ALTER TABLE (which may make a new shadow) alters it, and a
- * trigger attached by hand to another table is that table's.
+ * named, its shadow type and batches table.  Any invalidation of the table's
+ * relcache entry forgets it: track_table and untrack_table make or drop the
+ * table's triggers, ALTER TABLE (which may make a new shadow) alters it, and
+ * a trigger attached by hand to another table is that table's.
  */
 typedef struct CheckedEntry
 {
 	Oid			relid;
 	char		event_name[NAMEDATALEN * 2];
-	int			shadow;
+	Oid			shadow_type;	/* table_events.rows_N */
+	Oid			batches;		/* table_events.batches_N */
 } CheckedEntry;
 
 static HTAB *checked = NULL;
@@ -190,11 +189,23 @@ table_invalidated(Datum arg, Oid relid)
 		(void) hash_search(checked, &e->relid, HASH_REMOVE, NULL);
 }
 
-/* The shadow of the table's tracking if checked since its last invalidation, else -1. */
-static int
-checked_shadow(Oid relid, const char *event_name)
+/*
+ * The tracking the trigger's argument names, checked to be the table's own
+ * (55000 otherwise) once per table until its next invalidation.
+ */
+static CheckedEntry *
+tracking_of(TriggerData *td)
 {
+	static CheckedEntry uncached;
+	Relation	rel = td->tg_relation;
+	Oid			relid = RelationGetRelid(rel);
+	const char *event_name = td->tg_trigger->tgargs[0];
 	CheckedEntry *e;
+	char	   *schema;
+	Datum		args[3];
+	Datum		shadow;
+	bool		isnull;
+	Oid			nsp;
 
 	if (checked == NULL)
 	{
@@ -207,29 +218,50 @@ checked_shadow(Oid relid, const char *event_name)
 		CacheRegisterRelcacheCallback(table_invalidated, (Datum) 0);
 	}
 	e = hash_search(checked, &relid, HASH_FIND, NULL);
-	return e != NULL && strcmp(e->event_name, event_name) == 0 ? e->shadow : -1;
-}
+	if (e != NULL && strcmp(e->event_name, event_name) == 0)
+		return e;
 
-static void
-remember_shadow(Oid relid, const char *event_name, int shadow)
-{
-	CheckedEntry *e;
+	schema = get_namespace_name(RelationGetNamespace(rel));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (tracking_plan == NULL)
+	{
+		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 
-	if (strlen(event_name) >= sizeof(e->event_name))
-		return;
-	e = hash_search(checked, &relid, HASH_ENTER, NULL);
+		tracking_plan = saved_plan(tracking_sql, 3, argtypes);
+	}
+	args[0] = CStringGetTextDatum(event_name);
+	args[1] = CStringGetTextDatum(schema);
+	args[2] = CStringGetTextDatum(RelationGetRelationName(rel));
+	if (SPI_execute_plan(tracking_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read isa.table_tracking");
+	if (SPI_processed == 0 ||
+		(shadow = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull), isnull))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table %s.%s is not tracked as \"%s\"", schema, RelationGetRelationName(rel), event_name),
+				 errhint("Track it again with isa.track_table, or drop the trigger %s.", td->tg_trigger->tgname)));
+	SPI_finish();
+
+	e = strlen(event_name) < sizeof(uncached.event_name) ?
+		hash_search(checked, &relid, HASH_ENTER, NULL) : &uncached;
+	e->relid = relid;
 	strlcpy(e->event_name, event_name, sizeof(e->event_name));
-	e->shadow = shadow;
-}
-
-static SPIPlanPtr
-saved_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare a tracked table's statement: %s", SPI_result_code_string(SPI_result));
-	return plan;
+	nsp = get_namespace_oid("table_events", false);
+	e->shadow_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+									 CStringGetDatum(psprintf("rows_%d", DatumGetInt32(shadow))),
+									 ObjectIdGetDatum(nsp));
+	e->batches = get_relname_relid(psprintf("batches_%d", DatumGetInt32(shadow)), nsp);
+	if (!OidIsValid(e->shadow_type) || !OidIsValid(e->batches))
+	{
+		(void) hash_search(checked, &relid, HASH_REMOVE, NULL);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the tracking of %s has lost table_events.rows_%d or table_events.batches_%d",
+						RelationGetRelationName(rel), DatumGetInt32(shadow), DatumGetInt32(shadow)),
+				 errhint("Track the table again with isa.track_table.")));
+	}
+	return e;
 }
 
 static int64
@@ -246,16 +278,10 @@ Datum
 isa_table_changed_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
-	Relation	rel;
 	int			operation;
-	char	   *schema;
-	Datum		args[3];
 	Oid			save_userid;
 	int			save_sec_context;
-	int64		rows;
-	Datum		shadow = (Datum) 0;
-	bool		isnull;
-	int			shadow_n;
+	CheckedEntry *tracking;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) || td->tg_trigger->tgnargs != 1)
@@ -264,10 +290,9 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 				 errmsg("isa._table_changed must be an AFTER … FOR EACH STATEMENT trigger with one argument"),
 				 errhint("isa.track_table makes these triggers.")));
 	/* a statement that changed no row (UPDATE … WHERE false) has no event to write, nor a bridge to wake */
-	rows = Max(rows_of(td->tg_oldtable), rows_of(td->tg_newtable));
-	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && rows == 0)
+	if (!TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) &&
+		Max(rows_of(td->tg_oldtable), rows_of(td->tg_newtable)) == 0)
 		return PointerGetDatum(NULL);
-	rel = td->tg_relation;
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		operation = OP_INSERT;
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
@@ -276,44 +301,15 @@ isa_table_changed_trigger(PG_FUNCTION_ARGS)
 		operation = OP_DELETE;
 	else
 		operation = OP_TRUNCATE;
-	shadow_n = checked_shadow(RelationGetRelid(rel), td->tg_trigger->tgargs[0]);
 
 	/* Resolve names in pg_catalog alone and write as the extension's owner; abort restores both. */
 	PushOverrideSearchPath(&isa_catalog_only_path);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(isa_function_owner(fcinfo), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-
-	if (shadow_n < 0)
-	{
-		schema = get_namespace_name(RelationGetNamespace(rel));
-		args[0] = CStringGetTextDatum(td->tg_trigger->tgargs[0]);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (tracking_plan == NULL)
-		{
-			Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-
-			tracking_plan = saved_plan(tracking_sql, 3, argtypes);
-		}
-		args[1] = CStringGetTextDatum(schema);
-		args[2] = CStringGetTextDatum(RelationGetRelationName(rel));
-		if (SPI_execute_plan(tracking_plan, args, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read isa.table_tracking");
-		if (SPI_processed == 0 || (shadow = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull), isnull))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("table %s.%s is not tracked as \"%s\"", schema, RelationGetRelationName(rel),
-							td->tg_trigger->tgargs[0]),
-					 errhint("Track it again with isa.track_table, or drop the trigger %s.", td->tg_trigger->tgname)));
-
-		shadow_n = DatumGetInt32(shadow);
-		SPI_finish();
-		remember_shadow(RelationGetRelid(rel), td->tg_trigger->tgargs[0], shadow_n);
-	}
-	write_batch(td, operation, shadow_n);
+	tracking = tracking_of(td);
+	write_batch(td, operation, tracking->shadow_type, tracking->batches);
 	/* the bridge renders and publishes after the commit */
-	isa_note_outbox_write();
-
+	isa_note_table_batches();
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	PopOverrideSearchPath();
 	return PointerGetDatum(NULL);

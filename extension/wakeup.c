@@ -32,7 +32,8 @@ PG_FUNCTION_INFO_V1(isa_wakeup_state);
  */
 #define NOTE_OUTBOX 0
 #define NOTE_SUBSCRIPTIONS 1
-#define NOTE_SENDER 2			/* + the channel, ISA_SENDER_* */
+#define NOTE_TABLE_BATCHES 2
+#define NOTE_SENDER 3			/* + the channel, ISA_SENDER_* */
 #define NOTES (NOTE_SENDER + ISA_SENDER_CHANNELS)
 
 static int	noted[NOTES];
@@ -85,10 +86,12 @@ isa_wake_bridge(bool apply_workers)
 static void
 wake_noted(void)
 {
-	if (noted[NOTE_OUTBOX] || noted[NOTE_SUBSCRIPTIONS])
+	if (noted[NOTE_OUTBOX] || noted[NOTE_SUBSCRIPTIONS] || noted[NOTE_TABLE_BATCHES])
 	{
 		if (noted[NOTE_OUTBOX])
 			pg_atomic_write_u32(&isa_shared->outbox_pending, 1);
+		if (noted[NOTE_TABLE_BATCHES])
+			pg_atomic_write_u32(&isa_shared->table_batches_pending, 1);
 		if (noted[NOTE_SUBSCRIPTIONS])
 			for (int k = 0; k < ISA_BRIDGE_WORKERS; k++)
 				pg_atomic_write_u32(&isa_shared->subscriptions_changed[k], 1);
@@ -137,6 +140,13 @@ void
 isa_note_outbox_write(void)
 {
 	note_at_current_level(NOTE_OUTBOX);
+}
+
+/* A tracked table's trigger: the bridge renders the batches after commit (bridge/render.c). */
+void
+isa_note_table_batches(void)
+{
+	note_at_current_level(NOTE_TABLE_BATCHES);
 }
 
 void

@@ -625,33 +625,28 @@ BEGIN
     END IF;
     IF format = 'csv' THEN
         RETURN NEXT 'chain,seq,event_id,event_type,source,subject,version,occurred_at,recorded_at,actor,resource,security,data,metadata,prev_hash,entry_hash';
-        RETURN QUERY
-        SELECT concat_ws(',', e.chain::text, e.seq::text, e.event_id::text, audit._csv(e.event_type),
+    END IF;
+    RETURN QUERY
+    SELECT CASE WHEN format = 'csv' THEN
+               concat_ws(',', e.chain::text, e.seq::text, e.event_id::text, audit._csv(e.event_type),
                          audit._csv(e.source), audit._csv(e.subject), audit._csv(e.version),
                          isa.iso_time(e.occurred_at), isa.iso_time(e.recorded_at), audit._csv(e.actor),
                          audit._csv(e.resource), audit._csv(e.security), audit._csv(e.data::text),
                          audit._csv(e.metadata::text), encode(e.prev_hash, 'hex'), encode(e.entry_hash, 'hex'))
-          FROM audit.entries e
-         WHERE e.chain BETWEEN audit._month(export."from", '-infinity') AND audit._month(export."to", 'infinity')
-           AND (export."from" IS NULL OR e.recorded_at >= export."from")
-           AND (export."to" IS NULL OR e.recorded_at < export."to")
-           AND (NOT coalesce(security_only, false) OR e.security IS NOT NULL)
-         ORDER BY e.chain, e.seq;
-    ELSE
-        RETURN QUERY
-        SELECT jsonb_build_object('chain', e.chain, 'seq', e.seq, 'event_id', e.event_id, 'event_type', e.event_type,
+           ELSE
+               jsonb_build_object('chain', e.chain, 'seq', e.seq, 'event_id', e.event_id, 'event_type', e.event_type,
                                   'source', e.source, 'subject', e.subject, 'version', e.version,
                                   'occurred_at', isa.iso_time(e.occurred_at), 'recorded_at', isa.iso_time(e.recorded_at),
                                   'actor', e.actor, 'resource', e.resource, 'security', e.security,
                                   'data', e.data, 'metadata', e.metadata,
                                   'prev_hash', encode(e.prev_hash, 'hex'), 'entry_hash', encode(e.entry_hash, 'hex'))::text
-          FROM audit.entries e
-         WHERE e.chain BETWEEN audit._month(export."from", '-infinity') AND audit._month(export."to", 'infinity')
-           AND (export."from" IS NULL OR e.recorded_at >= export."from")
-           AND (export."to" IS NULL OR e.recorded_at < export."to")
-           AND (NOT coalesce(security_only, false) OR e.security IS NOT NULL)
-         ORDER BY e.chain, e.seq;
-    END IF;
+           END
+      FROM audit.entries e
+     WHERE e.chain BETWEEN audit._month(export."from", '-infinity') AND audit._month(export."to", 'infinity')
+       AND (export."from" IS NULL OR e.recorded_at >= export."from")
+       AND (export."to" IS NULL OR e.recorded_at < export."to")
+       AND (NOT coalesce(security_only, false) OR e.security IS NOT NULL)
+     ORDER BY e.chain, e.seq;
 END
 $$;
 COMMENT ON FUNCTION audit.export(timestamptz, timestamptz, text, boolean) IS

@@ -95,8 +95,9 @@ CREATE FUNCTION isa._catalogue_type(t regtype) RETURNS text
         WHEN (SELECT typcategory FROM pg_type WHERE oid = t) = 'A' THEN 'array'
         ELSE 'string' END;
 
--- (Re)registers a tracking's event types with the table's current columns and
--- keeps isa.table_tracking.columns; 42703 if a column the options name is gone.
+-- (Re)registers a tracking's event types with the table's current columns,
+-- keeps isa.table_tracking.columns and the shadow (isa._table_shadow_make);
+-- 42703 if a column the options name is gone.
 CREATE FUNCTION isa._register_table_events(event_name text) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -169,6 +170,26 @@ BEGIN
                                                          WHEN 'delete' THEN '.deleted' ELSE '.truncated' END;
         END IF;
     END LOOP;
+    PERFORM isa._table_shadow_make(t, rel);
+END
+$$;
+
+-- Ends a tracking whose table no longer fires (untrack, DROP TABLE): its
+-- committed statements become events, then the tracking, its shadow and its
+-- event types go.
+CREATE FUNCTION isa._end_tracking(event_name text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shadow int;
+BEGIN
+    PERFORM isa._render_table_events(event_name);
+    DELETE FROM isa.table_tracking k WHERE k.event_name = _end_tracking.event_name RETURNING k.shadow INTO shadow;
+    IF shadow IS NOT NULL THEN
+        PERFORM isa._table_shadow_drop(shadow);
+    END IF;
+    PERFORM isa._forget_table_events(event_name);
 END
 $$;
 
@@ -202,9 +223,9 @@ $$;
 -- Deferred rendering.  A tracked table's trigger keeps a statement's rows as
 -- they are: one row of table_events.batches_N per statement, its transition
 -- tables as arrays of table_events.rows_N, a composite type with the table's
--- columns (the table's "shadow").  Turning rows into JSON events costs about
--- four times the UPDATE that changed them (docs/benchmarks.md,
--- "table_events"): the bridge does it, before each publishing round, with
+-- columns (the table's "shadow").  Turning rows into JSON events costs
+-- several times the UPDATE that changed them (bench/table_events/designs.sql):
+-- the bridge does it, before publishing, when a commit wrote batches, with
 -- isa._render_table_events().  The shadow is a type of its own, not the
 -- table's row type, which would make PostgreSQL refuse ALTER COLUMN … TYPE
 -- and ADD COLUMN … DEFAULT on the table; when ALTER TABLE changes the
@@ -233,7 +254,7 @@ RETURN (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.a
 -- when event_name is null) into table_events.outbox, in the order of the
 -- statements and of their rows, and deletes the batches; returns how many
 -- events it wrote.  One call at a time (an advisory lock): ids are made in
--- that order.  The bridge calls it before each publishing round (wake false:
+-- that order.  The bridge calls it before publishing, when a commit wrote batches (wake false:
 -- it publishes them next); any other caller wakes the bridge at commit.
 CREATE FUNCTION isa._render_table_events(event_name text DEFAULT NULL, wake boolean DEFAULT true) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
@@ -264,23 +285,19 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION isa._render_table_events(text, boolean) IS
-    'Turns the pending statements of tracked tables (table_events.batches_N) into events in table_events.outbox, in order; the bridge calls it before each publishing round. Returns the number of events written.';
+    'Turns the pending statements of tracked tables (table_events.batches_N) into events in table_events.outbox, in order; the bridge calls it before publishing, when a commit wrote batches. Returns the number of events written.';
 
--- Makes the tracking's shadow from its table's columns now: the pending
+-- Makes the shadow of tracking k from its table rel's columns now: the pending
 -- batches of the one it had are rendered, and that one dropped.  Nothing
 -- when the shadow still matches the table.
-CREATE FUNCTION isa._table_shadow_make(event_name text) RETURNS void
+CREATE FUNCTION isa._table_shadow_make(k isa.table_tracking, rel regclass) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k      isa.table_tracking;
-    rel    regclass;
     n      int;
     lz4    boolean;
 BEGIN
-    SELECT * INTO STRICT k FROM isa.table_tracking t WHERE t.event_name = _table_shadow_make.event_name;
-    rel := format('%I.%I', k.schema_name, k.table_name)::regclass;
     IF k.shadow IS NOT NULL AND to_regtype('table_events.rows_' || k.shadow) IS NOT NULL
        AND isa._columns_signature((SELECT typrelid FROM pg_type WHERE oid = to_regtype('table_events.rows_' || k.shadow)))
            = isa._columns_signature(rel) THEN
@@ -488,7 +505,6 @@ BEGIN
         PERFORM isa._forget_table_events(other_name);
     END IF;
     PERFORM isa._register_table_events(event_name);
-    PERFORM isa._table_shadow_make(event_name);
 
     FOREACH op IN ARRAY operations LOOP
         EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION isa._table_changed(%L)',
@@ -512,7 +528,6 @@ DECLARE
     c      pg_class;
     caller name := isa._session_role();
     name   text;
-    shadow int;
 BEGIN
     PERFORM isa.not_null('relation', relation);
     SELECT * INTO c FROM pg_class WHERE oid = relation;
@@ -525,15 +540,9 @@ BEGIN
     IF name IS NULL THEN
         RAISE EXCEPTION 'table % is not tracked', relation USING ERRCODE = 'P0002';
     END IF;
-    -- no statement adds a batch once the triggers are gone; those committed
-    -- become events now
+    -- no statement adds a batch once the triggers are gone
     PERFORM isa._drop_table_triggers(relation);
-    PERFORM isa._render_table_events(name);
-    DELETE FROM isa.table_tracking k WHERE k.event_name = name RETURNING k.shadow INTO shadow;
-    IF shadow IS NOT NULL THEN
-        PERFORM isa._table_shadow_drop(shadow);
-    END IF;
-    PERFORM isa._forget_table_events(name);
+    PERFORM isa._end_tracking(name);
 END
 $$;
 COMMENT ON FUNCTION isa.untrack_table(regclass) IS
@@ -575,7 +584,6 @@ BEGIN
            AND (k.schema_name, k.table_name) = (n.nspname, r.relname);
         CONTINUE WHEN name IS NULL;
         PERFORM isa._register_table_events(name);
-        PERFORM isa._table_shadow_make(name);
     END LOOP;
 END
 $$;
@@ -589,7 +597,6 @@ CREATE FUNCTION isa._tracked_table_dropped() RETURNS event_trigger
 AS $$
 DECLARE
     name   text;
-    shadow int;
 BEGIN
     IF NOT EXISTS (SELECT FROM isa.table_tracking) THEN
         RETURN;
@@ -598,12 +605,7 @@ BEGIN
                  WHERE d.object_type = 'table' AND d.classid = 'pg_class'::regclass AND d.objsubid = 0
                    AND (k.schema_name, k.table_name) = (d.schema_name, d.object_name) LOOP
         -- its committed statements are events of rows that existed
-        PERFORM isa._render_table_events(name);
-        DELETE FROM isa.table_tracking k WHERE k.event_name = name RETURNING k.shadow INTO shadow;
-        IF shadow IS NOT NULL THEN
-            PERFORM isa._table_shadow_drop(shadow);
-        END IF;
-        PERFORM isa._forget_table_events(name);
+        PERFORM isa._end_tracking(name);
     END LOOP;
 END
 $$;
