@@ -197,6 +197,15 @@ object_field(Jsonb *object, const char *key)
 	return findJsonbValueFromContainer(&object->root, JB_FOBJECT, &k);
 }
 
+/* The string value of key in the object, palloc'ed, or NULL (absent, or not a string). */
+static char *
+object_text(Jsonb *object, const char *key)
+{
+	JsonbValue *v = object_field(object, key);
+
+	return v != NULL && v->type == jbvString ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
+}
+
 /* A tracing id in metadata, when given, is a non-empty string; true if given. */
 static bool
 check_metadata_id(Jsonb *metadata, const char *key)
@@ -228,17 +237,11 @@ current_event_metadata(const char *key)
 {
 	bool		isnull;
 	Datum		metadata;
-	JsonbValue *v;
 
 	if (!current_event_set)
 		return NULL;
 	metadata = GetAttributeByName(DatumGetHeapTupleHeader(current_event), "metadata", &isnull);
-	if (isnull)
-		return NULL;
-	v = object_field(DatumGetJsonbP(metadata), key);
-	if (v == NULL || v->type != jbvString)
-		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
+	return isnull ? NULL : object_text(DatumGetJsonbP(metadata), key);
 }
 
 /* 32 lower-case hex digits of a UUID. */
@@ -356,7 +359,8 @@ add_tracing_ids(Jsonb *metadata, pg_uuid_t *id, bool has_correlation, bool has_c
  * isa._event_metadata(id uuid) RETURNS jsonb: the metadata isa.publish_event
  * gives an event of that id published here and now without metadata of its
  * own (correlation_id, causation_id in a handler, traceparent); a tracked
- * table's trigger (extension/table_events.c) writes it with each event.
+ * table's trigger (extension/table_events.c) writes it with each batch, and
+ * isa._table_event_metadata derives each event's from it.
  */
 Datum
 isa_event_metadata_of(pg_uuid_t *id)
@@ -374,22 +378,6 @@ Datum
 isa_event_metadata(PG_FUNCTION_ARGS)
 {
 	return isa_event_metadata_of(PG_GETARG_UUID_P(0));
-}
-
-/* The string value of key in the object m, NUL-terminated, or NULL. */
-static char *
-object_string(Jsonb *m, const char *key)
-{
-	JsonbValue	k;
-	JsonbValue *v;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	v = findJsonbValueFromContainer(&m->root, JB_FOBJECT, &k);
-	if (v == NULL || v->type != jbvString)
-		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
 /*
@@ -413,9 +401,9 @@ isa_table_event_metadata(PG_FUNCTION_ARGS)
 	char		tp[TRACEPARENT_LEN + 1];
 	char	   *batch_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(batch)));
 	char	   *id_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
-	char	   *correlation = object_string(m, "correlation_id");
-	char	   *causation = object_string(m, "causation_id");
-	char	   *parent = object_string(m, "traceparent");
+	char	   *correlation = object_text(m, "correlation_id");
+	char	   *causation = object_text(m, "causation_id");
+	char	   *parent = object_text(m, "traceparent");
 	JsonbParseState *state = NULL;
 
 	uuid_hex(batch, batch_hex);
