@@ -35,8 +35,10 @@ is "$(sql "SELECT connected FROM isa.bridge_status()")" f "and the bridge was st
 ok "nats-server starts again on the same store (at $(elapsed))" "$root/tools/stack.sh" "${ISA_STACK_NAME:-test}" nats-start
 check "$(wait_for "SELECT connected FROM isa.bridge_status()" t 20)" t \
   "the bridge reconnects ($(elapsed))"
-ok "and counts the reconnection (reconnects $reconnects0 -> $(sql "SELECT reconnects FROM isa.bridge_status()"))" \
-  test "$(sql "SELECT reconnects FROM isa.bridge_status()")" -gt "$reconnects0"
+# (nats.c reports the connection before its reconnected callback counts it:
+# the count may follow the status by a turn of the bridge)
+is "$(wait_for "SELECT reconnects > $reconnects0 FROM isa.bridge_status()" t 10)" t \
+  "and counts the reconnection (reconnects $reconnects0 -> $(sql "SELECT reconnects FROM isa.bridge_status()"))"
 
 fault_wait_producer 90
 is "$(produced)" "$BATCHES" "all $BATCHES batch markers committed"
