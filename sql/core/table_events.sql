@@ -256,9 +256,19 @@ RETURN (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.a
 -- events it wrote.  One call at a time (an advisory lock): ids are made in
 -- that order.  The bridge calls it before publishing, when a commit wrote batches (wake false:
 -- it publishes them next); any other caller wakes the bridge at commit.
+--
+-- JIT is off: the render statement's estimate (a DELETE … RETURNING of the
+-- batches, unnested twice and full-joined) passes jit_above_cost even for one
+-- row, and JIT compiles at every execution.  With it on, LLVM took three
+-- quarters of the bridge's CPU under single-row writes
+-- (bench/table_events/run; perf record -a, sorted by pid and dso).
 CREATE FUNCTION isa._render_table_events(event_name text DEFAULT NULL, wake boolean DEFAULT true) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET jit = off
+    SET plan_cache_mode = force_generic_plan
+    SET enable_seqscan = off
+    SET enable_bitmapscan = off
 AS $$
 DECLARE
     k       record;
@@ -328,8 +338,12 @@ AS $body$
 DECLARE
     written bigint;
 BEGIN
-    -- most rounds find nothing
-    IF NOT EXISTS (SELECT FROM table_events.%1$I) THEN
+    -- most rounds find nothing.  Both scans of the batches go through their
+    -- index (the bound on id and the SET of isa._render_table_events): the
+    -- table holds every statement deleted since autovacuum's last visit, and
+    -- a sequential scan read them all at every round, where an index scan
+    -- skips them once their entries are marked dead
+    IF NOT EXISTS (SELECT FROM table_events.%1$I WHERE id >= '00000000-0000-0000-0000-000000000000') THEN
         RETURN 0;
     END IF;
 WITH t AS MATERIALIZED (
@@ -337,7 +351,7 @@ WITH t AS MATERIALIZED (
            ARRAY(SELECT c FROM unnest(k.columns) c WHERE c <> ALL (k.key_columns)) AS nonkey,
            format('%%I.%%I', k.schema_name, k.table_name) AS label
       FROM isa.table_tracking k WHERE k.event_name = $1),
-b AS (DELETE FROM table_events.%1$I RETURNING id, operation, occurred_at, metadata, old_rows, new_rows),
+b AS (DELETE FROM table_events.%1$I WHERE id >= '00000000-0000-0000-0000-000000000000' RETURNING id, operation, occurred_at, metadata, old_rows, new_rows),
 o AS (SELECT b.id AS bid, x.ord, x.j FROM b,
              LATERAL (SELECT row_number() OVER () AS ord, to_jsonb(e) AS j FROM unnest(b.old_rows) e) x),
 n AS (SELECT b.id AS bid, x.ord, x.j FROM b,
