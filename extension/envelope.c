@@ -6,6 +6,7 @@
  *   isa.is_valid_version(text)     ^(0|[1-9][0-9]{0,5})\.(same)\.(same)$
  *   isa._check_envelope(isa.event) 22023 naming the first missing or malformed field
  *   isa.event_from_json(jsonb)     a wire event, parsed and checked
+ *   isa.iso_time(timestamptz)      a time as events carry it: RFC 3339, UTC, microseconds
  *
  * Each rule is written once, by hand rather than as a regular expression, and
  * check_envelope() is the one check both _check_envelope and event_from_json
@@ -18,6 +19,7 @@
 
 #include "access/htup_details.h"
 #include "access/tupdesc.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -35,6 +37,7 @@ PG_FUNCTION_INFO_V1(isa_is_valid_event_type);
 PG_FUNCTION_INFO_V1(isa_is_valid_version);
 PG_FUNCTION_INFO_V1(isa_check_envelope);
 PG_FUNCTION_INFO_V1(isa_event_from_json);
+PG_FUNCTION_INFO_V1(isa_iso_time);
 
 #define EVENT_TYPE_MAX_LEN 200
 
@@ -670,4 +673,34 @@ isa_event_from_json(PG_FUNCTION_ARGS)
 	values[EV_METADATA] = metadata != NULL ? JsonbPGetDatum(JsonbValueToJsonb(metadata)) : empty_object();
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * isa.iso_time(timestamptz): 2026-12-07T10:00:00.000000Z, what
+ * to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') gives, and
+ * what that SQL function was.  In C because the event store and the audit
+ * trail format two times per event, and a SQL function is not inlined where
+ * it is IMMUTABLE and to_char is not: each call was a function executor of
+ * its own.  The years to_char writes otherwise (before 1, after 9999) go
+ * through to_char; an infinite time gives NULL, as to_char does.
+ */
+Datum
+isa_iso_time(PG_FUNCTION_ARGS)
+{
+	TimestampTz t = PG_GETARG_TIMESTAMPTZ(0);
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		buf[64];
+
+	if (TIMESTAMP_NOT_FINITE(t))
+		PG_RETURN_NULL();
+	/* a timestamptz is UTC inside: its fields without a zone are UTC's */
+	if (timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) == 0 && tm.tm_year >= 1 && tm.tm_year <= 9999)
+	{
+		snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+				 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+		PG_RETURN_TEXT_P(cstring_to_text(buf));
+	}
+	PG_RETURN_DATUM(DirectFunctionCall2Coll(timestamp_to_char, C_COLLATION_OID, TimestampGetDatum(t),
+											CStringGetTextDatum("YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"")));
 }

@@ -360,7 +360,8 @@ BEGIN
            AND NOT EXISTS (SELECT FROM audit.entries x
                             WHERE x.event_id = u.id AND x.chain >= (v_chain - interval '1 month')::date)
          ORDER BY u.id, u.ord
-    ), fields AS (
+    ), fields AS MATERIALIZED (
+        -- materialized: each field is computed once, not once per use below
         SELECT b.ord, b.id, b.event_type, b.source, audit._subject(b.source, b.event_type, b.data) AS subject,
                b.version, b."timestamp" AS occurred_at,
                audit._actor(b.source, coalesce(b.data, '{}')) AS actor,

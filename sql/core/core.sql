@@ -60,9 +60,10 @@ COMMENT ON FUNCTION isa.not_null(text, "any") IS
 
 -- The services' timestamps as text: RFC 3339 UTC with microseconds, as in
 -- the envelope (isa.event_to_json).
+-- (C, extension/envelope.c: the event store and the audit trail call it
+-- twice per event)
 CREATE FUNCTION isa.iso_time(t timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN pg_catalog.to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    AS 'MODULE_PATHNAME', 'isa_iso_time' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION isa.iso_time(timestamptz) IS
     'A timestamp as RFC 3339 UTC text with microseconds (2026-12-07T10:00:00.000000Z), as events and the services'' results carry it.';
 

@@ -146,9 +146,11 @@ ON CONFLICT (jobname) DO NOTHING;
 -- ---------------------------------------------------------------- handler
 -- The user and the organization an event concerns, from its data: user_id,
 -- else owner_id; organization_id, else org_id; each only when it is a uuid.
+-- No SET clause: a SQL function with one is never inlined, and this one runs
+-- twice per stored event (its body is bound at CREATE, so no search path
+-- reaches it).
 CREATE FUNCTION event._data_uuid(data jsonb, first_key text, second_key text) RETURNS uuid
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
     RETURN CASE WHEN isa.is_uuid(data ->> first_key) THEN (data ->> first_key)::uuid
                 WHEN isa.is_uuid(data ->> second_key) THEN (data ->> second_key)::uuid END;
 

@@ -4,7 +4,7 @@
 -- SQLSTATE 22023 and a message naming the offending field.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(75);
+SELECT plan(79);
 
 -- ---------------------------------------------------------------- the type
 SELECT has_type('isa', 'event', 'composite type isa.event exists');
@@ -241,6 +241,20 @@ SELECT throws_ok($$SELECT isa.event_to_json(ROW(isa.uuid_v7(), 'wallet.tokens.de
 SELECT throws_ok($$SELECT isa.event_to_json(ROW(isa.uuid_v7(), 'wallet.tokens.deducted', 'wallet_service', '1.0.0', now(), '[]', '{}')::isa.event)$$,
                  '22023', 'event field "data" must be a JSON object, not array',
                  'event_to_json of an event whose data is an array raises 22023 naming data');
+
+-- isa.iso_time (C since 0.2.0) writes what to_char wrote: RFC 3339, UTC, microseconds
+SELECT is(isa.iso_time('2026-12-07 10:00:00.000001+05:30'), '2026-12-07T04:30:00.000001Z',
+          'iso_time: UTC, microseconds, whatever the zone of the input');
+SELECT is((SELECT count(*) FROM (SELECT timestamptz '0001-01-01 00:00:00+00' + random() * interval '9998 years' AS t
+                                   FROM generate_series(1, 20000)
+                                 UNION ALL
+                                 SELECT unnest(ARRAY['0001-01-01 00:00:00+00', '9999-12-31 23:59:59.999999+00',
+                                                     '10000-01-01 00:00:00.5+00', '0044-03-15 12:00:00+00 BC',
+                                                     '2000-02-29 23:59:59.5+00']::timestamptz[])) x
+            WHERE isa.iso_time(t) IS DISTINCT FROM to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+          0::bigint, 'iso_time gives to_char''s text for 20,000 random times and the years at and past its bounds');
+SELECT is(isa.iso_time('10000-01-01 00:00:00.5+00'), '10000-01-01T00:00:00.500000Z', 'iso_time: a year past 9999 as to_char writes it');
+SELECT ok(isa.iso_time('infinity') IS NULL AND isa.iso_time('-infinity') IS NULL, 'iso_time of an infinite time is NULL, as to_char''s');
 
 SELECT * FROM finish();
 ROLLBACK;
