@@ -44,6 +44,7 @@ typedef struct Turn
 	bool		sql_served;		/* the last check found servable SQL */
 	TimestampTz sql_checked_at;
 	TimestampTz last_publish_try;
+	TimestampTz last_render;		/* the last rendering of tracked tables' statements */
 	TimestampTz last_setup_try;
 	/* set during the turn */
 	bool		busy;			/* work is left: do not wait */
@@ -330,8 +331,30 @@ apply_arrived(Turn *t)
  * The bridge worker only; not before the stream is there: acks would only
  * fail.  The tracked tables' batches are rendered into outbox rows first
  * (render.c), when a commit wrote some or at the idle interval (batches a
- * restart or a failed render left), not at every round.
+ * restart or a failed render left), not at every round, and not twice within
+ * isa.bridge_render_interval: a rendering costs its transaction and a
+ * publishing round whatever it renders, so under a stream of single-row
+ * commits the statements of one interval become events together (with the
+ * interval 0, the bridge rendered rounds of a few rows, and its commits and
+ * rounds cut the writers' throughput by half: bench/table_events/run).  The
+ * flag of pending batches stays set until they are rendered.
  */
+static bool
+render_due(Turn *t, TimestampTz now)
+{
+	TimestampTz next = TimestampTzPlusMilliseconds(t->last_render, isa_bridge_render_interval);
+
+	if (pg_atomic_read_u32(&isa_shared->table_batches_pending) == 0)
+		return false;
+	if (now < next)
+	{
+		t->timeout_cap = Min(t->timeout_cap, Max(TimestampDifferenceMilliseconds(now, next), 1));
+		return false;
+	}
+	(void) pg_atomic_exchange_u32(&isa_shared->table_batches_pending, 0);
+	return true;
+}
+
 static void
 publish_outbox(Turn *t)
 {
@@ -343,13 +366,16 @@ publish_outbox(Turn *t)
 	if (t->setup_pending || isa_bridge_worker != 0)
 		return;
 	outbox = pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0) != 0;
-	batches = pg_atomic_exchange_u32(&isa_shared->table_batches_pending, 0) != 0;
+	batches = render_due(t, now);
 	idle = TimestampDifferenceExceeds(t->last_publish_try, now, isa_bridge_idle_interval);
 	if (outbox || batches || idle || t->publish_more)
 	{
 		t->last_publish_try = now;
 		if (batches || idle)
+		{
+			t->last_render = now;
 			(void) isa_render_round();
+		}
 		t->publish_more = isa_publish_round() >= isa_publish_batch_size;
 		/* direct messages (direct.c) are woken by the same commits */
 		t->publish_more |= isa_direct_round() >= isa_publish_batch_size;
