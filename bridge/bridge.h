@@ -210,7 +210,7 @@ extern int	isa_apply_arrived(void);
 extern void isa_apply_hand_back(void);
 
 /* ------------------------------------------------------------ publisher.c */
-extern int	isa_publish_round(void);
+extern int	isa_publish_round(bool recent);
 extern void isa_publisher_reset(void);
 
 /* ------------------------------------------------------------ direct.c */

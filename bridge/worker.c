@@ -45,6 +45,8 @@ typedef struct Turn
 	TimestampTz sql_checked_at;
 	TimestampTz last_publish_try;
 	TimestampTz last_render;		/* the last rendering of tracked tables' statements */
+	TimestampTz last_full_publish;	/* the last publishing round that read every unpublished row */
+	bool		full_more;		/* that round was full: the next reads every row too */
 	TimestampTz last_setup_try;
 	/* set during the turn */
 	bool		busy;			/* work is left: do not wait */
@@ -361,7 +363,8 @@ publish_outbox(Turn *t)
 	TimestampTz now = GetCurrentTimestamp();
 	bool		outbox,
 				batches,
-				idle;
+				idle,
+				full;
 
 	if (t->setup_pending || isa_bridge_worker != 0)
 		return;
@@ -376,7 +379,16 @@ publish_outbox(Turn *t)
 			t->last_render = now;
 			(void) isa_render_round();
 		}
-		t->publish_more = isa_publish_round() >= isa_publish_batch_size;
+		/*
+		 * A full round at least once per idle interval (isa_publish_round),
+		 * and after a full round that filled its batch: a backlog older than
+		 * the recent rounds see (after an outage) is read to its end.
+		 */
+		full = t->full_more || TimestampDifferenceExceeds(t->last_full_publish, now, isa_bridge_idle_interval);
+		if (full)
+			t->last_full_publish = now;
+		t->publish_more = isa_publish_round(!full) >= isa_publish_batch_size;
+		t->full_more = full && t->publish_more;
 		/* direct messages (direct.c) are woken by the same commits */
 		t->publish_more |= isa_direct_round() >= isa_publish_batch_size;
 		t->busy |= t->publish_more;
