@@ -127,11 +127,13 @@ SELECT isa.register_event_type('audit.checkpoint.created', 'audit_service', '1.0
 --    recorded_at, actor, resource, security, data, metadata]
 -- with the times as isa.iso_time (RFC 3339 UTC, microseconds) and absent
 -- values as null.  The position (chain, seq) is not in it: the links are.
+-- STABLE, as jsonb_build_array and convert_to are: declared IMMUTABLE, it
+-- was never inlined, and ran a function executor of its own per entry.
 CREATE FUNCTION audit._canonical(
     event_id uuid, event_type text, source text, subject text, version text,
     occurred_at timestamptz, recorded_at timestamptz, actor text, resource text, security text,
     data jsonb, metadata jsonb) RETURNS bytea
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     RETURN convert_to(jsonb_build_array(event_id, event_type, source, subject, version,
                                         isa.iso_time(occurred_at), isa.iso_time(recorded_at),
                                         actor, resource, security, data, metadata)::text, 'UTF8');
