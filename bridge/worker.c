@@ -376,8 +376,9 @@ publish_outbox(Turn *t)
 		t->last_publish_try = now;
 		if (batches || idle)
 		{
-			t->last_render = now;
-			(void) isa_render_round();
+			/* an idle round that found nothing does not hold back the next commit's */
+			if (isa_render_round() != 0 || batches)
+				t->last_render = now;
 		}
 		/*
 		 * A full round at least once per idle interval (isa_publish_round),

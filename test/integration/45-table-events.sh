@@ -71,6 +71,24 @@ is "$(sql "SELECT count(*) FROM table_events.outbox WHERE event_type LIKE '$N.%'
    "and neither rolled-back insert left an event"
 resume_services
 
+# ---------------------------------------------------------------- isa.bridge_render_interval
+# Two renderings at least the interval apart (2 s here): a commit after a quiet
+# spell is rendered at once, one right after it waits for the interval's end.
+sql "ALTER SYSTEM SET isa.bridge_render_interval = '2s'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+pending() { sql "SELECT pending_statements FROM isa.tracked_tables WHERE event_name = '$N'"; }
+sleep 2.2   # the last rendering is older than the interval
+sql "INSERT INTO it45.stock VALUES (5, 'cog', 1, NULL)" >/dev/null
+is "$(wait_for "SELECT pending_statements FROM isa.tracked_tables WHERE event_name = '$N'" 0 1)" 0 \
+   "a commit after a quiet spell is rendered at once (within a second; the interval is 2 s)"
+sql "INSERT INTO it45.stock VALUES (6, 'cam', 1, NULL)" >/dev/null
+sleep 0.3
+is "$(pending)" 1 "a commit right after that rendering waits for the interval's end"
+is "$(wait_for "SELECT pending_statements FROM isa.tracked_tables WHERE event_name = '$N'" 0 5)" 0 \
+   "and is rendered then"
+sql "ALTER SYSTEM RESET isa.bridge_render_interval" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+
 # ---------------------------------------------------------------- bulk
 sql "INSERT INTO it45.stock SELECT g, 'item ' || g, 0, 'x' FROM generate_series(1000, 10999) g" >/dev/null
 sql "UPDATE it45.stock SET qty = qty + 1 WHERE sku >= 1000" >/dev/null
@@ -96,7 +114,7 @@ wait
 total=$(sql "SELECT sum(qty) FROM it45.stock WHERE sku BETWEEN 100 AND 119")
 is "$(wait_for "SELECT count(*) FROM table_events.outbox WHERE event_type LIKE '$N.%' AND published_at IS NULL" 0 30)" 0 \
    "the racing writers' events are published"
-$NATS sub "table.$N.>" --count $((5 + 2 + 20000 + 20 + total)) --timeout-ms 30000 >"$TMP/all" 2>"$TMP/all.err"
+$NATS sub "table.$N.>" --count $((5 + 2 + 2 + 20000 + 20 + total)) --timeout-ms 30000 >"$TMP/all" 2>"$TMP/all.err"
 jq -r 'select(.data.data.key.sku >= 100 and .data.data.key.sku < 120) | "\(.data.data.key.sku) \(.data.data.new.qty)"' "$TMP/all" >"$TMP/hot"
 is "$(wc -l < "$TMP/hot")" "$((20 + total))" "every hot row's insert and each of its $total updates is on the stream"
 bad=$(awk '{ if (($1 in last) && $2 != last[$1] + 1) print "sku " $1 ": " last[$1] " then " $2; last[$1] = $2 }' "$TMP/hot" | head -n 5)
