@@ -73,9 +73,9 @@ mark_plan_for(const char *relname)
 	 * The rows by their ctids alone, so that a TID scan is the only plan: with
 	 * "AND published_at IS NULL" beside, stale statistics made the planner walk
 	 * the partial index of unpublished rows and test each against the array,
-	 * which made publishing a 200k backlog take 90 s (a round of 1,000 over
-	 * 100k unpublished rows: 10^8 comparisons).  coalesce keeps the first
-	 * publication's time.
+	 * a cost that grew with the square of a backlog ("bridge rendered and
+	 * published the 100k events" in bench/table_events/run).  coalesce keeps
+	 * the first publication's time.
 	 */
 	mp->plan = SPI_prepare(psprintf("UPDATE %s SET published_at = coalesce(published_at, clock_timestamp()) "
 									"WHERE ctid = ANY ($1)", relname),

@@ -337,8 +337,9 @@ apply_arrived(Turn *t)
  * isa.bridge_render_interval: a rendering costs its transaction and a
  * publishing round whatever it renders, so under a stream of single-row
  * commits the statements of one interval become events together (with the
- * interval 0, the bridge rendered rounds of a few rows, and its commits and
- * rounds cut the writers' throughput by half: bench/table_events/run).  The
+ * interval 0, the bridge rendered rounds of a few rows, and an event cost it
+ * and the subscribers three and two times the CPU: bench/table_events/run,
+ * docs/benchmarks.md).  The
  * flag of pending batches stays set until they are rendered.
  */
 static bool

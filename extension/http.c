@@ -25,35 +25,6 @@ static SPIPlanPtr route_plan;
 static SPIPlanPtr session_plan;
 static SPIPlanPtr check_plan;
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
-{
-	/* generic: a custom plan would be planned again (inlining included) at every request */
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "isa.http_begin: cannot prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	return plan;
-}
-
-/* The text of a top-level string member of a jsonb object, or NULL. */
-static char *
-claim_text(Jsonb *claims, const char *key)
-{
-	JsonbValue	k;
-	JsonbValue *v;
-
-	if (claims == NULL || !JB_ROOT_IS_OBJECT(claims))
-		return NULL;
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	v = findJsonbValueFromContainer(&claims->root, JB_FOBJECT, &k);
-	if (v == NULL || v->type != jbvString)
-		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
 static bool
 is_uuid_text(const char *s)
 {
@@ -118,9 +89,9 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	Jsonb	   *request = PG_ARGISNULL(5) ? NULL : PG_GETARG_JSONB_P(5);
 	bool		read_only = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
 	int32		timeout_ms = PG_ARGISNULL(7) ? 0 : PG_GETARG_INT32(7);
-	char	   *sub = claim_text(claims, "sub");
-	char	   *typ = claim_text(claims, "typ");
-	char	   *sid = claim_text(claims, "sid");
+	char	   *sub = isa_jsonb_text(claims, "sub");
+	char	   *typ = isa_jsonb_text(claims, "typ");
+	char	   *sid = isa_jsonb_text(claims, "sid");
 	char	   *auth = NULL,
 			   *permission = NULL,
 			   *self_param = NULL;
@@ -131,9 +102,9 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	set_local("request.jwt.claims", claims ? JsonbToCString(NULL, &claims->root, VARSIZE(claims)) : "{}");
 	if (request)
 	{
-		char	   *m = claim_text(request, "method");
-		char	   *p = claim_text(request, "path");
-		char	   *id = claim_text(request, "id");
+		char	   *m = isa_jsonb_text(request, "method");
+		char	   *p = isa_jsonb_text(request, "path");
+		char	   *id = isa_jsonb_text(request, "id");
 		JsonbValue	k;
 		JsonbValue *h;
 		JsonbValue *tp = NULL;
@@ -185,8 +156,7 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	{
 		Oid			t2[2] = {TEXTOID, TEXTOID};
 
-		route_plan = keep_plan("SELECT auth, permission, self_param FROM isa.http_routes WHERE method = $1 AND path = $2",
-							   2, t2);
+		route_plan = isa_keep_plan("SELECT auth, permission, self_param FROM isa.http_routes WHERE method = $1 AND path = $2", 2, t2, "isa.http_begin");
 	}
 	args[0] = PointerGetDatum(method);
 	args[1] = PointerGetDatum(path);
@@ -220,8 +190,8 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	{
 		Oid			t3[3] = {TEXTOID, TEXTOID, TEXTOID};
 
-		session_plan = keep_plan("SELECT EXISTS (SELECT FROM auth.live_sessions l "
-								 "WHERE l.session_id = $1::uuid AND l.subject = $2 AND l.token_type = $3)", 3, t3);
+		session_plan = isa_keep_plan("SELECT EXISTS (SELECT FROM auth.live_sessions l "
+								 "WHERE l.session_id = $1::uuid AND l.subject = $2 AND l.token_type = $3)", 3, t3, "isa.http_begin");
 	}
 	args[0] = CStringGetTextDatum(sid);
 	args[1] = CStringGetTextDatum(sub);
@@ -234,7 +204,7 @@ isa_http_begin(PG_FUNCTION_ARGS)
 	{
 		Oid			t3[3] = {TEXTOID, TEXTOID, TEXTOID};
 
-		check_plan = keep_plan("SELECT authz.check($1::uuid, $2, $3)", 3, t3);
+		check_plan = isa_keep_plan("SELECT authz.check($1::uuid, $2, $3)", 3, t3, "isa.http_begin");
 	}
 	if (strcmp(auth, "admin") == 0)
 	{

@@ -197,13 +197,35 @@ object_field(Jsonb *object, const char *key)
 	return findJsonbValueFromContainer(&object->root, JB_FOBJECT, &k);
 }
 
-/* The string value of key in the object, palloc'ed, or NULL (absent, or not a string). */
-static char *
-object_text(Jsonb *object, const char *key)
+/*
+ * The string value of key in a jsonb object, palloc'ed, or NULL (no object,
+ * key absent, or not a string): metadata ids here, JWT claims and request
+ * fields in http.c.
+ */
+char *
+isa_jsonb_text(Jsonb *object, const char *key)
 {
-	JsonbValue *v = object_field(object, key);
+	JsonbValue *v;
 
+	if (object == NULL || !JB_ROOT_IS_OBJECT(object))
+		return NULL;
+	v = object_field(object, key);
 	return v != NULL && v->type == jbvString ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
+}
+
+/*
+ * A statement prepared once per backend and kept, with a generic plan (a
+ * custom one would be planned again at every call); 'what' names it in the
+ * error.  Call it inside SPI_connect.
+ */
+SPIPlanPtr
+isa_keep_plan(const char *sql, int nargs, Oid *types, const char *what)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "%s: cannot prepare \"%s\": %s", what, sql, SPI_result_code_string(SPI_result));
+	return plan;
 }
 
 /* A tracing id in metadata, when given, is a non-empty string; true if given. */
@@ -241,7 +263,7 @@ current_event_metadata(const char *key)
 	if (!current_event_set)
 		return NULL;
 	metadata = GetAttributeByName(DatumGetHeapTupleHeader(current_event), "metadata", &isnull);
-	return isnull ? NULL : object_text(DatumGetJsonbP(metadata), key);
+	return isnull ? NULL : isa_jsonb_text(DatumGetJsonbP(metadata), key);
 }
 
 /* 32 lower-case hex digits of a UUID. */
@@ -267,6 +289,21 @@ uuid_hex(const pg_uuid_t *id, char *out)
  * The parent is the handled event (isa.current_event()), else the HTTP
  * request's traceparent (request.traceparent, set by isa.http_begin).
  */
+/*
+ * A traceparent for the event whose id is own (32 hex digits): a child of
+ * parent (a valid traceparent) with parent's trace id and flags, else a span
+ * of trace root (32 hex digits) with flags 01; the span id is the last 16 hex
+ * digits of own.
+ */
+static void
+format_traceparent(const char *parent, const char *root, const char *own, char *out)
+{
+	if (parent != NULL)
+		snprintf(out, TRACEPARENT_LEN + 1, "00-%.32s-%s-%.2s", parent + 3, own + 16, parent + 53);
+	else
+		snprintf(out, TRACEPARENT_LEN + 1, "00-%s-%s-01", root, own + 16);
+}
+
 static void
 new_traceparent(const pg_uuid_t *id, char *out)
 {
@@ -278,7 +315,7 @@ new_traceparent(const pg_uuid_t *id, char *out)
 	parent = current_event_set ? current_event_metadata("traceparent") : request_setting("request.traceparent");
 	if (parent != NULL && isa_valid_traceparent(parent, strlen(parent)))
 	{
-		snprintf(out, TRACEPARENT_LEN + 1, "00-%.32s-%s-%.2s", parent + 3, own + 16, parent + 53);
+		format_traceparent(parent, NULL, own, out);
 		return;
 	}
 	if (current_event_set)
@@ -293,7 +330,7 @@ new_traceparent(const pg_uuid_t *id, char *out)
 	}
 	else
 		strlcpy(root, own, sizeof(root));
-	snprintf(out, TRACEPARENT_LEN + 1, "00-%s-%s-01", root, own + 16);
+	format_traceparent(NULL, root, own, out);
 }
 
 /* Appends "key": "value" to the object being built. */
@@ -401,18 +438,16 @@ isa_table_event_metadata(PG_FUNCTION_ARGS)
 	char		tp[TRACEPARENT_LEN + 1];
 	char	   *batch_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(batch)));
 	char	   *id_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
-	char	   *correlation = object_text(m, "correlation_id");
-	char	   *causation = object_text(m, "causation_id");
-	char	   *parent = object_text(m, "traceparent");
+	char	   *correlation = isa_jsonb_text(m, "correlation_id");
+	char	   *causation = isa_jsonb_text(m, "causation_id");
+	char	   *parent = isa_jsonb_text(m, "traceparent");
 	JsonbParseState *state = NULL;
 
 	uuid_hex(batch, batch_hex);
 	uuid_hex(id, own);
-	if (parent != NULL && isa_valid_traceparent(parent, strlen(parent)) &&
-		strncmp(parent + 3, batch_hex, 32) != 0)
-		snprintf(tp, sizeof(tp), "00-%.32s-%s-%.2s", parent + 3, own + 16, parent + 53);
-	else
-		snprintf(tp, sizeof(tp), "00-%s-%s-01", own, own + 16);
+	/* a trace rooted at the batch becomes the event's own */
+	format_traceparent(parent != NULL && isa_valid_traceparent(parent, strlen(parent)) &&
+					   strncmp(parent + 3, batch_hex, 32) != 0 ? parent : NULL, own, own, tp);
 
 	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	push_pair(&state, "correlation_id",
@@ -522,14 +557,7 @@ lookup_event_type(text *event_type, text *source)
 
 	SPI_connect();
 	if (lookup_plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(lookup_sql, 2, argtypes);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the event type lookup: %s",
-				 SPI_result_code_string(SPI_result));
-		lookup_plan = plan;
-	}
+		lookup_plan = isa_keep_plan(lookup_sql, 2, argtypes, "isa.publish_event");
 	if (SPI_execute_plan(lookup_plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read isa.services");
 

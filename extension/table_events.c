@@ -144,16 +144,6 @@ static const char *tracking_sql =
 
 static SPIPlanPtr tracking_plan = NULL;
 
-static SPIPlanPtr
-saved_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL || SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not prepare a tracked table's statement: %s", SPI_result_code_string(SPI_result));
-	return plan;
-}
-
 /*
  * The tracking checked for a table (its relid): the event name its trigger
  * named, its shadow type and batches table.  Any invalidation of the table's
@@ -228,7 +218,7 @@ tracking_of(TriggerData *td)
 	{
 		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 
-		tracking_plan = saved_plan(tracking_sql, 3, argtypes);
+		tracking_plan = isa_keep_plan(tracking_sql, 3, argtypes, "a tracked table's trigger");
 	}
 	args[0] = CStringGetTextDatum(event_name);
 	args[1] = CStringGetTextDatum(schema);

@@ -94,7 +94,7 @@ wake_noted(void)
 	 * renders, at most once per isa.bridge_render_interval: it will render
 	 * this commit's batch with the others, and a second wake-up would only
 	 * send it back to sleep, at the cost of a kill() in every writer's commit
-	 * (5% of a single-row writer's CPU, perf record -a on bench/table_events).
+	 * (which perf record -a showed in a single-row writer's profile).
 	 */
 	bool		batches = noted[NOTE_TABLE_BATCHES] &&
 		pg_atomic_exchange_u32(&isa_shared->table_batches_pending, 1) == 0;

@@ -259,9 +259,10 @@ RETURN (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.a
 --
 -- JIT is off: the render statement's estimate (a DELETE … RETURNING of the
 -- batches, unnested twice and full-joined) passes jit_above_cost even for one
--- row, and JIT compiles at every execution.  With it on, LLVM took three
--- quarters of the bridge's CPU under single-row writes
--- (bench/table_events/run; perf record -a, sorted by pid and dso).
+-- row, and JIT compiles at every execution: under single-row writes, LLVM
+-- was most of the bridge's CPU in perf record -a.  With one generic plan and
+-- without sequential scans, the batches are read through their index (see
+-- the renderer's comment).
 CREATE FUNCTION isa._render_table_events(event_name text DEFAULT NULL, wake boolean DEFAULT true) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
