@@ -155,13 +155,9 @@ COMMENT ON AGGREGATE audit.chain_hash(bytea, bytea) IS
 -- Who did it: data.actor_id, else the value of a field named *_by (sent_by,
 -- shared_by … — the first by name), else data.user_id, else data.owner_id;
 -- for a device's own message (source device), device:<device_id>.
+-- In C (extension/audit/audit_actor.c): a SQL body with a subquery is never inlined.
 CREATE FUNCTION audit._actor(source text, data jsonb) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN CASE WHEN source = 'device' AND data ? 'device_id' THEN 'device:' || (data ->> 'device_id')
-                ELSE coalesce(data ->> 'actor_id',
-                              (SELECT k.value FROM jsonb_each_text(data) k
-                                WHERE k.key LIKE '%\_by' AND k.value IS NOT NULL ORDER BY k.key LIMIT 1),
-                              data ->> 'user_id', data ->> 'owner_id') END;
+    AS 'MODULE_PATHNAME', 'isa_audit_actor' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION audit._actor(text, jsonb) IS
     'The actor of an event (docs/services/audit.md, "Actor and resource"): data.actor_id, a *_by field, data.user_id or data.owner_id; device:<id> for a device''s message.';
 
@@ -359,8 +355,12 @@ BEGIN
         SELECT DISTINCT ON (u.id) u.*
           FROM unnest(events) WITH ORDINALITY AS u (id, event_type, source, version, "timestamp", data, metadata, ord)
          WHERE u.id IS NOT NULL
-           AND NOT EXISTS (SELECT FROM audit.entries x
-                            WHERE x.event_id = u.id AND x.chain >= (v_chain - interval '1 month')::date)
+           -- one index probe per event, never a join: a plan made while the
+           -- month's partition was new and empty would otherwise hash a
+           -- scan of the whole partition for every batch until it is analyzed
+           AND (SELECT 1 FROM audit.entries x
+                 WHERE x.event_id = u.id AND x.chain >= (v_chain - interval '1 month')::date
+                 LIMIT 1) IS NULL
          ORDER BY u.id, u.ord
     ), fields AS MATERIALIZED (
         -- materialized: each field is computed once, not once per use below
