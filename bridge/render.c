@@ -4,9 +4,10 @@
  * (isa_note_table_batches) or at the idle interval, the bridge calls
  * isa._render_table_events() in a transaction of its own, which turns the
  * statements the tables' triggers kept (table_events.batches_N) into rows of
- * table_events.outbox, in order; the round then publishes them.  A failure is
- * recorded and the batches stay for the next idle round: the other services'
- * events are published meanwhile.  A database whose isa predates tracked
+ * table_events.outbox, in order; the round then publishes them.  One
+ * tracking that fails keeps its batches and is logged by that function; a
+ * failure of the whole is recorded and the batches stay for the next idle
+ * round: the other services' events are published meanwhile.  A database whose isa predates tracked
  * tables (0.1.0) has nothing to render.
  */
 #include "postgres.h"

@@ -275,18 +275,35 @@ DECLARE
     k       record;
     n       bigint;
     total   bigint := 0;
+    msg     text;
+    state   text;
 BEGIN
     IF NOT EXISTS (SELECT FROM isa.table_tracking) THEN
         RETURN 0;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('isa._render_table_events'));
-    FOR k IN SELECT t.event_name, t.shadow FROM isa.table_tracking t
+    FOR k IN SELECT t.event_name, t.shadow, format('%I.%I', t.schema_name, t.table_name) AS relation
+               FROM isa.table_tracking t
               WHERE t.shadow IS NOT NULL AND (_render_table_events.event_name IS NULL
                                               OR t.event_name = _render_table_events.event_name)
               ORDER BY t.event_name LOOP
         CONTINUE WHEN to_regprocedure('table_events.render_' || k.shadow || '(text)') IS NULL;
-        -- the shadow's own function: its statements are planned once per session
-        EXECUTE format('SELECT table_events.%I($1)', 'render_' || k.shadow) INTO n USING k.event_name;
+        IF _render_table_events.event_name IS NOT NULL THEN
+            -- one tracking, for a caller that needs it done: its error is theirs
+            EXECUTE format('SELECT table_events.%I($1)', 'render_' || k.shadow) INTO n USING k.event_name;
+        ELSE
+            -- every tracking: one that fails keeps its statements pending and
+            -- says why, and the others' events still go out
+            BEGIN
+                -- the shadow's own function: its statements are planned once per session
+                EXECUTE format('SELECT table_events.%I($1)', 'render_' || k.shadow) INTO n USING k.event_name;
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                RAISE WARNING 'isa: rendering the events of tracked table % (%) failed, its statements stay pending: % (SQLSTATE %)',
+                    k.event_name, k.relation, msg, state;
+                n := 0;
+            END;
+        END IF;
         total := total + n;
     END LOOP;
     IF total > 0 AND wake THEN

@@ -6,7 +6,7 @@
 -- operations, the updates that count, the columns left out and the key.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(77);
+SELECT plan(82);
 
 SET LOCAL client_min_messages = warning;
 CREATE ROLE t17_owner NOLOGIN;
@@ -298,5 +298,32 @@ ALTER TABLE t17.pairs ADD COLUMN w int;
 RESET ROLE;
 SELECT is((SELECT relation::text FROM isa.tracked_tables WHERE event_name = 'shop.orders'), 't17.orders',
           'and an ALTER TABLE of that other table does not take the tracking away from its table');
+-- ---------------------------------------------------------------- one failing tracking
+-- A tracking whose events cannot be written (here an outbox trigger refuses
+-- them) keeps its statements pending; the others' events still go out, and
+-- the failing one's follow once the cause is gone.
+CREATE TABLE t17.good (id int PRIMARY KEY, v text);
+CREATE TABLE t17.bad (id int PRIMARY KEY, v text);
+SELECT isa.track_table('t17.good', event_name => 'iso.good');
+SELECT isa.track_table('t17.bad', event_name => 'iso.bad');
+CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'P0001';
+END $$;
+CREATE TRIGGER refuse_bad BEFORE INSERT ON table_events.outbox
+    FOR EACH ROW WHEN (NEW.event_type LIKE 'iso.bad.%') EXECUTE FUNCTION pg_temp.refuse();
+INSERT INTO t17.bad VALUES (1, 'b');
+INSERT INTO t17.good VALUES (1, 'g');
+SET LOCAL client_min_messages = error;   -- the failing tracking's WARNING
+SELECT is((SELECT count(*) FROM pg_temp.events('iso.good')), 1::bigint,
+          'a tracking whose events fail to render does not hold back another''s');
+SELECT is(pg_temp.batches('iso.bad'), 1::bigint, 'the failing tracking''s statement stays pending');
+SELECT throws_ok($$SELECT isa._render_table_events('iso.bad')$$, 'P0001', 'refused by the test',
+                 'rendering that one tracking by name raises its error to the caller');
+DROP TRIGGER refuse_bad ON table_events.outbox;
+SET LOCAL client_min_messages = warning;
+SELECT is((SELECT array_agg(data ->> 'new' ORDER BY id) FROM pg_temp.events('iso.bad')), ARRAY['{"v": "b", "id": 1}'],
+          'once the cause is gone, its events follow');
+SELECT is(pg_temp.batches('iso.bad'), 0::bigint, 'and nothing of it is pending');
 SELECT * FROM finish();
 ROLLBACK;
