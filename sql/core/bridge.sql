@@ -59,6 +59,12 @@ BEGIN ATOMIC
      WHERE s.schema_name IS NOT NULL
      GROUP BY s.name
     UNION ALL
+    -- a tracked table's statements not yet made events (docs/table-events.md):
+    -- a tracking whose rendering fails keeps them, and this gauge grows
+    SELECT 'table_events_pending_statements', jsonb_build_object('event_name', k.event_name),
+           isa._table_pending(k.shadow)::float8
+      FROM isa.table_tracking k
+    UNION ALL
     SELECT 'outbox_oldest_unpublished_age_seconds', '{}'::jsonb,
            coalesce(extract(epoch FROM clock_timestamp() - min(occurred_at)), 0)::float8
       FROM isa.outbox WHERE published_at IS NULL
@@ -75,7 +81,7 @@ BEGIN ATOMIC
      GROUP BY k.service, k.reason;
 END;
 COMMENT ON FUNCTION isa.metrics() IS
-    'isa''s metrics as (metric, labels, value) rows in Prometheus form: event_published_total, event_processed_total, event_processing_duration_seconds, consumer pending messages and lag, outbox backlog and age, NATS connection, dead letters. isa.metric_families() names, types and explains each.';
+    'isa''s metrics as (metric, labels, value) rows in Prometheus form: event_published_total, event_processed_total, event_processing_duration_seconds, consumer pending messages and lag, outbox backlog and age, pending statements of tracked tables, NATS connection, dead letters. isa.metric_families() names, types and explains each.';
 
 -- The families of isa.metrics() as isa-httpd's /metrics shows them: the
 -- seed's three under their own names, the others prefixed isa_.
@@ -98,6 +104,8 @@ BEGIN ATOMIC
          'While a consumer has messages pending: how long its last delivered message waited in the stream; 0 once caught up.'),
         ('outbox_backlog', 'isa_outbox_backlog', 'gauge',
          'Events in a service''s outbox not yet published.'),
+        ('table_events_pending_statements', 'isa_table_events_pending_statements', 'gauge',
+         'Statements of a tracked table whose events the bridge has not rendered yet, by event name.'),
         ('outbox_oldest_unpublished_age_seconds', 'isa_outbox_oldest_unpublished_age_seconds', 'gauge',
          'Age of the oldest unpublished outbox event (0 when the outbox is empty).'),
         ('dead_letters', 'isa_dead_letters', 'gauge',

@@ -6,7 +6,7 @@
 -- operations, the updates that count, the columns left out and the key.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(82);
+SELECT plan(83);
 
 SET LOCAL client_min_messages = warning;
 CREATE ROLE t17_owner NOLOGIN;
@@ -318,6 +318,9 @@ SET LOCAL client_min_messages = error;   -- the failing tracking's WARNING
 SELECT is((SELECT count(*) FROM pg_temp.events('iso.good')), 1::bigint,
           'a tracking whose events fail to render does not hold back another''s');
 SELECT is(pg_temp.batches('iso.bad'), 1::bigint, 'the failing tracking''s statement stays pending');
+SELECT is((SELECT value FROM isa.metrics() WHERE metric = 'table_events_pending_statements'
+                                               AND labels = '{"event_name": "iso.bad"}'), 1::float8,
+          'and the gauge table_events_pending_statements shows it');
 SELECT throws_ok($$SELECT isa._render_table_events('iso.bad')$$, 'P0001', 'refused by the test',
                  'rendering that one tracking by name raises its error to the caller');
 DROP TRIGGER refuse_bad ON table_events.outbox;
