@@ -104,5 +104,9 @@ fi
 opts=()
 for s in "${SETTINGS[@]}"; do opts+=(-o "$s"); done
 [ -n "$pkg" ] && opts+=(-p "$pkg")
-# -t: a cluster of its own under /tmp even as root (not /etc/postgresql/)
-PGPORT=$port exec pg_virtualenv -t -v "$PG_MAJOR" "${opts[@]}" "$ROOT/tools/installcheck.sh" --inside "${files[@]}"
+# -t: a cluster of its own under /tmp even as root (not /etc/postgresql/);
+# UTF-8 as tools/stack.sh makes it, whatever the caller's locale: in a shell
+# without LANG the cluster would be SQL_ASCII, where the tests' non-ASCII
+# names and JSON cannot go
+PGPORT=$port exec pg_virtualenv -t -v "$PG_MAJOR" -i "--encoding=UTF8 --locale=C.UTF-8" "${opts[@]}" \
+  "$ROOT/tools/installcheck.sh" --inside "${files[@]}"
