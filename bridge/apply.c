@@ -5,7 +5,9 @@
  * The messages that arrived since the last turn are applied in one
  * transaction, each in its own subtransaction:
  *
- *   parse the envelope -> check that it arrived on its own subject,
+ *   parse the envelope (once per round for the same bytes: a message that
+ *   several of this worker's subscriptions match comes once per consumer)
+ *   -> check that it arrived on its own subject,
  *   <source>.<event_type> -> check its major version -> insert into the inbox
  *   (a conflict means "already applied": skip) -> call the handler as the
  *   subscription's owner  (the last two: handler.c)
@@ -29,6 +31,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -130,8 +133,60 @@ typedef struct ApplyState
 	Delivery   *d;
 	int			stage;			/* 0 parse, 1 subject, 2 version, 3 handler */
 	Datum		event_json;		/* once the bytes parsed as JSON */
+	bool		kept;			/* event_json and the event are the round's copies (Parsed) */
 	ApplyResult result;
 } ApplyState;
+
+/*
+ * The envelopes parsed this round, by their bytes.  A message that matches
+ * several subscriptions of this worker (the event store's and the audit
+ * trail's '>' match every event) comes once per consumer with the same
+ * bytes: it is checked and parsed once.  A table of 2n slots or more, in
+ * round_cxt; a slot's data are the bytes of a message that lives until the
+ * round's end.
+ */
+typedef struct Parsed
+{
+	const char *data;			/* NULL: a free slot */
+	int			len;
+	uint32		hash;
+	Datum		event;			/* copies in round_cxt */
+	Datum		event_json;
+} Parsed;
+
+static Parsed *parsed = NULL;
+static uint32 parsed_mask = 0;
+
+static void
+parsed_start(int n)
+{
+	uint32		size = 16;
+
+	while (size < (uint32) n * 2)
+		size <<= 1;
+	parsed = MemoryContextAllocZero(round_cxt, sizeof(Parsed) * size);
+	parsed_mask = size - 1;
+}
+
+/* The slot of these bytes: parsed already when its data is set, else free. */
+static Parsed *
+parsed_slot(const char *data, int len)
+{
+	uint32		hash = hash_bytes((const unsigned char *) data, len);
+	Parsed	   *p;
+
+	for (uint32 i = hash & parsed_mask;; i = (i + 1) & parsed_mask)
+	{
+		p = &parsed[i];
+		if (p->data == NULL)
+		{
+			p->hash = hash;
+			return p;
+		}
+		if (p->hash == hash && p->len == len && memcmp(p->data, data, len) == 0)
+			return p;
+	}
+}
 
 static void
 apply_message_body(void *arg)
@@ -144,26 +199,51 @@ apply_message_body(void *arg)
 	HeapTupleHeader th;
 	bool		isnull;
 	char	   *version;
-	char	   *buf = palloc(len + 1);
-	const char *device_event_type;
+	const char *device_event_type = isa_device_message_type(natsMsg_GetSubject(d->msg), NULL);
+	Parsed	   *slot = NULL;
 
-	memcpy(buf, data, len);
-	buf[len] = '\0';
-	if (len == 0)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-						errmsg("empty message")));
-	if (memchr(data, '\0', len) != NULL)
-		ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-						errmsg("message contains a NUL byte")));
-	if (!pg_verify_mbstr(PG_UTF8, buf, len, true))
-		ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-						errmsg("message is not valid UTF-8")));
-	device_event_type = isa_device_message_type(natsMsg_GetSubject(d->msg), NULL);
-	if (device_event_type)
-		st->event_json = isa_device_message_envelope(d->msg, buf);
+	/* a device message's envelope is made from its subject too: not shared */
+	if (device_event_type == NULL && len > 0)
+		slot = parsed_slot(data, len);
+	if (slot != NULL && slot->data != NULL)
+	{
+		/* the same bytes, checked and parsed for another consumer */
+		st->event_json = slot->event_json;
+		event = slot->event;
+		st->kept = true;
+	}
 	else
-		st->event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
-	event = FunctionCall1(&event_from_json_finfo, st->event_json);
+	{
+		char	   *buf = palloc(len + 1);
+
+		memcpy(buf, data, len);
+		buf[len] = '\0';
+		if (len == 0)
+			ereport(ERROR, (errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+							errmsg("empty message")));
+		if (memchr(data, '\0', len) != NULL)
+			ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+							errmsg("message contains a NUL byte")));
+		if (!pg_verify_mbstr(PG_UTF8, buf, len, true))
+			ereport(ERROR, (errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+							errmsg("message is not valid UTF-8")));
+		if (device_event_type)
+			st->event_json = isa_device_message_envelope(d->msg, buf);
+		else
+			st->event_json = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
+		event = FunctionCall1(&event_from_json_finfo, st->event_json);
+		if (slot != NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(round_cxt);
+
+			slot->event = event = datumCopy(event, false, -1);
+			slot->event_json = st->event_json = datumCopy(st->event_json, false, -1);
+			slot->len = len;
+			slot->data = data;
+			MemoryContextSwitchTo(old);
+			st->kept = true;
+		}
+	}
 	th = DatumGetHeapTupleHeader(event);
 	d->event_type = MemoryContextStrdup(round_cxt,
 										TextDatumGetCString(GetAttributeByName(th, "event_type", &isnull)));
@@ -204,8 +284,8 @@ apply_message_body(void *arg)
 		/* applied with the rest of its subscription's batch (apply_batches) */
 		MemoryContext old = MemoryContextSwitchTo(round_cxt);
 
-		d->event = datumCopy(event, false, -1);
-		d->event_json = datumCopy(st->event_json, false, -1);
+		d->event = st->kept ? event : datumCopy(event, false, -1);
+		d->event_json = st->kept ? st->event_json : datumCopy(st->event_json, false, -1);
 		MemoryContextSwitchTo(old);
 		st->result = APPLY_PENDING;
 		return;
@@ -219,7 +299,7 @@ apply_message_body(void *arg)
 static ApplyResult
 apply_message(Delivery *d, ApplyFailure *f)
 {
-	ApplyState	st = {d, 0, (Datum) 0, APPLY_OK};
+	ApplyState	st = {d, 0, (Datum) 0, false, APPLY_OK};
 	ErrorData  *edata;
 
 	memset(f, 0, sizeof(*f));
@@ -463,6 +543,7 @@ isa_apply_arrived(void)
 	if (nd == 0)
 		return n;
 
+	parsed_start(nd);
 	isa_bridge_start_transaction();
 	PG_TRY();
 	{
@@ -510,6 +591,7 @@ isa_apply_arrived(void)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(round_cxt);
+	parsed = NULL;				/* its bytes go with the messages below */
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
 

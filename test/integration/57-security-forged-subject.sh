@@ -45,12 +45,32 @@ n2=$(sql "SELECT count(*) FROM isa.subscriptions WHERE isa.subject_matches('exte
 is "$(wait_for "SELECT count(*) FROM isa.dead_letters WHERE event_id = '$id2' AND reason = 'subject_mismatch'" "$n2" 15)" "$n2" \
    "a payment_service envelope on external.usage.recorded.model is dead-lettered too, by each of its $n2 subscriptions"
 
+# 3: the same bytes on their own subject and on another, in one round of the
+# apply path (the event store and the audit trail paused while both are
+# published, so that they arrive together): the envelope is parsed once for
+# every consumer, and still checked against each message's subject
+id3=$(sql "SELECT isa.uuid_v7()")
+printf '{"id":"%s","event_type":"it57.same","source":"external","version":"1.0.0","timestamp":"2026-12-07T10:00:00.000000Z","data":{"n":1},"metadata":{}}' "$id3" > "$TMP/e3"
+sql "ALTER SYSTEM SET isa.services = '$(sql "SELECT string_agg(name, ',') FROM isa.services WHERE schema_name IS NOT NULL AND name NOT IN ('event', 'audit')")'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+wait_for "SELECT subscriptions FROM isa.bridge_status()" "$(subs_want "service NOT IN ('event', 'audit')")" 20 >/dev/null
+$NATS pub external.it57.same --id "same-$id3" --file "$TMP/e3" >/dev/null
+$NATS pub external.it57.other --id "other-$id3" --file "$TMP/e3" >/dev/null
+resume_services
+n3=$(sql "SELECT count(*) FROM isa.subscriptions WHERE isa.subject_matches('external.it57.other', subject_filter)")
+is "$(wait_for "SELECT count(*) FROM isa.dead_letters WHERE event_id = '$id3' AND reason = 'subject_mismatch'" "$n3" 15)" "$n3" \
+   "the same bytes on a subject not their own are dead-lettered by each of its $n3 subscriptions"
+is "$(wait_for "SELECT (SELECT count(*) FROM event.events WHERE id = '$id3') || ' ' || (SELECT count(*) FROM audit.entries WHERE event_id = '$id3')" "1 1" 15)" "1 1" \
+   "and on their own subject they are in the event store and the audit trail, once each"
+is "$(sql "SELECT string_agg(DISTINCT subject, ',') FROM event.events WHERE id = '$id3'")" external.it57.same \
+   "the event store has them as they came on their own subject"
+
 is "$(sql "SELECT balance FROM wallet.wallets WHERE user_id = '$uid'")" 0 "the victim's wallet was credited nothing"
 is "$(sql "SELECT count(*) FROM isa.inbox WHERE event_id IN ('$id1', '$id2')")" 0 "no inbox holds either forgery: nothing was applied"
 is "$(sql "SELECT count(*) FROM isa.dead_letters WHERE reason = 'subject_mismatch'")" \
-   "$((dead_before + $(sql "SELECT count(*) FROM isa.dead_letters WHERE event_id IN ('$id1', '$id2')")))" \
-   "every dead letter of subject_mismatch is one of the two forgeries"
-is "$(metric)" "$((metric_before + $(sql "SELECT count(*) FROM isa.dead_letters WHERE event_id IN ('$id1', '$id2')")))" \
+   "$((dead_before + $(sql "SELECT count(*) FROM isa.dead_letters WHERE event_id IN ('$id1', '$id2', '$id3')")))" \
+   "every dead letter of subject_mismatch is one of the three forgeries"
+is "$(metric)" "$((metric_before + $(sql "SELECT count(*) FROM isa.dead_letters WHERE event_id IN ('$id1', '$id2', '$id3')")))" \
    "isa.metrics() counts them: dead_letters{reason=subject_mismatch}"
 
 dl=$(sql "SELECT min(id) FROM isa.dead_letters WHERE event_id = '$id1'")
