@@ -39,7 +39,8 @@ extern int	isa_ack_wait;			/* seconds */
 extern int	isa_publish_batch_size;
 extern int	isa_consume_batch_size;
 extern int	isa_bridge_idle_interval;	/* ms */
-extern int	isa_bridge_round_interval;	/* ms */
+extern int	isa_bridge_render_interval;	/* ms */
+extern int	isa_bridge_publish_interval;	/* ms */
 extern char *isa_bridge_apply_groups;
 extern int	isa_bridge_worker;		/* 0: the bridge; k: apply worker of group k */
 extern void isa_bridge_define_gucs(void);

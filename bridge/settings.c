@@ -34,7 +34,8 @@ int			isa_ack_wait = 30;
 int			isa_publish_batch_size = 1000;
 int			isa_consume_batch_size = 256;
 int			isa_bridge_idle_interval = 1000;
-int			isa_bridge_round_interval = 20;
+int			isa_bridge_render_interval = 50;
+int			isa_bridge_publish_interval = 0;
 char	   *isa_bridge_apply_groups = NULL;
 
 /*
@@ -273,10 +274,17 @@ isa_bridge_define_gucs(void)
 							"Commits wake it at once; this only catches what no wake-up announced.",
 							&isa_bridge_idle_interval, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
-	DefineCustomIntVariable("isa.bridge_round_interval",
-							"Least time between two publishing rounds that commits wake (tracked tables' statements rendered first).",
-							"A commit after a quiet spell is published at once; under a stream of commits, the events of this interval "
-							"are published together, and the subscribers that record every event get them in batches. 0: a round per commit.",
-							&isa_bridge_round_interval, 20, 0, 60 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
+	DefineCustomIntVariable("isa.bridge_publish_interval",
+							"Least time between two publishing rounds that outbox commits start.",
+							"0 (the default): a round at once for every commit the bridge is not already publishing. Larger: under a stream of commits, "
+							"the events of this interval are published together and the subscribers that record every event get them in batches, "
+							"at the cost of up to this much latency; a commit after a quiet spell is published at once.",
+							&isa_bridge_publish_interval, 0, 0, 60 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("isa.bridge_render_interval",
+							"Least time between two renderings of tracked tables' statements into events.",
+							"A commit to a tracked table is rendered at once when the last rendering is older; "
+							"under a stream of commits, the statements of this interval are rendered and published together. 0 renders at every commit.",
+							&isa_bridge_render_interval, 50, 0, 60 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 }

@@ -44,7 +44,8 @@ typedef struct Turn
 	bool		sql_served;		/* the last check found servable SQL */
 	TimestampTz sql_checked_at;
 	TimestampTz last_publish_try;
-	TimestampTz last_commit_round;	/* the last publishing round that commits woke */
+	TimestampTz last_render;		/* the last rendering of tracked tables' statements */
+	TimestampTz last_commit_publish;	/* the last publishing round that outbox commits started */
 	TimestampTz last_full_publish;	/* the last publishing round that read every unpublished row */
 	bool		full_more;		/* that round was full: the next reads every row too */
 	TimestampTz last_setup_try;
@@ -330,39 +331,62 @@ apply_arrived(Turn *t)
 }
 
 /*
- * Whether the publishing round that commits asked for is due, and which
- * flags it takes: outbox rows (*outbox) and tracked tables' statements to
- * render first (*batches, render.c).  Two such rounds are at least
- * isa.bridge_round_interval apart, and a commit after a quiet spell is
- * published at once.  A round costs its transactions, its claim and mark
- * statements and, behind it, a transaction per batch of every subscriber
- * that records the stream, whatever it holds: under a stream of one-row
- * commits, a round per commit carried one or two events and cost the
- * bridge and the recorders several times the CPU per event
- * (bench/outbox_overhead, bench/table_events: docs/benchmarks.md).  A flag
- * stays raised until its round takes it; until then the bridge sleeps
- * until the interval ends.
+ * The bridge worker only; not before the stream is there: acks would only
+ * fail.  The tracked tables' batches are rendered into outbox rows first
+ * (render.c), when a commit wrote some or at the idle interval (batches a
+ * restart or a failed render left), not at every round, and not twice within
+ * isa.bridge_render_interval: a rendering costs its transaction and a
+ * publishing round whatever it renders, so under a stream of single-row
+ * commits the statements of one interval become events together (with the
+ * interval 0, the bridge rendered rounds of a few rows, and an event cost it
+ * and the subscribers three and two times the CPU: bench/table_events/run,
+ * docs/benchmarks.md).  The
+ * flag of pending batches stays set until they are rendered.
  */
-static void
-commit_round_due(Turn *t, TimestampTz now, bool *outbox, bool *batches)
+static bool
+render_due(Turn *t, TimestampTz now)
 {
-	TimestampTz next = TimestampTzPlusMilliseconds(t->last_commit_round, isa_bridge_round_interval);
+	TimestampTz next = TimestampTzPlusMilliseconds(t->last_render, isa_bridge_render_interval);
 
-	*outbox = *batches = false;
-	if (pg_atomic_read_u32(&isa_shared->outbox_pending) == 0 &&
-		pg_atomic_read_u32(&isa_shared->table_batches_pending) == 0)
-		return;
+	if (pg_atomic_read_u32(&isa_shared->table_batches_pending) == 0)
+		return false;
 	if (now < next)
 	{
 		t->timeout_cap = Min(t->timeout_cap, Max(TimestampDifferenceMilliseconds(now, next), 1));
-		return;
+		return false;
 	}
-	*outbox = pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0) != 0;
-	*batches = pg_atomic_exchange_u32(&isa_shared->table_batches_pending, 0) != 0;
-	t->last_commit_round = now;
+	(void) pg_atomic_exchange_u32(&isa_shared->table_batches_pending, 0);
+	return true;
 }
 
-/* The bridge worker only; not before the stream is there: acks would only fail. */
+/*
+ * Whether the outbox rows that commits announced are due for a round: at
+ * once, unless isa.bridge_publish_interval (0 by default) asks for rounds
+ * that far apart.  A commit after a quiet spell is published at once.  A
+ * round costs its transactions and its claim and mark statements, and
+ * behind it a transaction per batch of each subscriber that records every
+ * event, whatever it carries: under a stream of one-row commits, rounds of
+ * an event or two (bench/outbox_overhead, docs/benchmarks.md).  The default
+ * keeps the latency of bench/bridge_latency; the flag stays raised until a
+ * round takes it.
+ */
+static bool
+publish_due(Turn *t, TimestampTz now)
+{
+	TimestampTz next = TimestampTzPlusMilliseconds(t->last_commit_publish, isa_bridge_publish_interval);
+
+	if (pg_atomic_read_u32(&isa_shared->outbox_pending) == 0)
+		return false;
+	if (now < next)
+	{
+		t->timeout_cap = Min(t->timeout_cap, Max(TimestampDifferenceMilliseconds(now, next), 1));
+		return false;
+	}
+	(void) pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0);
+	t->last_commit_publish = now;
+	return true;
+}
+
 static void
 publish_outbox(Turn *t)
 {
@@ -374,18 +398,18 @@ publish_outbox(Turn *t)
 
 	if (t->setup_pending || isa_bridge_worker != 0)
 		return;
-	commit_round_due(t, now, &outbox, &batches);
+	outbox = publish_due(t, now);
+	batches = render_due(t, now);
 	idle = TimestampDifferenceExceeds(t->last_publish_try, now, isa_bridge_idle_interval);
 	if (outbox || batches || idle || t->publish_more)
 	{
 		t->last_publish_try = now;
-		/*
-		 * Tracked tables' statements become outbox rows first, when a
-		 * commit wrote some, and at the idle interval (batches a restart or
-		 * a failed rendering left), not at every round.
-		 */
 		if (batches || idle)
-			(void) isa_render_round();
+		{
+			/* an idle round that found nothing does not hold back the next commit's */
+			if (isa_render_round() != 0 || batches)
+				t->last_render = now;
+		}
 		/*
 		 * A full round at least once per idle interval (isa_publish_round),
 		 * and after a full round that filled its batch: a backlog older than

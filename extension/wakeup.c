@@ -91,7 +91,7 @@ wake_noted(void)
 	/*
 	 * Tracked tables' batches wake the bridge only when their flag was down.
 	 * A raised flag is one the bridge has yet to take, which it does when it
-	 * renders, at most once per isa.bridge_round_interval: it will render
+	 * renders, at most once per isa.bridge_render_interval: it will render
 	 * this commit's batch with the others, and a second wake-up would only
 	 * send it back to sleep, at the cost of a kill() in every writer's commit
 	 * (which perf record -a showed in a single-row writer's profile).

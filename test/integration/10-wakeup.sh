@@ -77,24 +77,24 @@ is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" $((s0 + 1)) 5)" $
 sql "SELECT isa.unsubscribe_from_events('audit', 'wallet_service.>', 'public.it_handler(isa.event)')" >/dev/null
 is "$(wait_for "SELECT subscriptions FROM isa.bridge_status()" "$s0" 5)" "$s0" "and dropped it at once when it was removed"
 sql "DROP FUNCTION public.it_handler(isa.event)"
-# isa.bridge_round_interval: two publishing rounds that commits wake are at
-# least the interval apart (2 s here).  A commit after a quiet spell is
-# published at once; one right after it waits for the interval's end, and
-# what wakes the bridge then is the interval's own timer (the safety timer is
-# still an hour).
-sql "ALTER SYSTEM SET isa.bridge_round_interval = '2s'" >/dev/null
+# isa.bridge_publish_interval (0 by default: a round per commit): two
+# publishing rounds that commits start at least the interval apart (2 s
+# here).  A commit after a quiet spell is published at once; one right after
+# it waits for the interval's end, and what wakes the bridge then is the
+# interval's own timer (the safety timer is still an hour).
+sql "ALTER SYSTEM SET isa.bridge_publish_interval = '2s'" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 unpublished() { sql "SELECT count(*) FROM wallet.outbox WHERE event_type = 'it.wakeup' AND published_at IS NULL"; }
 sleep 2.2   # the last round is older than the interval
 sql "SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 10}')" >/dev/null
 is "$(wait_for "SELECT count(*) FROM wallet.outbox WHERE event_type = 'it.wakeup' AND published_at IS NULL" 0 1)" 0 \
-   "a commit after a quiet spell is published at once (within a second; the interval is 2 s)"
+   "with isa.bridge_publish_interval, a commit after a quiet spell is published at once (within a second; the interval is 2 s)"
 sql "SELECT isa.publish_event('it.wakeup', 'wallet_service', '{\"n\": 11}')" >/dev/null
 sleep 0.3
 is "$(unpublished)" 1 "a commit right after that round waits for the interval's end"
 is "$(wait_for "SELECT count(*) FROM wallet.outbox WHERE event_type = 'it.wakeup' AND published_at IS NULL" 0 5)" 0 \
    "and is published then, woken by the interval's end (the safety timer is an hour)"
-sql "ALTER SYSTEM RESET isa.bridge_round_interval" >/dev/null
+sql "ALTER SYSTEM RESET isa.bridge_publish_interval" >/dev/null
 sql "ALTER SYSTEM RESET isa.bridge_idle_interval" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 # leave the catalogue as the extension made it (40-events-doc compares it)

@@ -71,13 +71,10 @@ is "$(sql "SELECT count(*) FROM table_events.outbox WHERE event_type LIKE '$N.%'
    "and neither rolled-back insert left an event"
 resume_services
 
-# ---------------------------------------------------------------- isa.bridge_round_interval
+# ---------------------------------------------------------------- isa.bridge_render_interval
 # Two renderings at least the interval apart (2 s here): a commit after a quiet
 # spell is rendered at once, one right after it waits for the interval's end.
-# The interval is the publishing rounds' (test 10): the event store's batch
-# summaries, outbox commits of their own, would start rounds too.
-pause_service event
-sql "ALTER SYSTEM SET isa.bridge_round_interval = '2s'" >/dev/null
+sql "ALTER SYSTEM SET isa.bridge_render_interval = '2s'" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
 pending() { sql "SELECT pending_statements FROM isa.tracked_tables WHERE event_name = '$N'"; }
 sleep 2.2   # the last rendering is older than the interval
@@ -89,9 +86,8 @@ sleep 0.3
 is "$(pending)" 1 "a commit right after that rendering waits for the interval's end"
 is "$(wait_for "SELECT pending_statements FROM isa.tracked_tables WHERE event_name = '$N'" 0 5)" 0 \
    "and is rendered then"
-sql "ALTER SYSTEM RESET isa.bridge_round_interval" >/dev/null
+sql "ALTER SYSTEM RESET isa.bridge_render_interval" >/dev/null
 sql "SELECT pg_reload_conf()" >/dev/null
-resume_services
 
 # ---------------------------------------------------------------- bulk
 sql "INSERT INTO it45.stock SELECT g, 'item ' || g, 0, 'x' FROM generate_series(1000, 10999) g" >/dev/null
