@@ -44,7 +44,7 @@ typedef struct Turn
 	bool		sql_served;		/* the last check found servable SQL */
 	TimestampTz sql_checked_at;
 	TimestampTz last_publish_try;
-	TimestampTz last_render;		/* the last rendering of tracked tables' statements */
+	TimestampTz last_render;		/* the last rendering of tracked tables' statements that commits started */
 	TimestampTz last_commit_publish;	/* the last publishing round that outbox commits started */
 	TimestampTz last_full_publish;	/* the last publishing round that read every unpublished row */
 	bool		full_more;		/* that round was full: the next reads every row too */
@@ -331,59 +331,42 @@ apply_arrived(Turn *t)
 }
 
 /*
- * The bridge worker only; not before the stream is there: acks would only
- * fail.  The tracked tables' batches are rendered into outbox rows first
- * (render.c), when a commit wrote some or at the idle interval (batches a
- * restart or a failed render left), not at every round, and not twice within
- * isa.bridge_render_interval: a rendering costs its transaction and a
- * publishing round whatever it renders, so under a stream of single-row
- * commits the statements of one interval become events together (with the
- * interval 0, the bridge rendered rounds of a few rows, and an event cost it
- * and the subscribers three and two times the CPU: bench/table_events/run,
- * docs/benchmarks.md).  The
- * flag of pending batches stays set until they are rendered.
+ * Whether the work a commit flag announces is due: when the flag is raised
+ * and the last round it started (*last) is at least interval_ms old; the
+ * flag is then taken.  A commit after a quiet spell is served at once; under
+ * a stream of commits, one round per interval serves them together, and the
+ * flag stays raised until then (the wait caps this turn's sleep).
+ *
+ * The two flags, both for the bridge worker only and not before the stream
+ * is there (acks would only fail):
+ * - tracked tables' batches, rendered into outbox rows first (render.c),
+ *   at most once per isa.bridge_render_interval (50 ms): a rendering costs
+ *   its transaction and a publishing round whatever it renders, and at
+ *   interval 0 an event cost the bridge and the subscribers three and two
+ *   times the CPU under single-row writes (bench/table_events/run,
+ *   docs/benchmarks.md);
+ * - outbox rows, at once by default; isa.bridge_publish_interval spaces
+ *   those rounds too, trading latency (bench/bridge_latency) for rounds of
+ *   more than an event or two under a stream of one-row commits, each of
+ *   which the bridge and every subscriber that records the stream pay in
+ *   transactions (bench/outbox_overhead).
+ * Rendering also happens at the idle interval (batches a restart or a failed
+ * render left); that does not start an interval.
  */
 static bool
-render_due(Turn *t, TimestampTz now)
+commit_flag_due(Turn *t, pg_atomic_uint32 *flag, TimestampTz *last, int interval_ms, TimestampTz now)
 {
-	TimestampTz next = TimestampTzPlusMilliseconds(t->last_render, isa_bridge_render_interval);
+	TimestampTz next = TimestampTzPlusMilliseconds(*last, interval_ms);
 
-	if (pg_atomic_read_u32(&isa_shared->table_batches_pending) == 0)
+	if (pg_atomic_read_u32(flag) == 0)
 		return false;
 	if (now < next)
 	{
 		t->timeout_cap = Min(t->timeout_cap, Max(TimestampDifferenceMilliseconds(now, next), 1));
 		return false;
 	}
-	(void) pg_atomic_exchange_u32(&isa_shared->table_batches_pending, 0);
-	return true;
-}
-
-/*
- * Whether the outbox rows that commits announced are due for a round: at
- * once, unless isa.bridge_publish_interval (0 by default) asks for rounds
- * that far apart.  A commit after a quiet spell is published at once.  A
- * round costs its transactions and its claim and mark statements, and
- * behind it a transaction per batch of each subscriber that records every
- * event, whatever it carries: under a stream of one-row commits, rounds of
- * an event or two (bench/outbox_overhead, docs/benchmarks.md).  The default
- * keeps the latency of bench/bridge_latency; the flag stays raised until a
- * round takes it.
- */
-static bool
-publish_due(Turn *t, TimestampTz now)
-{
-	TimestampTz next = TimestampTzPlusMilliseconds(t->last_commit_publish, isa_bridge_publish_interval);
-
-	if (pg_atomic_read_u32(&isa_shared->outbox_pending) == 0)
-		return false;
-	if (now < next)
-	{
-		t->timeout_cap = Min(t->timeout_cap, Max(TimestampDifferenceMilliseconds(now, next), 1));
-		return false;
-	}
-	(void) pg_atomic_exchange_u32(&isa_shared->outbox_pending, 0);
-	t->last_commit_publish = now;
+	(void) pg_atomic_exchange_u32(flag, 0);
+	*last = now;
 	return true;
 }
 
@@ -398,18 +381,16 @@ publish_outbox(Turn *t)
 
 	if (t->setup_pending || isa_bridge_worker != 0)
 		return;
-	outbox = publish_due(t, now);
-	batches = render_due(t, now);
+	outbox = commit_flag_due(t, &isa_shared->outbox_pending, &t->last_commit_publish,
+							 isa_bridge_publish_interval, now);
+	batches = commit_flag_due(t, &isa_shared->table_batches_pending, &t->last_render,
+							  isa_bridge_render_interval, now);
 	idle = TimestampDifferenceExceeds(t->last_publish_try, now, isa_bridge_idle_interval);
 	if (outbox || batches || idle || t->publish_more)
 	{
 		t->last_publish_try = now;
 		if (batches || idle)
-		{
-			/* an idle round that found nothing does not hold back the next commit's */
-			if (isa_render_round() != 0 || batches)
-				t->last_render = now;
-		}
+			(void) isa_render_round();
 		/*
 		 * A full round at least once per idle interval (isa_publish_round),
 		 * and after a full round that filled its batch: a backlog older than
