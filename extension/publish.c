@@ -23,6 +23,10 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "partitioning/partdesc.h"
+#include "utils/partcache.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -468,6 +472,87 @@ check_text(FunctionCallInfo fcinfo, int argno, const char *field)
 }
 
 /*
+ * The compiled CHECK constraints and partition constraint of each table
+ * isa_insert_row writes, kept per backend until the table's relcache entry is
+ * invalidated.  ExecSimpleRelationInsert compiles them into the ResultRelInfo
+ * it is given, and with a fresh ResultRelInfo per row every
+ * isa.publish_event read the outbox's constraint from its node string
+ * (stringToNode) and compiled it again: more than half of that function's
+ * CPU in perf record of bench/outbox_overhead's writers.  Such expressions
+ * hold no subplan and no link to an EState (they are evaluated in the
+ * econtext the executor passes), so one compilation serves every row.  An
+ * invalidation only marks the entry stale: the row being inserted may be
+ * using it, and the next call rebuilds it.
+ */
+typedef struct InsertExprs
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	MemoryContext cxt;			/* holds the compiled expressions */
+	ExprState **checks;			/* one per rd_att->constr->check[] */
+	ExprState  *partition_check;	/* NULL when the table is not a partition */
+} InsertExprs;
+
+static HTAB *insert_exprs = NULL;
+
+static void
+insert_exprs_invalidated(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS seq;
+	InsertExprs *e;
+
+	hash_seq_init(&seq, insert_exprs);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (relid == InvalidOid || e->relid == relid)
+			e->valid = false;
+}
+
+/* The compiled constraints of rel, built when missing or stale. */
+static InsertExprs *
+insert_exprs_for(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	InsertExprs *e;
+	bool		found;
+	MemoryContext old;
+	TupleConstr *constr = rel->rd_att->constr;
+
+	if (insert_exprs == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(InsertExprs);
+		ctl.hcxt = TopMemoryContext;
+		insert_exprs = hash_create("isa insert constraints", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(insert_exprs_invalidated, (Datum) 0);
+	}
+	e = hash_search(insert_exprs, &relid, HASH_ENTER, &found);
+	if (found && e->valid)
+		return e;
+	if (found && e->cxt != NULL)
+		MemoryContextDelete(e->cxt);
+	e->cxt = NULL;
+	e->valid = false;
+	e->checks = NULL;
+	e->partition_check = NULL;
+	e->cxt = AllocSetContextCreate(TopMemoryContext, "isa insert constraints", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(e->cxt);
+	if (constr != NULL && constr->num_check > 0)
+	{
+		e->checks = palloc0(sizeof(ExprState *) * constr->num_check);
+		/* NOT VALID ones too: they bind new rows, as in ExecRelCheck */
+		for (int i = 0; i < constr->num_check; i++)
+			e->checks[i] = ExecInitExpr(expression_planner((Expr *) stringToNode(constr->check[i].ccbin)), NULL);
+	}
+	if (rel->rd_rel->relispartition)
+		e->partition_check = ExecInitCheck((List *) expression_planner((Expr *) RelationGetPartitionQual(rel)), NULL);
+	MemoryContextSwitchTo(old);
+	e->valid = true;
+	return e;
+}
+
+/*
  * Inserts one row into a table the way logical replication applies a row
  * (ExecSimpleRelationInsert: constraints, partition check, indexes,
  * triggers), without planning or executing a query: values[c] (nulls[c], or
@@ -493,6 +578,13 @@ isa_insert_row(Oid relid, int n, const int16 *attnums, const Datum *values, cons
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	estate->es_output_cid = GetCurrentCommandId(true);
 	ExecOpenIndices(rri, false);
+	{
+		/* after the opens, whose lock waits may run invalidations */
+		InsertExprs *exprs = insert_exprs_for(rel);
+
+		rri->ri_ConstraintExprs = exprs->checks;
+		rri->ri_PartitionCheckExpr = exprs->partition_check;
+	}
 
 	slot = ExecInitExtraTupleSlot(estate, tupdesc, &TTSOpsVirtual);
 	ExecClearTuple(slot);

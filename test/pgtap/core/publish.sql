@@ -4,7 +4,7 @@
 -- The outbox keeps one index: the publisher's "unpublished, in id order" scan.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(46);
+SELECT plan(50);
 
 SELECT isa.register_event_type('wallet.tokens.deducted', 'wallet_service', v, 'Tokens left a wallet.')
   FROM unnest(ARRAY['1.0.0', '1.2.0', '1.10.0']) v;
@@ -227,6 +227,22 @@ UPDATE isa.outbox SET published_at = now() WHERE id = (SELECT id FROM published 
 SELECT is((SELECT count(*) FROM isa.outbox WHERE published_at IS NULL AND id = (SELECT id FROM published WHERE label = 'scan 3')),
           0::bigint,
           'a row marked published leaves the publisher''s scan');
+
+-- The outbox's constraints, compiled once per backend and table
+-- (isa_insert_row), follow an ALTER TABLE in the same session: a constraint
+-- added after the first publish applies to the next (NOT VALID, as the row
+-- published before it breaks it: new rows are bound all the same), and one
+-- dropped stops applying.
+SELECT lives_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"n": 13}')$$,
+                'before the constraint: n = 13 is published');
+ALTER TABLE wallet.outbox ADD CONSTRAINT t_not_13 CHECK (data->>'n' IS DISTINCT FROM '13') NOT VALID;
+SELECT throws_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"n": 13}')$$,
+                 '23514', NULL, 'a CHECK constraint added to the outbox applies to the next publish (23514)');
+SELECT lives_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"n": 12}')$$,
+                'and lets the others through');
+ALTER TABLE wallet.outbox DROP CONSTRAINT t_not_13;
+SELECT lives_ok($$SELECT isa.publish_event('wallet.tokens.deducted', 'wallet_service', '{"n": 13}')$$,
+                'dropped, it no longer applies');
 
 SELECT * FROM finish();
 ROLLBACK;
