@@ -22,6 +22,20 @@ wait_q() {
   return 1
 }
 
+# recorders_caught_up: until every outbox row is published (tracked tables'
+# pending statements rendered first) and the newest is in the event store and
+# the audit trail, which record every event: a round that starts then does
+# not pay for the rounds before it
+recorders_caught_up() {
+  local last
+  wait_q "SELECT (SELECT count(*) FROM isa.outbox WHERE published_at IS NULL)
+                 + (SELECT coalesce(sum(pending_statements), 0) FROM isa.tracked_tables)" 0 120 || return 1
+  last=$(q "SELECT id FROM isa.outbox ORDER BY id DESC LIMIT 1")
+  [ -n "$last" ] || return 0
+  wait_q "SELECT EXISTS (SELECT FROM event.events WHERE id = '$last')
+                 AND EXISTS (SELECT FROM audit.entries WHERE event_id = '$last')" t 300
+}
+
 bridge_off() { set_guc isa.bridge_enabled off; wait_q "SELECT connected FROM isa.bridge_status()" f 20; }
 bridge_on() { set_guc isa.bridge_enabled DEFAULT; wait_q "SELECT connected FROM isa.bridge_status()" t 20; }
 

@@ -142,8 +142,9 @@ typedef struct ApplyState
  * several subscriptions of this worker (the event store's and the audit
  * trail's '>' match every event) comes once per consumer with the same
  * bytes: it is checked and parsed once.  A table of 2n slots or more, in
- * round_cxt; a slot's data are the bytes of a message that lives until the
- * round's end.
+ * round_cxt, made only for a round with messages of two subscriptions or
+ * more (NULL otherwise: nothing hashed, nothing copied); a slot's data are
+ * the bytes of a message that lives until the round's end.
  */
 typedef struct Parsed
 {
@@ -203,7 +204,7 @@ apply_message_body(void *arg)
 	Parsed	   *slot = NULL;
 
 	/* a device message's envelope is made from its subject too: not shared */
-	if (device_event_type == NULL && len > 0)
+	if (parsed != NULL && device_event_type == NULL && len > 0)
 		slot = parsed_slot(data, len);
 	if (slot != NULL && slot->data != NULL)
 	{
@@ -543,7 +544,13 @@ isa_apply_arrived(void)
 	if (nd == 0)
 		return n;
 
-	parsed_start(nd);
+	/* only a round with messages of two subscriptions or more can share */
+	for (int i = 1; i < nd; i++)
+		if (ds[i].sub != ds[0].sub)
+		{
+			parsed_start(nd);
+			break;
+		}
 	isa_bridge_start_transaction();
 	PG_TRY();
 	{

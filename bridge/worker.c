@@ -346,10 +346,10 @@ apply_arrived(Turn *t)
  *   times the CPU under single-row writes (bench/table_events/run,
  *   docs/benchmarks.md);
  * - outbox rows, at once by default; isa.bridge_publish_interval spaces
- *   those rounds too, trading latency (bench/bridge_latency) for rounds of
- *   more than an event or two under a stream of one-row commits, each of
- *   which the bridge and every subscriber that records the stream pay in
- *   transactions (bench/outbox_overhead).
+ *   those rounds too, trading latency (bench/bridge_latency) for rounds
+ *   that carry more than one commit's events under a stream of one-row
+ *   commits, each of which the bridge and every subscriber that records the
+ *   stream pay in transactions (bench/outbox_overhead).
  * Rendering also happens at the idle interval (batches a restart or a failed
  * render left); that does not start an interval.
  */

@@ -10,6 +10,8 @@
 #include "port/atomics.h"
 #include "storage/spin.h"
 #include "executor/spi.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -162,6 +164,7 @@ extern Oid	isa_function_owner(struct FunctionCallInfoBaseData *fcinfo);
 extern void isa_insert_row(Oid relid, int n, const int16 *attnums, const Datum *values, const bool *nulls);
 extern char *isa_jsonb_text(Jsonb *object, const char *key);
 extern SPIPlanPtr isa_keep_plan(const char *sql, int nargs, Oid *types, const char *what);
+extern HTAB *isa_relid_cache(const char *name, Size entrysize, RelcacheCallbackFunction invalidated);
 extern Datum isa_event_metadata_of(pg_uuid_t *id);
 
 /* extension/uuid_v7.c */

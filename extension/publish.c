@@ -232,6 +232,25 @@ isa_keep_plan(const char *sql, int nargs, Oid *types, const char *what)
 	return plan;
 }
 
+/*
+ * A backend's cache of entries keyed by a relation's oid (the entry's first
+ * field), in TopMemoryContext, with invalidated called for each relcache
+ * invalidation (a relid, or InvalidOid for all).  Call once per cache.
+ */
+HTAB *
+isa_relid_cache(const char *name, Size entrysize, RelcacheCallbackFunction invalidated)
+{
+	HASHCTL		ctl;
+	HTAB	   *cache;
+
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = entrysize;
+	ctl.hcxt = TopMemoryContext;
+	cache = hash_create(name, 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	CacheRegisterRelcacheCallback(invalidated, (Datum) 0);
+	return cache;
+}
+
 /* A tracing id in metadata, when given, is a non-empty string; true if given. */
 static bool
 check_metadata_id(Jsonb *metadata, const char *key)
@@ -477,8 +496,8 @@ check_text(FunctionCallInfo fcinfo, int argno, const char *field)
  * invalidated.  ExecSimpleRelationInsert compiles them into the ResultRelInfo
  * it is given, and with a fresh ResultRelInfo per row every
  * isa.publish_event read the outbox's constraint from its node string
- * (stringToNode) and compiled it again: more than half of that function's
- * CPU in perf record of bench/outbox_overhead's writers.  Such expressions
+ * (stringToNode) and compiled it again, which doubled bench/publish_cost's
+ * publish/plain (docs/benchmarks.md, "publish_cost").  Such expressions
  * hold no subplan and no link to an EState (they are evaluated in the
  * econtext the executor passes), so one compilation serves every row.  An
  * invalidation only marks the entry stale: the row being inserted may be
@@ -518,21 +537,12 @@ insert_exprs_for(Relation rel)
 	TupleConstr *constr = rel->rd_att->constr;
 
 	if (insert_exprs == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(InsertExprs);
-		ctl.hcxt = TopMemoryContext;
-		insert_exprs = hash_create("isa insert constraints", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		CacheRegisterRelcacheCallback(insert_exprs_invalidated, (Datum) 0);
-	}
+		insert_exprs = isa_relid_cache("isa insert constraints", sizeof(InsertExprs), insert_exprs_invalidated);
 	e = hash_search(insert_exprs, &relid, HASH_ENTER, &found);
 	if (found && e->valid)
 		return e;
 	if (found && e->cxt != NULL)
 		MemoryContextDelete(e->cxt);
-	e->cxt = NULL;
 	e->valid = false;
 	e->checks = NULL;
 	e->partition_check = NULL;

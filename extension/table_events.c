@@ -198,15 +198,7 @@ tracking_of(TriggerData *td)
 	Oid			nsp;
 
 	if (checked == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(CheckedEntry);
-		ctl.hcxt = TopMemoryContext;
-		checked = hash_create("isa tracked tables", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		CacheRegisterRelcacheCallback(table_invalidated, (Datum) 0);
-	}
+		checked = isa_relid_cache("isa tracked tables", sizeof(CheckedEntry), table_invalidated);
 	e = hash_search(checked, &relid, HASH_FIND, NULL);
 	if (e != NULL && strcmp(e->event_name, event_name) == 0)
 		return e;
